@@ -1,0 +1,137 @@
+//! The backend layer: one dyn-compatible trait over bytes that every provider
+//! (memory, Redis, and any registered by users) implements.
+//!
+//! Keys are the cache's own keys (`"user:42"`); a backend that shares its
+//! server with others (Redis) adds its configured prefix itself, so the
+//! layers above never see it. Values are opaque bytes, except for counters
+//! (`incr_by`), which are stored as decimal integers as Redis stores them.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::error::{Error, Op, Result};
+
+/// A boxed, `Send` future: the return type of every [`Backend`] method, so
+/// the trait stays dyn-compatible (`Arc<dyn Backend>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How long a written value lives.
+///
+/// `None` in [`Backend::set`] means "no expiry". A `Duration` below one
+/// millisecond is rounded *up* to one millisecond by backends whose
+/// resolution is milliseconds; it is never rounded down to zero or replaced
+/// by a default.
+pub type Ttl = Option<Duration>;
+
+/// A cache backend: storage for bytes under string keys.
+///
+/// Implement this to add a provider and make it available by name with
+/// [`register`](crate::register). All methods take `&self` and may be
+/// called concurrently.
+///
+/// # Contract (checked by the conformance suite)
+///
+/// - `get` of a missing or expired key is `Ok(None)`; an error of the
+///   backend is `Err`, never `Ok(None)`.
+/// - `get_many` returns one entry per requested key, in order; a missing key
+///   is `None` in its place.
+/// - `set` with `Some(ttl)` expires after `ttl` (sub-second TTLs included);
+///   with `None` it never expires.
+/// - `exists` is `false` once a key has expired.
+/// - `incr_by` treats an absent key as 0 and stores the result as a decimal
+///   integer; a non-integer value gives [`Error::NotAnInteger`] and an
+///   overflow [`Error::Overflow`], leaving the value unchanged. Concurrent
+///   calls never lose an update. The TTL of an existing counter is kept.
+/// - `clear` removes every key of this cache and nothing else.
+///
+/// # Example: a provider of your own
+///
+/// ```
+/// use cacheme_runtime::{Backend, BoxFuture, Result, Ttl};
+///
+/// /// A backend that stores nothing (every get misses).
+/// #[derive(Debug)]
+/// struct Blackhole;
+///
+/// impl Backend for Blackhole {
+///     fn provider(&self) -> &'static str { "blackhole" }
+///     fn get<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
+///         Box::pin(async { Ok(None) })
+///     }
+///     fn set<'a>(&'a self, _key: &'a str, _value: &'a [u8], _ttl: Ttl) -> BoxFuture<'a, Result<()>> {
+///         Box::pin(async { Ok(()) })
+///     }
+///     fn delete<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<bool>> {
+///         Box::pin(async { Ok(false) })
+///     }
+///     fn exists<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<bool>> {
+///         Box::pin(async { Ok(false) })
+///     }
+///     fn incr_by<'a>(&'a self, _key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64>> {
+///         Box::pin(async move { Ok(delta) })
+///     }
+///     fn clear(&self) -> BoxFuture<'_, Result<()>> {
+///         Box::pin(async { Ok(()) })
+///     }
+/// }
+/// ```
+pub trait Backend: fmt::Debug + Send + Sync + 'static {
+    /// The provider's name as used in errors and logs (`"memory"`, `"redis"`).
+    fn provider(&self) -> &'static str;
+
+    /// Reads one key. A missing or expired key is `Ok(None)`.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>>;
+
+    /// Reads many keys, keeping their order; a missing key is `None` in its
+    /// place. The default calls [`get`](Backend::get) for each key in turn;
+    /// providers with a batch read (MGET, pipelines) override it.
+    fn get_many<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                out.push(self.get(key).await?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Writes `value` under `key`, expiring after `ttl` (or never).
+    fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<()>>;
+
+    /// Removes `key`; `Ok(true)` when it existed.
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>>;
+
+    /// Whether `key` holds a value that has not expired.
+    fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>>;
+
+    /// Adds `delta` (which may be negative) to the decimal counter at `key`
+    /// and returns the new value. See the trait docs for the contract.
+    fn incr_by<'a>(&'a self, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64>>;
+
+    /// Removes every key of this cache, and only those.
+    fn clear(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Writes `value` only if `key` is absent; `Ok(true)` when written.
+    ///
+    /// This is the lock primitive of stampede protection. Providers that
+    /// cannot do it atomically keep the default, which reports
+    /// [`Error::Unsupported`].
+    fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<bool>> {
+        let _ = (key, value, ttl);
+        Box::pin(async move { Err(unsupported(self.provider(), Op::SetIfAbsent)) })
+    }
+
+    /// Removes `key` only if it holds exactly `expected`; `Ok(true)` when
+    /// removed. Used to release a lock only by its owner. The default
+    /// reports [`Error::Unsupported`].
+    fn delete_if_equals<'a>(&'a self, key: &'a str, expected: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
+        let _ = (key, expected);
+        Box::pin(async move { Err(unsupported(self.provider(), Op::DeleteIfEquals)) })
+    }
+}
+
+fn unsupported(provider: &'static str, op: Op) -> Error {
+    Error::Unsupported { provider, op }
+}

@@ -1,0 +1,236 @@
+//! The memory backend: an in-process moka cache with per-entry TTL and a
+//! capacity bound. The embedded default; no server.
+//!
+//! Each entry carries its own deadline, checked on every read, so a
+//! sub-second TTL is exact to the read and `exists` is false the moment a
+//! key expires; moka's timer wheel then frees the memory. Counters are
+//! updated with moka's per-key atomic compute, so concurrent `incr`s never
+//! lose an update.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache as Moka;
+use moka::ops::compute::Op as Compute;
+
+use crate::backend::{Backend, BoxFuture, Ttl};
+use crate::config::ProviderConfig;
+use crate::counter;
+use crate::error::Result;
+
+const PROVIDER: &str = "memory";
+
+/// Entries kept when no `capacity` is configured.
+pub const DEFAULT_CAPACITY: u64 = 100_000;
+
+#[derive(Clone)]
+struct Entry {
+    value: Arc<[u8]>,
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn new(value: &[u8], ttl: Ttl) -> Self {
+        Entry {
+            value: value.into(),
+            expires_at: ttl.map(|ttl| Instant::now() + ttl),
+        }
+    }
+
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|deadline| now < deadline)
+    }
+}
+
+/// Tells moka when to evict an entry: at its own deadline.
+struct Deadline;
+
+impl Expiry<String, Entry> for Deadline {
+    fn expire_after_create(&self, _key: &String, entry: &Entry, now: Instant) -> Option<Duration> {
+        entry.expires_at.map(|deadline| deadline.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        entry: &Entry,
+        now: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        entry.expires_at.map(|deadline| deadline.saturating_duration_since(now))
+    }
+}
+
+/// The in-process backend (provider name `memory`).
+///
+/// Configuration (JSON or URL query): `capacity` (entries, default
+/// [`DEFAULT_CAPACITY`]) and Beego's `interval` (seconds between sweeps of
+/// expired entries; 0 or absent leaves sweeping to moka's own housekeeping,
+/// which runs as the cache is used).
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use cacheme_runtime::Cache;
+///
+/// let cache = Cache::new("memory", r#"{"interval":60,"capacity":10000}"#).await.unwrap();
+/// let same_thing = Cache::open("memory://?capacity=10000&interval=60").await.unwrap();
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct MemoryBackend {
+    entries: Arc<Moka<String, Entry>>,
+    capacity: u64,
+}
+
+impl MemoryBackend {
+    /// A memory backend holding up to `capacity` entries.
+    pub fn with_capacity(capacity: u64) -> Self {
+        let entries = Moka::builder().max_capacity(capacity).expire_after(Deadline).build();
+        MemoryBackend {
+            entries: Arc::new(entries),
+            capacity,
+        }
+    }
+
+    /// Builds the backend from `capacity` and `interval` (see the type docs).
+    pub async fn from_config(config: ProviderConfig) -> Result<Self> {
+        config.reject_unknown(&["capacity", "interval"])?;
+        let capacity = config.unsigned("capacity")?.unwrap_or(DEFAULT_CAPACITY);
+        if capacity == 0 {
+            return Err(config.error("capacity", "must be at least 1"));
+        }
+        let backend = Self::with_capacity(capacity);
+        if let Some(seconds) = config.unsigned("interval")?.filter(|&s| s > 0) {
+            backend.sweep_every(Duration::from_secs(seconds));
+        }
+        Ok(backend)
+    }
+
+    /// Removes expired entries every `interval` in a background task that
+    /// ends when the backend is dropped. Needs a Tokio runtime; without one
+    /// nothing is spawned (moka still evicts as the cache is used).
+    pub fn sweep_every(&self, interval: Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                provider = PROVIDER,
+                "no Tokio runtime: the periodic sweep is not started"
+            );
+            return;
+        };
+        let entries: Weak<Moka<String, Entry>> = Arc::downgrade(&self.entries);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(entries) = entries.upgrade() else { break };
+                entries.run_pending_tasks().await;
+            }
+        });
+    }
+
+    async fn live(&self, key: &str) -> Option<Entry> {
+        self.entries.get(key).await.filter(|e| e.is_live(Instant::now()))
+    }
+}
+
+impl fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("capacity", &self.capacity)
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn provider(&self) -> &'static str {
+        PROVIDER
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
+        Box::pin(async move { Ok(self.live(key).await.map(|e| e.value.to_vec())) })
+    }
+
+    fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.entries.insert(key.to_owned(), Entry::new(value, ttl)).await;
+            Ok(())
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let removed = self.entries.remove(key).await;
+            Ok(removed.is_some_and(|e| e.is_live(Instant::now())))
+        })
+    }
+
+    fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move { Ok(self.live(key).await.is_some()) })
+    }
+
+    fn incr_by<'a>(&'a self, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64>> {
+        Box::pin(async move {
+            let mut result = 0;
+            self.entries
+                .entry_by_ref(key)
+                .and_try_compute_with(|current| {
+                    let live = current.map(|e| e.into_value()).filter(|e| e.is_live(Instant::now()));
+                    let outcome = counter::apply(PROVIDER, key, live.as_ref().map(|e| &*e.value), delta).map(|n| {
+                        result = n;
+                        // The counter keeps the deadline it had, as Redis's INCRBY keeps the TTL.
+                        Compute::Put(Entry {
+                            value: n.to_string().into_bytes().into(),
+                            expires_at: live.and_then(|e| e.expires_at),
+                        })
+                    });
+                    std::future::ready(outcome)
+                })
+                .await?;
+            Ok(result)
+        })
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.entries.invalidate_all();
+            self.entries.run_pending_tasks().await;
+            Ok(())
+        })
+    }
+
+    fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let mut written = false;
+            self.entries
+                .entry_by_ref(key)
+                .and_compute_with(|current| {
+                    let taken = current.is_some_and(|e| e.value().is_live(Instant::now()));
+                    written = !taken;
+                    std::future::ready(if taken {
+                        Compute::Nop
+                    } else {
+                        Compute::Put(Entry::new(value, ttl))
+                    })
+                })
+                .await;
+            Ok(written)
+        })
+    }
+
+    fn delete_if_equals<'a>(&'a self, key: &'a str, expected: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let mut removed = false;
+            self.entries
+                .entry_by_ref(key)
+                .and_compute_with(|current| {
+                    removed =
+                        current.is_some_and(|e| e.value().is_live(Instant::now()) && &*e.value().value == expected);
+                    std::future::ready(if removed { Compute::Remove } else { Compute::Nop })
+                })
+                .await;
+            Ok(removed)
+        })
+    }
+}

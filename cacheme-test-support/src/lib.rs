@@ -1,0 +1,14 @@
+//! Test support for cacheme (not published).
+//!
+//! - [`RedisServer`]: a real `redis-server` on a free loopback port in a
+//!   temp dir, killed on drop. Tests never use a server they did not start
+//!   and never touch port 6379.
+//! - [`conformance`]: the backend conformance suite, written once and run
+//!   against every provider through [`conformance_suite!`].
+
+pub mod conformance;
+mod ports;
+mod redis_server;
+
+pub use ports::free_port;
+pub use redis_server::{RedisServer, RedisServerBuilder};

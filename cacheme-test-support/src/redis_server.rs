@@ -1,0 +1,200 @@
+//! A real `redis-server` on a free loopback port, in a temp dir, with no
+//! persistence, killed on drop.
+//!
+//! The binary is `redis-server` from `PATH`, or `$CACHEME_REDIS_SERVER`.
+//! A missing binary fails the test loudly: a test that needs Redis never
+//! passes without it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::ports::free_port;
+
+/// How to start a [`RedisServer`].
+#[derive(Clone, Debug, Default)]
+pub struct RedisServerBuilder {
+    password: Option<String>,
+    users: Vec<(String, String)>,
+}
+
+impl RedisServerBuilder {
+    /// Requires `password` from the default user (`requirepass`).
+    pub fn password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_owned());
+        self
+    }
+
+    /// Adds an ACL user with full access and this password.
+    pub fn acl_user(mut self, user: &str, password: &str) -> Self {
+        self.users.push((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Starts the server and waits until it answers.
+    pub fn start(self) -> RedisServer {
+        let dir = tempfile::Builder::new()
+            .prefix("cacheme-redis-")
+            .tempdir()
+            .expect("create a temp dir for redis-server");
+        let mut last_error = String::new();
+        // A port found free can be taken before the server binds it: retry.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut server = RedisServer {
+                child: None,
+                port,
+                dir: dir.path().to_path_buf(),
+                _dir: None,
+                builder: self.clone(),
+            };
+            match server.spawn() {
+                Ok(()) => {
+                    server._dir = Some(dir);
+                    return server;
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("redis-server did not start: {last_error}");
+    }
+}
+
+/// A running `redis-server` owned by one test.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    _dir: Option<TempDir>,
+    builder: RedisServerBuilder,
+}
+
+impl RedisServer {
+    /// Starts a server with no password.
+    pub fn start() -> Self {
+        Self::builder().start()
+    }
+
+    /// A builder for a server with a password or ACL users.
+    pub fn builder() -> RedisServerBuilder {
+        RedisServerBuilder::default()
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `redis://127.0.0.1:PORT` (add credentials and db yourself).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit. The port stays
+    /// reserved for [`restart`](RedisServer::restart).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server, then starts a fresh one (empty, same settings) on
+    /// the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => panic!("redis-server did not restart: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let binary = std::env::var("CACHEME_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
+        let mut cmd = Command::new(&binary);
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"));
+        if let Some(password) = &self.builder.password {
+            cmd.args(["--requirepass", password]);
+        }
+        for (user, password) in &self.builder.users {
+            cmd.args(["--user", user, "on", &format!(">{password}"), "~*", "&*", "+@all"]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {binary:?}: {e}. Install redis-server (scripts/test does it with apt-get) \
+                     or point CACHEME_REDIS_SERVER at the binary."
+                )
+            });
+        self.child = Some(child);
+        self.wait_until_ready()
+    }
+
+    fn wait_until_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+                self.child = None;
+                return Err(format!("exited with {status}; log:\n{log}"));
+            }
+            if answers_ping(self.port) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.stop();
+        Err(format!("did not answer PING on port {} within 10 s", self.port))
+    }
+}
+
+/// Whether something on the port speaks RESP (a `-NOAUTH` reply counts).
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 64];
+    matches!(stream.read(&mut reply), Ok(n) if n > 0 && (reply[0] == b'+' || reply[0] == b'-') && !reply[..n].starts_with(b"-LOADING"))
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

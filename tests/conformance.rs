@@ -1,0 +1,16 @@
+//! The backend conformance suite (cacheme-test-support/src/conformance.rs),
+//! run unchanged against every provider.
+
+use cacheme_test_support::conformance::{MemoryFixture, RedisFixture};
+use cacheme_test_support::conformance_suite;
+
+mod memory {
+    use super::*;
+    conformance_suite!(MemoryFixture::default());
+}
+
+#[cfg(feature = "redis")]
+mod redis {
+    use super::*;
+    conformance_suite!(RedisFixture::start());
+}
