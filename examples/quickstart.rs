@@ -53,8 +53,8 @@ async fn main() -> cacheme::Result<()> {
         );
     }
 
-    let views = cache.incr("views:42").await?;
-    let views = cache.incr_by("views:42", 9).await.map(|_| views + 9)?;
+    cache.incr("views:42").await?;
+    let views = cache.incr_by("views:42", 9).await?;
     println!("views counter: {views}");
     println!("exists(book:42) = {}", cache.exists("book:42").await?);
     cache.delete("book:42").await?;

@@ -1,1 +1,335 @@
-//! redis
+//! Redis-specific behaviour, against a real redis-server started per test:
+//! configuration forms, SELECT, ACL, clear scoping, error reporting,
+//! password redaction and reconnection.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cacheme::{Cache, Error, Op};
+use cacheme_test_support::{RedisServer, free_port};
+use redis::AsyncCommands;
+
+/// A raw redis-rs connection to inspect what cacheme wrote.
+async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// `cmdstat_<name>` calls from `INFO commandstats`, 0 when never called.
+async fn calls(conn: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.unwrap();
+    let needle = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&needle))
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn beego_json_with_a_hostless_conn_stores_under_the_key_prefix() {
+    let server = RedisServer::start();
+    let config = format!(
+        r#"{{"key":"app","conn":":{}","dbNum":"0","password":""}}"#,
+        server.port()
+    );
+    let cache = Cache::new("redis", &config).await.unwrap();
+    cache.put("user:1", b"ann", Duration::from_secs(60)).await.unwrap();
+
+    let mut conn = raw(&server.url()).await;
+    let stored: Option<Vec<u8>> = conn.get("app:user:1").await.unwrap();
+    assert_eq!(stored.as_deref(), Some(&b"ann"[..]));
+    let pttl: i64 = conn.pttl("app:user:1").await.unwrap();
+    assert!((59_000..=60_000).contains(&pttl), "TTL sent in milliseconds: {pttl}");
+}
+
+#[tokio::test]
+async fn default_prefix_is_cacheme_and_ttls_keep_their_milliseconds() {
+    let server = RedisServer::start();
+    let cache = Cache::open(&server.url()).await.unwrap();
+    cache.put("k", b"v", Duration::from_millis(1500)).await.unwrap();
+    let mut conn = raw(&server.url()).await;
+    let pttl: i64 = conn.pttl("cacheme:k").await.unwrap();
+    assert!(
+        (1000..=1500).contains(&pttl),
+        "a 1.5 s TTL must reach Redis as 1500 ms, got {pttl}"
+    );
+}
+
+#[tokio::test]
+async fn select_is_sent_only_for_a_nonzero_db() {
+    let server = RedisServer::start();
+    let mut admin = raw(&server.url()).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+
+    let db0 = Cache::open(&format!("{}/0?prefix=zero", server.url())).await.unwrap();
+    for i in 0..5 {
+        db0.put_forever(&format!("k{i}"), b"v").await.unwrap();
+    }
+    assert_eq!(calls(&mut admin, "select").await, 0, "db 0 must not send SELECT");
+
+    let config = format!(r#"{{"key":"three","conn":"{}","dbNum":"3"}}"#, server.addr());
+    let db3 = Cache::new("redis", &config).await.unwrap();
+    for i in 0..5 {
+        db3.put_forever(&format!("k{i}"), b"in-three").await.unwrap();
+        db3.get(&format!("k{i}")).await.unwrap();
+    }
+    assert_eq!(
+        calls(&mut admin, "select").await,
+        1,
+        "SELECT once per connection, not per command"
+    );
+
+    let mut in_three = raw(&format!("{}/3", server.url())).await;
+    let stored: Option<Vec<u8>> = in_three.get("three:k0").await.unwrap();
+    assert_eq!(stored.as_deref(), Some(&b"in-three"[..]));
+    let in_zero: Option<Vec<u8>> = admin.get("three:k0").await.unwrap();
+    assert_eq!(in_zero, None);
+}
+
+#[tokio::test]
+async fn password_and_acl_user_authenticate_in_both_config_forms() {
+    let server = RedisServer::builder()
+        .password("default-pw")
+        .acl_user("alice", "alice-pw")
+        .start();
+    let by_url = Cache::open(&format!("redis://:default-pw@{}", server.addr()))
+        .await
+        .unwrap();
+    by_url.put_forever("a", b"1").await.unwrap();
+    let by_json = Cache::new(
+        "redis",
+        &format!(r#"{{"conn":"{}","password":"default-pw"}}"#, server.addr()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_json.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
+
+    let alice_url = Cache::open(&format!("redis://alice:alice-pw@{}", server.addr()))
+        .await
+        .unwrap();
+    assert_eq!(alice_url.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
+    let alice_json = format!(r#"{{"conn":"{}","user":"alice","password":"alice-pw"}}"#, server.addr());
+    let alice_json = Cache::new("redis", &alice_json).await.unwrap();
+    assert_eq!(alice_json.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
+
+    let no_password = Cache::open(&server.url()).await;
+    assert!(matches!(no_password, Err(Error::Connect { .. })), "{no_password:?}");
+}
+
+/// A writer for tracing output that tests can read back.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn passwords_never_appear_in_debug_display_errors_or_logs() {
+    const SECRET: &str = "s3cret-Pa55word";
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = RedisServer::builder().password(SECRET).start();
+    let mut shown = Vec::new();
+
+    let good = Cache::open(&format!("redis://:{SECRET}@{}/0?prefix=p", server.addr()))
+        .await
+        .unwrap();
+    good.put_forever("k", b"v").await.unwrap();
+    shown.push(format!("{good:?}"));
+    let json = format!(r#"{{"conn":"{}","password":"{SECRET}"}}"#, server.addr());
+    let good_json = Cache::new("redis", &json).await.unwrap();
+    shown.push(format!("{good_json:?}"));
+    shown.push(format!(
+        "{:?}",
+        cacheme::ProviderConfig::from_json("redis", &json).unwrap()
+    ));
+
+    // Wrong password, right server.
+    let wrong = Cache::open(&format!("redis://:{SECRET}x@{}", server.addr()))
+        .await
+        .unwrap_err();
+    shown.push(format!("{wrong} {wrong:?}"));
+    // Unreachable server, by URL and by JSON.
+    let closed = free_port();
+    let unreachable = Cache::open(&format!("redis://user:{SECRET}@127.0.0.1:{closed}"))
+        .await
+        .unwrap_err();
+    assert!(
+        unreachable.to_string().contains(&format!("127.0.0.1:{closed}")),
+        "{unreachable}"
+    );
+    shown.push(format!("{unreachable} {unreachable:?}"));
+    let json = format!(r#"{{"conn":"127.0.0.1:{closed}","password":"{SECRET}"}}"#);
+    let unreachable = Cache::new("redis", &json).await.unwrap_err();
+    shown.push(format!("{unreachable} {unreachable:?}"));
+    // A config error in a config that holds a password.
+    let bad = Cache::new("redis", &format!(r#"{{"conn":"nope","password":"{SECRET}"}}"#))
+        .await
+        .unwrap_err();
+    shown.push(format!("{bad} {bad:?}"));
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("connected"),
+        "the test must capture cacheme's logs: {logs}"
+    );
+    for text in shown.iter().chain([&logs]) {
+        assert!(!text.contains(SECRET), "password leaked into: {text}");
+    }
+}
+
+#[tokio::test]
+async fn clear_removes_only_keys_under_the_prefix_and_never_flushes() {
+    let server = RedisServer::start();
+    let mut conn = raw(&server.url()).await;
+    for foreign in ["app2:k", "other:k", "app", "appk", "ab:x", "a*x"] {
+        let _: () = conn.set(foreign, "foreign").await.unwrap();
+    }
+    let app = Cache::open(&format!("{}?prefix=app", server.url())).await.unwrap();
+    for i in 0..3000 {
+        app.put_forever(&format!("k{i}"), b"v").await.unwrap();
+    }
+    let globby = Cache::new("redis", &format!(r#"{{"key":"a*","conn":"{}"}}"#, server.addr()))
+        .await
+        .unwrap();
+    globby.put_forever("mine", b"v").await.unwrap();
+
+    app.clear().await.unwrap();
+    globby.clear().await.unwrap();
+
+    let left: Vec<String> = conn.keys("*").await.unwrap();
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, ["a*x", "ab:x", "app", "app2:k", "appk", "other:k"]);
+    assert_eq!(
+        calls(&mut conn, "flushdb").await + calls(&mut conn, "flushall").await,
+        0
+    );
+    assert!(
+        calls(&mut conn, "unlink").await >= 3,
+        "3000 keys are removed in batches"
+    );
+}
+
+#[tokio::test]
+async fn a_server_error_is_an_error_never_a_missing_key() {
+    let mut server = RedisServer::start();
+    let cache = Cache::open(&format!("{}?prefix=app", server.url())).await.unwrap();
+    let mut conn = raw(&server.url()).await;
+    let _: () = conn.lpush("app:list", "x").await.unwrap();
+
+    let err = cache.get("list").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                op: Op::Get,
+                provider: "redis",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("\"list\""), "the error names the key: {err}");
+    let err = cache.incr("list").await.unwrap_err();
+    assert!(matches!(err, Error::Backend { op: Op::Incr, .. }), "{err}");
+
+    server.stop();
+    let err = cache.get("anything").await.unwrap_err();
+    assert!(
+        matches!(err, Error::Backend { op: Op::Get, .. }),
+        "a dead server is an error: {err}"
+    );
+    assert!(cache.get_multi(&["a", "b"]).await.is_err());
+    assert!(cache.exists("a").await.is_err());
+}
+
+#[tokio::test]
+async fn the_same_client_recovers_after_the_server_restarts() {
+    let mut server = RedisServer::start();
+    let cache = Cache::open(&server.url()).await.unwrap();
+    cache.put_forever("before", b"1").await.unwrap();
+
+    server.stop();
+    assert!(cache.get("before").await.is_err());
+    server.restart();
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match cache.put_forever("after", b"2").await {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for reconnection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the client did not recover within 15 s: {e}"),
+        }
+    }
+    assert_eq!(cache.get("after").await.unwrap().as_deref(), Some(&b"2"[..]));
+    assert_eq!(cache.get("before").await.unwrap(), None, "a fresh server has no data");
+    assert_eq!(cache.incr("n").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_connect_error_naming_the_address() {
+    let port = free_port();
+    let err = Cache::new("redis", &format!(r#"{{"conn":"127.0.0.1:{port}"}}"#))
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Connect { provider, address, .. } => {
+            assert_eq!(*provider, "redis");
+            assert_eq!(address, &format!("127.0.0.1:{port}/0"));
+        }
+        other => panic!("expected a connect error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn config_errors_name_the_field_before_connecting() {
+    let cases = [
+        (r#"{"key":"app"}"#, "conn"),
+        (r#"{"conn":1}"#, "conn"),
+        (r#"{"conn":"localhost"}"#, "conn"),
+        (r#"{"conn":"127.0.0.1:99999"}"#, "conn"),
+        (r#"{"conn":":1","dbNum":"zero"}"#, "dbNum"),
+        (r#"{"conn":":1","dbNum":true}"#, "dbNum"),
+        (r#"{"conn":":1","key":""}"#, "key"),
+        (r#"{"conn":":1","pasword":"x"}"#, "pasword"),
+    ];
+    for (config, field) in cases {
+        match Cache::new("redis", config).await {
+            Err(Error::Config { field: Some(f), .. }) => assert_eq!(f, field, "{config}"),
+            other => panic!("{config}: expected a config error about {field:?}, got {other:?}"),
+        }
+    }
+    match Cache::open("redis://127.0.0.1:1?prefix=").await {
+        Err(Error::Config { field: Some(f), .. }) => assert_eq!(f, "prefix"),
+        other => panic!("expected an error about the empty prefix, got {other:?}"),
+    }
+    match Cache::open("redis://127.0.0.1:1?pool=3").await {
+        Err(Error::Config { field: Some(f), .. }) => assert_eq!(f, "pool"),
+        other => panic!("expected an error about the unknown parameter, got {other:?}"),
+    }
+}

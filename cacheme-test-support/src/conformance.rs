@@ -5,7 +5,7 @@
 //! fixtures here) and expands [`conformance_suite!`](crate::conformance_suite)
 //! inside a module; each case becomes its own `#[tokio::test]`.
 //!
-//! ```ignore
+//! ```text
 //! mod memory {
 //!     cacheme_test_support::conformance_suite!(cacheme_test_support::conformance::MemoryFixture::default());
 //! }

@@ -63,7 +63,14 @@ impl RedisBackend {
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_with_config(client, manager_config)
+        let mut connection = ConnectionManager::new_with_config(client, manager_config)
+            .await
+            .map_err(connect_error)?;
+        // The handshake does not prove we may run commands (a server with
+        // `requirepass` accepts the connection, then refuses everything):
+        // one PING turns a missing or wrong password into a connect error.
+        let _: String = redis::cmd("PING")
+            .query_async(&mut connection)
             .await
             .map_err(connect_error)?;
         tracing::debug!(provider = PROVIDER, address = %settings.address, prefix = %settings.prefix, "connected");
