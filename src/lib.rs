@@ -2,14 +2,21 @@
 #![warn(missing_docs)]
 
 pub use cacheme_runtime::{
-    Backend, BoxError, BoxFuture, Cache, Codec, DEFAULT_CAPACITY, Error, Factory, MemoryBackend, Op, ProviderConfig,
-    Result, Ttl, config, counter, providers, register,
+    Backend, BoxError, BoxFuture, Cache, Client, ClientBuilder, Codec, Context, DEFAULT_CAPACITY, Error, Event,
+    EventKind, Factory, KeyFilter, Logger, MemoryBackend, MultiResult, Op, ProviderConfig, Result, StoreSpec, Ttl,
+    UpdateError, config, counter, providers, register,
 };
+
+#[doc = include_str!("../docs/cache_store.md")]
+pub use cacheme_derive::cache_store;
+
+#[doc(hidden)]
+pub use cacheme_runtime::__private;
 
 #[cfg(feature = "redis")]
 pub use cacheme_runtime::RedisBackend;
 
 /// The names most programs need: `use cacheme::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Cache, Codec, Error, Result};
+    pub use crate::{Cache, Client, Codec, Context, Error, Result, cache_store};
 }

@@ -25,6 +25,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// by a default.
 pub type Ttl = Option<Duration>;
 
+/// Decides, key by key, what [`Backend::delete_matching`] deletes.
+pub type KeyFilter<'a> = dyn Fn(&str) -> bool + Send + Sync + 'a;
+
 /// A cache backend: storage for bytes under string keys.
 ///
 /// Implement this to add a provider and make it available by name with
@@ -112,6 +115,20 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
 
     /// Removes every key of this cache, and only those.
     fn clear(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Deletes every key that matches `glob` and passes `filter`, and
+    /// returns how many were deleted.
+    ///
+    /// `glob` is a Redis `SCAN MATCH` pattern over this cache's keys
+    /// (without any namespace prefix the backend adds); it may match more
+    /// than wanted, so each candidate is checked with `filter`. Backends work
+    /// in batches and never hold every key of the cache at once. This is how
+    /// a typed store's `invalidate_all` removes one version of one store.
+    /// The default reports [`Error::Unsupported`].
+    fn delete_matching<'a>(&'a self, glob: &'a str, filter: &'a KeyFilter<'a>) -> BoxFuture<'a, Result<u64>> {
+        let _ = (glob, filter);
+        Box::pin(async move { Err(unsupported(self.provider(), Op::DeleteMatching)) })
+    }
 
     /// Writes `value` only if `key` is absent; `Ok(true)` when written.
     ///

@@ -19,6 +19,9 @@ pub enum Codec {
     Bincode,
     /// JSON (`serde_json`).
     Json,
+    /// MessagePack with named fields (`rmp-serde`): the format cacheme-go
+    /// stores, so Go and Rust services can share a cache.
+    MessagePack,
 }
 
 impl Codec {
@@ -27,6 +30,7 @@ impl Codec {
         match self {
             Codec::Bincode => "bincode",
             Codec::Json => "json",
+            Codec::MessagePack => "msgpack",
         }
     }
 
@@ -35,6 +39,7 @@ impl Codec {
         let encoded = match self {
             Codec::Bincode => bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(Into::into),
             Codec::Json => serde_json::to_vec(value).map_err(Into::into),
+            Codec::MessagePack => rmp_serde::to_vec_named(value).map_err(Into::into),
         };
         encoded.map_err(|source| self.error::<T>(Op::Encode, source))
     }
@@ -48,6 +53,18 @@ impl Codec {
                 Err(e) => Err(e.into()),
             },
             Codec::Json => serde_json::from_slice(bytes).map_err(Into::into),
+            Codec::MessagePack => {
+                let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+                match T::deserialize(&mut de) {
+                    Ok(_) if de.position() as usize != bytes.len() => Err(format!(
+                        "{} trailing bytes after the value",
+                        bytes.len() - de.position() as usize
+                    )
+                    .into()),
+                    Ok(value) => Ok(value),
+                    Err(e) => Err(e.into()),
+                }
+            }
         };
         decoded.map_err(|source| self.error::<T>(Op::Decode, source))
     }
@@ -84,7 +101,7 @@ mod tests {
             tags: vec!["sf".into()],
             rating: Some(4.5),
         };
-        for codec in [Codec::Bincode, Codec::Json] {
+        for codec in [Codec::Bincode, Codec::Json, Codec::MessagePack] {
             let bytes = codec.encode(&book).unwrap();
             assert_eq!(codec.decode::<Book>(&bytes).unwrap(), book, "{codec:?}");
         }
@@ -96,6 +113,8 @@ mod tests {
         let err = Codec::Bincode.decode::<u8>(&bytes).unwrap_err();
         assert!(matches!(err, Error::Codec { op: Op::Decode, .. }), "{err}");
         assert!(Codec::Json.decode::<Book>(b"{\"id\":1}").is_err());
+        let two = Codec::MessagePack.encode(&(1u8, 2u8)).unwrap();
+        assert!(Codec::MessagePack.decode::<u8>(&two).is_err());
         assert!(Codec::Bincode.decode::<String>(&[0xff, 0xff]).is_err());
     }
 }

@@ -39,6 +39,8 @@ pub enum Op {
     Incr,
     /// Removing every key of this cache.
     Clear,
+    /// Removing every key that matches a store's pattern.
+    DeleteMatching,
     /// Turning a value into bytes.
     Encode,
     /// Turning bytes back into a value.
@@ -58,6 +60,7 @@ impl fmt::Display for Op {
             Op::Exists => "exists",
             Op::Incr => "incr",
             Op::Clear => "clear",
+            Op::DeleteMatching => "delete_matching",
             Op::Encode => "encode",
             Op::Decode => "decode",
         })
@@ -174,6 +177,18 @@ pub enum Error {
         op: Op,
         /// What was wrong.
         reason: String,
+    },
+
+    /// Two `#[cache_store]` declarations would share keys: the same store
+    /// name or the same key pattern. Reported when a client is built.
+    #[error("stores {first} and {second} have {clash}: they would read and overwrite each other's values")]
+    DuplicateStore {
+        /// The first declaration: `Name (file:line)`.
+        first: String,
+        /// The second declaration.
+        second: String,
+        /// What they share.
+        clash: String,
     },
 
     /// The backend does not offer this operation (for example a custom

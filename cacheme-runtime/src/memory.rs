@@ -15,7 +15,7 @@ use moka::Expiry;
 use moka::future::Cache as Moka;
 use moka::ops::compute::Op as Compute;
 
-use crate::backend::{Backend, BoxFuture, Ttl};
+use crate::backend::{Backend, BoxFuture, KeyFilter, Ttl};
 use crate::config::ProviderConfig;
 use crate::counter;
 use crate::error::Result;
@@ -197,6 +197,25 @@ impl Backend for MemoryBackend {
             self.entries.invalidate_all();
             self.entries.run_pending_tasks().await;
             Ok(())
+        })
+    }
+
+    /// Walks the entries once; only the matching keys (shared pointers to
+    /// keys already in memory) are collected before they are removed.
+    fn delete_matching<'a>(&'a self, _glob: &'a str, filter: &'a KeyFilter<'a>) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let doomed: Vec<Arc<String>> = self
+                .entries
+                .iter()
+                .filter(|(key, entry)| entry.is_live(now) && filter(key))
+                .map(|(key, _)| key)
+                .collect();
+            let mut removed = 0;
+            for key in doomed {
+                removed += u64::from(self.entries.remove(key.as_str()).await.is_some());
+            }
+            Ok(removed)
         })
     }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, RedisError, Script};
 
-use crate::backend::{Backend, BoxFuture, Ttl};
+use crate::backend::{Backend, BoxFuture, KeyFilter, Ttl};
 use crate::config::ProviderConfig;
 use crate::error::{Error, Op, Result};
 
@@ -98,6 +98,43 @@ impl RedisBackend {
         cmd.query_async(&mut connection)
             .await
             .map_err(|e| Error::backend(PROVIDER, op, key, e))
+    }
+
+    /// `SCAN MATCH prefix:glob` in pages of [`CLEAR_BATCH`], `UNLINK`ing the
+    /// keys `filter` accepts page by page; returns how many were removed.
+    async fn scan_unlink(&self, glob: &str, filter: &KeyFilter<'_>, op: Op) -> Result<u64> {
+        let pattern = format!("{}{glob}", glob_escape(&self.key_prefix));
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = self
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(CLEAR_BATCH),
+                    op,
+                    None,
+                )
+                .await?;
+            let doomed: Vec<&Vec<u8>> = keys
+                .iter()
+                .filter(|full| {
+                    let relative = &full[self.key_prefix.len().min(full.len())..];
+                    std::str::from_utf8(relative).is_ok_and(filter)
+                })
+                .collect();
+            if !doomed.is_empty() {
+                let n: u64 = self.query(redis::cmd("UNLINK").arg(&doomed), op, None).await?;
+                removed += n;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
     }
 
     fn set_cmd(&self, key: &str, value: &[u8], ttl: Ttl) -> Cmd {
@@ -210,30 +247,13 @@ impl Backend for RedisBackend {
 
     fn clear(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let pattern = format!("{}*", glob_escape(&self.key_prefix));
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<Vec<u8>>) = self
-                    .query(
-                        redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(&pattern)
-                            .arg("COUNT")
-                            .arg(CLEAR_BATCH),
-                        Op::Clear,
-                        None,
-                    )
-                    .await?;
-                for batch in keys.chunks(CLEAR_BATCH) {
-                    let _: u64 = self.query(redis::cmd("UNLINK").arg(batch), Op::Clear, None).await?;
-                }
-                if next == 0 {
-                    return Ok(());
-                }
-                cursor = next;
-            }
+            self.scan_unlink("*", &|_| true, Op::Clear).await?;
+            Ok(())
         })
+    }
+
+    fn delete_matching<'a>(&'a self, glob: &'a str, filter: &'a KeyFilter<'a>) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(self.scan_unlink(glob, filter, Op::DeleteMatching))
     }
 
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<bool>> {

@@ -1,0 +1,251 @@
+//! Checks: turns the parsed attribute and fetcher into a [`Store`] the
+//! expansion can trust, or errors spanned at the offending tokens (all of
+//! them, not just the first).
+
+use std::collections::BTreeSet;
+
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type};
+
+use crate::ast::{Args, Fetcher, VersionArg, default_store_name};
+use crate::duration::parse_millis;
+use crate::template::{self, Part};
+
+/// A store that passed every check.
+pub struct Store {
+    pub item: ItemFn,
+    pub store: Ident,
+    pub multi: Ident,
+    pub key_source: String,
+    pub parts: Vec<Part>,
+    pub ttl_ms: u64,
+    pub lock_ttl_ms: Option<u64>,
+    pub version: Version,
+    pub singleflight: bool,
+    pub codec: Option<Ident>,
+    /// The context type behind the reference (`App` in `ctx: &App`).
+    pub context: Type,
+    pub params: Vec<(Ident, Type)>,
+    /// The fetcher's return type, as written.
+    pub output: Type,
+}
+
+/// The validated version.
+pub enum Version {
+    Static(String),
+    Dynamic(syn::Path),
+}
+
+/// Checks everything; returns the store or every error found.
+pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> Option<Store> {
+    let item = fetcher.item;
+    let sig = &item.sig;
+    let mut err = |span: Span, msg: String| errors.push(syn::Error::new(span, msg));
+
+    if sig.asyncness.is_none() {
+        err(
+            sig.fn_token.span(),
+            "a cache_store fetcher must be an `async fn`".to_owned(),
+        );
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        err(
+            sig.generics.span(),
+            "a cache_store fetcher cannot be generic: the store it generates has one concrete type".to_owned(),
+        );
+    }
+
+    // The context, then the key parameters.
+    let mut inputs = sig.inputs.iter();
+    let context = match inputs.next() {
+        Some(FnArg::Typed(arg)) => match &*arg.ty {
+            Type::Reference(reference) if reference.mutability.is_none() && reference.lifetime.is_none() => {
+                Some((*reference.elem).clone())
+            }
+            other => {
+                err(other.span(), "the first parameter must be the context by shared reference, e.g. `ctx: &App`, where `App` implements `cacheme::Context`".to_owned());
+                None
+            }
+        },
+        Some(FnArg::Receiver(receiver)) => {
+            err(
+                receiver.span(),
+                "a cache_store fetcher is a free function, not a method: take the context as `ctx: &App`".to_owned(),
+            );
+            None
+        }
+        None => {
+            err(
+                sig.paren_token.span.join(),
+                "a cache_store fetcher takes the context first, e.g. `async fn book(ctx: &App, id: u64)`".to_owned(),
+            );
+            None
+        }
+    };
+    let mut params = Vec::new();
+    for input in inputs {
+        match input {
+            FnArg::Typed(arg) => match &*arg.pat {
+                Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => {
+                    params.push((pat.ident.clone(), (*arg.ty).clone()));
+                }
+                other => err(
+                    other.span(),
+                    "a key parameter must be a plain name (`id: u64`), not a pattern".to_owned(),
+                ),
+            },
+            FnArg::Receiver(receiver) => err(receiver.span(), "`self` is not allowed here".to_owned()),
+        }
+    }
+
+    let output = match &sig.output {
+        ReturnType::Type(_, ty) => Some((**ty).clone()),
+        ReturnType::Default => {
+            err(
+                sig.ident.span(),
+                "a cache_store fetcher returns `Result<Value, Error>`".to_owned(),
+            );
+            None
+        }
+    };
+
+    // The key template against the parameters.
+    let mut parts = Vec::new();
+    let key_source = match &args.key {
+        None => {
+            err(
+                Span::call_site(),
+                "missing `key = \"...\"`: the key template, e.g. `key = \"book:<id>\"`".to_owned(),
+            );
+            String::new()
+        }
+        Some(key) => {
+            let source = key.value();
+            match template::parse(&source) {
+                Err(reason) => err(key.span(), reason),
+                Ok(parsed) => parts = parsed,
+            }
+            source
+        }
+    };
+    let key_span = args.key.as_ref().map_or_else(Span::call_site, |k| k.span());
+    let mut seen = BTreeSet::new();
+    for part in &parts {
+        if let Part::Var(name) = part {
+            if !seen.insert(name.clone()) {
+                err(key_span, format!("`<{name}>` appears twice in the key template"));
+            } else if !params.iter().any(|(ident, _)| ident == name) {
+                err(
+                    key_span,
+                    format!(
+                        "the key template uses `<{name}>` but `{}` has no parameter `{name}`",
+                        sig.ident
+                    ),
+                );
+            }
+        }
+    }
+    if !parts.is_empty() {
+        for (ident, _) in &params {
+            if !seen.contains(&ident.to_string()) {
+                err(
+                    ident.span(),
+                    format!(
+                        "parameter `{ident}` is not in the key template: add `<{ident}>` to the key, or calls with different `{ident}` would share one cached value"
+                    ),
+                );
+            }
+        }
+    }
+
+    // Durations, version, codec, name.
+    let ttl_ms = match &args.ttl {
+        Some(ttl) => duration(ttl, "ttl", errors),
+        None => {
+            errors.push(syn::Error::new(
+                Span::call_site(),
+                "missing `ttl = \"...\"`: how long values live, e.g. `ttl = \"5m\"`",
+            ));
+            None
+        }
+    };
+    let lock_ttl_ms = args.lock_ttl.as_ref().map(|lit| duration(lit, "lock_ttl", errors));
+    let version = match args.version {
+        None => Some(Version::Static("1".to_owned())),
+        Some(VersionArg::Int(int)) => match int.base10_parse::<u64>() {
+            Ok(n) => Some(Version::Static(n.to_string())),
+            Err(_) => {
+                errors.push(syn::Error::new(
+                    int.span(),
+                    "`version` must be a non-negative integer, a string, or a path to a `fn() -> String`",
+                ));
+                None
+            }
+        },
+        Some(VersionArg::Str(s)) if s.value().is_empty() => {
+            errors.push(syn::Error::new(s.span(), "`version` must not be empty"));
+            None
+        }
+        Some(VersionArg::Str(s)) => Some(Version::Static(s.value())),
+        Some(VersionArg::Path(path)) => Some(Version::Dynamic(path)),
+    };
+    let codec = args.codec.as_ref().and_then(|lit| {
+        let variant = match lit.value().as_str() {
+            "bincode" => "Bincode",
+            "json" => "Json",
+            "msgpack" | "messagepack" => "MessagePack",
+            other => {
+                errors.push(syn::Error::new(
+                    lit.span(),
+                    format!("unknown codec {other:?}; expected \"bincode\", \"json\" or \"msgpack\""),
+                ));
+                return None;
+            }
+        };
+        Some(Ident::new(variant, lit.span()))
+    });
+    let store = match &args.name {
+        None => Some(Ident::new(&default_store_name(&sig.ident), sig.ident.span())),
+        Some(lit) => match syn::parse_str::<Ident>(&lit.value()) {
+            Ok(ident) => Some(Ident::new(&ident.to_string(), lit.span())),
+            Err(_) => {
+                errors.push(syn::Error::new(
+                    lit.span(),
+                    format!("`name` must be a type name, got {:?}", lit.value()),
+                ));
+                None
+            }
+        },
+    };
+
+    if !errors.is_empty() {
+        return None;
+    }
+    let store = store?;
+    Some(Store {
+        multi: Ident::new(&format!("{store}Multi"), store.span()),
+        store,
+        key_source,
+        parts,
+        ttl_ms: ttl_ms?,
+        lock_ttl_ms: lock_ttl_ms.flatten(),
+        version: version?,
+        singleflight: args.singleflight.is_some_and(|(on, _)| on),
+        codec,
+        context: context?,
+        params,
+        output: output?,
+        item,
+    })
+}
+
+fn duration(lit: &syn::LitStr, what: &str, errors: &mut Vec<syn::Error>) -> Option<u64> {
+    match parse_millis(&lit.value()) {
+        Ok(ms) => Some(ms),
+        Err(reason) => {
+            errors.push(syn::Error::new(lit.span(), format!("invalid `{what}`: {reason}")));
+            None
+        }
+    }
+}

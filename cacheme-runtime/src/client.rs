@@ -1,0 +1,188 @@
+//! [`Client`]: what typed stores run on (a cache, a codec, a logger, the
+//! singleflight table), and [`Context`], how a store finds it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::cache::Cache;
+use crate::codec::Codec;
+use crate::error::Result;
+use crate::logger::{self, Event, EventKind, Logger};
+use crate::singleflight::Flights;
+use crate::store::spec::{STORES, StoreSpec, check_unique};
+
+/// The runtime of typed stores. Cheap to clone; clones share everything.
+///
+/// Building one checks every `#[cache_store]` in the program and refuses
+/// two with the same name or key pattern ([`Error::DuplicateStore`](crate::Error::DuplicateStore)),
+/// so the mistake is seen before any traffic is served.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use cacheme_runtime::{Cache, Client, Codec};
+///
+/// let memory = Client::memory()?;                         // the default backend
+/// let redis_like = Client::builder()
+///     .cache(Cache::open("memory://?capacity=1000").await?) // any Cache: redis://, ...
+///     .codec(Codec::Json)
+///     .build()?;
+/// # Ok::<(), cacheme_runtime::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cache: Cache,
+    codec: Codec,
+    logger: Option<Arc<dyn Logger>>,
+    flights: Flights,
+}
+
+/// Builds a [`Client`].
+#[derive(Default)]
+#[must_use]
+pub struct ClientBuilder {
+    cache: Option<Cache>,
+    codec: Option<Codec>,
+    logger: Option<Arc<dyn Logger>>,
+}
+
+impl ClientBuilder {
+    /// The cache (and so the backend and its key prefix) to use. Default:
+    /// an in-process memory cache.
+    pub fn cache(mut self, cache: Cache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The codec of stores that do not name one. Default: the cache's
+    /// codec (bincode unless changed).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = Some(codec);
+        self
+    }
+
+    /// Receives HIT / MISS / FETCH and error events of every store.
+    pub fn logger(mut self, logger: impl Logger) -> Self {
+        self.logger = Some(Arc::new(logger));
+        self
+    }
+
+    /// Builds the client, refusing duplicate stores.
+    pub fn build(self) -> Result<Client> {
+        check_unique(&STORES)?;
+        let cache = self
+            .cache
+            .unwrap_or_else(|| Cache::from_backend(crate::MemoryBackend::with_capacity(crate::DEFAULT_CAPACITY)));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                codec: self.codec.unwrap_or(cache.codec()),
+                cache,
+                logger: self.logger,
+                flights: Flights::default(),
+            }),
+        })
+    }
+}
+
+impl Client {
+    /// A builder.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// A client on a fresh in-process memory cache.
+    pub fn memory() -> Result<Client> {
+        Client::builder().build()
+    }
+
+    /// A client on the cache at `url` (see [`Cache::open`]).
+    pub async fn open(url: &str) -> Result<Client> {
+        Client::builder().cache(Cache::open(url).await?).build()
+    }
+
+    /// The cache underneath (also usable directly, untyped).
+    pub fn cache(&self) -> &Cache {
+        &self.inner.cache
+    }
+
+    /// The codec of stores that do not name one.
+    pub fn codec(&self) -> Codec {
+        self.inner.codec
+    }
+
+    /// How many keys are being fetched under `singleflight` right now.
+    /// Zero whenever no get is in progress: waiters that leave (timeout,
+    /// cancellation) leave nothing behind.
+    pub fn inflight(&self) -> usize {
+        self.inner.flights.len()
+    }
+
+    /// Every store declared in the program.
+    pub fn stores() -> &'static [&'static StoreSpec] {
+        &STORES
+    }
+
+    pub(crate) fn flights(&self) -> &Flights {
+        &self.inner.flights
+    }
+
+    pub(crate) fn log(&self, kind: EventKind, spec: &StoreSpec, key: &str, error: Option<&crate::Error>) {
+        logger::emit(
+            self.inner.logger.as_deref(),
+            Event {
+                kind,
+                store: spec.name,
+                key,
+                error,
+            },
+        );
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("cache", &self.inner.cache)
+            .field("codec", &self.inner.codec)
+            .field("logger", &self.inner.logger.is_some())
+            .finish()
+    }
+}
+
+/// How a store finds its [`Client`] from the fetcher's context (the first
+/// parameter of a `#[cache_store]` function).
+///
+/// ```
+/// use cacheme_runtime::{Client, Context};
+///
+/// struct App {
+///     cache: Client,
+///     // db: Pool, ...
+/// }
+///
+/// impl Context for App {
+///     fn cacheme(&self) -> &Client {
+///         &self.cache
+///     }
+/// }
+/// ```
+pub trait Context {
+    /// The client the stores of this context use.
+    fn cacheme(&self) -> &Client;
+}
+
+impl Context for Client {
+    fn cacheme(&self) -> &Client {
+        self
+    }
+}
+
+impl<T: Context + ?Sized> Context for Arc<T> {
+    fn cacheme(&self) -> &Client {
+        (**self).cacheme()
+    }
+}

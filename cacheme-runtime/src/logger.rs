@@ -1,0 +1,88 @@
+//! The `Logger` hook: what typed stores report (cacheme-go's HIT / MISS /
+//! FETCH, plus the problems a cache hides from its callers).
+//!
+//! Every event also goes to `tracing` (target `cacheme`): `debug` for
+//! HIT/MISS/FETCH, `warn` for decode and backend errors.
+
+use std::fmt;
+
+use crate::error::Error;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The value was in the cache.
+    Hit,
+    /// The value was not in the cache (or could not be read or decoded).
+    Miss,
+    /// The fetcher is being called.
+    Fetch,
+    /// A cached value did not decode as the store's type (schema changed
+    /// without a version bump, corruption): treated as a miss and refetched.
+    DecodeError,
+    /// The backend failed; the store fell back to the fetcher (reads) or
+    /// left the value uncached (writes).
+    BackendError,
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EventKind::Hit => "HIT",
+            EventKind::Miss => "MISS",
+            EventKind::Fetch => "FETCH",
+            EventKind::DecodeError => "DECODE_ERROR",
+            EventKind::BackendError => "BACKEND_ERROR",
+        })
+    }
+}
+
+/// One event of a typed store.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Event<'a> {
+    /// What happened.
+    pub kind: EventKind,
+    /// The store's name (`BookStore`).
+    pub store: &'static str,
+    /// The key, without the backend's prefix.
+    pub key: &'a str,
+    /// The error, for [`EventKind::DecodeError`] and [`EventKind::BackendError`].
+    pub error: Option<&'a Error>,
+}
+
+/// Receives the events of every store of a client.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use cacheme_runtime::{Event, EventKind, Logger};
+///
+/// #[derive(Default)]
+/// struct HitCounter(AtomicU64);
+///
+/// impl Logger for HitCounter {
+///     fn log(&self, event: &Event<'_>) {
+///         if event.kind == EventKind::Hit {
+///             self.0.fetch_add(1, Ordering::Relaxed);
+///         }
+///     }
+/// }
+/// ```
+pub trait Logger: Send + Sync + 'static {
+    /// Called for every event, on the task that caused it: keep it quick.
+    fn log(&self, event: &Event<'_>);
+}
+
+/// Sends an event to `tracing` and to the logger, if any.
+pub(crate) fn emit(logger: Option<&dyn Logger>, event: Event<'_>) {
+    match event.error {
+        Some(error) => {
+            tracing::warn!(target: "cacheme", store = event.store, key = event.key, %error, "{}", event.kind)
+        }
+        None => tracing::debug!(target: "cacheme", store = event.store, key = event.key, "{}", event.kind),
+    }
+    if let Some(logger) = logger {
+        logger.log(&event);
+    }
+}

@@ -1,0 +1,149 @@
+//! In-process coalescing of concurrent loads of one key (`singleflight`).
+//!
+//! The first caller of a key becomes the leader and runs the fetch; later
+//! callers follow and wait for the leader's encoded value. Followers
+//! survive the leader going away: if its fetch fails, panics, or its future
+//! is dropped (cancelled, timed out), the leader's guard reports the flight
+//! abandoned on drop and the followers compete again, one of them becoming
+//! the new leader. The table entry is removed when the leader finishes or
+//! goes away, so the table never outgrows the keys being loaded right now.
+//!
+//! Values travel between tasks as the encoded bytes the leader also wrote to
+//! the cache, so stored types need not be `Clone`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+/// The state of one flight, as seen by its followers.
+#[derive(Clone, Debug)]
+enum Phase {
+    Running,
+    /// The leader's encoded value.
+    Done(Arc<[u8]>),
+    /// The leader failed, panicked or was dropped: compete again.
+    Abandoned,
+}
+
+/// The table of keys being loaded right now.
+#[derive(Debug, Default)]
+pub(crate) struct Flights {
+    table: Mutex<HashMap<String, watch::Receiver<Phase>>>,
+}
+
+/// What a caller of [`Flights::join`] is to do.
+pub(crate) enum Role<'a> {
+    /// Run the fetch, then report through the guard.
+    Leader(LeaderGuard<'a>),
+    /// Wait for the leader.
+    Follower(Follower),
+}
+
+impl Flights {
+    /// Joins the flight for `key`, starting it if there is none.
+    pub(crate) fn join(&self, key: &str) -> Role<'_> {
+        let mut table = self.lock();
+        if let Some(rx) = table.get(key) {
+            return Role::Follower(Follower(rx.clone()));
+        }
+        let (tx, rx) = watch::channel(Phase::Running);
+        table.insert(key.to_owned(), rx);
+        Role::Leader(LeaderGuard {
+            flights: self,
+            key: key.to_owned(),
+            tx,
+        })
+    }
+
+    /// How many keys are being loaded right now.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<Phase>>> {
+        // The table holds no invariant a panic could break mid-update.
+        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Held by the leader; reports the outcome, or abandonment when dropped
+/// without one.
+pub(crate) struct LeaderGuard<'a> {
+    flights: &'a Flights,
+    key: String,
+    tx: watch::Sender<Phase>,
+}
+
+impl LeaderGuard<'_> {
+    /// Hands the encoded value to the followers.
+    pub(crate) fn finish(self, value: Arc<[u8]>) {
+        self.tx.send_replace(Phase::Done(value));
+        // Drop removes the entry; the Done phase stays readable by followers.
+    }
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        self.flights.lock().remove(&self.key);
+        self.tx.send_if_modified(|phase| match phase {
+            Phase::Running => {
+                *phase = Phase::Abandoned;
+                true
+            }
+            _ => false,
+        });
+    }
+}
+
+/// Waits for a flight's leader.
+pub(crate) struct Follower(watch::Receiver<Phase>);
+
+impl Follower {
+    /// The leader's encoded value, or `None` if the leader went away
+    /// without one (compete again).
+    pub(crate) async fn outcome(mut self) -> Option<Arc<[u8]>> {
+        match self.0.wait_for(|phase| !matches!(phase, Phase::Running)).await {
+            Ok(phase) => match &*phase {
+                Phase::Done(value) => Some(value.clone()),
+                _ => None,
+            },
+            Err(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn followers_get_the_leaders_value_and_the_table_empties() {
+        let flights = Flights::default();
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!("first caller leads")
+        };
+        let Role::Follower(follower) = flights.join("k") else {
+            panic!("second caller follows")
+        };
+        assert_eq!(flights.len(), 1);
+        leader.finish(Arc::from(&b"v"[..]));
+        assert_eq!(flights.len(), 0);
+        assert_eq!(follower.outcome().await.as_deref(), Some(&b"v"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_leader_releases_its_followers() {
+        let flights = Flights::default();
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!()
+        };
+        let Role::Follower(follower) = flights.join("k") else {
+            panic!()
+        };
+        drop(leader);
+        assert_eq!(follower.outcome().await, None);
+        assert_eq!(flights.len(), 0);
+        assert!(matches!(flights.join("k"), Role::Leader(_)), "the next caller leads");
+    }
+}

@@ -1,0 +1,422 @@
+//! Typed stores (`#[cache_store]`), modelled on cacheme-go's own suite and
+//! run on memory and on a spawned Redis.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cacheme::{Cache, Client, Context, Event, EventKind, Logger, cache_store};
+use cacheme_test_support::RedisServer;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Book {
+    id: u64,
+    title: String,
+    tags: Vec<String>,
+    author: Author,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Author {
+    name: String,
+    born: Option<u16>,
+}
+
+#[derive(Debug, PartialEq)]
+struct AppError(String);
+
+/// The test's application context: a client, a fake source, and what the
+/// source was asked.
+struct App {
+    cache: Client,
+    fetches: Mutex<HashMap<&'static str, usize>>,
+    /// Values the "database" returns; tests change them to see refetches.
+    title_suffix: Mutex<String>,
+    failing: Mutex<bool>,
+    events: Arc<Mutex<Vec<(EventKind, &'static str, String)>>>,
+    _server: Option<RedisServer>,
+}
+
+impl Context for App {
+    fn cacheme(&self) -> &Client {
+        &self.cache
+    }
+}
+
+#[derive(Clone)]
+struct Recorder(Arc<Mutex<Vec<(EventKind, &'static str, String)>>>);
+
+impl Logger for Recorder {
+    fn log(&self, event: &Event<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((event.kind, event.store, event.key.to_owned()));
+    }
+}
+
+impl App {
+    fn on(cache: Cache, server: Option<RedisServer>) -> App {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        App {
+            cache: Client::builder()
+                .cache(cache)
+                .logger(Recorder(events.clone()))
+                .build()
+                .unwrap(),
+            fetches: Mutex::default(),
+            title_suffix: Mutex::new("first".into()),
+            failing: Mutex::new(false),
+            events,
+            _server: server,
+        }
+    }
+
+    async fn memory() -> App {
+        App::on(Cache::open("memory://").await.unwrap(), None)
+    }
+
+    async fn redis() -> App {
+        let server = RedisServer::start();
+        let cache = Cache::open(&format!("{}?prefix=cacheme", server.url())).await.unwrap();
+        App::on(cache, Some(server))
+    }
+
+    fn fetched(&self, store: &'static str) -> usize {
+        self.fetches.lock().unwrap().get(store).copied().unwrap_or(0)
+    }
+
+    fn source(&self, store: &'static str) -> Result<String, AppError> {
+        *self.fetches.lock().unwrap().entry(store).or_default() += 1;
+        if *self.failing.lock().unwrap() {
+            return Err(AppError(format!("{store} source is down")));
+        }
+        Ok(self.title_suffix.lock().unwrap().clone())
+    }
+
+    fn events(&self) -> Vec<(EventKind, &'static str, String)> {
+        std::mem::take(&mut *self.events.lock().unwrap())
+    }
+}
+
+fn book_of(id: u64, suffix: &str) -> Book {
+    Book {
+        id,
+        title: format!("book {id} {suffix}"),
+        tags: vec!["a".into(), "b".into()],
+        author: Author {
+            name: "ann".into(),
+            born: Some(1970),
+        },
+    }
+}
+
+#[cache_store(key = "string:<id>", ttl = "5m")]
+async fn string_value(ctx: &App, id: u32) -> Result<String, AppError> {
+    Ok(format!("{id}-{}", ctx.source("string")?))
+}
+
+#[cache_store(key = "int:<id>", ttl = "5m", version = 3)]
+async fn int_value(ctx: &App, id: i64) -> Result<i64, AppError> {
+    ctx.source("int")?;
+    Ok(id * 10)
+}
+
+#[cache_store(key = "category:<category_id>:book:<book_id>", ttl = "5m", version = 1, singleflight)]
+async fn book(ctx: &App, category_id: u32, book_id: u64) -> Result<Book, AppError> {
+    let suffix = ctx.source("book")?;
+    Ok(book_of(book_id, &format!("{category_id} {suffix}")))
+}
+
+#[cache_store(key = "maybe:<id>", ttl = "5m", codec = "json")]
+async fn maybe_book(ctx: &App, id: u64) -> Result<Option<Book>, AppError> {
+    let suffix = ctx.source("maybe")?;
+    Ok((id % 2 == 0).then(|| book_of(id, &suffix)))
+}
+
+#[cache_store(key = "books:<category>", ttl = "5m", codec = "msgpack")]
+async fn books(ctx: &App, category: String) -> Result<Vec<Book>, AppError> {
+    let suffix = ctx.source("books")?;
+    Ok((1..=3).map(|id| book_of(id, &format!("{category} {suffix}"))).collect())
+}
+
+#[cache_store(key = "book-map:<category>", ttl = "5m")]
+async fn book_map(ctx: &App, category: String) -> Result<HashMap<String, Book>, AppError> {
+    let suffix = ctx.source("map")?;
+    Ok((1..=2)
+        .map(|id| (format!("{category}-{id}"), book_of(id, &suffix)))
+        .collect())
+}
+
+#[cache_store(key = "pair:<a>:<b>", ttl = "5m")]
+async fn pair(ctx: &App, a: String, b: String) -> Result<String, AppError> {
+    ctx.source("pair")?;
+    Ok(format!("{a}|{b}"))
+}
+
+static VERSION: AtomicU32 = AtomicU32::new(1);
+
+fn current_version() -> String {
+    VERSION.load(Ordering::SeqCst).to_string()
+}
+
+#[cache_store(key = "versioned:<id>", ttl = "5m", version = current_version)]
+async fn versioned(ctx: &App, id: u32) -> Result<String, AppError> {
+    Ok(format!("{id}@{}", ctx.source("versioned")?))
+}
+
+/// Expands a test body (an `async fn(App)`) into a memory and a redis test.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::App::memory().await).await })*
+        }
+        mod redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::App::redis().await).await })*
+        }
+    };
+}
+
+on_both!(
+    values_of_every_shape_round_trip,
+    cold_then_warm_reports_miss_fetch_then_hit,
+    invalidate_refetches_and_update_replaces,
+    fetch_errors_reach_the_caller_and_are_not_cached,
+    different_parameter_lists_never_share_a_key,
+    bumping_the_version_hides_old_values,
+    get_m_keeps_order_reads_by_params_and_fetches_duplicates_once,
+    invalidate_all_removes_one_version_of_one_store,
+);
+
+async fn values_of_every_shape_round_trip(app: App) {
+    for _ in 0..2 {
+        assert_eq!(StringValueStore::get(&app, 7).await.unwrap(), "7-first");
+        assert_eq!(IntValueStore::get(&app, -4).await.unwrap(), -40);
+        assert_eq!(BookStore::get(&app, 1, 2).await.unwrap(), book_of(2, "1 first"));
+        assert_eq!(MaybeBookStore::get(&app, 2).await.unwrap(), Some(book_of(2, "first")));
+        assert_eq!(
+            MaybeBookStore::get(&app, 3).await.unwrap(),
+            None,
+            "a cached None is a value"
+        );
+        assert_eq!(BooksStore::get(&app, "sf".into()).await.unwrap().len(), 3);
+        let map = BookMapStore::get(&app, "x".into()).await.unwrap();
+        assert_eq!(map["x-2"], book_of(2, "first"));
+    }
+    for store in ["string", "int", "book", "maybe", "books", "map"] {
+        let expected = if store == "maybe" { 2 } else { 1 };
+        assert_eq!(
+            app.fetched(store),
+            expected,
+            "{store}: the second round must be served from the cache"
+        );
+    }
+}
+
+async fn cold_then_warm_reports_miss_fetch_then_hit(app: App) {
+    BookStore::get(&app, 1, 2).await.unwrap();
+    let key = "category:1:book:2:v1".to_owned();
+    assert_eq!(
+        app.events(),
+        [
+            (EventKind::Miss, "BookStore", key.clone()),
+            (EventKind::Fetch, "BookStore", key.clone())
+        ]
+    );
+    BookStore::get(&app, 1, 2).await.unwrap();
+    assert_eq!(app.events(), [(EventKind::Hit, "BookStore", key)]);
+}
+
+async fn invalidate_refetches_and_update_replaces(app: App) {
+    assert_eq!(BookStore::get(&app, 1, 2).await.unwrap().title, "book 2 1 first");
+    *app.title_suffix.lock().unwrap() = "second".into();
+    assert_eq!(
+        BookStore::get(&app, 1, 2).await.unwrap().title,
+        "book 2 1 first",
+        "still cached"
+    );
+
+    BookStore::invalidate(&app, 1, 2).await.unwrap();
+    assert_eq!(BookStore::get(&app, 1, 2).await.unwrap().title, "book 2 1 second");
+    assert_eq!(app.fetched("book"), 2);
+
+    *app.title_suffix.lock().unwrap() = "third".into();
+    let updated = BookStore::update(&app, 1, 2).await.unwrap();
+    assert_eq!(updated.title, "book 2 1 third");
+    assert_eq!(BookStore::get(&app, 1, 2).await.unwrap().title, "book 2 1 third");
+    assert_eq!(app.fetched("book"), 3, "update fetches once; the get after it hits");
+}
+
+async fn fetch_errors_reach_the_caller_and_are_not_cached(app: App) {
+    *app.failing.lock().unwrap() = true;
+    assert_eq!(
+        StringValueStore::get(&app, 1).await,
+        Err(AppError("string source is down".into()))
+    );
+    let err = StringValueStore::update(&app, 1).await.unwrap_err();
+    assert!(matches!(err, cacheme::UpdateError::Fetch(AppError(_))));
+    *app.failing.lock().unwrap() = false;
+    assert_eq!(StringValueStore::get(&app, 1).await.unwrap(), "1-first");
+    assert_eq!(app.fetched("string"), 3);
+}
+
+async fn different_parameter_lists_never_share_a_key(app: App) {
+    assert_eq!(PairStore::get(&app, "a:b".into(), "c".into()).await.unwrap(), "a:b|c");
+    assert_eq!(PairStore::get(&app, "a".into(), "b:c".into()).await.unwrap(), "a|b:c");
+    assert_eq!(PairStore::get(&app, "a b".into(), "".into()).await.unwrap(), "a b|");
+    assert_eq!(PairStore::get(&app, "a".into(), " ".into()).await.unwrap(), "a| ");
+    assert_eq!(app.fetched("pair"), 4);
+    assert_ne!(
+        PairStore::key(&"a:b".into(), &"c".into()),
+        PairStore::key(&"a".into(), &"b:c".into())
+    );
+}
+
+async fn bumping_the_version_hides_old_values(app: App) {
+    // Other tests in this binary use their own stores; only this one moves VERSION.
+    VERSION.store(1, Ordering::SeqCst);
+    assert_eq!(VersionedStore::get(&app, 5).await.unwrap(), "5@first");
+    *app.title_suffix.lock().unwrap() = "second".into();
+    assert_eq!(VersionedStore::get(&app, 5).await.unwrap(), "5@first");
+    VERSION.store(2, Ordering::SeqCst);
+    assert_eq!(
+        VersionedStore::key(&5),
+        "versioned:5:v2",
+        "the version fn is called per key"
+    );
+    assert_eq!(
+        VersionedStore::get(&app, 5).await.unwrap(),
+        "5@second",
+        "v2 does not see v1's value"
+    );
+    VERSION.store(1, Ordering::SeqCst);
+    assert_eq!(
+        VersionedStore::get(&app, 5).await.unwrap(),
+        "5@first",
+        "v1's value is still there"
+    );
+    assert_eq!(app.fetched("versioned"), 2);
+}
+
+async fn get_m_keeps_order_reads_by_params_and_fetches_duplicates_once(app: App) {
+    BookStore::get(&app, 1, 1).await.unwrap();
+    let mut m = BookStore::get_m(&app);
+    m.add(1, 3).add(1, 1).add(2, 7).add(1, 3);
+    let found = m.run().await.unwrap();
+    let ids: Vec<u64> = found.iter().map(|b| b.id).collect();
+    assert_eq!(ids, [3, 1, 7, 3]);
+    assert_eq!((found.len(), found.distinct()), (4, 3));
+    assert_eq!(found.get(&(2, 7)).unwrap().title, "book 7 2 first");
+    assert!(found.get(&(9, 9)).is_none());
+    assert_eq!(
+        app.fetched("book"),
+        3,
+        "1 warm-up + 2 distinct misses; the hit and the duplicate are not fetched"
+    );
+
+    let again = BookStore::get_m(&app).add(2, 7).add(1, 3).run().await.unwrap();
+    assert_eq!(again.iter().map(|b| b.id).collect::<Vec<_>>(), [7, 3]);
+    assert_eq!(app.fetched("book"), 3, "all hits now");
+    let single = StringValueStore::get_m(&app).add(4).add(5).run().await.unwrap();
+    assert_eq!(single.get(&5).map(String::as_str), Some("5-first"));
+}
+
+async fn invalidate_all_removes_one_version_of_one_store(app: App) {
+    for id in 0..50 {
+        IntValueStore::get(&app, id).await.unwrap();
+        StringValueStore::get(&app, id as u32).await.unwrap();
+    }
+    assert_eq!(
+        IntValueStore::invalidate_all(&app, 2).await.unwrap(),
+        0,
+        "nothing was written as v2"
+    );
+    assert_eq!(IntValueStore::invalidate_all(&app, 3).await.unwrap(), 50);
+    for id in 0..50 {
+        IntValueStore::get(&app, id).await.unwrap();
+        StringValueStore::get(&app, id as u32).await.unwrap();
+    }
+    assert_eq!(app.fetched("int"), 100, "every int key was refetched");
+    assert_eq!(app.fetched("string"), 50, "the other store was untouched");
+}
+
+#[tokio::test]
+async fn the_stored_redis_key_is_prefix_key_version() {
+    let app = App::redis().await;
+    BookStore::get(&app, 7, 42).await.unwrap();
+    let server = app._server.as_ref().unwrap();
+    let mut conn = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    assert_eq!(keys, ["cacheme:category:7:book:42:v1"]);
+    let ttl: i64 = ::redis::cmd("PTTL").arg(&keys[0]).query_async(&mut conn).await.unwrap();
+    assert!((290_000..=300_000).contains(&ttl), "ttl = \"5m\": {ttl}");
+}
+
+#[tokio::test]
+async fn a_value_that_no_longer_decodes_is_a_logged_miss_that_refetches() {
+    let app = App::memory().await;
+    // Another program (or an older build) left bytes of another type under the key.
+    app.cache
+        .cache()
+        .put_forever("category:1:book:2:v1", b"\x05not a book")
+        .await
+        .unwrap();
+    assert_eq!(BookStore::get(&app, 1, 2).await.unwrap(), book_of(2, "1 first"));
+    let kinds: Vec<EventKind> = app.events().into_iter().map(|(kind, _, _)| kind).collect();
+    assert_eq!(kinds, [EventKind::DecodeError, EventKind::Miss, EventKind::Fetch]);
+    assert_eq!(BookStore::get(&app, 1, 2).await.unwrap(), book_of(2, "1 first"));
+    assert_eq!(app.fetched("book"), 1, "the refetched value replaced the bad bytes");
+}
+
+#[tokio::test]
+async fn a_dead_backend_degrades_to_the_source_not_to_an_error() {
+    let mut app = App::redis().await;
+    app._server.as_mut().unwrap().stop();
+    assert_eq!(StringValueStore::get(&app, 1).await.unwrap(), "1-first");
+    assert_eq!(app.fetched("string"), 1);
+    let kinds: Vec<EventKind> = app.events().into_iter().map(|(kind, _, _)| kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::BackendError,
+            EventKind::Miss,
+            EventKind::Fetch,
+            EventKind::BackendError
+        ]
+    );
+    assert!(
+        StringValueStore::invalidate(&app, 1).await.is_err(),
+        "invalidate reports what it could not do"
+    );
+}
+
+#[tokio::test]
+async fn codecs_can_be_chosen_per_store_and_per_client() {
+    let app = App::memory().await;
+    MaybeBookStore::get(&app, 2).await.unwrap();
+    let raw = app.cache.cache().get("maybe:2:v1").await.unwrap().unwrap();
+    assert!(raw.starts_with(b"{\"id\":2"), "codec = \"json\" stores JSON");
+    BooksStore::get(&app, "x".into()).await.unwrap();
+    let raw = app.cache.cache().get("books:x:v1").await.unwrap().unwrap();
+    assert_eq!(raw[0], 0x93, "codec = \"msgpack\" stores a MessagePack array of 3");
+
+    let json_client = App::on(Cache::open("memory://").await.unwrap(), None);
+    let json_client = App {
+        cache: Client::builder()
+            .cache(json_client.cache.cache().clone())
+            .codec(cacheme::Codec::Json)
+            .build()
+            .unwrap(),
+        ..json_client
+    };
+    StringValueStore::get(&json_client, 3).await.unwrap();
+    let raw = json_client.cache.cache().get("string:3:v1").await.unwrap().unwrap();
+    assert_eq!(raw, b"\"3-first\"", "the client's codec applies to stores without one");
+}
