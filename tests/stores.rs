@@ -23,6 +23,9 @@ struct Author {
     born: Option<u16>,
 }
 
+/// What the logger saw: (kind, store, key).
+type Events = Arc<Mutex<Vec<(EventKind, &'static str, String)>>>;
+
 #[derive(Debug, PartialEq)]
 struct AppError(String);
 
@@ -34,7 +37,7 @@ struct App {
     /// Values the "database" returns; tests change them to see refetches.
     title_suffix: Mutex<String>,
     failing: Mutex<bool>,
-    events: Arc<Mutex<Vec<(EventKind, &'static str, String)>>>,
+    events: Events,
     _server: Option<RedisServer>,
 }
 
@@ -45,7 +48,7 @@ impl Context for App {
 }
 
 #[derive(Clone)]
-struct Recorder(Arc<Mutex<Vec<(EventKind, &'static str, String)>>>);
+struct Recorder(Events);
 
 impl Logger for Recorder {
     fn log(&self, event: &Event<'_>) {
@@ -419,4 +422,43 @@ async fn codecs_can_be_chosen_per_store_and_per_client() {
     StringValueStore::get(&json_client, 3).await.unwrap();
     let raw = json_client.cache.cache().get("string:3:v1").await.unwrap().unwrap();
     assert_eq!(raw, b"\"3-first\"", "the client's codec applies to stores without one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_all_handles_a_hundred_thousand_keys_on_redis() {
+    let app = App::redis().await;
+    let server = app._server.as_ref().unwrap();
+    let mut conn = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let value = cacheme::Codec::Bincode.encode(&7i64).unwrap();
+    for chunk in (0..100_000i64).collect::<Vec<_>>().chunks(10_000) {
+        let mut pipe = ::redis::pipe();
+        for id in chunk {
+            pipe.set(format!("cacheme:{}", IntValueStore::key(id)), &value).ignore();
+            if id % 100 == 0 {
+                // Same store, another version; and another store: both must survive.
+                pipe.set(format!("cacheme:int:{id}:v2"), &value).ignore();
+                pipe.set(format!("cacheme:{}", StringValueStore::key(&(*id as u32))), &value)
+                    .ignore();
+            }
+        }
+        let () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    assert_eq!(
+        IntValueStore::get(&app, 99_999).await.unwrap(),
+        7,
+        "the planted keys are the store's keys"
+    );
+
+    assert_eq!(IntValueStore::invalidate_all(&app, 3).await.unwrap(), 100_000);
+    let left: u64 = ::redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    assert_eq!(left, 2_000, "the other version and the other store are untouched");
+    assert_eq!(
+        IntValueStore::get(&app, 99_999).await.unwrap(),
+        999_990,
+        "refetched after invalidate_all"
+    );
 }

@@ -100,7 +100,11 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
     }
 
     let output = match &sig.output {
-        ReturnType::Type(_, ty) => Some((**ty).clone()),
+        ReturnType::Type(_, ty) if returns_result(ty) => Some((**ty).clone()),
+        ReturnType::Type(_, ty) => {
+            err(ty.span(), "a cache_store fetcher returns `Result<Value, Error>` (or an alias named `...Result`): the error is what `get` returns when the source fails".to_owned());
+            None
+        }
         ReturnType::Default => {
             err(
                 sig.ident.span(),
@@ -247,5 +251,21 @@ fn duration(lit: &syn::LitStr, what: &str, errors: &mut Vec<syn::Error>) -> Opti
             errors.push(syn::Error::new(lit.span(), format!("invalid `{what}`: {reason}")));
             None
         }
+    }
+}
+
+/// Whether a return type is spelled as a `Result` (`Result<T, E>`,
+/// `io::Result<T>`, `AppResult<T>`). Anything else would only produce a
+/// cascade of trait errors in the generated code.
+fn returns_result(ty: &Type) -> bool {
+    match ty {
+        Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident.to_string().ends_with("Result")),
+        Type::Group(group) => returns_result(&group.elem),
+        Type::Paren(paren) => returns_result(&paren.elem),
+        _ => false,
     }
 }

@@ -1,0 +1,162 @@
+//! `singleflight`: concurrent gets of one cold key share one fetch in the
+//! process, and followers survive a leader that fails, panics or is
+//! cancelled. Fetches are counted by the test's own source.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cacheme::{Client, Context, cache_store};
+
+#[derive(Default)]
+struct Source {
+    cache: Option<Client>,
+    fetches: AtomicUsize,
+    /// When set, the next fetch panics (once).
+    panic_next: AtomicBool,
+    /// While set, fetches do not answer.
+    hold: AtomicBool,
+}
+
+impl Context for Source {
+    fn cacheme(&self) -> &Client {
+        self.cache.as_ref().unwrap()
+    }
+}
+
+fn source() -> Arc<Source> {
+    Arc::new(Source {
+        cache: Some(Client::memory().unwrap()),
+        ..Source::default()
+    })
+}
+
+#[cache_store(key = "slow:<id>", ttl = "1m", singleflight)]
+async fn slow(ctx: &Source, id: u32) -> Result<String, String> {
+    ctx.fetches.fetch_add(1, Ordering::SeqCst);
+    if ctx.panic_next.swap(false, Ordering::SeqCst) {
+        panic!("the source blew up");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    while ctx.hold.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(format!("value {id}"))
+}
+
+#[cache_store(key = "plain:<id>", ttl = "1m")]
+async fn plain(ctx: &Source, id: u32) -> Result<String, String> {
+    ctx.fetches.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(format!("value {id}"))
+}
+
+async fn hundred_gets<F, Fut>(src: &Arc<Source>, get: F) -> Vec<String>
+where
+    F: Fn(Arc<Source>) -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..100).map(|_| tokio::spawn(get(src.clone()))).collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap().unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_cold_gets_fetch_once() {
+    let src = source();
+    let values = hundred_gets(&src, |s| async move { SlowStore::get(&s, 1).await }).await;
+    assert!(values.iter().all(|v| v == "value 1"));
+    assert_eq!(src.fetches.load(Ordering::SeqCst), 1);
+    assert_eq!(src.cacheme().inflight(), 0, "the flight table is empty again");
+
+    // The control: without singleflight the same herd reaches the source many times.
+    let control = source();
+    hundred_gets(&control, |s| async move { PlainStore::get(&s, 1).await }).await;
+    assert!(
+        control.fetches.load(Ordering::SeqCst) > 1,
+        "the test can tell coalescing from none"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn followers_survive_a_cancelled_leader() {
+    let src = source();
+    src.hold.store(true, Ordering::SeqCst);
+    let leader = tokio::spawn({
+        let src = src.clone();
+        async move { SlowStore::get(&src, 2).await }
+    });
+    while src.fetches.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let followers: Vec<_> = (0..10)
+        .map(|_| {
+            let src = src.clone();
+            tokio::spawn(async move { SlowStore::get(&src, 2).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    // A follower takes the lead and fetches; let its fetch through.
+    src.hold.store(false, Ordering::SeqCst);
+    for follower in followers {
+        let value = tokio::time::timeout(Duration::from_secs(5), follower)
+            .await
+            .expect("a follower hung after the leader was cancelled")
+            .unwrap();
+        assert_eq!(value.unwrap(), "value 2");
+    }
+    assert_eq!(
+        src.fetches.load(Ordering::SeqCst),
+        2,
+        "the cancelled fetch and one replacement"
+    );
+    assert_eq!(src.cacheme().inflight(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn followers_survive_a_panicking_leader() {
+    let src = source();
+    src.panic_next.store(true, Ordering::SeqCst);
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let src = src.clone();
+            tokio::spawn(async move { SlowStore::get(&src, 3).await })
+        })
+        .collect();
+    let mut panicked = 0;
+    for task in tasks {
+        match tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("a task hung")
+        {
+            Ok(value) => assert_eq!(value.unwrap(), "value 3"),
+            Err(e) if e.is_panic() => panicked += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(panicked, 1, "only the leader's caller sees the panic");
+    assert_eq!(src.fetches.load(Ordering::SeqCst), 2);
+    assert_eq!(src.cacheme().inflight(), 0);
+    assert_eq!(SlowStore::get(&src, 3).await.unwrap(), "value 3", "nothing is poisoned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiters_that_time_out_leave_nothing_behind() {
+    let src = source();
+    src.hold.store(true, Ordering::SeqCst);
+    let waits: Vec<_> = (0..50)
+        .map(|_| {
+            let src = src.clone();
+            tokio::spawn(async move { tokio::time::timeout(Duration::from_millis(100), SlowStore::get(&src, 4)).await })
+        })
+        .collect();
+    for wait in waits {
+        assert!(wait.await.unwrap().is_err(), "every get timed out");
+    }
+    assert_eq!(src.cacheme().inflight(), 0, "the table shrank back to zero");
+}
