@@ -4,12 +4,14 @@
 //! cargo run --example quickstart
 //! ```
 //!
-//! A slow "database" call is cached for 30 seconds: the first lookup pays
-//! for it, the next ones are served from the cache.
+//! A slow "database" call is declared as a typed cache store: the first get
+//! pays for the call, the next ones are served from the cache until the
+//! TTL, an invalidation, or an update.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cacheme::Cache;
+use cacheme::{Client, Context, Event, Logger, cache_store};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -18,46 +20,91 @@ struct Book {
     title: String,
 }
 
-/// Stands in for a database query that takes 200 ms.
-async fn load_book_from_db(id: u64) -> Book {
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    Book {
-        id,
-        title: format!("Book #{id}"),
+#[derive(Debug)]
+struct DbError(String);
+
+/// The application: its cache client and (here, a fake) database.
+struct App {
+    cache: Client,
+    queries: AtomicUsize,
+}
+
+impl Context for App {
+    fn cacheme(&self) -> &Client {
+        &self.cache
     }
 }
 
-/// Reads through the cache: on a miss, load and remember for 30 s.
-async fn book(cache: &Cache, id: u64) -> cacheme::Result<(Book, &'static str)> {
-    let key = format!("book:{id}");
-    if let Some(book) = cache.get_as::<Book>(&key).await? {
-        return Ok((book, "cache"));
+/// Prints cacheme-go style HIT / MISS / FETCH lines.
+struct PrintLogger;
+
+impl Logger for PrintLogger {
+    fn log(&self, event: &Event<'_>) {
+        println!("    [{}] {} {}", event.kind, event.store, event.key);
     }
-    let book = load_book_from_db(id).await;
-    cache.put_as(&key, &book, Duration::from_secs(30)).await?;
-    Ok((book, "database"))
+}
+
+/// The fetcher: a 200 ms "query", cached for 30 s per (category, book).
+#[cache_store(
+    key = "category:<category_id>:book:<book_id>",
+    ttl = "30s",
+    version = 1,
+    singleflight
+)]
+async fn book(app: &App, category_id: u32, book_id: u64) -> Result<Book, DbError> {
+    app.queries.fetch_add(1, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if book_id == 0 {
+        return Err(DbError("no book 0".into()));
+    }
+    Ok(Book {
+        id: book_id,
+        title: format!("Book #{book_id} in category {category_id}"),
+    })
 }
 
 #[tokio::main]
-async fn main() -> cacheme::Result<()> {
-    // Beego's form works too: Cache::new("memory", r#"{"interval":60}"#)
-    let cache = Cache::open("memory://?capacity=10000").await?;
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The default backend is in-process memory; `Client::open("redis://127.0.0.1:6379")`
+    // gives the same stores on Redis.
+    let cache = Client::builder().logger(PrintLogger).build()?;
+    let app = App {
+        cache,
+        queries: AtomicUsize::new(0),
+    };
 
     for round in 1..=3 {
         let started = Instant::now();
-        let (book, from) = book(&cache, 42).await?;
-        println!(
-            "round {round}: {:?} from {from:<8} in {:>7.2?}",
-            book.title,
-            started.elapsed()
-        );
+        let b = BookStore::get(&app, 7, 42).await.map_err(|e| e.0)?;
+        println!("round {round}: {:?} in {:.2?}", b.title, started.elapsed());
     }
 
-    cache.incr("views:42").await?;
-    let views = cache.incr_by("views:42", 9).await?;
-    println!("views counter: {views}");
-    println!("exists(book:42) = {}", cache.exists("book:42").await?);
-    cache.delete("book:42").await?;
-    println!("after delete: exists(book:42) = {}", cache.exists("book:42").await?);
+    println!("ten concurrent gets of a cold key (singleflight):");
+    let gets = (0..10).map(|_| BookStore::get(&app, 7, 43));
+    let started = Instant::now();
+    let results = futures_util::future::join_all(gets).await;
+    println!("  {} answers in {:.2?}", results.len(), started.elapsed());
+
+    println!("get_m of 42, 43 and 44:");
+    let found = BookStore::get_m(&app)
+        .add(7, 42)
+        .add(7, 43)
+        .add(7, 44)
+        .run()
+        .await
+        .map_err(|e| e.0)?;
+    for b in found.iter() {
+        println!("  {}", b.title);
+    }
+
+    BookStore::invalidate(&app, 7, 42).await?;
+    println!("after invalidate:");
+    BookStore::get(&app, 7, 42).await.map_err(|e| e.0)?;
+
+    println!(
+        "a failing fetch is the caller's error: {:?}",
+        BookStore::get(&app, 7, 0).await.unwrap_err()
+    );
+    println!("database queries in all: {}", app.queries.load(Ordering::Relaxed));
     Ok(())
 }

@@ -15,6 +15,8 @@ pub enum EventKind {
     /// The value was in the cache.
     Hit,
     /// The value was not in the cache (or could not be read or decoded).
+    /// Under `singleflight`, every caller of a cold key reports a miss; one
+    /// reports the FETCH and the others are served its value.
     Miss,
     /// The fetcher is being called.
     Fetch,

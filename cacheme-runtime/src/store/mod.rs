@@ -62,7 +62,7 @@ fn codec(client: &Client, spec: &StoreSpec) -> Codec {
 /// and count as a miss.
 async fn read<V: DeserializeOwned>(client: &Client, spec: &StoreSpec, key: &str) -> Option<V> {
     match client.cache().backend().get(key).await {
-        Ok(Some(bytes)) => decode(client, spec, key, &bytes),
+        Ok(Some(bytes)) => decode(client, spec, key, &bytes, true),
         Ok(None) => None,
         Err(error) => {
             client.log(EventKind::BackendError, spec, key, Some(&error));
@@ -71,12 +71,21 @@ async fn read<V: DeserializeOwned>(client: &Client, spec: &StoreSpec, key: &str)
     }
 }
 
-/// Decodes a cached value, logging (and returning `None`) when it does not
-/// decode as `V`.
-pub(crate) fn decode<V: DeserializeOwned>(client: &Client, spec: &StoreSpec, key: &str, bytes: &[u8]) -> Option<V> {
+/// Decodes a value read from the cache (`hit`: report a HIT) or handed
+/// over by a singleflight leader, logging (and returning `None`) when it
+/// does not decode as `V`.
+pub(crate) fn decode<V: DeserializeOwned>(
+    client: &Client,
+    spec: &StoreSpec,
+    key: &str,
+    bytes: &[u8],
+    hit: bool,
+) -> Option<V> {
     match codec(client, spec).decode(bytes) {
         Ok(value) => {
-            client.log(EventKind::Hit, spec, key, None);
+            if hit {
+                client.log(EventKind::Hit, spec, key, None);
+            }
             Some(value)
         }
         Err(error) => {
@@ -130,7 +139,7 @@ where
             }
             Role::Follower(follower) => {
                 if let Some(bytes) = follower.outcome().await
-                    && let Some(value) = decode(client, spec, key, &bytes)
+                    && let Some(value) = decode(client, spec, key, &bytes, false)
                 {
                     return Ok(value);
                 }

@@ -103,7 +103,7 @@ where
     let hits: Vec<Option<V>> = found
         .into_iter()
         .zip(&keys)
-        .map(|(bytes, key)| bytes.and_then(|bytes| decode(client, spec, key, &bytes)))
+        .map(|(bytes, key)| bytes.and_then(|bytes| decode(client, spec, key, &bytes, true)))
         .collect();
 
     let loads = hits
