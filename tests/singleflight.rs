@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cacheme::{Client, Context, cache_store};
+use cacheme_test_support::RedisServer;
 
 #[derive(Default)]
 struct Source {
     cache: Option<Client>,
+    _server: Option<RedisServer>,
     fetches: AtomicUsize,
     /// When set, the next fetch panics (once).
     panic_next: AtomicBool,
@@ -24,12 +26,42 @@ impl Context for Source {
     }
 }
 
-fn source() -> Arc<Source> {
+async fn memory() -> Arc<Source> {
     Arc::new(Source {
         cache: Some(Client::memory().unwrap()),
         ..Source::default()
     })
 }
+
+async fn redis() -> Arc<Source> {
+    let server = RedisServer::start();
+    Arc::new(Source {
+        cache: Some(Client::open(&server.url()).await.unwrap()),
+        _server: Some(server),
+        ..Source::default()
+    })
+}
+
+/// Each test body runs against memory and against a spawned Redis.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod on_memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(super::memory().await).await })*
+        }
+        mod on_redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(super::redis().await).await })*
+        }
+    };
+}
+
+on_both!(
+    a_hundred_concurrent_cold_gets_fetch_once,
+    followers_survive_a_cancelled_leader,
+    followers_survive_a_panicking_leader,
+    waiters_that_time_out_leave_nothing_behind,
+);
 
 #[cache_store(key = "slow:<id>", ttl = "1m", singleflight)]
 async fn slow(ctx: &Source, id: u32) -> Result<String, String> {
@@ -64,26 +96,21 @@ where
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_hundred_concurrent_cold_gets_fetch_once() {
-    let src = source();
+async fn a_hundred_concurrent_cold_gets_fetch_once(src: Arc<Source>) {
     let values = hundred_gets(&src, |s| async move { SlowStore::get(&s, 1).await }).await;
     assert!(values.iter().all(|v| v == "value 1"));
     assert_eq!(src.fetches.load(Ordering::SeqCst), 1);
     assert_eq!(src.cacheme().inflight(), 0, "the flight table is empty again");
 
     // The control: without singleflight the same herd reaches the source many times.
-    let control = source();
-    hundred_gets(&control, |s| async move { PlainStore::get(&s, 1).await }).await;
+    hundred_gets(&src, |s| async move { PlainStore::get(&s, 1).await }).await;
     assert!(
-        control.fetches.load(Ordering::SeqCst) > 1,
+        src.fetches.load(Ordering::SeqCst) > 2,
         "the test can tell coalescing from none"
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn followers_survive_a_cancelled_leader() {
-    let src = source();
+async fn followers_survive_a_cancelled_leader(src: Arc<Source>) {
     src.hold.store(true, Ordering::SeqCst);
     let leader = tokio::spawn({
         let src = src.clone();
@@ -118,9 +145,7 @@ async fn followers_survive_a_cancelled_leader() {
     assert_eq!(src.cacheme().inflight(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn followers_survive_a_panicking_leader() {
-    let src = source();
+async fn followers_survive_a_panicking_leader(src: Arc<Source>) {
     src.panic_next.store(true, Ordering::SeqCst);
     let tasks: Vec<_> = (0..20)
         .map(|_| {
@@ -145,9 +170,7 @@ async fn followers_survive_a_panicking_leader() {
     assert_eq!(SlowStore::get(&src, 3).await.unwrap(), "value 3", "nothing is poisoned");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn waiters_that_time_out_leave_nothing_behind() {
-    let src = source();
+async fn waiters_that_time_out_leave_nothing_behind(src: Arc<Source>) {
     src.hold.store(true, Ordering::SeqCst);
     let waits: Vec<_> = (0..50)
         .map(|_| {
