@@ -72,7 +72,8 @@ impl Cache {
 
     /// Builds a cache from a URL whose scheme names the provider:
     /// `memory://?capacity=10000`, `redis://:pass@127.0.0.1:6379/0?prefix=app`,
-    /// `rediss://...` (TLS), or `name://...` for a provider registered as `name`.
+    /// or `name://...` for a provider registered as `name`. (`rediss://` is
+    /// recognised but TLS is not compiled in yet: it is a config error.)
     pub async fn open(url: &str) -> Result<Self> {
         let parsed = Url::parse(url).map_err(|e| Error::Config {
             provider: url.split("://").next().unwrap_or_default().to_owned(),

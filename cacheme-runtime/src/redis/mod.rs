@@ -32,8 +32,7 @@ const PROVIDER: &str = "redis";
 /// Keys removed per `UNLINK` (and asked for per `SCAN`) by `clear`.
 const CLEAR_BATCH: usize = 1000;
 
-/// The redis backend (provider name `redis`, URL schemes `redis://` and
-/// `rediss://`).
+/// The redis backend (provider name `redis`, URL scheme `redis://`).
 ///
 /// Beego JSON: `{"key":"app","conn":"127.0.0.1:6379","dbNum":"0","password":"...","user":"..."}`
 /// where `key` is the key prefix (default `cacheme`) and `conn`
