@@ -28,7 +28,10 @@ async fn expired_files_are_removed_by_the_read_that_finds_them() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     for key in ["by-get", "by-exists", "by-get-multi"] {
-        assert!(backend.file_path(key).exists(), "no sweeper runs: {key} is still on disk");
+        assert!(
+            backend.file_path(key).exists(),
+            "no sweeper runs: {key} is still on disk"
+        );
     }
     assert_eq!(cache.get("by-get").await.unwrap(), None);
     assert!(!cache.exists("by-exists").await.unwrap());
@@ -57,14 +60,27 @@ async fn sweep_now_counts_what_it_removed() {
     let dir = temp_dir();
     let (backend, cache) = open(dir.path(), json!({"interval": 0})).await;
     for i in 0..3 {
-        cache.put(&format!("k{i}"), b"v", Duration::from_millis(100)).await.unwrap();
+        cache
+            .put(&format!("k{i}"), b"v", Duration::from_millis(100))
+            .await
+            .unwrap();
     }
     cache.put_forever("keep", b"v").await.unwrap();
-    let hash = backend.file_path("keep").file_stem().unwrap().to_str().unwrap().to_owned();
+    let hash = backend
+        .file_path("keep")
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     let leftover = backend.file_path("keep").with_file_name(format!(".{hash}.99.0.tmp"));
     std::fs::write(&leftover, b"half a write").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(backend.sweep().await.unwrap(), 4, "three expired entries and a temp file");
+    assert_eq!(
+        backend.sweep().await.unwrap(),
+        4,
+        "three expired entries and a temp file"
+    );
     assert_eq!(cache.get("keep").await.unwrap().as_deref(), Some(&b"v"[..]));
 }
 

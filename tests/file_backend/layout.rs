@@ -49,7 +49,11 @@ async fn keys_that_look_like_paths_or_hold_nul_bytes_stay_inside_cache_path() {
         cache.put_forever(key, key).await.unwrap();
     }
     for key in keys {
-        assert_eq!(cache.get(key).await.unwrap().as_deref(), Some(key.as_bytes()), "{key:?}");
+        assert_eq!(
+            cache.get(key).await.unwrap().as_deref(),
+            Some(key.as_bytes()),
+            "{key:?}"
+        );
     }
     let all = files_under(outer.path());
     assert!(all.iter().all(|path| path.starts_with(&root)), "{all:?}");
@@ -108,7 +112,13 @@ async fn clear_removes_this_caches_files_and_leaves_everything_else() {
     b.put_forever("k1", b"b").await.unwrap();
 
     let hash_dir = a_backend.file_path("k1").parent().unwrap().to_path_buf();
-    let hash = a_backend.file_path("k1").file_stem().unwrap().to_str().unwrap().to_owned();
+    let hash = a_backend
+        .file_path("k1")
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     let foreign = [
         root.join("notes.txt"),
         root.join("ab").join("README"),
@@ -129,9 +139,17 @@ async fn clear_removes_this_caches_files_and_leaves_everything_else() {
     for i in 0..50 {
         assert_eq!(a.get(&format!("k{i}")).await.unwrap(), None);
     }
-    assert_eq!(b.get("k1").await.unwrap().as_deref(), Some(&b"b"[..]), "another suffix is another cache");
+    assert_eq!(
+        b.get("k1").await.unwrap().as_deref(),
+        Some(&b"b"[..]),
+        "another suffix is another cache"
+    );
     for path in &foreign {
-        assert_eq!(std::fs::read(path).unwrap(), b"not the cache's", "{path:?} must survive");
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            b"not the cache's",
+            "{path:?} must survive"
+        );
     }
     assert!(!leftover.exists(), "a crashed writer's temp file goes with clear");
     for i in 0..50 {

@@ -15,10 +15,7 @@ use tempfile::TempDir;
 
 /// A fresh temp dir for one test.
 pub fn temp_dir() -> TempDir {
-    tempfile::Builder::new()
-        .prefix("cacheme-file-test-")
-        .tempdir()
-        .unwrap()
+    tempfile::Builder::new().prefix("cacheme-file-test-").tempdir().unwrap()
 }
 
 /// A backend on `path` built from Beego JSON: `CachePath` plus `extra`

@@ -204,7 +204,10 @@ async fn a_reader_in_another_process_never_sees_a_torn_value() {
         assert!(Instant::now() < deadline, "the writer never finished");
     }
     expect_success(child).await;
-    assert_eq!(last, VERSIONS, "the last read after the writer finished sees its last version");
+    assert_eq!(
+        last, VERSIONS,
+        "the last read after the writer finished sees its last version"
+    );
     assert!(reads > 1);
 }
 

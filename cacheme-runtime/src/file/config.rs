@@ -38,15 +38,13 @@ pub(super) fn settings(config: &ProviderConfig) -> Result<Settings> {
     let path = match config.url() {
         Some(url) => {
             config.reject_unknown(URL_FIELDS)?;
-            url.to_file_path().map_err(|()| {
-                Error::Config {
-                    provider: config.provider().to_owned(),
-                    field: Some("url".to_owned()),
-                    reason: format!(
-                        "{url} is not a local file URL: write file:///absolute/path (no host), \
+            url.to_file_path().map_err(|()| Error::Config {
+                provider: config.provider().to_owned(),
+                field: Some("url".to_owned()),
+                reason: format!(
+                    "{url} is not a local file URL: write file:///absolute/path (no host), \
                          or use the JSON form for a relative CachePath"
-                    ),
-                }
+                ),
             })?
         }
         None => {
@@ -58,7 +56,9 @@ pub(super) fn settings(config: &ProviderConfig) -> Result<Settings> {
             PathBuf::from(path)
         }
     };
-    let suffix = config.string("FileSuffix")?.unwrap_or_else(|| DEFAULT_SUFFIX.to_owned());
+    let suffix = config
+        .string("FileSuffix")?
+        .unwrap_or_else(|| DEFAULT_SUFFIX.to_owned());
     check_suffix(config, &suffix)?;
     let levels = match config.unsigned("DirectoryLevel")? {
         None => DEFAULT_LEVELS,
@@ -131,8 +131,9 @@ mod tests {
             (PathBuf::from("cache"), ".bin", 2)
         );
         assert_eq!(s.sweep, Some(Duration::from_secs(60)));
-        let s = json(r#"{"CachePath":"./c","FileSuffix":".cache","DirectoryLevel":"1","EmbedExpiry":"0","interval":0}"#)
-            .unwrap();
+        let s =
+            json(r#"{"CachePath":"./c","FileSuffix":".cache","DirectoryLevel":"1","EmbedExpiry":"0","interval":0}"#)
+                .unwrap();
         assert_eq!((s.suffix.as_str(), s.levels, s.sweep), (".cache", 1, None));
     }
 

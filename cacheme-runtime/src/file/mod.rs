@@ -79,12 +79,18 @@ const PROVIDER: &str = "file";
 /// use std::time::Duration;
 /// use cacheme_runtime::Cache;
 ///
-/// let dir = std::env::temp_dir().join("cacheme-doc-file-backend");
+/// let dir = std::env::temp_dir().join(format!("cacheme-doc-{}", std::process::id()));
 /// let cache = Cache::open(&format!("file://{}?DirectoryLevel=1", dir.display())).await?;
 /// cache.put("greeting", "hello", Duration::from_millis(1500)).await?;
 /// assert_eq!(cache.get("greeting").await?.as_deref(), Some(&b"hello"[..]));
 /// assert_eq!(cache.incr("visits").await?, 1);
+///
+/// // Beego's form; a relative CachePath is relative to the working directory.
+/// let config = format!(r#"{{"CachePath":"{}","FileSuffix":".cache","DirectoryLevel":2}}"#, dir.display());
+/// let same_dir = Cache::new("file", &config).await?;
+/// assert_eq!(same_dir.get_counter("visits").await?, Some(1));
 /// cache.clear().await?;
+/// # std::fs::remove_dir_all(&dir).ok();
 /// # Ok::<(), cacheme_runtime::Error>(())
 /// # }).unwrap();
 /// ```
@@ -279,7 +285,9 @@ impl Backend for FileBackend {
             let slots: Vec<Slot> = keys.iter().map(|key| self.store.slot(key)).collect();
             let read = slots.clone();
             let found = self
-                .blocking(Op::GetMany, None, move |s| read.iter().map(|slot| s.read(slot)).collect::<io::Result<Vec<_>>>())
+                .blocking(Op::GetMany, None, move |s| {
+                    read.iter().map(|slot| s.read(slot)).collect::<io::Result<Vec<_>>>()
+                })
                 .await?;
             let mut out = Vec::with_capacity(found.len());
             for (slot, found) in slots.into_iter().zip(found) {
@@ -301,8 +309,10 @@ impl Backend for FileBackend {
             let slot = self.store.slot(key);
             let value = value.to_vec();
             let expires_at = deadline(ttl);
-            self.locked(Op::Set, Some(key), slot.stripe, move |s| s.write(&slot, &value, expires_at))
-                .await
+            self.locked(Op::Set, Some(key), slot.stripe, move |s| {
+                s.write(&slot, &value, expires_at)
+            })
+            .await
         })
     }
 
@@ -325,7 +335,10 @@ impl Backend for FileBackend {
         Box::pin(async move {
             let slot = self.store.slot(key);
             let read = slot.clone();
-            match self.blocking(Op::Exists, Some(key), move |s| s.read_header(&read)).await? {
+            match self
+                .blocking(Op::Exists, Some(key), move |s| s.read_header(&read))
+                .await?
+            {
                 Found::Live(_) => Ok(true),
                 Found::Expired => self.remove_expired(Op::Exists, slot).await.map(|()| false),
                 Found::Missing | Found::Unreadable => Ok(false),
@@ -379,9 +392,11 @@ impl Backend for FileBackend {
         Box::pin(async move {
             let slot = self.store.slot(key);
             let expected = expected.to_vec();
-            self.locked(Op::DeleteIfEquals, Some(key), slot.stripe, move |s| match s.read(&slot)? {
-                Found::Live(entry) if entry.value == expected => s.remove(&slot.path),
-                _ => Ok(false),
+            self.locked(Op::DeleteIfEquals, Some(key), slot.stripe, move |s| {
+                match s.read(&slot)? {
+                    Found::Live(entry) if entry.value == expected => s.remove(&slot.path),
+                    _ => Ok(false),
+                }
             })
             .await
         })

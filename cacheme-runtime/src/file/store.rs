@@ -99,7 +99,14 @@ impl Store {
     /// file is dropped. The caller holds the stripe's in-process mutex.
     pub(super) fn flock(&self, stripe: u8) -> io::Result<File> {
         let path = self.root.join(LOCK_DIR).join(format!("{stripe:02x}.lock"));
-        let open = || OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path);
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        };
         let file = match open() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir_all(self.root.join(LOCK_DIR)).map_err(|e| at(&path, e))?;
