@@ -85,8 +85,9 @@ const PROVIDER: &str = "file";
 /// assert_eq!(cache.get("greeting").await?.as_deref(), Some(&b"hello"[..]));
 /// assert_eq!(cache.incr("visits").await?, 1);
 ///
-/// // Beego's form; a relative CachePath is relative to the working directory.
-/// let config = format!(r#"{{"CachePath":"{}","FileSuffix":".cache","DirectoryLevel":2}}"#, dir.display());
+/// // Beego's form of the same cache (the suffix defaults to ".bin"); a
+/// // relative CachePath would be relative to the working directory.
+/// let config = format!(r#"{{"CachePath":"{}","FileSuffix":".bin","DirectoryLevel":1}}"#, dir.display());
 /// let same_dir = Cache::new("file", &config).await?;
 /// assert_eq!(same_dir.get_counter("visits").await?, Some(1));
 /// cache.clear().await?;
