@@ -13,6 +13,8 @@ pub use cacheme_derive::cache_store;
 #[doc(hidden)]
 pub use cacheme_runtime::__private;
 
+#[cfg(feature = "file")]
+pub use cacheme_runtime::FileBackend;
 #[cfg(feature = "redis")]
 pub use cacheme_runtime::RedisBackend;
 

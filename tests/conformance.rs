@@ -14,3 +14,9 @@ mod redis {
     use super::*;
     conformance_suite!(RedisFixture::start());
 }
+
+#[cfg(feature = "file")]
+mod file {
+    use super::*;
+    conformance_suite!(cacheme_test_support::FileFixture::start());
+}

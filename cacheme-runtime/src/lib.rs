@@ -6,7 +6,8 @@
 //!
 //! Layers, bottom up:
 //! - [`Backend`]: one dyn-compatible async trait over bytes, implemented by
-//!   [`MemoryBackend`], `RedisBackend` (feature `redis`) and any provider a
+//!   [`MemoryBackend`], `RedisBackend` (feature `redis`), `FileBackend`
+//!   (feature `file`) and any provider a
 //!   user [`register`]s.
 //! - [`Cache`]: Beego's cache API (get / get_multi / put / delete / incr /
 //!   decr / exists / clear) over any backend, with serde-typed helpers.
@@ -22,6 +23,8 @@ mod codec;
 pub mod config;
 pub mod counter;
 mod error;
+#[cfg(feature = "file")]
+mod file;
 mod logger;
 mod memory;
 #[cfg(feature = "redis")]
@@ -30,6 +33,8 @@ mod registry;
 mod singleflight;
 pub mod store;
 
+#[cfg(feature = "file")]
+pub use crate::file::FileBackend;
 #[cfg(feature = "redis")]
 pub use crate::redis::RedisBackend;
 pub use backend::{Backend, BoxFuture, KeyFilter, Ttl};

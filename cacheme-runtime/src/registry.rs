@@ -1,6 +1,7 @@
 //! The provider registry: backends by name, as Beego's `cache.Register`.
 //!
-//! The built-in providers (`memory`, and `redis` with its feature) are
+//! The built-in providers (`memory`, and `redis` and `file` with their
+//! features) are
 //! always present; [`register`] adds more. A name is used both by
 //! [`Cache::new`](crate::Cache::new) and as the URL scheme of
 //! [`Cache::open`](crate::Cache::open).
@@ -22,6 +23,8 @@ static REGISTRY: LazyLock<RwLock<BTreeMap<String, Factory>>> = LazyLock::new(|| 
     map.insert("memory".to_owned(), erase(crate::memory::MemoryBackend::from_config));
     #[cfg(feature = "redis")]
     map.insert("redis".to_owned(), erase(crate::redis::RedisBackend::from_config));
+    #[cfg(feature = "file")]
+    map.insert("file".to_owned(), erase(crate::file::FileBackend::from_config));
     RwLock::new(map)
 });
 

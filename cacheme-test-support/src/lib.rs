@@ -3,12 +3,15 @@
 //! - [`RedisServer`]: a real `redis-server` on a free loopback port in a
 //!   temp dir, killed on drop. Tests never use a server they did not start
 //!   and never touch port 6379.
+//! - [`FileFixture`]: file caches in a temp dir, for the conformance suite.
 //! - [`conformance`]: the backend conformance suite, written once and run
 //!   against every provider through [`conformance_suite!`].
 
 pub mod conformance;
+mod file_fixture;
 mod ports;
 mod redis_server;
 
+pub use file_fixture::FileFixture;
 pub use ports::free_port;
 pub use redis_server::{RedisServer, RedisServerBuilder};

@@ -1,0 +1,156 @@
+//! Reading the file provider's configuration: Beego's JSON keys or a
+//! `file:///path` URL.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::ProviderConfig;
+use crate::error::{Error, Result};
+
+/// Beego's default `CachePath`, relative to the working directory.
+pub(super) const DEFAULT_PATH: &str = "cache";
+/// Beego's default `FileSuffix`.
+pub(super) const DEFAULT_SUFFIX: &str = ".bin";
+/// Beego's default `DirectoryLevel`.
+pub(super) const DEFAULT_LEVELS: usize = 2;
+/// The deepest `DirectoryLevel` accepted.
+pub(super) const MAX_LEVELS: usize = 4;
+/// Seconds between sweeps of expired files when `interval` is not given.
+pub(super) const DEFAULT_INTERVAL_SECS: u64 = 60;
+
+/// JSON keys: Beego's four, plus `interval` (as the memory provider's).
+const JSON_FIELDS: &[&str] = &["CachePath", "FileSuffix", "DirectoryLevel", "EmbedExpiry", "interval"];
+/// URL query parameters: the path is the URL's own.
+const URL_FIELDS: &[&str] = &["FileSuffix", "DirectoryLevel", "EmbedExpiry", "interval"];
+
+/// The validated settings.
+#[derive(Debug)]
+pub(super) struct Settings {
+    /// As configured (maybe relative); resolved when the backend is built.
+    pub(super) path: PathBuf,
+    pub(super) suffix: String,
+    pub(super) levels: usize,
+    /// `None` when sweeping is off (`interval` 0).
+    pub(super) sweep: Option<Duration>,
+}
+
+pub(super) fn settings(config: &ProviderConfig) -> Result<Settings> {
+    let path = match config.url() {
+        Some(url) => {
+            config.reject_unknown(URL_FIELDS)?;
+            url.to_file_path().map_err(|()| Error::Config {
+                provider: config.provider().to_owned(),
+                field: Some("url".to_owned()),
+                reason: format!(
+                    "{url} is not a local file URL: write file:///absolute/path (no host), \
+                         or use the JSON form for a relative CachePath"
+                ),
+            })?
+        }
+        None => {
+            config.reject_unknown(JSON_FIELDS)?;
+            let path = config.string("CachePath")?.unwrap_or_else(|| DEFAULT_PATH.to_owned());
+            if path.is_empty() {
+                return Err(config.error("CachePath", "must not be empty"));
+            }
+            PathBuf::from(path)
+        }
+    };
+    let suffix = config
+        .string("FileSuffix")?
+        .unwrap_or_else(|| DEFAULT_SUFFIX.to_owned());
+    check_suffix(config, &suffix)?;
+    let levels = match config.unsigned("DirectoryLevel")? {
+        None => DEFAULT_LEVELS,
+        Some(n) if n <= MAX_LEVELS as u64 => n as usize,
+        Some(n) => {
+            return Err(config.error(
+                "DirectoryLevel",
+                format!("{n} is too deep: use 0 to {MAX_LEVELS} levels of directories"),
+            ));
+        }
+    };
+    // Beego stores a Put whose timeout equals EmbedExpiry "forever"; here
+    // that is put_forever, so the setting is checked and otherwise unused.
+    if let Some(seconds) = config.unsigned("EmbedExpiry")?.filter(|&s| s != 0) {
+        tracing::warn!(
+            provider = "file",
+            EmbedExpiry = seconds,
+            "EmbedExpiry is accepted for Beego compatibility and ignored: use put_forever for entries that never expire"
+        );
+    }
+    let interval = config.unsigned("interval")?.unwrap_or(DEFAULT_INTERVAL_SECS);
+    Ok(Settings {
+        path,
+        suffix,
+        levels,
+        sweep: (interval > 0).then(|| Duration::from_secs(interval)),
+    })
+}
+
+/// The suffix ends a file name: it must not lead anywhere else.
+fn check_suffix(config: &ProviderConfig, suffix: &str) -> Result<()> {
+    if suffix.len() > 64 {
+        return Err(config.error("FileSuffix", "longer than 64 bytes"));
+    }
+    if suffix.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+        return Err(config.error(
+            "FileSuffix",
+            format!("{suffix:?} contains a path separator or a control character"),
+        ));
+    }
+    Ok(())
+}
+
+/// `path` made absolute against the working directory, created if
+/// missing, and proven writable. Blocking.
+pub(super) fn prepare_root(provider: &str, path: &Path) -> Result<PathBuf> {
+    let unusable = |reason: String| Error::config(provider, "CachePath", reason);
+    let root = std::path::absolute(path).map_err(|e| unusable(format!("{}: {e}", path.display())))?;
+    std::fs::create_dir_all(&root)
+        .map_err(|e| unusable(format!("cannot create the directory {}: {e}", root.display())))?;
+    let locks = root.join(super::store::LOCK_DIR);
+    std::fs::create_dir_all(&locks)
+        .map_err(|e| unusable(format!("cannot write in the directory {}: {e}", root.display())))?;
+    Ok(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> Result<Settings> {
+        settings(&ProviderConfig::from_json("file", text).unwrap())
+    }
+
+    #[test]
+    fn beego_defaults_and_string_numbers() {
+        let s = json("").unwrap();
+        assert_eq!(
+            (s.path, s.suffix.as_str(), s.levels),
+            (PathBuf::from("cache"), ".bin", 2)
+        );
+        assert_eq!(s.sweep, Some(Duration::from_secs(60)));
+        let s =
+            json(r#"{"CachePath":"./c","FileSuffix":".cache","DirectoryLevel":"1","EmbedExpiry":"0","interval":0}"#)
+                .unwrap();
+        assert_eq!((s.suffix.as_str(), s.levels, s.sweep), (".cache", 1, None));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        for (text, field) in [
+            (r#"{"DirectoryLevel":5}"#, "DirectoryLevel"),
+            (r#"{"DirectoryLevel":"two"}"#, "DirectoryLevel"),
+            (r#"{"FileSuffix":"/../x"}"#, "FileSuffix"),
+            (r#"{"FileSuffix":"a\u0000b"}"#, "FileSuffix"),
+            (r#"{"CachePath":""}"#, "CachePath"),
+            (r#"{"CachePath":7}"#, "CachePath"),
+            (r#"{"EmbedExpiry":-1}"#, "EmbedExpiry"),
+            (r#"{"cachepath":"x"}"#, "cachepath"),
+        ] {
+            let err = json(text).unwrap_err().to_string();
+            assert!(err.contains(&format!("{field:?}")), "{text}: {err}");
+        }
+    }
+}
