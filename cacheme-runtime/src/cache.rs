@@ -74,6 +74,11 @@ impl Cache {
     /// `memory://?capacity=10000`, `redis://:pass@127.0.0.1:6379/0?prefix=app`,
     /// `rediss://...` (TLS), or `name://...` for a provider registered as `name`.
     pub async fn open(url: &str) -> Result<Self> {
+        let host_list = crate::config::split_host_list(url);
+        let (url, hosts) = match &host_list {
+            Some((first_only, hosts)) => (first_only.as_str(), Some(hosts.clone())),
+            None => (url, None),
+        };
         let parsed = Url::parse(url).map_err(|e| Error::Config {
             provider: url.split("://").next().unwrap_or_default().to_owned(),
             field: Some("url".to_owned()),
@@ -85,7 +90,10 @@ impl Cache {
         };
         let factory = registry::factory(&provider)?;
         tracing::debug!(provider, url = %redact_url(&parsed), "opening cache");
-        let config = ProviderConfig::from_url(&provider, parsed);
+        let mut config = ProviderConfig::from_url(&provider, parsed);
+        if let Some(hosts) = hosts {
+            config = config.with_host_list(hosts);
+        }
         Ok(Cache::from_arc(factory(config).await?))
     }
 

@@ -6,8 +6,9 @@
 //!
 //! Layers, bottom up:
 //! - [`Backend`]: one dyn-compatible async trait over bytes, implemented by
-//!   [`MemoryBackend`], `RedisBackend` (feature `redis`) and any provider a
-//!   user [`register`]s.
+//!   [`MemoryBackend`], `RedisBackend` (feature `redis`),
+//!   `MemcachedBackend` (feature `memcached`) and any provider a user
+//!   [`register`]s.
 //! - [`Cache`]: Beego's cache API (get / get_multi / put / delete / incr /
 //!   decr / exists / clear) over any backend, with serde-typed helpers.
 //! - [`ProviderConfig`] and the registry: providers by name, configured by
@@ -21,11 +22,15 @@ mod codec;
 pub mod config;
 pub mod counter;
 mod error;
+#[cfg(feature = "memcached")]
+pub mod memcached;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 mod registry;
 
+#[cfg(feature = "memcached")]
+pub use crate::memcached::MemcachedBackend;
 #[cfg(feature = "redis")]
 pub use crate::redis::RedisBackend;
 pub use backend::{Backend, BoxFuture, Ttl};
