@@ -14,3 +14,10 @@ mod redis {
     use super::*;
     conformance_suite!(RedisFixture::start());
 }
+
+#[cfg(feature = "memcached")]
+mod memcached {
+    use cacheme_test_support::MemcachedFixture;
+    use cacheme_test_support::conformance_suite;
+    conformance_suite!(MemcachedFixture::start());
+}

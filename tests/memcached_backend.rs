@@ -1,0 +1,1 @@
+//! memcached-specific behaviour (placeholder).
