@@ -6,6 +6,8 @@ pub use cacheme_runtime::{
     Result, Ttl, config, counter, providers, register,
 };
 
+#[cfg(feature = "memcached")]
+pub use cacheme_runtime::MemcachedBackend;
 #[cfg(feature = "redis")]
 pub use cacheme_runtime::RedisBackend;
 

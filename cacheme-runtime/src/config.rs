@@ -195,7 +195,11 @@ pub fn split_host_list(url: &str) -> Option<(String, Vec<String>)> {
     if !hosts.contains(',') {
         return None;
     }
-    let list: Vec<String> = hosts.split(',').map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect();
+    let list: Vec<String> = hosts
+        .split(',')
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .collect();
     let first = list.first()?;
     let userinfo = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
     Some((format!("{scheme}://{userinfo}{first}{tail}"), list))

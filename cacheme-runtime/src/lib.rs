@@ -23,7 +23,7 @@ pub mod config;
 pub mod counter;
 mod error;
 #[cfg(feature = "memcached")]
-pub mod memcached;
+mod memcached;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;

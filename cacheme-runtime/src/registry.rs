@@ -23,7 +23,10 @@ static REGISTRY: LazyLock<RwLock<BTreeMap<String, Factory>>> = LazyLock::new(|| 
     #[cfg(feature = "redis")]
     map.insert("redis".to_owned(), erase(crate::redis::RedisBackend::from_config));
     #[cfg(feature = "memcached")]
-    map.insert("memcache".to_owned(), erase(crate::memcached::MemcachedBackend::from_config));
+    map.insert(
+        "memcache".to_owned(),
+        erase(crate::memcached::MemcachedBackend::from_config),
+    );
     RwLock::new(map)
 });
 

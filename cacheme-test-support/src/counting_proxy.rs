@@ -46,7 +46,11 @@ impl CountingProxy {
                 }
             }
         });
-        CountingProxy { port, round_trips, stop }
+        CountingProxy {
+            port,
+            round_trips,
+            stop,
+        }
     }
 
     /// The proxy's port on 127.0.0.1.

@@ -106,7 +106,11 @@ impl MemcachedServer {
         let mut chunk = [0u8; 64 * 1024];
         while !reply.ends_with(end.as_bytes()) {
             let n = stream.read(&mut chunk).expect("read from memcached");
-            assert!(n > 0, "memcached closed the connection; got {:?}", String::from_utf8_lossy(&reply));
+            assert!(
+                n > 0,
+                "memcached closed the connection; got {:?}",
+                String::from_utf8_lossy(&reply)
+            );
             reply.extend_from_slice(&chunk[..n]);
         }
         reply

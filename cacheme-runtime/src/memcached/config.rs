@@ -49,7 +49,10 @@ pub(crate) fn settings(config: &ProviderConfig) -> Result<Settings> {
         Some(url) => {
             config.reject_unknown(URL_FIELDS)?;
             let servers = match config.host_list() {
-                Some(hosts) => hosts.iter().map(|h| address(config, "host", h)).collect::<Result<_>>()?,
+                Some(hosts) => hosts
+                    .iter()
+                    .map(|h| address(config, "host", h))
+                    .collect::<Result<_>>()?,
                 None => {
                     let host = url
                         .host_str()
@@ -65,7 +68,9 @@ pub(crate) fn settings(config: &ProviderConfig) -> Result<Settings> {
             (conn(config)?, "key")
         }
     };
-    let prefix = config.string(prefix_field)?.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+    let prefix = config
+        .string(prefix_field)?
+        .unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
     keys::check_prefix(&prefix).map_err(|reason| config.error(prefix_field, format!("the key prefix {reason}")))?;
     let pool_size = config.unsigned("poolSize")?.unwrap_or(DEFAULT_POOL_SIZE);
     if pool_size == 0 || pool_size > 10_000 {
@@ -91,7 +96,12 @@ pub(crate) fn settings(config: &ProviderConfig) -> Result<Settings> {
 /// Beego's `conn`: `"host:port"`, several separated by `;` (Beego) or `,`,
 /// or a JSON array of them.
 fn conn(config: &ProviderConfig) -> Result<Vec<String>> {
-    let missing = || config.error("conn", "missing: give the server as \"host:port\" (several: \"h1:p1;h2:p2\")");
+    let missing = || {
+        config.error(
+            "conn",
+            "missing: give the server as \"host:port\" (several: \"h1:p1;h2:p2\")",
+        )
+    };
     let entries: Vec<String> = match config.raw("conn") {
         None | Some(Value::Null) => return Err(missing()),
         Some(Value::String(s)) => s.split([';', ',']).map(str::to_owned).collect(),
@@ -155,15 +165,30 @@ mod tests {
 
     #[test]
     fn beego_conn_forms() {
-        assert_eq!(json(r#"{"conn":"127.0.0.1:11211"}"#).unwrap().servers, ["127.0.0.1:11211"]);
+        assert_eq!(
+            json(r#"{"conn":"127.0.0.1:11211"}"#).unwrap().servers,
+            ["127.0.0.1:11211"]
+        );
         assert_eq!(json(r#"{"conn":":1234"}"#).unwrap().servers, ["127.0.0.1:1234"]);
         assert_eq!(json(r#"{"conn":"cache-host"}"#).unwrap().servers, ["cache-host:11211"]);
         assert_eq!(json(r#"{"conn":"[::1]:99"}"#).unwrap().servers, ["[::1]:99"]);
         let three = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"];
-        assert_eq!(json(r#"{"conn":"127.0.0.1:1;127.0.0.1:2; 127.0.0.1:3"}"#).unwrap().servers, three);
-        assert_eq!(json(r#"{"conn":"127.0.0.1:1,127.0.0.1:2,127.0.0.1:3"}"#).unwrap().servers, three);
         assert_eq!(
-            json(r#"{"conn":["127.0.0.1:1","127.0.0.1:2","127.0.0.1:3"]}"#).unwrap().servers,
+            json(r#"{"conn":"127.0.0.1:1;127.0.0.1:2; 127.0.0.1:3"}"#)
+                .unwrap()
+                .servers,
+            three
+        );
+        assert_eq!(
+            json(r#"{"conn":"127.0.0.1:1,127.0.0.1:2,127.0.0.1:3"}"#)
+                .unwrap()
+                .servers,
+            three
+        );
+        assert_eq!(
+            json(r#"{"conn":["127.0.0.1:1","127.0.0.1:2","127.0.0.1:3"]}"#)
+                .unwrap()
+                .servers,
             three
         );
     }

@@ -115,11 +115,7 @@ impl Server {
     /// Sends `request` and reads its replies on a pooled connection.
     pub(crate) async fn exchange(&self, request: &[u8], expect: Expect) -> Result<Vec<Reply>, ProtocolError> {
         // The semaphore is never closed, so acquiring only fails if it were.
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| ProtocolError::Closed)?;
+        let _permit = self.permits.acquire().await.map_err(|_| ProtocolError::Closed)?;
         let work = async {
             let mut connection = match self.take_idle() {
                 Some(connection) => connection,

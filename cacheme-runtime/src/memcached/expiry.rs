@@ -77,7 +77,9 @@ pub(crate) fn stamp(ttl: Ttl, now_ms: i64) -> Stamp {
             exptime: server_exptime(secs, now_ms),
         };
     }
-    let millis = i64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX).max(1);
+    let millis = i64::try_from(ttl.as_nanos().div_ceil(1_000_000))
+        .unwrap_or(i64::MAX)
+        .max(1);
     at_deadline(now_ms.saturating_add(millis), now_ms)
 }
 
@@ -148,15 +150,23 @@ mod tests {
             for ttl_ms in [1, 300, 999, 1000, 1500, 60_000, 86_400_000, 29 * 86_400_000] {
                 let stamp = stamp(Some(Duration::from_millis(ttl_ms)), now);
                 assert_ne!(stamp.flags & DEADLINE_FLAG, 0);
-                assert!(stamp.exptime * 1000 >= u64::try_from(ttl_ms).unwrap() + 1000, "{ttl_ms}");
+                assert!(stamp.exptime * 1000 >= ttl_ms + 1000, "{ttl_ms}");
                 for (elapsed, lag) in [(0, 0), (0, 999), (250, 600), (ttl_ms as i64 - 1, 0)] {
                     let elapsed = elapsed.min(ttl_ms as i64 - 1);
                     let ttl = server_ttl(stamp, elapsed, lag);
                     let read_at = now + elapsed;
-                    assert_eq!(deadline(stamp.flags, ttl, read_at), Some(now + ttl_ms as i64), "{now} {ttl_ms}");
+                    assert_eq!(
+                        deadline(stamp.flags, ttl, read_at),
+                        Some(now + ttl_ms as i64),
+                        "{now} {ttl_ms}"
+                    );
                     assert!(is_live(stamp.flags, ttl, read_at));
                 }
-                assert!(!is_live(stamp.flags, server_ttl(stamp, ttl_ms as i64, 0), now + ttl_ms as i64));
+                assert!(!is_live(
+                    stamp.flags,
+                    server_ttl(stamp, ttl_ms as i64, 0),
+                    now + ttl_ms as i64
+                ));
             }
         }
     }

@@ -51,7 +51,10 @@ pub(crate) fn check_prefix(prefix: &str) -> Result<(), String> {
     if prefix.len() > MAX_PREFIX {
         return Err(format!("must be at most {MAX_PREFIX} bytes, got {}", prefix.len()));
     }
-    if let Some(c) = prefix.chars().find(|&c| c == ':' || !c.is_ascii() || !is_key_byte(c as u8)) {
+    if let Some(c) = prefix
+        .chars()
+        .find(|&c| c == ':' || !c.is_ascii() || !is_key_byte(c as u8))
+    {
         return Err(format!(
             "must be printable ASCII without spaces or ':' (it is the first segment of every memcached key), found {c:?}"
         ));

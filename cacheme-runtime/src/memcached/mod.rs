@@ -15,7 +15,9 @@
 //! - Counters are plain decimal text, updated with a compare-and-swap loop
 //!   (`mg ... c` then `ms ... C<cas>`): memcached's own `incr` is unsigned
 //!   (it refuses "-1", clamps `decr` at 0 and wraps at 2^64), which would
-//!   break the signed 64-bit counter contract.
+//!   break the signed 64-bit counter contract. Calls on one key from one
+//!   process queue behind a local lock, so only other processes make the
+//!   loop retry.
 //! - `set_if_absent` is `ms ... ME` (memcached's `add`); `delete_if_equals`
 //!   is `mg` then `md ... C<cas>`, so a lock is only ever removed by its
 //!   owner even if it changed in between.
@@ -38,12 +40,10 @@ use self::ring::Ring;
 use crate::config::ProviderConfig;
 use crate::error::{Error, Op, Result};
 
-pub use self::config::{
-    DEFAULT_GENERATION_REFRESH, DEFAULT_POOL_SIZE, DEFAULT_PORT, DEFAULT_PREFIX, DEFAULT_TIMEOUT, JSON_FIELDS,
-    URL_FIELDS,
-};
-
 const PROVIDER: &str = "memcache";
+
+/// Stripes of [`Inner::counter_locks`].
+const COUNTER_LOCKS: usize = 64;
 
 /// Attempts of a compare-and-swap loop before giving up.
 const CAS_ATTEMPTS: u32 = 1000;
@@ -94,6 +94,9 @@ struct Inner {
     /// The generation and when it was read.
     generation: Mutex<Option<(u64, Instant)>>,
     generation_refresh: Duration,
+    /// Striped by key: `incr_by` calls on one key in this process take
+    /// turns, so their compare-and-swap loops only race other processes.
+    counter_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl MemcachedBackend {
@@ -112,6 +115,7 @@ impl MemcachedBackend {
             prefix: settings.prefix,
             generation: Mutex::new(None),
             generation_refresh: settings.generation_refresh,
+            counter_locks: (0..COUNTER_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
         };
         for server in &inner.servers {
             let mut ping = Vec::new();
@@ -274,4 +278,3 @@ impl fmt::Debug for MemcachedBackend {
             .finish_non_exhaustive()
     }
 }
-

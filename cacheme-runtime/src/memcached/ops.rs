@@ -160,6 +160,7 @@ impl MemcachedBackend {
     /// change (not an integer, overflow), with the value left as it was.
     async fn add_to_counter(&self, key: &str, delta: i64) -> Result<Result<i64>, ProtocolError> {
         let wire = self.wire_key(key).await?;
+        let _turn = self.counter_lock(&wire).lock().await;
         for _ in 0..CAS_ATTEMPTS {
             let now = expiry::now_ms();
             let mut request = Vec::new();
@@ -182,7 +183,12 @@ impl MemcachedBackend {
             };
             let mode = swap.map_or_else(|| "ME".to_owned(), |cas| format!("C{cas}"));
             let mut write = Vec::new();
-            protocol::ms(&mut write, &wire, next.to_string().as_bytes(), &format!("{} {mode}", stamp.tokens()));
+            protocol::ms(
+                &mut write,
+                &wire,
+                next.to_string().as_bytes(),
+                &format!("{} {mode}", stamp.tokens()),
+            );
             let written = self.request(&wire, &write).await?;
             match written.status {
                 Status::Done => return Ok(Ok(next)),
@@ -192,6 +198,14 @@ impl MemcachedBackend {
             }
         }
         Err(ProtocolError::Contention(CAS_ATTEMPTS))
+    }
+
+    fn counter_lock(&self, wire: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        wire.hash(&mut hasher);
+        let locks = &self.inner.counter_locks;
+        &locks[(hasher.finish() % locks.len() as u64) as usize]
     }
 
     /// `ms ... ME` (memcached's add); when refused because an item past its

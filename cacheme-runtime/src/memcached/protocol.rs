@@ -136,7 +136,10 @@ pub(crate) fn mn(buf: &mut Vec<u8>) {
 /// Reads one reply (its header line and, for `VA`, its data block).
 pub(crate) async fn read_reply<R: AsyncBufRead + Unpin>(reader: &mut R) -> Result<Reply, ProtocolError> {
     let mut line = Vec::with_capacity(64);
-    let read = (&mut *reader).take(MAX_LINE as u64).read_until(b'\n', &mut line).await?;
+    let read = (&mut *reader)
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', &mut line)
+        .await?;
     if read == 0 {
         return Err(ProtocolError::Closed);
     }
@@ -187,7 +190,12 @@ fn parse_header(line: &[u8]) -> Result<(Reply, Option<usize>), ProtocolError> {
         opaque: None,
     };
     let size = match status {
-        Status::Value => Some(tokens.next().and_then(|t| t.parse().ok()).ok_or_else(|| unexpected(line))?),
+        Status::Value => Some(
+            tokens
+                .next()
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| unexpected(line))?,
+        ),
         _ => None,
     };
     for token in tokens {
@@ -225,7 +233,10 @@ mod tests {
         let reply = parse(b"VA 5 f2147483649 t12 c7 O3\r\na\r\n\0b\r\n").await.unwrap();
         assert_eq!(reply.status, Status::Value);
         assert_eq!(reply.value.as_deref(), Some(&b"a\r\n\0b"[..]));
-        assert_eq!((reply.flags, reply.ttl, reply.cas, reply.opaque), (2_147_483_649, 12, 7, Some(3)));
+        assert_eq!(
+            (reply.flags, reply.ttl, reply.cas, reply.opaque),
+            (2_147_483_649, 12, 7, Some(3))
+        );
         let empty = parse(b"VA 0 t-1\r\n\r\n").await.unwrap();
         assert_eq!((empty.value, empty.ttl), (Some(Vec::new()), -1));
     }
@@ -237,11 +248,17 @@ mod tests {
         assert_eq!(parse(b"MN\r\n").await.unwrap().status, Status::Noop);
         let err = parse(b"SERVER_ERROR object too large for cache\r\n").await.unwrap_err();
         let err = err.for_value_of(3 << 20);
-        assert!(err.to_string().contains("too large for the server's item size"), "{err}");
+        assert!(
+            err.to_string().contains("too large for the server's item size"),
+            "{err}"
+        );
         assert!(matches!(parse(b"XX\r\n").await, Err(ProtocolError::Unexpected(_))));
         assert!(matches!(parse(b"VA 10\r\nshort").await, Err(ProtocolError::Io(_))));
         assert!(matches!(parse(b"").await, Err(ProtocolError::Closed)));
-        assert!(matches!(parse(b"HD \xce\xbb1\r\n").await, Err(ProtocolError::Unexpected(_)) | Ok(_)));
+        assert!(matches!(
+            parse(b"HD \xce\xbb1\r\n").await,
+            Err(ProtocolError::Unexpected(_)) | Ok(_)
+        ));
     }
 
     #[test]

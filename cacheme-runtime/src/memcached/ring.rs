@@ -47,7 +47,10 @@ impl Ring {
         let digest = Sha256::digest(key.as_bytes());
         let hash = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
         let at = self.points.partition_point(|&(point, _)| point < hash);
-        self.points.get(at).or(self.points.first()).map_or(0, |&(_, server)| server)
+        self.points
+            .get(at)
+            .or(self.points.first())
+            .map_or(0, |&(_, server)| server)
     }
 }
 
@@ -85,6 +88,10 @@ mod tests {
             assert!(count > 700, "uneven spread: {counts:?}");
         }
         assert!(moved < 2000, "{moved} of 4000 keys moved");
-        assert_eq!(three.server_for("x"), Ring::new(&servers(3)).server_for("x"), "deterministic");
+        assert_eq!(
+            three.server_for("x"),
+            Ring::new(&servers(3)).server_for("x"),
+            "deterministic"
+        );
     }
 }
