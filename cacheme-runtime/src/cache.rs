@@ -62,7 +62,8 @@ impl Cache {
     /// configuration, connecting to its server if it has one.
     ///
     /// `memory`: `{"interval":60,"capacity":10000}`;
-    /// `redis`: `{"key":"app","conn":"127.0.0.1:6379","dbNum":"0","password":""}`.
+    /// `redis`: `{"key":"app","conn":"127.0.0.1:6379","dbNum":"0","password":""}`;
+    /// `memcache`: `{"key":"app","conn":"127.0.0.1:11211"}`.
     /// An empty string is an empty configuration.
     pub async fn new(provider: &str, config: &str) -> Result<Self> {
         let factory = registry::factory(provider)?;
@@ -72,7 +73,10 @@ impl Cache {
 
     /// Builds a cache from a URL whose scheme names the provider:
     /// `memory://?capacity=10000`, `redis://:pass@127.0.0.1:6379/0?prefix=app`,
-    /// `rediss://...` (TLS), or `name://...` for a provider registered as `name`.
+    /// `rediss://...` (TLS), `memcache://h1:11211,h2:11211?prefix=app`, or
+    /// `name://...` for a provider registered as `name`. An authority may
+    /// list several hosts separated by commas (see
+    /// [`ProviderConfig::host_list`]).
     pub async fn open(url: &str) -> Result<Self> {
         let host_list = crate::config::split_host_list(url);
         let (url, hosts) = match &host_list {

@@ -124,7 +124,8 @@ impl Server {
             let outcome = connection.exchange(request, expect).await;
             match &outcome {
                 Ok(_) => self.put_idle(connection),
-                Err(e) if e.keeps_connection() => self.put_idle(connection),
+                // A refusal of the only request leaves nothing unread.
+                Err(e) if e.keeps_connection() && matches!(expect, Expect::Replies(1)) => self.put_idle(connection),
                 Err(ProtocolError::Io(_) | ProtocolError::Closed) => self.drop_idle(),
                 Err(_) => {}
             }

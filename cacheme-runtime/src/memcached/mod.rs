@@ -62,6 +62,16 @@ const CAS_ATTEMPTS: u32 = 1000;
 /// | `timeoutMs` | 5000 | time allowed for one exchange, connecting included |
 /// | `generationRefreshMs` | 1000 | how long the namespace generation is cached in the process; 0 reads it before every operation |
 ///
+/// ```no_run
+/// # async fn demo() -> cacheme_runtime::Result<()> {
+/// use cacheme_runtime::Cache;
+///
+/// let beego = Cache::new("memcache", r#"{"key":"app","conn":"10.0.0.1:11211;10.0.0.2:11211"}"#).await?;
+/// let same = Cache::open("memcache://10.0.0.1:11211,10.0.0.2:11211?prefix=app").await?;
+/// # Ok(())
+/// # }
+/// ```
+///
 /// Every server must answer when the backend is built (an
 /// [`Error::Connect`] names the one that did not). Later, a server that
 /// goes away fails the calls for its keys with [`Error::Backend`] and is

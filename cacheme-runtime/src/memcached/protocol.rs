@@ -56,9 +56,16 @@ pub(crate) enum ProtocolError {
 
 impl ProtocolError {
     /// Whether the connection that saw this error can still be used: only
-    /// when the server answered a well-formed refusal.
+    /// when the server answered a well-formed refusal (`SERVER_ERROR`, e.g.
+    /// a value over its item size, whose data it skips). After `ERROR` or
+    /// `CLIENT_ERROR` the server may read the rest of the request as
+    /// commands, so the connection is closed.
     pub(crate) fn keeps_connection(&self) -> bool {
-        matches!(self, ProtocolError::TooLarge { .. })
+        match self {
+            ProtocolError::Server(reply) => reply.starts_with("SERVER_ERROR"),
+            ProtocolError::TooLarge { .. } => true,
+            _ => false,
+        }
     }
 
     /// A `SERVER_ERROR` about the item size, turned into [`TooLarge`](Self::TooLarge).
