@@ -165,7 +165,13 @@ impl fmt::Debug for ProviderConfig {
         let mut out = f.debug_struct("ProviderConfig");
         out.field("provider", &self.provider);
         match &self.source {
-            Source::Url(url) => out.field("url", &redact_url(url)).field("hosts", &self.hosts),
+            Source::Url(url) => {
+                out.field("url", &redact_url(url));
+                if let Some(hosts) = &self.hosts {
+                    out.field("hosts", hosts);
+                }
+                &mut out
+            }
             Source::Json(map) => {
                 let mut shown = map.clone();
                 for (key, value) in shown.iter_mut() {

@@ -172,11 +172,6 @@ impl MemcachedBackend {
         self.wire_key(key).await.map_err(fail(Op::Get, Some(key)))
     }
 
-    /// The `host:port` of the server that holds memcached key `memcached_key`.
-    pub fn server_of(&self, memcached_key: &str) -> &str {
-        self.server_for(memcached_key).addr()
-    }
-
     fn server_for(&self, wire: &str) -> &Server {
         &self.inner.servers[self.inner.ring.server_for(wire)]
     }
