@@ -15,6 +15,8 @@ pub use cacheme_runtime::__private;
 
 #[cfg(feature = "file")]
 pub use cacheme_runtime::FileBackend;
+#[cfg(feature = "memcached")]
+pub use cacheme_runtime::MemcachedBackend;
 #[cfg(feature = "redis")]
 pub use cacheme_runtime::RedisBackend;
 

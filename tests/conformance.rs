@@ -20,3 +20,10 @@ mod file {
     use super::*;
     conformance_suite!(cacheme_test_support::FileFixture::start());
 }
+
+#[cfg(feature = "memcached")]
+mod memcached {
+    use cacheme_test_support::MemcachedFixture;
+    use cacheme_test_support::conformance_suite;
+    conformance_suite!(MemcachedFixture::start());
+}

@@ -62,7 +62,8 @@ impl Cache {
     /// configuration, connecting to its server if it has one.
     ///
     /// `memory`: `{"interval":60,"capacity":10000}`;
-    /// `redis`: `{"key":"app","conn":"127.0.0.1:6379","dbNum":"0","password":""}`.
+    /// `redis`: `{"key":"app","conn":"127.0.0.1:6379","dbNum":"0","password":""}`;
+    /// `memcache`: `{"key":"app","conn":"127.0.0.1:11211"}`.
     /// An empty string is an empty configuration.
     pub async fn new(provider: &str, config: &str) -> Result<Self> {
         let factory = registry::factory(provider)?;
@@ -72,9 +73,16 @@ impl Cache {
 
     /// Builds a cache from a URL whose scheme names the provider:
     /// `memory://?capacity=10000`, `redis://:pass@127.0.0.1:6379/0?prefix=app`,
-    /// or `name://...` for a provider registered as `name`. (`rediss://` is
-    /// recognised but TLS is not compiled in yet: it is a config error.)
+    /// `memcache://h1:11211,h2:11211?prefix=app`, or `name://...` for a
+    /// provider registered as `name`. An authority may list several hosts
+    /// separated by commas (see [`ProviderConfig::host_list`]). (`rediss://`
+    /// is recognised but TLS is not compiled in yet: it is a config error.)
     pub async fn open(url: &str) -> Result<Self> {
+        let host_list = crate::config::split_host_list(url);
+        let (url, hosts) = match &host_list {
+            Some((first_only, hosts)) => (first_only.as_str(), Some(hosts.clone())),
+            None => (url, None),
+        };
         let parsed = Url::parse(url).map_err(|e| Error::Config {
             provider: url.split("://").next().unwrap_or_default().to_owned(),
             field: Some("url".to_owned()),
@@ -86,7 +94,10 @@ impl Cache {
         };
         let factory = registry::factory(&provider)?;
         tracing::debug!(provider, url = %redact_url(&parsed), "opening cache");
-        let config = ProviderConfig::from_url(&provider, parsed);
+        let mut config = ProviderConfig::from_url(&provider, parsed);
+        if let Some(hosts) = hosts {
+            config = config.with_host_list(hosts);
+        }
         Ok(Cache::from_arc(factory(config).await?))
     }
 

@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 pub struct ProviderConfig {
     provider: String,
     source: Source,
+    /// Every `host:port` of a URL whose authority lists several.
+    hosts: Option<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -57,6 +59,7 @@ impl ProviderConfig {
         Ok(ProviderConfig {
             provider: provider.to_owned(),
             source: Source::Json(fields),
+            hosts: None,
         })
     }
 
@@ -65,7 +68,22 @@ impl ProviderConfig {
         ProviderConfig {
             provider: provider.to_owned(),
             source: Source::Url(url),
+            hosts: None,
         }
+    }
+
+    /// Records the host list of a URL written with several hosts
+    /// (`memcache://h1:11211,h2:11211`); see [`split_host_list`].
+    pub fn with_host_list(mut self, hosts: Vec<String>) -> Self {
+        self.hosts = Some(hosts);
+        self
+    }
+
+    /// Every `host:port` of a URL whose authority lists several, in order;
+    /// `None` for JSON and for a URL with one host (use
+    /// [`url`](Self::url) then).
+    pub fn host_list(&self) -> Option<&[String]> {
+        self.hosts.as_deref()
     }
 
     /// The provider this configuration is for.
@@ -147,7 +165,13 @@ impl fmt::Debug for ProviderConfig {
         let mut out = f.debug_struct("ProviderConfig");
         out.field("provider", &self.provider);
         match &self.source {
-            Source::Url(url) => out.field("url", &redact_url(url)),
+            Source::Url(url) => {
+                out.field("url", &redact_url(url));
+                if let Some(hosts) = &self.hosts {
+                    out.field("hosts", hosts);
+                }
+                &mut out
+            }
             Source::Json(map) => {
                 let mut shown = map.clone();
                 for (key, value) in shown.iter_mut() {
@@ -160,6 +184,31 @@ impl fmt::Debug for ProviderConfig {
         };
         out.finish()
     }
+}
+
+/// Splits a URL whose authority lists several hosts separated by commas
+/// (`memcache://h1:1,h2:2/?prefix=a`, which no URL parser accepts) into the
+/// same URL naming only the first host, and the list of all of them.
+/// `None` when the authority names at most one host.
+pub fn split_host_list(url: &str) -> Option<(String, Vec<String>)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (Some(userinfo), hosts),
+        None => (None, authority),
+    };
+    if !hosts.contains(',') {
+        return None;
+    }
+    let list: Vec<String> = hosts
+        .split(',')
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .collect();
+    let first = list.first()?;
+    let userinfo = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+    Some((format!("{scheme}://{userinfo}{first}{tail}"), list))
 }
 
 /// What is shown in place of a secret.
@@ -255,6 +304,15 @@ mod tests {
         assert!(cfg.unsigned("interval").is_err());
         assert!(cfg.reject_unknown(&["capacity"]).is_err());
         assert!(cfg.reject_unknown(&["capacity", "interval"]).is_ok());
+    }
+
+    #[test]
+    fn urls_may_list_several_hosts() {
+        assert_eq!(split_host_list("memcache://127.0.0.1:1"), None);
+        assert_eq!(split_host_list("memcache://a:1/x?y=1,2"), None);
+        let (url, hosts) = split_host_list("memcache://u:p@a:1, b:2,c/?prefix=x").unwrap();
+        assert_eq!(url, "memcache://u:p@a:1/?prefix=x");
+        assert_eq!(hosts, ["a:1", "b:2", "c"]);
     }
 
     #[test]

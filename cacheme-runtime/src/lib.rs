@@ -7,8 +7,8 @@
 //! Layers, bottom up:
 //! - [`Backend`]: one dyn-compatible async trait over bytes, implemented by
 //!   [`MemoryBackend`], `RedisBackend` (feature `redis`), `FileBackend`
-//!   (feature `file`) and any provider a
-//!   user [`register`]s.
+//!   (feature `file`), `MemcachedBackend` (feature `memcached`) and any
+//!   provider a user [`register`]s.
 //! - [`Cache`]: Beego's cache API (get / get_multi / put / delete / incr /
 //!   decr / exists / clear) over any backend, with serde-typed helpers.
 //! - [`ProviderConfig`] and the registry: providers by name, configured by
@@ -26,6 +26,8 @@ mod error;
 #[cfg(feature = "file")]
 mod file;
 mod logger;
+#[cfg(feature = "memcached")]
+mod memcached;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -35,6 +37,8 @@ pub mod store;
 
 #[cfg(feature = "file")]
 pub use crate::file::FileBackend;
+#[cfg(feature = "memcached")]
+pub use crate::memcached::MemcachedBackend;
 #[cfg(feature = "redis")]
 pub use crate::redis::RedisBackend;
 pub use backend::{Backend, BoxFuture, KeyFilter, Ttl};

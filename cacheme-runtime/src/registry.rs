@@ -1,8 +1,7 @@
 //! The provider registry: backends by name, as Beego's `cache.Register`.
 //!
-//! The built-in providers (`memory`, and `redis` and `file` with their
-//! features) are
-//! always present; [`register`] adds more. A name is used both by
+//! The built-in providers (`memory`, and `redis`, `file` and `memcache`
+//! with their features) are always present; [`register`] adds more. A name is used both by
 //! [`Cache::new`](crate::Cache::new) and as the URL scheme of
 //! [`Cache::open`](crate::Cache::open).
 
@@ -25,6 +24,11 @@ static REGISTRY: LazyLock<RwLock<BTreeMap<String, Factory>>> = LazyLock::new(|| 
     map.insert("redis".to_owned(), erase(crate::redis::RedisBackend::from_config));
     #[cfg(feature = "file")]
     map.insert("file".to_owned(), erase(crate::file::FileBackend::from_config));
+    #[cfg(feature = "memcached")]
+    map.insert(
+        "memcache".to_owned(),
+        erase(crate::memcached::MemcachedBackend::from_config),
+    );
     RwLock::new(map)
 });
 

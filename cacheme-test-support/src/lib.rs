@@ -4,14 +4,21 @@
 //!   temp dir, killed on drop. Tests never use a server they did not start
 //!   and never touch port 6379.
 //! - [`FileFixture`]: file caches in a temp dir, for the conformance suite.
+//! - [`MemcachedServer`]: a real `memcached`, the same way, and
+//!   [`MemcachedFixture`] for the conformance suite.
+//! - [`CountingProxy`]: a TCP proxy that counts round trips to a server.
 //! - [`conformance`]: the backend conformance suite, written once and run
 //!   against every provider through [`conformance_suite!`].
 
 pub mod conformance;
+mod counting_proxy;
 mod file_fixture;
+mod memcached_server;
 mod ports;
 mod redis_server;
 
+pub use counting_proxy::CountingProxy;
 pub use file_fixture::FileFixture;
+pub use memcached_server::{MemcachedFixture, MemcachedServer, MemcachedServerBuilder};
 pub use ports::free_port;
 pub use redis_server::{RedisServer, RedisServerBuilder};
