@@ -14,3 +14,10 @@ mod redis {
     use super::*;
     conformance_suite!(RedisFixture::start());
 }
+
+#[cfg(feature = "redis-cluster")]
+mod redis_cluster {
+    use super::*;
+    use cacheme_test_support::RedisClusterFixture;
+    conformance_suite!(RedisClusterFixture::start());
+}

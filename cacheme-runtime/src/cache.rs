@@ -22,11 +22,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use url::Url;
 
 use crate::backend::Backend;
 use crate::codec::Codec;
-use crate::config::{ProviderConfig, redact_url};
+use crate::config::{ProviderConfig, parse_url, redact_url};
 use crate::counter;
 use crate::error::{Error, Op, Result};
 use crate::registry;
@@ -72,9 +71,11 @@ impl Cache {
 
     /// Builds a cache from a URL whose scheme names the provider:
     /// `memory://?capacity=10000`, `redis://:pass@127.0.0.1:6379/0?prefix=app`,
-    /// `rediss://...` (TLS), or `name://...` for a provider registered as `name`.
+    /// `rediss://...` (TLS), `redis-cluster://h1:7000,h2:7001?prefix=app`
+    /// (several servers: see [`parse_url`](crate::config::parse_url)), or
+    /// `name://...` for a provider registered as `name`.
     pub async fn open(url: &str) -> Result<Self> {
-        let parsed = Url::parse(url).map_err(|e| Error::Config {
+        let parsed = parse_url(url).map_err(|e| Error::Config {
             provider: url.split("://").next().unwrap_or_default().to_owned(),
             field: Some("url".to_owned()),
             reason: format!("not a URL: {e}"),

@@ -1,8 +1,8 @@
 //! The provider registry: backends by name, as Beego's `cache.Register`.
 //!
-//! The built-in providers (`memory`, and `redis` with its feature) are
-//! always present; [`register`] adds more. A name is used both by
-//! [`Cache::new`](crate::Cache::new) and as the URL scheme of
+//! The built-in providers (`memory`, and `redis` / `redis-cluster` with
+//! their features) are always present; [`register`] adds more. A name is
+//! used both by [`Cache::new`](crate::Cache::new) and as the URL scheme of
 //! [`Cache::open`](crate::Cache::open).
 
 use std::collections::BTreeMap;
@@ -22,6 +22,11 @@ static REGISTRY: LazyLock<RwLock<BTreeMap<String, Factory>>> = LazyLock::new(|| 
     map.insert("memory".to_owned(), erase(crate::memory::MemoryBackend::from_config));
     #[cfg(feature = "redis")]
     map.insert("redis".to_owned(), erase(crate::redis::RedisBackend::from_config));
+    #[cfg(feature = "redis-cluster")]
+    map.insert(
+        "redis-cluster".to_owned(),
+        erase(crate::redis::RedisBackend::from_cluster_config),
+    );
     RwLock::new(map)
 });
 

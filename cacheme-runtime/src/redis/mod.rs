@@ -1,27 +1,37 @@
-//! The redis backend (one node): a multiplexed connection that reconnects by
-//! itself, keys under a configured prefix.
+//! The redis backend, on one server (`redis`) or on a Redis Cluster
+//! (`redis-cluster`): a multiplexed connection that reconnects by itself,
+//! keys under a configured prefix.
 //!
 //! - Every key is stored as `prefix:key`; `clear` removes exactly the keys
 //!   under `prefix:` with `SCAN MATCH` + `UNLINK` in batches (never
 //!   `FLUSHDB`/`FLUSHALL`), so other applications sharing the server keep
-//!   their data.
+//!   their data. In a cluster it does so on every master.
 //! - `SELECT` is sent only when the database is not 0 (redis-rs sends it
 //!   once per connection), so proxies that refuse `SELECT` work with db 0.
 //! - TTLs are sent in milliseconds (`PX`), rounded up: 1.5 s stays 1.5 s and
 //!   a sub-millisecond TTL becomes 1 ms, never zero and never a default.
-//! - The connection is redis-rs's `ConnectionManager`: one multiplexed
-//!   connection shared by all clones; when the server goes away, the call
-//!   that sees it fails with [`Error::Backend`] and the manager reconnects in
-//!   the background, so the same client serves again once the server is
-//!   back.
+//! - On one server the connection is redis-rs's `ConnectionManager`: one
+//!   multiplexed connection shared by all clones; when the server goes away,
+//!   the call that sees it fails with [`Error::Backend`] and the manager
+//!   reconnects in the background, so the same client serves again once the
+//!   server is back. The cluster connection is described in [`cluster`].
+//!
+//! Both deployments share every command but `clear` (see
+//! [`connection`]); only connecting and `clear` know which one they run on.
 
+#[cfg(feature = "redis-cluster")]
+mod cluster;
 mod config;
+mod connection;
 
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, RedisError, Script};
+use redis::{Cmd, RedisError, RedisResult, Script};
+
+use self::connection::Connection;
 
 use crate::backend::{Backend, BoxFuture, Ttl};
 use crate::config::ProviderConfig;
@@ -39,12 +49,19 @@ const CLEAR_BATCH: usize = 1000;
 /// where `key` is the key prefix (default `cacheme`) and `conn`
 /// may be Beego's host-less `":6379"`. URL:
 /// `redis://[user][:password@]host:port[/db][?prefix=app]`.
+///
+/// The same type serves a Redis Cluster, built by
+/// [`from_cluster_config`](RedisBackend::from_cluster_config) (provider
+/// `redis-cluster`, feature `redis-cluster`).
 #[derive(Clone)]
 pub struct RedisBackend {
-    connection: ConnectionManager,
+    connection: Connection,
+    /// `redis` or `redis-cluster`, for errors and logs.
+    provider: &'static str,
     /// `prefix:`; prepended to every key.
     key_prefix: String,
-    /// `host:port/db`, with no credentials.
+    /// `host:port/db` (one server) or `host:port,host:port` (a cluster's
+    /// seed nodes), with no credentials.
     address: String,
 }
 
@@ -63,21 +80,42 @@ impl RedisBackend {
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let mut connection = ConnectionManager::new_with_config(client, manager_config)
+        let connection = ConnectionManager::new_with_config(client, manager_config)
             .await
             .map_err(connect_error)?;
-        // The handshake does not prove we may run commands (a server with
-        // `requirepass` accepts the connection, then refuses everything):
-        // one PING turns a missing or wrong password into a connect error.
-        let _: String = redis::cmd("PING")
-            .query_async(&mut connection)
-            .await
-            .map_err(connect_error)?;
-        tracing::debug!(provider = PROVIDER, address = %settings.address, prefix = %settings.prefix, "connected");
+        RedisBackend::checked(
+            Connection::Node(connection),
+            PROVIDER,
+            settings.address,
+            &settings.prefix,
+        )
+        .await
+    }
+
+    /// The backend over an established connection, once a PING went
+    /// through: the handshake does not prove we may run commands (a server
+    /// with `requirepass` accepts the connection, then refuses everything),
+    /// so a missing or wrong password becomes a connect error here.
+    async fn checked(
+        mut connection: Connection,
+        provider: &'static str,
+        address: String,
+        prefix: &str,
+    ) -> Result<Self> {
+        let pong: RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;
+        if let Err(source) = pong {
+            return Err(Error::Connect {
+                provider,
+                address,
+                source: source.into(),
+            });
+        }
+        tracing::debug!(provider, address = %address, prefix = %prefix, "connected");
         Ok(RedisBackend {
             connection,
-            key_prefix: format!("{}:", settings.prefix),
-            address: settings.address,
+            provider,
+            key_prefix: format!("{prefix}:"),
+            address,
         })
     }
 
@@ -97,7 +135,7 @@ impl RedisBackend {
         let mut connection = self.connection.clone();
         cmd.query_async(&mut connection)
             .await
-            .map_err(|e| Error::backend(PROVIDER, op, key, e))
+            .map_err(|e| Error::backend(self.provider, op, key, e))
     }
 
     fn set_cmd(&self, key: &str, value: &[u8], ttl: Ttl) -> Cmd {
@@ -107,6 +145,32 @@ impl RedisBackend {
             cmd.arg("PX").arg(ttl_millis(ttl));
         }
         cmd
+    }
+
+    /// Removes this cache's keys from one node: `SCAN MATCH prefix:*` pages,
+    /// each sent by `scan` (which picks the node), and `UNLINK` of what
+    /// each page found, until the node's cursor comes back to 0.
+    async fn clear_node<F, Fut>(&self, mut scan: F) -> Result<()>
+    where
+        F: FnMut(Cmd) -> Fut,
+        Fut: Future<Output = RedisResult<(u64, Vec<Vec<u8>>)>>,
+    {
+        let pattern = format!("{}*", glob_escape(&self.key_prefix));
+        let mut cursor: u64 = 0;
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(CLEAR_BATCH);
+            let (next, keys) = scan(cmd)
+                .await
+                .map_err(|e| Error::backend(self.provider, Op::Clear, None, e))?;
+            for batch in keys.chunks(CLEAR_BATCH) {
+                let _: u64 = self.query(redis::cmd("UNLINK").arg(batch), Op::Clear, None).await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 }
 
@@ -132,6 +196,7 @@ fn glob_escape(text: &str) -> String {
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackend")
+            .field("provider", &self.provider)
             .field("address", &self.address)
             .field("prefix", &self.prefix())
             .finish_non_exhaustive()
@@ -140,7 +205,7 @@ impl fmt::Debug for RedisBackend {
 
 impl Backend for RedisBackend {
     fn provider(&self) -> &'static str {
-        PROVIDER
+        self.provider
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
@@ -195,43 +260,31 @@ impl Backend for RedisBackend {
                 .await
                 .map_err(|e| match e.detail() {
                     Some(detail) if detail.contains("not an integer") => Error::NotAnInteger {
-                        provider: PROVIDER,
+                        provider: self.provider,
                         key: key.to_owned(),
                     },
                     Some(detail) if detail.contains("overflow") => Error::Overflow {
-                        provider: PROVIDER,
+                        provider: self.provider,
                         key: key.to_owned(),
                         delta: delta.into(),
                     },
-                    _ => Error::backend(PROVIDER, Op::Incr, Some(key), e),
+                    _ => Error::backend(self.provider, Op::Incr, Some(key), e),
                 })
         })
     }
 
     fn clear(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let pattern = format!("{}*", glob_escape(&self.key_prefix));
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<Vec<u8>>) = self
-                    .query(
-                        redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(&pattern)
-                            .arg("COUNT")
-                            .arg(CLEAR_BATCH),
-                        Op::Clear,
-                        None,
-                    )
-                    .await?;
-                for batch in keys.chunks(CLEAR_BATCH) {
-                    let _: u64 = self.query(redis::cmd("UNLINK").arg(batch), Op::Clear, None).await?;
+            match &self.connection {
+                Connection::Node(_) => {
+                    self.clear_node(|scan| async move {
+                        let mut connection = self.connection.clone();
+                        scan.query_async(&mut connection).await
+                    })
+                    .await
                 }
-                if next == 0 {
-                    return Ok(());
-                }
-                cursor = next;
+                #[cfg(feature = "redis-cluster")]
+                Connection::Cluster(cluster) => self.clear_cluster(cluster).await,
             }
         })
     }
@@ -258,7 +311,7 @@ impl Backend for RedisBackend {
                 .arg(expected)
                 .invoke_async(&mut connection)
                 .await
-                .map_err(|e| Error::backend(PROVIDER, Op::DeleteIfEquals, Some(key), e))?;
+                .map_err(|e| Error::backend(self.provider, Op::DeleteIfEquals, Some(key), e))?;
             Ok(removed > 0)
         })
     }
