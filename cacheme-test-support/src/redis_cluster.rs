@@ -14,6 +14,8 @@
 
 use std::collections::HashSet;
 use std::process::Command;
+
+use redis::IntoConnectionInfo;
 use std::time::{Duration, Instant};
 
 use cacheme_runtime::{BoxFuture, Cache};
@@ -29,6 +31,7 @@ const SLOTS: usize = 16384;
 pub struct RedisClusterBuilder {
     masters: usize,
     replicas: usize,
+    password: Option<String>,
 }
 
 impl Default for RedisClusterBuilder {
@@ -36,6 +39,7 @@ impl Default for RedisClusterBuilder {
         RedisClusterBuilder {
             masters: 3,
             replicas: 1,
+            password: None,
         }
     }
 }
@@ -53,33 +57,47 @@ impl RedisClusterBuilder {
         self
     }
 
+    /// Requires `password` on every node (`requirepass`; replicas also use
+    /// it as `masterauth`).
+    pub fn password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_owned());
+        self
+    }
+
     /// Starts the nodes, creates the cluster and waits (up to 30 s) until
     /// every node sees all slots served and every replica is in sync.
     pub fn start(self) -> RedisCluster {
         assert!(self.masters >= 3, "redis-cli --cluster create needs at least 3 masters");
         let count = self.masters * (1 + self.replicas);
-        let nodes: Vec<RedisServer> = (0..count)
-            .map(|_| {
-                RedisServer::builder()
-                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
-                    .args(["--cluster-config-file", "nodes.conf"])
-                    .args(["--cluster-port", &free_port().to_string()])
-                    .args(["--cluster-replica-validity-factor", "0"])
-                    // Replicas sync at once, not after the default 5 s wait.
-                    .args(["--repl-diskless-sync-delay", "0"])
-                    .start()
-            })
-            .collect();
-        let cluster = RedisCluster { nodes };
+        let nodes: Vec<RedisServer> = (0..count).map(|_| self.start_node()).collect();
+        let cluster = RedisCluster {
+            nodes,
+            password: self.password,
+        };
         cluster.create(self.replicas);
         cluster.wait_until_ok(Duration::from_secs(30));
         cluster
+    }
+
+    fn start_node(&self) -> RedisServer {
+        let mut node = RedisServer::builder();
+        if let Some(password) = &self.password {
+            node = node.password(password).args(["--masterauth", password]);
+        }
+        node.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+            .args(["--cluster-config-file", "nodes.conf"])
+            .args(["--cluster-port", &free_port().to_string()])
+            .args(["--cluster-replica-validity-factor", "0"])
+            // Replicas sync at once, not after the default 5 s wait.
+            .args(["--repl-diskless-sync-delay", "0"])
+            .start()
     }
 }
 
 /// A running Redis Cluster owned by one test.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    password: Option<String>,
 }
 
 impl RedisCluster {
@@ -88,7 +106,7 @@ impl RedisCluster {
         Self::builder().start()
     }
 
-    /// A builder for another shape (e.g. no replicas, which is cheaper).
+    /// A builder for another shape (e.g. no replicas) or a password.
     pub fn builder() -> RedisClusterBuilder {
         RedisClusterBuilder::default()
     }
@@ -101,33 +119,43 @@ impl RedisCluster {
     /// `127.0.0.1:PORT` of every running master, as the nodes report their
     /// role now (after a failover, a former replica is among them).
     pub fn masters(&self) -> Vec<String> {
-        self.running()
-            .filter(|node| role(node.port()).as_deref() == Some("master"))
-            .map(RedisServer::addr)
-            .collect()
+        self.with_role("master")
     }
 
     /// `127.0.0.1:PORT` of every running replica.
     pub fn replicas(&self) -> Vec<String> {
-        self.running()
-            .filter(|node| role(node.port()).as_deref() == Some("slave"))
-            .map(RedisServer::addr)
-            .collect()
+        self.with_role("slave")
     }
 
-    /// `redis-cluster://` URL listing every running node.
+    /// `redis-cluster://` URL listing every running node (no password).
     pub fn url(&self) -> String {
         format!("redis-cluster://{}", self.addrs().join(","))
     }
 
     /// Beego-style JSON for the `redis-cluster` provider: every running
-    /// node in `conn`, `prefix` as the key prefix.
+    /// node in `conn`, `prefix` as the key prefix, and the password if any.
     pub fn config(&self, prefix: &str) -> String {
-        beego_config(prefix, &self.addrs())
+        let conn: Vec<String> = self.addrs().iter().map(|a| format!("\"{a}\"")).collect();
+        let password = match &self.password {
+            Some(password) => format!(r#","password":"{password}""#),
+            None => String::new(),
+        };
+        format!(r#"{{"key":"{prefix}","conn":[{}]{password}}}"#, conn.join(","))
     }
 
-    /// Kills (SIGKILL) the master at `addr` and returns its address. Panics
-    /// if no running master has that address.
+    /// A plain (not cluster-aware) connection to the node at `addr`, to
+    /// look at what that one node holds.
+    pub fn node_connection(&self, addr: &str) -> redis::Connection {
+        let port = self
+            .running()
+            .find(|node| node.addr() == addr)
+            .unwrap_or_else(|| panic!("no running node at {addr}"))
+            .port();
+        self.connect(port).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Kills (SIGKILL) the node at `addr` and returns its address. Panics
+    /// if no running node has that address.
     pub fn kill(&mut self, addr: &str) -> String {
         let node = self
             .nodes
@@ -150,13 +178,22 @@ impl RedisCluster {
     /// is the moment its replica has been promoted and the cluster agrees
     /// on it. Panics with the nodes' view after `timeout`.
     pub fn wait_until_ok(&self, timeout: Duration) {
+        self.wait_for("the Redis Cluster to be ok", timeout, || self.health());
+    }
+
+    /// Waits until every replica has received everything its master was
+    /// written so far (replication offsets equal), so that a master killed
+    /// now loses no write. Panics after `timeout`.
+    pub fn wait_for_replication(&self, timeout: Duration) {
+        self.wait_for("the replicas to catch up", timeout, || self.replicated());
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration, check: impl Fn() -> Result<(), String>) {
         let deadline = Instant::now() + timeout;
         loop {
-            match self.health() {
+            match check() {
                 Ok(()) => return,
-                Err(why) if Instant::now() > deadline => {
-                    panic!("the Redis Cluster was not ok within {timeout:?}: {why}")
-                }
+                Err(why) if Instant::now() > deadline => panic!("waited {timeout:?} for {what}: {why}"),
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
@@ -166,20 +203,29 @@ impl RedisCluster {
         self.nodes.iter().filter(|node| node.is_running())
     }
 
+    fn with_role(&self, wanted: &str) -> Vec<String> {
+        self.running()
+            .filter(|node| self.role(node.port()).as_deref() == Some(wanted))
+            .map(RedisServer::addr)
+            .collect()
+    }
+
     fn create(&self, replicas: usize) {
         let binary = std::env::var("CACHEME_REDIS_CLI").unwrap_or_else(|_| "redis-cli".to_owned());
-        let output = Command::new(&binary)
-            .arg("--cluster")
-            .arg("create")
+        let mut cmd = Command::new(&binary);
+        if let Some(password) = &self.password {
+            cmd.args(["--no-auth-warning", "-a", password]);
+        }
+        let replicas = replicas.to_string();
+        cmd.args(["--cluster", "create"])
             .args(self.addrs())
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .output()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run {binary:?}: {e}. Install redis-cli (Debian: redis-tools; scripts/test \
-                     does it with apt-get) or point CACHEME_REDIS_CLI at the binary."
-                )
-            });
+            .args(["--cluster-replicas", &replicas, "--cluster-yes"]);
+        let output = cmd.output().unwrap_or_else(|e| {
+            panic!(
+                "cannot run {binary:?}: {e}. Install redis-cli (Debian: redis-tools; scripts/test \
+                 does it with apt-get) or point CACHEME_REDIS_CLI at the binary."
+            )
+        });
         assert!(
             output.status.success(),
             "redis-cli --cluster create failed ({}):\n{}{}",
@@ -194,7 +240,7 @@ impl RedisCluster {
         let live: HashSet<String> = self.addrs().into_iter().collect();
         for node in self.running() {
             let port = node.port();
-            let info = query(port, &["CLUSTER", "INFO"])?;
+            let info = self.query(port, &["CLUSTER", "INFO"])?;
             if !info.contains("cluster_state:ok") || !info.contains(&format!("cluster_slots_ok:{SLOTS}")) {
                 return Err(format!(
                     "node {port}: {}",
@@ -202,18 +248,13 @@ impl RedisCluster {
                 ));
             }
             let mut served = 0;
-            for line in query(port, &["CLUSTER", "NODES"])?.lines() {
+            for line in self.query(port, &["CLUSTER", "NODES"])?.lines() {
                 let fields: Vec<&str> = line.split_whitespace().collect();
                 let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
                     continue;
                 };
                 let addr = addr.split('@').next().unwrap_or_default();
-                let slots = fields
-                    .iter()
-                    .skip(8)
-                    .filter(|f| !f.starts_with('['))
-                    .map(|r| range_len(r));
-                let slots: usize = slots.sum();
+                let slots: usize = fields.iter().skip(8).map(|range| range_len(range)).sum();
                 if slots > 0 && (!live.contains(addr) || flags.contains("fail")) {
                     return Err(format!("node {port} sees {addr} ({flags}) serving slots"));
                 }
@@ -222,12 +263,70 @@ impl RedisCluster {
             if served != SLOTS {
                 return Err(format!("node {port} sees {served} slots served"));
             }
-            let replication = query(port, &["INFO", "replication"])?;
+            let replication = self.query(port, &["INFO", "replication"])?;
             if replication.contains("role:slave") && !replication.contains("master_link_status:up") {
                 return Err(format!("replica {port} is not in sync with its master yet"));
             }
         }
         Ok(())
+    }
+
+    /// `Ok` when every master's replicas have acknowledged its whole
+    /// replication stream.
+    fn replicated(&self) -> Result<(), String> {
+        for node in self.running() {
+            let port = node.port();
+            let replication = self.query(port, &["INFO", "replication"])?;
+            if !replication.contains("role:master") {
+                continue;
+            }
+            let field = |line: &str, name: &str| {
+                line.split([',', ':'])
+                    .find_map(|part| part.strip_prefix(name))
+                    .map(str::to_owned)
+            };
+            let offset = replication
+                .lines()
+                .find_map(|line| line.strip_prefix("master_repl_offset:"))
+                .unwrap_or_default()
+                .trim();
+            for replica in replication.lines().filter(|line| line.starts_with("slave")) {
+                if field(replica, "offset=").as_deref() != Some(offset) {
+                    return Err(format!("master {port} at offset {offset}, replica: {replica}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first element of `ROLE` (`master` or `slave`), `None` when the
+    /// node does not answer.
+    fn role(&self, port: u16) -> Option<String> {
+        let mut connection = self.connect(port).ok()?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut connection).ok()?;
+        redis::from_redis_value(role.into_iter().next()?).ok()
+    }
+
+    /// One command to one node, its reply as text.
+    fn query(&self, port: u16, args: &[&str]) -> Result<String, String> {
+        let mut connection = self.connect(port)?;
+        let mut cmd = redis::cmd(args[0]);
+        cmd.arg(&args[1..]);
+        cmd.query(&mut connection).map_err(|e| format!("node {port}: {e}"))
+    }
+
+    fn connect(&self, port: u16) -> Result<redis::Connection, String> {
+        let mut settings = redis::RedisConnectionInfo::default();
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password);
+        }
+        let info = redis::ConnectionAddr::Tcp("127.0.0.1".to_owned(), port)
+            .into_connection_info()
+            .map_err(|e| e.to_string())?
+            .set_redis_settings(settings);
+        redis::Client::open(info)
+            .and_then(|client| client.get_connection_with_timeout(Duration::from_millis(500)))
+            .map_err(|e| format!("node {port}: {e}"))
     }
 }
 
@@ -240,36 +339,6 @@ fn range_len(range: &str) -> usize {
         },
         None => usize::from(range.parse::<usize>().is_ok()),
     }
-}
-
-/// `{"key":"<prefix>","conn":["a","b"]}` without a JSON dependency (the
-/// prefix and addresses hold no characters that need escaping).
-fn beego_config(prefix: &str, addrs: &[String]) -> String {
-    let conn: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(r#"{{"key":"{prefix}","conn":[{}]}}"#, conn.join(","))
-}
-
-/// The first element of `ROLE` (`master` or `slave`), `None` when the node
-/// does not answer.
-fn role(port: u16) -> Option<String> {
-    let mut connection = connect(port).ok()?;
-    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut connection).ok()?;
-    redis::from_redis_value(role.into_iter().next()?).ok()
-}
-
-/// One command to one node, its reply as text.
-fn query(port: u16, args: &[&str]) -> Result<String, String> {
-    let mut connection = connect(port)?;
-    let mut cmd = redis::cmd(args[0]);
-    cmd.arg(&args[1..]);
-    cmd.query(&mut connection).map_err(|e| format!("node {port}: {e}"))
-}
-
-fn connect(port: u16) -> Result<redis::Connection, String> {
-    let client = redis::Client::open(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    client
-        .get_connection_with_timeout(Duration::from_millis(500))
-        .map_err(|e| format!("node {port}: {e}"))
 }
 
 /// Caches on a Redis Cluster started for this test (3 masters with a
