@@ -3,12 +3,10 @@
 //! reads, clear on every master, failover, passwords.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cacheme::{Cache, Error};
-use cacheme_test_support::{RedisCluster, free_port};
+use cacheme_test_support::{CapturedLogs, RedisCluster, free_port};
 
 /// Every key the node at `addr` holds (it answers for its own slots only).
 fn keys_on(cluster: &RedisCluster, addr: &str) -> Vec<String> {
@@ -243,31 +241,10 @@ async fn config_errors_name_the_field_and_unreachable_seeds_are_connect_errors()
     );
 }
 
-/// Log lines written by `tracing`, captured for inspection.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_password_protected_cluster_and_no_password_in_debug_errors_or_logs() {
     const SECRET: &str = "s3cret-Pa55word";
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = CapturedLogs::start();
 
     let cluster = RedisCluster::builder().replicas(0).password(SECRET).start();
     let mut shown = Vec::new();
@@ -295,12 +272,5 @@ async fn a_password_protected_cluster_and_no_password_in_debug_errors_or_logs() 
     .unwrap_err();
     shown.push(format!("{bad} {bad:?}"));
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        logs.contains("connected"),
-        "the test must capture cacheme's logs: {logs}"
-    );
-    for text in shown.iter().chain([&logs]) {
-        assert!(!text.contains(SECRET), "password leaked into: {text}");
-    }
+    logs.assert_secret_hidden(SECRET, &shown);
 }

@@ -61,7 +61,8 @@ impl Cache {
     /// configuration, connecting to its server if it has one.
     ///
     /// `memory`: `{"interval":60,"capacity":10000}`;
-    /// `redis`: `{"key":"app","conn":"127.0.0.1:6379","dbNum":"0","password":""}`.
+    /// `redis`: `{"key":"app","conn":"127.0.0.1:6379","dbNum":"0","password":""}`;
+    /// `redis-cluster`: `{"key":"app","conn":["h1:7000","h2:7001"],"password":""}`.
     /// An empty string is an empty configuration.
     pub async fn new(provider: &str, config: &str) -> Result<Self> {
         let factory = registry::factory(provider)?;

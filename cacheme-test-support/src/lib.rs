@@ -8,12 +8,15 @@
 //!   [`RedisClusterFixture`] runs the conformance suite on one.
 //! - [`conformance`]: the backend conformance suite, written once and run
 //!   against every provider through [`conformance_suite!`].
+//! - [`CapturedLogs`]: what cacheme logged, for tests that check it.
 
 pub mod conformance;
+mod logs;
 mod ports;
 mod redis_cluster;
 mod redis_server;
 
+pub use logs::CapturedLogs;
 pub use ports::free_port;
 pub use redis_cluster::{RedisCluster, RedisClusterBuilder, RedisClusterFixture};
 pub use redis_server::{RedisServer, RedisServerBuilder};

@@ -70,46 +70,45 @@ impl RedisBackend {
     /// unreachable server is an [`Error::Connect`] naming the address.
     pub async fn from_config(config: ProviderConfig) -> Result<Self> {
         let settings = config::settings(&config)?;
-        let connect_error = |source: RedisError| Error::Connect {
-            provider: PROVIDER,
-            address: settings.address.clone(),
-            source: source.into(),
-        };
-        let client = redis::Client::open(settings.info.clone()).map_err(connect_error)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_with_config(client, manager_config)
-            .await
-            .map_err(connect_error)?;
-        RedisBackend::checked(
-            Connection::Node(connection),
-            PROVIDER,
-            settings.address,
-            &settings.prefix,
-        )
+        let info = settings.info;
+        RedisBackend::connect(PROVIDER, settings.address, &settings.prefix, async move {
+            let client = redis::Client::open(info)?;
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(5)))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_millis(500));
+            let manager = ConnectionManager::new_with_config(client, manager_config).await?;
+            Ok(Connection::Node(manager))
+        })
         .await
     }
 
-    /// The backend over an established connection, once a PING went
+    /// The backend over the connection `connecting` makes, once a PING went
     /// through: the handshake does not prove we may run commands (a server
     /// with `requirepass` accepts the connection, then refuses everything),
-    /// so a missing or wrong password becomes a connect error here.
-    async fn checked(
-        mut connection: Connection,
+    /// so a missing or wrong password becomes a connect error here. Any
+    /// failure is an [`Error::Connect`] naming `address`.
+    async fn connect(
         provider: &'static str,
         address: String,
         prefix: &str,
+        connecting: impl Future<Output = RedisResult<Connection>>,
     ) -> Result<Self> {
-        let pong: RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;
-        if let Err(source) = pong {
-            return Err(Error::Connect {
-                provider,
-                address,
-                source: source.into(),
-            });
-        }
+        let checked = async {
+            let mut connection = connecting.await?;
+            let _: String = redis::cmd("PING").query_async(&mut connection).await?;
+            Ok::<_, RedisError>(connection)
+        };
+        let connection = match checked.await {
+            Ok(connection) => connection,
+            Err(source) => {
+                return Err(Error::Connect {
+                    provider,
+                    address,
+                    source: source.into(),
+                });
+            }
+        };
         tracing::debug!(provider, address = %address, prefix = %prefix, "connected");
         Ok(RedisBackend {
             connection,

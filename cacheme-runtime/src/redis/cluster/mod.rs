@@ -56,12 +56,7 @@ impl RedisBackend {
     /// an [`Error::Connect`] naming the seeds.
     pub async fn from_cluster_config(config: ProviderConfig) -> Result<Self> {
         let settings = config::settings(&config)?;
-        let connect_error = |source: RedisError| Error::Connect {
-            provider: PROVIDER,
-            address: settings.address.clone(),
-            source: source.into(),
-        };
-        let mut builder = ClusterClientBuilder::new(settings.seeds.clone())
+        let mut builder = ClusterClientBuilder::new(settings.seeds)
             .connection_timeout(Duration::from_secs(2))
             .response_timeout(Duration::from_secs(5))
             // Room for a failover: node timeout + election take a few
@@ -76,14 +71,10 @@ impl RedisBackend {
         if let Some(password) = &settings.password {
             builder = builder.password(password.expose());
         }
-        let client = builder.build().map_err(connect_error)?;
-        let connection = client.get_async_connection().await.map_err(connect_error)?;
-        RedisBackend::checked(
-            Connection::Cluster(connection),
-            PROVIDER,
-            settings.address,
-            &settings.prefix,
-        )
+        RedisBackend::connect(PROVIDER, settings.address, &settings.prefix, async move {
+            let client = builder.build()?;
+            Ok(Connection::Cluster(client.get_async_connection().await?))
+        })
         .await
     }
 
