@@ -27,3 +27,10 @@ mod memcached {
     use cacheme_test_support::conformance_suite;
     conformance_suite!(MemcachedFixture::start());
 }
+
+#[cfg(feature = "redis-cluster")]
+mod redis_cluster {
+    use super::*;
+    use cacheme_test_support::RedisClusterFixture;
+    conformance_suite!(RedisClusterFixture::start());
+}

@@ -2,12 +2,10 @@
 //! configuration forms, SELECT, ACL, clear scoping, error reporting,
 //! password redaction and reconnection.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cacheme::{Cache, Error, Op};
-use cacheme_test_support::{RedisServer, free_port};
+use cacheme_test_support::{CapturedLogs, RedisServer, free_port};
 use redis::AsyncCommands;
 
 /// A raw redis-rs connection to inspect what cacheme wrote.
@@ -124,30 +122,10 @@ async fn password_and_acl_user_authenticate_in_both_config_forms() {
     assert!(matches!(no_password, Err(Error::Connect { .. })), "{no_password:?}");
 }
 
-/// A writer for tracing output that tests can read back.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn passwords_never_appear_in_debug_display_errors_or_logs() {
     const SECRET: &str = "s3cret-Pa55word";
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = CapturedLogs::start();
 
     let server = RedisServer::builder().password(SECRET).start();
     let mut shown = Vec::new();
@@ -189,14 +167,7 @@ async fn passwords_never_appear_in_debug_display_errors_or_logs() {
         .unwrap_err();
     shown.push(format!("{bad} {bad:?}"));
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        logs.contains("connected"),
-        "the test must capture cacheme's logs: {logs}"
-    );
-    for text in shown.iter().chain([&logs]) {
-        assert!(!text.contains(SECRET), "password leaked into: {text}");
-    }
+    logs.assert_secret_hidden(SECRET, &shown);
 }
 
 #[tokio::test]
@@ -327,6 +298,15 @@ async fn config_errors_name_the_field_before_connecting() {
     match Cache::open("redis://127.0.0.1:1?prefix=").await {
         Err(Error::Config { field: Some(f), .. }) => assert_eq!(f, "prefix"),
         other => panic!("expected an error about the empty prefix, got {other:?}"),
+    }
+    match Cache::open("redis://127.0.0.1:1,127.0.0.1:2").await {
+        Err(Error::Config {
+            field: Some(f), reason, ..
+        }) => {
+            assert_eq!(f, "host");
+            assert!(reason.contains("redis-cluster://"), "{reason}");
+        }
+        other => panic!("a host list is not quietly cut to its first host: {other:?}"),
     }
     match Cache::open("redis://127.0.0.1:1?pool=3").await {
         Err(Error::Config { field: Some(f), .. }) => assert_eq!(f, "pool"),

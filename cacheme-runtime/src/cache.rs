@@ -22,11 +22,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use url::Url;
 
 use crate::backend::Backend;
 use crate::codec::Codec;
-use crate::config::{ProviderConfig, redact_url};
+use crate::config::{ProviderConfig, parse_url, redact_url};
 use crate::counter;
 use crate::error::{Error, Op, Result};
 use crate::registry;
@@ -64,6 +63,7 @@ impl Cache {
     /// `memory`: `{"interval":60,"capacity":10000}`;
     /// `redis`: `{"key":"app","conn":"127.0.0.1:6379","dbNum":"0","password":""}`;
     /// `memcache`: `{"key":"app","conn":"127.0.0.1:11211"}`.
+    /// `redis-cluster`: `{"key":"app","conn":["h1:7000","h2:7001"],"password":""}`.
     /// An empty string is an empty configuration.
     pub async fn new(provider: &str, config: &str) -> Result<Self> {
         let factory = registry::factory(provider)?;
@@ -73,17 +73,13 @@ impl Cache {
 
     /// Builds a cache from a URL whose scheme names the provider:
     /// `memory://?capacity=10000`, `redis://:pass@127.0.0.1:6379/0?prefix=app`,
-    /// `memcache://h1:11211,h2:11211?prefix=app`, or `name://...` for a
-    /// provider registered as `name`. An authority may list several hosts
-    /// separated by commas (see [`ProviderConfig::host_list`]). (`rediss://`
-    /// is recognised but TLS is not compiled in yet: it is a config error.)
+    /// `redis-cluster://h1:7000,h2:7001?prefix=app`,
+    /// `memcache://h1:11211,h2:11211?prefix=app` (several servers: see
+    /// [`parse_url`](crate::config::parse_url)), or `name://...` for a
+    /// provider registered as `name`. (`rediss://` is recognised but TLS is
+    /// not compiled in yet: it is a config error.)
     pub async fn open(url: &str) -> Result<Self> {
-        let host_list = crate::config::split_host_list(url);
-        let (url, hosts) = match &host_list {
-            Some((first_only, hosts)) => (first_only.as_str(), Some(hosts.clone())),
-            None => (url, None),
-        };
-        let parsed = Url::parse(url).map_err(|e| Error::Config {
+        let parsed = parse_url(url).map_err(|e| Error::Config {
             provider: url.split("://").next().unwrap_or_default().to_owned(),
             field: Some("url".to_owned()),
             reason: format!("not a URL: {e}"),
@@ -94,10 +90,7 @@ impl Cache {
         };
         let factory = registry::factory(&provider)?;
         tracing::debug!(provider, url = %redact_url(&parsed), "opening cache");
-        let mut config = ProviderConfig::from_url(&provider, parsed);
-        if let Some(hosts) = hosts {
-            config = config.with_host_list(hosts);
-        }
+        let config = ProviderConfig::from_url(&provider, parsed);
         Ok(Cache::from_arc(factory(config).await?))
     }
 

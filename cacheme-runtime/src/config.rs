@@ -21,8 +21,6 @@ use crate::error::{Error, Result};
 pub struct ProviderConfig {
     provider: String,
     source: Source,
-    /// Every `host:port` of a URL whose authority lists several.
-    hosts: Option<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -59,7 +57,6 @@ impl ProviderConfig {
         Ok(ProviderConfig {
             provider: provider.to_owned(),
             source: Source::Json(fields),
-            hosts: None,
         })
     }
 
@@ -68,22 +65,7 @@ impl ProviderConfig {
         ProviderConfig {
             provider: provider.to_owned(),
             source: Source::Url(url),
-            hosts: None,
         }
-    }
-
-    /// Records the host list of a URL written with several hosts
-    /// (`memcache://h1:11211,h2:11211`); see [`split_host_list`].
-    pub fn with_host_list(mut self, hosts: Vec<String>) -> Self {
-        self.hosts = Some(hosts);
-        self
-    }
-
-    /// Every `host:port` of a URL whose authority lists several, in order;
-    /// `None` for JSON and for a URL with one host (use
-    /// [`url`](Self::url) then).
-    pub fn host_list(&self) -> Option<&[String]> {
-        self.hosts.as_deref()
     }
 
     /// The provider this configuration is for.
@@ -97,6 +79,24 @@ impl ProviderConfig {
             Source::Url(url) => Some(url),
             Source::Json(_) => None,
         }
+    }
+
+    /// The servers named by the URL's authority, as written: `["h1:7000",
+    /// "h2:7001"]` for `scheme://user:pass@h1:7000,h2:7001/...` (see
+    /// [`parse_url`]), `["h1:7000"]` for a single server and `["h1"]` when
+    /// no port is given. `None` for a JSON configuration or a URL without a
+    /// host. Splitting each entry into host and port is the provider's job.
+    pub fn url_hosts(&self) -> Option<Vec<String>> {
+        let url = self.url()?;
+        let host = url.host_str().filter(|h| !h.is_empty())?;
+        if url.port().is_none() && host.contains(',') {
+            let list = percent_encoding::percent_decode_str(host).decode_utf8_lossy();
+            return Some(list.split(',').map(|h| h.trim().to_owned()).collect());
+        }
+        Some(match url.port() {
+            Some(port) => vec![format!("{host}:{port}")],
+            None => vec![host.to_owned()],
+        })
     }
 
     /// An error about `field` of this configuration.
@@ -165,13 +165,7 @@ impl fmt::Debug for ProviderConfig {
         let mut out = f.debug_struct("ProviderConfig");
         out.field("provider", &self.provider);
         match &self.source {
-            Source::Url(url) => {
-                out.field("url", &redact_url(url));
-                if let Some(hosts) = &self.hosts {
-                    out.field("hosts", hosts);
-                }
-                &mut out
-            }
+            Source::Url(url) => out.field("url", &redact_url(url)),
             Source::Json(map) => {
                 let mut shown = map.clone();
                 for (key, value) in shown.iter_mut() {
@@ -186,29 +180,38 @@ impl fmt::Debug for ProviderConfig {
     }
 }
 
-/// Splits a URL whose authority lists several hosts separated by commas
-/// (`memcache://h1:1,h2:2/?prefix=a`, which no URL parser accepts) into the
-/// same URL naming only the first host, and the list of all of them.
-/// `None` when the authority names at most one host.
-pub fn split_host_list(url: &str) -> Option<(String, Vec<String>)> {
-    let (scheme, rest) = url.split_once("://")?;
+/// Parses the URL given to [`Cache::open`](crate::Cache::open), also when its
+/// authority lists several servers (`redis-cluster://h1:7000,h2:7001`),
+/// which the URL standard does not allow: the host list is kept as one
+/// opaque host (its `%`, `:`, `[` and `]` percent-encoded) and read back by
+/// [`ProviderConfig::url_hosts`]. Any other URL parses as usual.
+pub fn parse_url(text: &str) -> Result<Url, url::ParseError> {
+    Url::parse(&escape_host_list(text).unwrap_or_else(|| text.to_owned()))
+}
+
+/// `text` with the host list of its authority escaped, or `None` when the
+/// authority names at most one host.
+fn escape_host_list(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
-    let (userinfo, hosts) = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => (Some(userinfo), hosts),
-        None => (None, authority),
-    };
+    // The user info ends at the last `@` (as the URL standard reads it).
+    let hosts_start = authority.rfind('@').map_or(0, |at| at + 1);
+    let (user_info, hosts) = authority.split_at(hosts_start);
     if !hosts.contains(',') {
         return None;
     }
-    let list: Vec<String> = hosts
-        .split(',')
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .collect();
-    let first = list.first()?;
-    let userinfo = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
-    Some((format!("{scheme}://{userinfo}{first}{tail}"), list))
+    let mut escaped = String::with_capacity(hosts.len() + 16);
+    for c in hosts.chars() {
+        match c {
+            '%' => escaped.push_str("%25"),
+            ':' => escaped.push_str("%3A"),
+            '[' => escaped.push_str("%5B"),
+            ']' => escaped.push_str("%5D"),
+            c => escaped.push(c),
+        }
+    }
+    Some(format!("{scheme}://{user_info}{escaped}{tail}"))
 }
 
 /// What is shown in place of a secret.
@@ -308,11 +311,23 @@ mod tests {
 
     #[test]
     fn urls_may_list_several_hosts() {
-        assert_eq!(split_host_list("memcache://127.0.0.1:1"), None);
-        assert_eq!(split_host_list("memcache://a:1/x?y=1,2"), None);
-        let (url, hosts) = split_host_list("memcache://u:p@a:1, b:2,c/?prefix=x").unwrap();
-        assert_eq!(url, "memcache://u:p@a:1/?prefix=x");
-        assert_eq!(hosts, ["a:1", "b:2", "c"]);
+        let url = parse_url("redis-cluster://u:p%40ss@127.0.0.1:7000,[::1]:7001,h:7002/0?prefix=a").unwrap();
+        assert_eq!(url.password(), Some("p%40ss"));
+        assert_eq!(url.query(), Some("prefix=a"));
+        assert_eq!(url.path(), "/0");
+        let cfg = ProviderConfig::from_url("redis-cluster", url);
+        assert_eq!(cfg.url_hosts().unwrap(), ["127.0.0.1:7000", "[::1]:7001", "h:7002"]);
+        let single = ProviderConfig::from_url("x", parse_url("x://h:1?y=2").unwrap());
+        assert_eq!(single.url_hosts().unwrap(), ["h:1"]);
+        let no_port = ProviderConfig::from_url("x", parse_url("x://h").unwrap());
+        assert_eq!(no_port.url_hosts().unwrap(), ["h"]);
+        let no_host = ProviderConfig::from_url("x", parse_url("x:///path").unwrap());
+        assert_eq!(no_host.url_hosts(), None);
+        assert_eq!(parse_url("x://a:1,b:2#frag").unwrap().fragment(), Some("frag"));
+        assert!(
+            parse_url("x://a:1,b:2:3").is_ok(),
+            "entries are checked by the provider"
+        );
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //!
 //! Layers, bottom up:
 //! - [`Backend`]: one dyn-compatible async trait over bytes, implemented by
-//!   [`MemoryBackend`], `RedisBackend` (feature `redis`), `FileBackend`
-//!   (feature `file`), `MemcachedBackend` (feature `memcached`) and any
-//!   provider a user [`register`]s.
+//!   [`MemoryBackend`], `RedisBackend` (feature `redis`; on a Redis Cluster
+//!   too with feature `redis-cluster`), `FileBackend` (feature `file`),
+//!   `MemcachedBackend` (feature `memcached`) and any provider a user
+//!   [`register`]s.
 //! - [`Cache`]: Beego's cache API (get / get_multi / put / delete / incr /
 //!   decr / exists / clear) over any backend, with serde-typed helpers.
 //! - [`ProviderConfig`] and the registry: providers by name, configured by

@@ -1,8 +1,8 @@
 //! The provider registry: backends by name, as Beego's `cache.Register`.
 //!
-//! The built-in providers (`memory`, and `redis`, `file` and `memcache`
-//! with their features) are always present; [`register`] adds more. A name is used both by
-//! [`Cache::new`](crate::Cache::new) and as the URL scheme of
+//! The built-in providers (`memory`, and `redis`, `redis-cluster`, `file`
+//! and `memcache` with their features) are always present; [`register`]
+//! adds more. A name is used both by [`Cache::new`](crate::Cache::new) and as the URL scheme of
 //! [`Cache::open`](crate::Cache::open).
 
 use std::collections::BTreeMap;
@@ -28,6 +28,11 @@ static REGISTRY: LazyLock<RwLock<BTreeMap<String, Factory>>> = LazyLock::new(|| 
     map.insert(
         "memcache".to_owned(),
         erase(crate::memcached::MemcachedBackend::from_config),
+    );
+    #[cfg(feature = "redis-cluster")]
+    map.insert(
+        "redis-cluster".to_owned(),
+        erase(crate::redis::RedisBackend::from_cluster_config),
     );
     RwLock::new(map)
 });

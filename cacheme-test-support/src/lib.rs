@@ -7,18 +7,26 @@
 //! - [`MemcachedServer`]: a real `memcached`, the same way, and
 //!   [`MemcachedFixture`] for the conformance suite.
 //! - [`CountingProxy`]: a TCP proxy that counts round trips to a server.
+//! - [`RedisCluster`]: a real Redis Cluster (3 masters, a replica each by
+//!   default) assembled with `redis-cli --cluster create`, killed on drop;
+//!   [`RedisClusterFixture`] runs the conformance suite on one.
 //! - [`conformance`]: the backend conformance suite, written once and run
 //!   against every provider through [`conformance_suite!`].
+//! - [`CapturedLogs`]: what cacheme logged, for tests that check it.
 
 pub mod conformance;
 mod counting_proxy;
 mod file_fixture;
+mod logs;
 mod memcached_server;
 mod ports;
+mod redis_cluster;
 mod redis_server;
 
 pub use counting_proxy::CountingProxy;
 pub use file_fixture::FileFixture;
+pub use logs::CapturedLogs;
 pub use memcached_server::{MemcachedFixture, MemcachedServer, MemcachedServerBuilder};
 pub use ports::free_port;
+pub use redis_cluster::{RedisCluster, RedisClusterBuilder, RedisClusterFixture};
 pub use redis_server::{RedisServer, RedisServerBuilder};

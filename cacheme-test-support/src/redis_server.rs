@@ -20,6 +20,7 @@ use crate::ports::free_port;
 pub struct RedisServerBuilder {
     password: Option<String>,
     users: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl RedisServerBuilder {
@@ -32,6 +33,18 @@ impl RedisServerBuilder {
     /// Adds an ACL user with full access and this password.
     pub fn acl_user(mut self, user: &str, password: &str) -> Self {
         self.users.push((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Passes more arguments to `redis-server` (after the defaults, so they
+    /// win), e.g. `["--cluster-enabled", "yes"]`. Relative paths are
+    /// relative to the server's temp dir.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
         self
     }
 
@@ -94,6 +107,16 @@ impl RedisServer {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The server's temp dir (its log is `redis.log` there).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Whether the server process is running (not [`stop`](RedisServer::stop)ped).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// `redis://127.0.0.1:PORT` (add credentials and db yourself).
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
@@ -147,6 +170,7 @@ impl RedisServer {
         for (user, password) in &self.builder.users {
             cmd.args(["--user", user, "on", &format!(">{password}"), "~*", "&*", "+@all"]);
         }
+        cmd.args(&self.builder.args).current_dir(&self.dir);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())

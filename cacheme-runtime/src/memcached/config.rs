@@ -46,21 +46,18 @@ pub(crate) struct Settings {
 
 pub(crate) fn settings(config: &ProviderConfig) -> Result<Settings> {
     let (servers, prefix_field) = match config.url() {
-        Some(url) => {
+        Some(_) => {
             config.reject_unknown(URL_FIELDS)?;
-            let servers = match config.host_list() {
-                Some(hosts) => hosts
-                    .iter()
-                    .map(|h| address(config, "host", h))
-                    .collect::<Result<_>>()?,
-                None => {
-                    let host = url
-                        .host_str()
-                        .filter(|h| !h.is_empty())
-                        .ok_or_else(|| config.error("host", "the URL names no host"))?;
-                    vec![join(host, url.port().unwrap_or(DEFAULT_PORT))]
-                }
-            };
+            let hosts = config
+                .url_hosts()
+                .ok_or_else(|| config.error("host", "the URL names no host"))?;
+            let servers = hosts
+                .iter()
+                .map(|h| match h.rsplit_once(':') {
+                    Some((_, port)) if !port.ends_with(']') => address(config, "host", h),
+                    _ => Ok(join(h, DEFAULT_PORT)),
+                })
+                .collect::<Result<Vec<_>>>()?;
             (servers, "prefix")
         }
         None => {

@@ -1,5 +1,7 @@
 //! Reading the redis provider's configuration: Beego's JSON keys or a
 //! `redis://` URL, into redis-rs connection settings plus a key prefix.
+//! The pieces the cluster provider reads the same way (`key`/`prefix`,
+//! `host:port`, `user`/`password`) are `pub(super)` here.
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 use url::Url;
@@ -41,11 +43,10 @@ fn from_json(config: &ProviderConfig) -> Result<Settings> {
             "missing: give the server as \"host:port\" (or Beego's \":port\")",
         )
     })?;
-    let (host, port) = host_and_port(config, &conn)?;
+    let (host, port) = host_and_port(config, "conn", &conn)?;
     let db = config.unsigned("dbNum")?.unwrap_or(0);
     let db = i64::try_from(db).map_err(|_| config.error("dbNum", "too large"))?;
-    let password = config.string("password")?.map(Secret::new).filter(|p| !p.is_empty());
-    let user = config.string("user")?.filter(|u| !u.is_empty());
+    let (user, password) = json_credentials(config)?;
     let prefix = prefix(config, config.string("key")?, "key")?;
 
     let mut redis = RedisConnectionInfo::default().set_db(db);
@@ -72,6 +73,9 @@ fn from_url(config: &ProviderConfig, url: &Url) -> Result<Settings> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err(config.error("host", "the URL names no host"));
     }
+    if config.url_hosts().is_some_and(|hosts| hosts.len() > 1) {
+        return Err(config.error("host", "redis:// names one server; use redis-cluster:// for several"));
+    }
     // Hand redis-rs the URL without our own parameters; it knows the rest
     // (user, password, db, TLS).
     let mut for_driver = url.clone();
@@ -85,20 +89,31 @@ fn from_url(config: &ProviderConfig, url: &Url) -> Result<Settings> {
     Ok(Settings { info, address, prefix })
 }
 
-/// Beego's `conn`: `"host:port"`, or `":port"` for the local host.
-fn host_and_port(config: &ProviderConfig, conn: &str) -> Result<(String, u16)> {
+/// The JSON `user` and `password`; empty strings count as absent (Beego
+/// writes `"password":""` for "none").
+pub(super) fn json_credentials(config: &ProviderConfig) -> Result<(Option<String>, Option<Secret>)> {
+    let password = config.string("password")?.map(Secret::new).filter(|p| !p.is_empty());
+    let user = config.string("user")?.filter(|u| !u.is_empty());
+    Ok((user, password))
+}
+
+/// Beego's `conn`: `"host:port"`, or `":port"` for the local host; an IPv6
+/// host may be written in brackets (`"[::1]:6379"`). Errors name `field`.
+pub(super) fn host_and_port(config: &ProviderConfig, field: &str, conn: &str) -> Result<(String, u16)> {
     let (host, port) = conn
         .rsplit_once(':')
-        .ok_or_else(|| config.error("conn", format!("expected \"host:port\", got {conn:?}")))?;
+        .ok_or_else(|| config.error(field, format!("expected \"host:port\", got {conn:?}")))?;
     let port: u16 = port
         .parse()
-        .map_err(|_| config.error("conn", format!("{port:?} is not a port number")))?;
+        .map_err(|_| config.error(field, format!("{port:?} is not a port number (in {conn:?})")))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let host = if host.is_empty() { "127.0.0.1" } else { host };
     Ok((host.to_owned(), port))
 }
 
-fn prefix(config: &ProviderConfig, given: Option<String>, field: &str) -> Result<String> {
+/// The key prefix from `field` (`key` in JSON, `prefix` in a URL), or
+/// [`DEFAULT_PREFIX`]; never empty.
+pub(super) fn prefix(config: &ProviderConfig, given: Option<String>, field: &str) -> Result<String> {
     match given {
         None => Ok(DEFAULT_PREFIX.to_owned()),
         // An empty prefix would make `clear` match every key of the database.

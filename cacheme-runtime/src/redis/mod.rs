@@ -1,27 +1,37 @@
-//! The redis backend (one node): a multiplexed connection that reconnects by
-//! itself, keys under a configured prefix.
+//! The redis backend, on one server (`redis`) or on a Redis Cluster
+//! (`redis-cluster`): a multiplexed connection that reconnects by itself,
+//! keys under a configured prefix.
 //!
 //! - Every key is stored as `prefix:key`; `clear` removes exactly the keys
 //!   under `prefix:` with `SCAN MATCH` + `UNLINK` in batches (never
 //!   `FLUSHDB`/`FLUSHALL`), so other applications sharing the server keep
-//!   their data.
+//!   their data. In a cluster it does so on every master.
 //! - `SELECT` is sent only when the database is not 0 (redis-rs sends it
 //!   once per connection), so proxies that refuse `SELECT` work with db 0.
 //! - TTLs are sent in milliseconds (`PX`), rounded up: 1.5 s stays 1.5 s and
 //!   a sub-millisecond TTL becomes 1 ms, never zero and never a default.
-//! - The connection is redis-rs's `ConnectionManager`: one multiplexed
-//!   connection shared by all clones; when the server goes away, the call
-//!   that sees it fails with [`Error::Backend`] and the manager reconnects in
-//!   the background, so the same client serves again once the server is
-//!   back.
+//! - On one server the connection is redis-rs's `ConnectionManager`: one
+//!   multiplexed connection shared by all clones; when the server goes away,
+//!   the call that sees it fails with [`Error::Backend`] and the manager
+//!   reconnects in the background, so the same client serves again once the
+//!   server is back. The cluster connection is described in [`cluster`].
+//!
+//! Both deployments share every command but `clear` (see
+//! [`connection`]); only connecting and `clear` know which one they run on.
 
+#[cfg(feature = "redis-cluster")]
+mod cluster;
 mod config;
+mod connection;
 
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, RedisError, Script};
+use redis::{Cmd, RedisError, RedisResult, Script};
+
+use self::connection::Connection;
 
 use crate::backend::{Backend, BoxFuture, KeyFilter, Ttl};
 use crate::config::ProviderConfig;
@@ -38,12 +48,19 @@ const CLEAR_BATCH: usize = 1000;
 /// where `key` is the key prefix (default `cacheme`) and `conn`
 /// may be Beego's host-less `":6379"`. URL:
 /// `redis://[user][:password@]host:port[/db][?prefix=app]`.
+///
+/// The same type serves a Redis Cluster, built by
+/// [`from_cluster_config`](RedisBackend::from_cluster_config) (provider
+/// `redis-cluster`, feature `redis-cluster`).
 #[derive(Clone)]
 pub struct RedisBackend {
-    connection: ConnectionManager,
+    connection: Connection,
+    /// `redis` or `redis-cluster`, for errors and logs.
+    provider: &'static str,
     /// `prefix:`; prepended to every key.
     key_prefix: String,
-    /// `host:port/db`, with no credentials.
+    /// `host:port/db` (one server) or `host:port,host:port` (a cluster's
+    /// seed nodes), with no credentials.
     address: String,
 }
 
@@ -52,31 +69,51 @@ impl RedisBackend {
     /// unreachable server is an [`Error::Connect`] naming the address.
     pub async fn from_config(config: ProviderConfig) -> Result<Self> {
         let settings = config::settings(&config)?;
-        let connect_error = |source: RedisError| Error::Connect {
-            provider: PROVIDER,
-            address: settings.address.clone(),
-            source: source.into(),
+        let info = settings.info;
+        RedisBackend::connect(PROVIDER, settings.address, &settings.prefix, async move {
+            let client = redis::Client::open(info)?;
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(5)))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_millis(500));
+            let manager = ConnectionManager::new_with_config(client, manager_config).await?;
+            Ok(Connection::Node(manager))
+        })
+        .await
+    }
+
+    /// The backend over the connection `connecting` makes, once a PING went
+    /// through: the handshake does not prove we may run commands (a server
+    /// with `requirepass` accepts the connection, then refuses everything),
+    /// so a missing or wrong password becomes a connect error here. Any
+    /// failure is an [`Error::Connect`] naming `address`.
+    async fn connect(
+        provider: &'static str,
+        address: String,
+        prefix: &str,
+        connecting: impl Future<Output = RedisResult<Connection>>,
+    ) -> Result<Self> {
+        let checked = async {
+            let mut connection = connecting.await?;
+            let _: String = redis::cmd("PING").query_async(&mut connection).await?;
+            Ok::<_, RedisError>(connection)
         };
-        let client = redis::Client::open(settings.info.clone()).map_err(connect_error)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let mut connection = ConnectionManager::new_with_config(client, manager_config)
-            .await
-            .map_err(connect_error)?;
-        // The handshake does not prove we may run commands (a server with
-        // `requirepass` accepts the connection, then refuses everything):
-        // one PING turns a missing or wrong password into a connect error.
-        let _: String = redis::cmd("PING")
-            .query_async(&mut connection)
-            .await
-            .map_err(connect_error)?;
-        tracing::debug!(provider = PROVIDER, address = %settings.address, prefix = %settings.prefix, "connected");
+        let connection = match checked.await {
+            Ok(connection) => connection,
+            Err(source) => {
+                return Err(Error::Connect {
+                    provider,
+                    address,
+                    source: source.into(),
+                });
+            }
+        };
+        tracing::debug!(provider, address = %address, prefix = %prefix, "connected");
         Ok(RedisBackend {
             connection,
-            key_prefix: format!("{}:", settings.prefix),
-            address: settings.address,
+            provider,
+            key_prefix: format!("{prefix}:"),
+            address,
         })
     }
 
@@ -96,28 +133,44 @@ impl RedisBackend {
         let mut connection = self.connection.clone();
         cmd.query_async(&mut connection)
             .await
-            .map_err(|e| Error::backend(PROVIDER, op, key, e))
+            .map_err(|e| Error::backend(self.provider, op, key, e))
     }
 
-    /// `SCAN MATCH prefix:glob` in pages of [`CLEAR_BATCH`], `UNLINK`ing the
-    /// keys `filter` accepts page by page; returns how many were removed.
+    /// Removes the keys under `prefix:glob` that `filter` accepts, from the
+    /// one server or from every master of a cluster; returns how many.
     async fn scan_unlink(&self, glob: &str, filter: &KeyFilter<'_>, op: Op) -> Result<u64> {
+        match &self.connection {
+            Connection::Node(_) => {
+                self.scan_node(glob, filter, op, |scan| async move {
+                    let mut connection = self.connection.clone();
+                    scan.query_async(&mut connection).await
+                })
+                .await
+            }
+            #[cfg(feature = "redis-cluster")]
+            Connection::Cluster(cluster) => self.scan_cluster(cluster, glob, filter, op).await,
+        }
+    }
+
+    /// One node's part of [`scan_unlink`](Self::scan_unlink): `SCAN MATCH
+    /// prefix:glob` pages of [`CLEAR_BATCH`], each sent by `scan` (which
+    /// picks the node), and one `UNLINK` of what each page found that
+    /// `filter` accepts, until the node's cursor comes back to 0. Never holds
+    /// more than one page of keys.
+    async fn scan_node<F, Fut>(&self, glob: &str, filter: &KeyFilter<'_>, op: Op, mut scan: F) -> Result<u64>
+    where
+        F: FnMut(Cmd) -> Fut,
+        Fut: Future<Output = RedisResult<(u64, Vec<Vec<u8>>)>>,
+    {
         let pattern = format!("{}{glob}", glob_escape(&self.key_prefix));
         let mut cursor: u64 = 0;
         let mut removed = 0;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = self
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(CLEAR_BATCH),
-                    op,
-                    None,
-                )
-                .await?;
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(CLEAR_BATCH);
+            let (next, keys) = scan(cmd)
+                .await
+                .map_err(|e| Error::backend(self.provider, op, None, e))?;
             let doomed: Vec<&Vec<u8>> = keys
                 .iter()
                 .filter(|full| {
@@ -168,6 +221,7 @@ fn glob_escape(text: &str) -> String {
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackend")
+            .field("provider", &self.provider)
             .field("address", &self.address)
             .field("prefix", &self.prefix())
             .finish_non_exhaustive()
@@ -176,7 +230,7 @@ impl fmt::Debug for RedisBackend {
 
 impl Backend for RedisBackend {
     fn provider(&self) -> &'static str {
-        PROVIDER
+        self.provider
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
@@ -231,15 +285,15 @@ impl Backend for RedisBackend {
                 .await
                 .map_err(|e| match e.detail() {
                     Some(detail) if detail.contains("not an integer") => Error::NotAnInteger {
-                        provider: PROVIDER,
+                        provider: self.provider,
                         key: key.to_owned(),
                     },
                     Some(detail) if detail.contains("overflow") => Error::Overflow {
-                        provider: PROVIDER,
+                        provider: self.provider,
                         key: key.to_owned(),
                         delta: delta.into(),
                     },
-                    _ => Error::backend(PROVIDER, Op::Incr, Some(key), e),
+                    _ => Error::backend(self.provider, Op::Incr, Some(key), e),
                 })
         })
     }
@@ -277,7 +331,7 @@ impl Backend for RedisBackend {
                 .arg(expected)
                 .invoke_async(&mut connection)
                 .await
-                .map_err(|e| Error::backend(PROVIDER, Op::DeleteIfEquals, Some(key), e))?;
+                .map_err(|e| Error::backend(self.provider, Op::DeleteIfEquals, Some(key), e))?;
             Ok(removed > 0)
         })
     }
