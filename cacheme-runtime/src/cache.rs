@@ -72,8 +72,9 @@ impl Cache {
 
     /// Builds a cache from a URL whose scheme names the provider:
     /// `memory://?capacity=10000`, `redis://:pass@127.0.0.1:6379/0?prefix=app`,
-    /// or `name://...` for a provider registered as `name`. (`rediss://` is
-    /// recognised but TLS is not compiled in yet: it is a config error.)
+    /// or `name://...` for a provider registered as `name`. `rediss://` is
+    /// Redis over TLS with the `redis-tls` feature, and a config error
+    /// saying TLS is not compiled in without it.
     pub async fn open(url: &str) -> Result<Self> {
         let parsed = Url::parse(url).map_err(|e| Error::Config {
             provider: url.split("://").next().unwrap_or_default().to_owned(),

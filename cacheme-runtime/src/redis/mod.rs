@@ -14,6 +14,11 @@
 //!   that sees it fails with [`Error::Backend`] and the manager reconnects in
 //!   the background, so the same client serves again once the server is
 //!   back.
+//! - `rediss://` (TLS) needs the `redis-tls` feature: rustls with the ring
+//!   provider, trusting the system's root certificates. The ring provider is
+//!   installed as rustls's process default unless the application installed
+//!   one first. `rediss://host:port/#insecure` skips certificate
+//!   verification: for tests against self-signed certificates only.
 
 mod config;
 
@@ -37,7 +42,9 @@ const CLEAR_BATCH: usize = 1000;
 /// Beego JSON: `{"key":"app","conn":"127.0.0.1:6379","dbNum":"0","password":"...","user":"..."}`
 /// where `key` is the key prefix (default `cacheme`) and `conn`
 /// may be Beego's host-less `":6379"`. URL:
-/// `redis://[user][:password@]host:port[/db][?prefix=app]`.
+/// `redis://[user][:password@]host:port[/db][?prefix=app]`, or `rediss://`
+/// with the `redis-tls` feature (`rediss://...#insecure` skips certificate
+/// verification, for tests only).
 #[derive(Clone)]
 pub struct RedisBackend {
     connection: ConnectionManager,
@@ -52,6 +59,13 @@ impl RedisBackend {
     /// unreachable server is an [`Error::Connect`] naming the address.
     pub async fn from_config(config: ProviderConfig) -> Result<Self> {
         let settings = config::settings(&config)?;
+        #[cfg(feature = "redis-tls")]
+        if matches!(settings.info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            // redis-rs builds a rustls `ClientConfig` with the process-wide
+            // provider, which panics when none is installed. An error here
+            // means one already is (the application's or ours): keep it.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let connect_error = |source: RedisError| Error::Connect {
             provider: PROVIDER,
             address: settings.address.clone(),
