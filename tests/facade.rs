@@ -236,6 +236,7 @@ async fn a_registered_provider_is_used_through_the_facade() {
     ));
 }
 
+#[cfg(not(feature = "redis-tls"))]
 #[tokio::test]
 async fn rediss_without_tls_support_is_a_clear_config_error() {
     let err = cacheme::Cache::open("rediss://127.0.0.1:1/0").await.unwrap_err();

@@ -76,8 +76,9 @@ impl Cache {
     /// `redis-cluster://h1:7000,h2:7001?prefix=app`,
     /// `memcache://h1:11211,h2:11211?prefix=app` (several servers: see
     /// [`parse_url`](crate::config::parse_url)), or `name://...` for a
-    /// provider registered as `name`. (`rediss://` is recognised but TLS is
-    /// not compiled in yet: it is a config error.)
+    /// provider registered as `name`. `rediss://` is Redis over TLS with the
+    /// `redis-tls` feature, and a config error saying TLS is not compiled in
+    /// without it.
     pub async fn open(url: &str) -> Result<Self> {
         let parsed = parse_url(url).map_err(|e| Error::Config {
             provider: url.split("://").next().unwrap_or_default().to_owned(),

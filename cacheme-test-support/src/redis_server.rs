@@ -3,11 +3,12 @@
 //!
 //! The binary is `redis-server` from `PATH`, or `$CACHEME_REDIS_SERVER`.
 //! A missing binary fails the test loudly: a test that needs Redis never
-//! passes without it.
+//! passes without it. A TLS server ([`RedisServerBuilder::tls`]) also needs
+//! the `openssl` and `redis-cli` commands (scripts/test installs them).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ pub struct RedisServerBuilder {
     password: Option<String>,
     users: Vec<(String, String)>,
     args: Vec<String>,
+    tls: bool,
 }
 
 impl RedisServerBuilder {
@@ -48,12 +50,23 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Serves TLS only (no plain port), with a certificate for 127.0.0.1
+    /// signed by a throwaway CA made in the server's temp dir
+    /// ([`RedisServer::ca_cert`]). Clients are not asked for certificates.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Starts the server and waits until it answers.
     pub fn start(self) -> RedisServer {
         let dir = tempfile::Builder::new()
             .prefix("cacheme-redis-")
             .tempdir()
             .expect("create a temp dir for redis-server");
+        if self.tls {
+            make_certificates(dir.path());
+        }
         let mut last_error = String::new();
         // A port found free can be taken before the server binds it: retry.
         for _ in 0..5 {
@@ -122,6 +135,17 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// `rediss://127.0.0.1:PORT/#insecure`, for a [`tls`](RedisServerBuilder::tls)
+    /// server: TLS without verifying its self-signed certificate.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/#insecure", self.port)
+    }
+
+    /// The CA certificate (PEM) that signed a TLS server's certificate.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
     /// Kills the server (SIGKILL) and waits for it to exit. The port stays
     /// reserved for [`restart`](RedisServer::restart).
     pub fn stop(&mut self) {
@@ -148,22 +172,33 @@ impl RedisServer {
     fn spawn(&mut self) -> Result<(), String> {
         let binary = std::env::var("CACHEME_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
         let mut cmd = Command::new(&binary);
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .arg("--logfile")
-            .arg(self.dir.join("redis.log"));
+        if self.builder.tls {
+            cmd.args(["--port", "0", "--tls-port"])
+                .arg(self.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(self.dir.join("ca.crt"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.arg("--port").arg(self.port.to_string());
+        }
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&self.dir)
+        .arg("--logfile")
+        .arg(self.dir.join("redis.log"));
         if let Some(password) = &self.builder.password {
             cmd.args(["--requirepass", password]);
         }
@@ -194,7 +229,12 @@ impl RedisServer {
                 self.child = None;
                 return Err(format!("exited with {status}; log:\n{log}"));
             }
-            if answers_ping(self.port) {
+            let ready = if self.builder.tls {
+                answers_tls_ping(self.port, &self.ca_cert())
+            } else {
+                answers_ping(self.port)
+            };
+            if ready {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -215,6 +255,46 @@ fn answers_ping(port: u16) -> bool {
     }
     let mut reply = [0u8; 64];
     matches!(stream.read(&mut reply), Ok(n) if n > 0 && (reply[0] == b'+' || reply[0] == b'-') && !reply[..n].starts_with(b"-LOADING"))
+}
+
+/// Whether a TLS server on the port answers `redis-cli --tls` PING,
+/// verifying its certificate against `ca` (a `NOAUTH` error counts).
+fn answers_tls_ping(port: u16, ca: &Path) -> bool {
+    let output = Command::new("redis-cli")
+        .args(["--tls", "-h", "127.0.0.1", "-p", &port.to_string(), "--cacert"])
+        .arg(ca)
+        .arg("PING")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run redis-cli (apt-get install redis-tools): {e}"));
+    let reply = String::from_utf8_lossy(&output.stdout);
+    reply.contains("PONG") || reply.contains("NOAUTH")
+}
+
+/// A throwaway CA (`ca.crt`) and a server certificate for IP 127.0.0.1
+/// signed by it (`server.crt`, `server.key`), made with the `openssl` CLI.
+fn make_certificates(dir: &Path) {
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write san.ext");
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let steps = [
+        format!("req -x509 {ec} -keyout ca.key -out ca.crt -days 2 -subj /CN=cacheme-test-ca"),
+        format!("req {ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1"),
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext"
+            .to_owned(),
+    ];
+    for step in steps {
+        let output = Command::new("openssl")
+            .args(step.split(' '))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run openssl (apt-get install openssl): {e}"));
+        assert!(
+            output.status.success(),
+            "openssl {step} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
 
 impl Drop for RedisServer {

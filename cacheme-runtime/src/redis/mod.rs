@@ -15,6 +15,11 @@
 //!   the call that sees it fails with [`Error::Backend`] and the manager
 //!   reconnects in the background, so the same client serves again once the
 //!   server is back. The cluster connection is described in [`cluster`].
+//! - `rediss://` (TLS) needs the `redis-tls` feature: rustls with the ring
+//!   provider, trusting the system's root certificates. The ring provider is
+//!   installed as rustls's process default unless the application installed
+//!   one first. `rediss://host:port/#insecure` skips certificate
+//!   verification: for tests against self-signed certificates only.
 //!
 //! Both deployments share every command but `clear` (see
 //! [`connection`]); only connecting and `clear` know which one they run on.
@@ -52,6 +57,9 @@ const CLEAR_BATCH: usize = 1000;
 /// The same type serves a Redis Cluster, built by
 /// [`from_cluster_config`](RedisBackend::from_cluster_config) (provider
 /// `redis-cluster`, feature `redis-cluster`).
+///
+/// `rediss://` needs the `redis-tls` feature (`rediss://...#insecure` skips
+/// certificate verification, for tests only).
 #[derive(Clone)]
 pub struct RedisBackend {
     connection: Connection,
@@ -69,6 +77,13 @@ impl RedisBackend {
     /// unreachable server is an [`Error::Connect`] naming the address.
     pub async fn from_config(config: ProviderConfig) -> Result<Self> {
         let settings = config::settings(&config)?;
+        #[cfg(feature = "redis-tls")]
+        if matches!(settings.info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            // redis-rs builds a rustls `ClientConfig` with the process-wide
+            // provider, which panics when none is installed. An error here
+            // means one already is (the application's or ours): keep it.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let info = settings.info;
         RedisBackend::connect(PROVIDER, settings.address, &settings.prefix, async move {
             let client = redis::Client::open(info)?;
