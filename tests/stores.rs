@@ -135,7 +135,7 @@ async fn book(ctx: &App, category_id: u32, book_id: u64) -> Result<Book, AppErro
 #[cache_store(key = "maybe:<id>", ttl = "5m", codec = "json")]
 async fn maybe_book(ctx: &App, id: u64) -> Result<Option<Book>, AppError> {
     let suffix = ctx.source("maybe")?;
-    Ok((id % 2 == 0).then(|| book_of(id, &suffix)))
+    Ok(id.is_multiple_of(2).then(|| book_of(id, &suffix)))
 }
 
 #[cache_store(key = "books:<category>", ttl = "5m", codec = "msgpack")]

@@ -191,10 +191,10 @@ impl MemcachedBackend {
     /// server (and created there if missing, e.g. after a restart).
     async fn generation(&self) -> Result<u64, ProtocolError> {
         let cached = *self.inner.generation.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((generation, read_at)) = cached {
-            if read_at.elapsed() < self.inner.generation_refresh {
-                return Ok(generation);
-            }
+        if let Some((generation, read_at)) = cached
+            && read_at.elapsed() < self.inner.generation_refresh
+        {
+            return Ok(generation);
         }
         let key = &self.inner.generation_key;
         for _ in 0..CAS_ATTEMPTS {
