@@ -86,6 +86,17 @@ impl App {
         App::on(cache, Some(server))
     }
 
+    /// A plain redis-rs connection to this app's server, to look at what
+    /// cacheme stored.
+    async fn raw_redis(&self) -> ::redis::aio::MultiplexedConnection {
+        let server = self._server.as_ref().expect("a redis app");
+        ::redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
     fn fetched(&self, store: &'static str) -> usize {
         self.fetches.lock().unwrap().get(store).copied().unwrap_or(0)
     }
@@ -350,12 +361,7 @@ async fn invalidate_all_removes_one_version_of_one_store(app: App) {
 async fn the_stored_redis_key_is_prefix_key_version() {
     let app = App::redis().await;
     BookStore::get(&app, 7, 42).await.unwrap();
-    let server = app._server.as_ref().unwrap();
-    let mut conn = ::redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = app.raw_redis().await;
     let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
     assert_eq!(keys, ["cacheme:category:7:book:42:v1"]);
     let ttl: i64 = ::redis::cmd("PTTL").arg(&keys[0]).query_async(&mut conn).await.unwrap();
@@ -427,12 +433,7 @@ async fn codecs_can_be_chosen_per_store_and_per_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidate_all_handles_a_hundred_thousand_keys_on_redis() {
     let app = App::redis().await;
-    let server = app._server.as_ref().unwrap();
-    let mut conn = ::redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = app.raw_redis().await;
     let value = cacheme::Codec::Bincode.encode(&7i64).unwrap();
     for chunk in (0..100_000i64).collect::<Vec<_>>().chunks(10_000) {
         let mut pipe = ::redis::pipe();
