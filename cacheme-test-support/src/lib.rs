@@ -20,6 +20,7 @@ mod file_fixture;
 mod logs;
 mod memcached_server;
 mod ports;
+mod process;
 mod redis_cluster;
 mod redis_server;
 

@@ -9,12 +9,10 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use tempfile::TempDir;
-
-use crate::ports::free_port;
+use crate::process::{Launch, ServerProcess};
 
 /// How to start a [`RedisServer`].
 #[derive(Clone, Debug, Default)]
@@ -60,43 +58,71 @@ impl RedisServerBuilder {
 
     /// Starts the server and waits until it answers.
     pub fn start(self) -> RedisServer {
-        let dir = tempfile::Builder::new()
-            .prefix("cacheme-redis-")
-            .tempdir()
-            .expect("create a temp dir for redis-server");
-        if self.tls {
-            make_certificates(dir.path());
-        }
-        let mut last_error = String::new();
-        // A port found free can be taken before the server binds it: retry.
-        for _ in 0..5 {
-            let port = free_port();
-            let mut server = RedisServer {
-                child: None,
-                port,
-                dir: dir.path().to_path_buf(),
-                _dir: None,
-                builder: self.clone(),
-            };
-            match server.spawn() {
-                Ok(()) => {
-                    server._dir = Some(dir);
-                    return server;
+        let tls = self.tls;
+        RedisServer {
+            process: ServerProcess::start(self, |dir| {
+                if tls {
+                    make_certificates(dir);
                 }
-                Err(e) => last_error = e,
-            }
+            }),
         }
-        panic!("redis-server did not start: {last_error}");
+    }
+}
+
+impl Launch for RedisServerBuilder {
+    const BINARY: &'static str = "redis-server";
+    const BINARY_VAR: &'static str = "CACHEME_REDIS_SERVER";
+    const LOG: &'static str = "redis.log";
+
+    fn configure(&self, cmd: &mut Command, dir: &Path, port: u16) {
+        if self.tls {
+            cmd.args(["--port", "0", "--tls-port"])
+                .arg(port.to_string())
+                .arg("--tls-cert-file")
+                .arg(dir.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(dir.join("ca.crt"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.arg("--port").arg(port.to_string());
+        }
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join(Self::LOG));
+        if let Some(password) = &self.password {
+            cmd.args(["--requirepass", password]);
+        }
+        for (user, password) in &self.users {
+            cmd.args(["--user", user, "on", &format!(">{password}"), "~*", "&*", "+@all"]);
+        }
+        cmd.args(&self.args);
+    }
+
+    fn ready(&self, dir: &Path, port: u16) -> bool {
+        if self.tls {
+            answers_tls_ping(port, &dir.join("ca.crt"))
+        } else {
+            answers_ping(port)
+        }
     }
 }
 
 /// A running `redis-server` owned by one test.
 pub struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    _dir: Option<TempDir>,
-    builder: RedisServerBuilder,
+    process: ServerProcess<RedisServerBuilder>,
 }
 
 impl RedisServer {
@@ -112,135 +138,50 @@ impl RedisServer {
 
     /// The server's port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        self.port
+        self.process.port()
     }
 
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.process.port())
     }
 
     /// The server's temp dir (its log is `redis.log` there).
-    pub fn dir(&self) -> &std::path::Path {
-        &self.dir
+    pub fn dir(&self) -> &Path {
+        self.process.dir()
     }
 
     /// Whether the server process is running (not [`stop`](RedisServer::stop)ped).
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.process.is_running()
     }
 
     /// `redis://127.0.0.1:PORT` (add credentials and db yourself).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://127.0.0.1:{}", self.process.port())
     }
 
     /// `rediss://127.0.0.1:PORT/#insecure`, for a [`tls`](RedisServerBuilder::tls)
     /// server: TLS without verifying its self-signed certificate.
     pub fn tls_url(&self) -> String {
-        format!("rediss://127.0.0.1:{}/#insecure", self.port)
+        format!("rediss://127.0.0.1:{}/#insecure", self.process.port())
     }
 
     /// The CA certificate (PEM) that signed a TLS server's certificate.
     pub fn ca_cert(&self) -> PathBuf {
-        self.dir.join("ca.crt")
+        self.process.dir().join("ca.crt")
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit. The port stays
     /// reserved for [`restart`](RedisServer::restart).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.stop();
     }
 
     /// Stops the server, then starts a fresh one (empty, same settings) on
     /// the same port.
     pub fn restart(&mut self) {
-        self.stop();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.spawn() {
-                Ok(()) => return,
-                Err(e) if Instant::now() > deadline => panic!("redis-server did not restart: {e}"),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-    }
-
-    fn spawn(&mut self) -> Result<(), String> {
-        let binary = std::env::var("CACHEME_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
-        let mut cmd = Command::new(&binary);
-        if self.builder.tls {
-            cmd.args(["--port", "0", "--tls-port"])
-                .arg(self.port.to_string())
-                .arg("--tls-cert-file")
-                .arg(self.dir.join("server.crt"))
-                .arg("--tls-key-file")
-                .arg(self.dir.join("server.key"))
-                .arg("--tls-ca-cert-file")
-                .arg(self.dir.join("ca.crt"))
-                .args(["--tls-auth-clients", "no"]);
-        } else {
-            cmd.arg("--port").arg(self.port.to_string());
-        }
-        cmd.args([
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(&self.dir)
-        .arg("--logfile")
-        .arg(self.dir.join("redis.log"));
-        if let Some(password) = &self.builder.password {
-            cmd.args(["--requirepass", password]);
-        }
-        for (user, password) in &self.builder.users {
-            cmd.args(["--user", user, "on", &format!(">{password}"), "~*", "&*", "+@all"]);
-        }
-        cmd.args(&self.builder.args).current_dir(&self.dir);
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run {binary:?}: {e}. Install redis-server (scripts/test does it with apt-get) \
-                     or point CACHEME_REDIS_SERVER at the binary."
-                )
-            });
-        self.child = Some(child);
-        self.wait_until_ready()
-    }
-
-    fn wait_until_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
-                self.child = None;
-                return Err(format!("exited with {status}; log:\n{log}"));
-            }
-            let ready = if self.builder.tls {
-                answers_tls_ping(self.port, &self.ca_cert())
-            } else {
-                answers_ping(self.port)
-            };
-            if ready {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.stop();
-        Err(format!("did not answer PING on port {} within 10 s", self.port))
+        self.process.restart();
     }
 }
 
@@ -294,11 +235,5 @@ fn make_certificates(dir: &Path) {
             "openssl {step} failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
