@@ -35,6 +35,7 @@ mod redis;
 mod registry;
 mod singleflight;
 pub mod store;
+mod sweeper;
 
 #[cfg(feature = "file")]
 pub use crate::file::FileBackend;

@@ -8,7 +8,7 @@
 //! lose an update.
 
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -112,21 +112,14 @@ impl MemoryBackend {
     /// ends when the backend is dropped. Needs a Tokio runtime; without one
     /// nothing is spawned (moka still evicts as the cache is used).
     pub fn sweep_every(&self, interval: Duration) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                provider = PROVIDER,
-                "no Tokio runtime: the periodic sweep is not started"
-            );
-            return;
-        };
-        let entries: Weak<Moka<String, Entry>> = Arc::downgrade(&self.entries);
-        runtime.spawn(async move {
-            loop {
-                tokio::time::sleep(interval).await;
-                let Some(entries) = entries.upgrade() else { break };
+        crate::sweeper::every(
+            PROVIDER,
+            interval,
+            Arc::downgrade(&self.entries),
+            |entries| async move {
                 entries.run_pending_tasks().await;
-            }
-        });
+            },
+        );
     }
 
     async fn live(&self, key: &str) -> Option<Entry> {

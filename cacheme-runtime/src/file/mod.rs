@@ -33,7 +33,7 @@ mod walk;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{Backend, BoxFuture, Ttl};
@@ -144,22 +144,9 @@ impl FileBackend {
     /// runtime; without one nothing is spawned (expired entries are still
     /// misses and are removed when read).
     pub fn sweep_every(&self, interval: Duration) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                provider = PROVIDER,
-                "no Tokio runtime: the periodic sweep is not started"
-            );
-            return;
-        };
-        let store: Weak<Store> = Arc::downgrade(&self.store);
-        runtime.spawn(async move {
-            loop {
-                tokio::time::sleep(interval).await;
-                let Some(store) = store.upgrade() else { break };
-                let backend = FileBackend { store };
-                if let Err(e) = backend.sweep().await {
-                    tracing::warn!(provider = PROVIDER, error = %e, "sweep of expired files failed");
-                }
+        crate::sweeper::every(PROVIDER, interval, Arc::downgrade(&self.store), |store| async move {
+            if let Err(e) = (FileBackend { store }).sweep().await {
+                tracing::warn!(provider = PROVIDER, error = %e, "sweep of expired files failed");
             }
         });
     }
