@@ -171,6 +171,12 @@ async fn pair(ctx: &App, a: String, b: String) -> Result<String, AppError> {
 
 static VERSION: AtomicU32 = AtomicU32::new(1);
 
+/// Same key shape as `string_value`, but in its own namespace.
+#[cache_store(key = "string:<id>", ttl = "5m", prefix = "shop")]
+async fn shop_string(ctx: &App, id: u32) -> Result<String, AppError> {
+    ctx.source("shop_string")
+}
+
 fn current_version() -> String {
     VERSION.load(Ordering::SeqCst).to_string()
 }
@@ -366,6 +372,25 @@ async fn the_stored_redis_key_is_prefix_key_version() {
     assert_eq!(keys, ["cacheme:category:7:book:42:v1"]);
     let ttl: i64 = ::redis::cmd("PTTL").arg(&keys[0]).query_async(&mut conn).await.unwrap();
     assert!((290_000..=300_000).contains(&ttl), "ttl = \"5m\": {ttl}");
+}
+
+#[tokio::test]
+async fn a_store_prefix_nests_inside_the_client_namespace() {
+    let app = App::redis().await;
+    StringValueStore::get(&app, 1).await.unwrap();
+    ShopStringStore::get(&app, 1).await.unwrap();
+    assert_eq!(ShopStringStore::key(&1), "shop:string:1:v1");
+    let mut conn = app.raw_redis().await;
+    let mut keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    keys.sort();
+    assert_eq!(keys, ["cacheme:shop:string:1:v1", "cacheme:string:1:v1"]);
+    assert_eq!(ShopStringStore::invalidate_all(&app, "1").await.unwrap(), 1);
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    assert_eq!(keys, ["cacheme:string:1:v1"], "only the prefixed store's key went");
+    ShopStringStore::get(&app, 1).await.unwrap();
+    app.cache.cache().clear().await.unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    assert!(keys.is_empty(), "clear reaches prefixed stores too: {keys:?}");
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ pub struct Args {
     pub codec: Option<LitStr>,
     pub name: Option<LitStr>,
     pub lock_ttl: Option<LitStr>,
+    pub prefix: Option<LitStr>,
 }
 
 /// `version = 1`, `version = "2024-06"` or `version = path::to::fn`.
@@ -24,7 +25,7 @@ pub enum VersionArg {
     Path(Path),
 }
 
-const OPTIONS: &str = "key, ttl, version, singleflight, codec, name, lock_ttl";
+const OPTIONS: &str = "key, ttl, version, singleflight, codec, name, prefix, lock_ttl";
 
 /// Parses the attribute's arguments. Collects one error per bad option.
 pub fn parse_args(tokens: TokenStream, errors: &mut Vec<syn::Error>) -> Args {
@@ -36,7 +37,7 @@ pub fn parse_args(tokens: TokenStream, errors: &mut Vec<syn::Error>) -> Args {
         let name = ident.to_string();
         let duplicate = || syn::Error::new(ident.span(), format!("`{name}` is given twice"));
         match name.as_str() {
-            "key" | "ttl" | "codec" | "name" | "lock_ttl" => {
+            "key" | "ttl" | "codec" | "name" | "prefix" | "lock_ttl" => {
                 let value: LitStr = meta.value()?.parse().map_err(|_| {
                     syn::Error::new(ident.span(), format!("`{name}` takes a string: `{name} = \"...\"`"))
                 })?;
@@ -45,6 +46,7 @@ pub fn parse_args(tokens: TokenStream, errors: &mut Vec<syn::Error>) -> Args {
                     "ttl" => &mut args.ttl,
                     "codec" => &mut args.codec,
                     "name" => &mut args.name,
+                    "prefix" => &mut args.prefix,
                     _ => &mut args.lock_ttl,
                 };
                 if slot.is_some() {

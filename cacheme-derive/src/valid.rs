@@ -133,6 +133,25 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
             source
         }
     };
+    // A store prefix is a literal segment in front of the template, inside
+    // the client's namespace: `prefix = "shop"` + `book:<id>` is `shop:book:<id>`.
+    let key_source = match &args.prefix {
+        Some(prefix) => match check_prefix(&prefix.value()) {
+            Ok(()) => {
+                if let Some(Part::Lit(first)) = parts.first_mut() {
+                    first.insert_str(0, &format!("{}:", prefix.value()));
+                } else if !parts.is_empty() {
+                    parts.insert(0, Part::Lit(format!("{}:", prefix.value())));
+                }
+                format!("{}:{key_source}", prefix.value())
+            }
+            Err(reason) => {
+                err(prefix.span(), reason);
+                key_source
+            }
+        },
+        None => key_source,
+    };
     let key_span = args.key.as_ref().map_or_else(Span::call_site, |k| k.span());
     let mut seen = BTreeSet::new();
     for part in &parts {
@@ -242,6 +261,20 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         output: output?,
         item,
     })
+}
+
+/// A store prefix is plain text: no variables, no whitespace, not empty.
+fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Err("`prefix` must not be empty; leave it out to use none".to_owned());
+    }
+    if prefix.contains(['<', '>']) {
+        return Err("`prefix` is plain text: variables (`<name>`) belong in `key`".to_owned());
+    }
+    if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("`prefix` must not contain whitespace or control characters".to_owned());
+    }
+    Ok(())
 }
 
 fn duration(lit: &syn::LitStr, what: &str, errors: &mut Vec<syn::Error>) -> Option<u64> {
