@@ -1,5 +1,6 @@
 //! Typed stores (`#[cache_store]`), modelled on cacheme-go's own suite and
-//! run on memory and on a spawned Redis.
+//! run on every backend: memory, a spawned Redis, a temp-dir file cache and
+//! a spawned memcached.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -39,6 +40,8 @@ struct App {
     failing: Mutex<bool>,
     events: Events,
     _server: Option<RedisServer>,
+    /// Keeps another backend's server or directory alive.
+    _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Context for App {
@@ -73,6 +76,38 @@ impl App {
             failing: Mutex::new(false),
             events,
             _server: server,
+            _guard: None,
+        }
+    }
+
+    #[cfg(feature = "file")]
+    async fn file() -> App {
+        let dir = cacheme_test_support::FileFixture::start();
+        let cache = Cache::open(&format!("file://{}", dir.path().display())).await.unwrap();
+        App {
+            _guard: Some(Box::new(dir)),
+            ..App::on(cache, None)
+        }
+    }
+
+    #[cfg(feature = "memcached")]
+    async fn memcache() -> App {
+        let server = cacheme_test_support::MemcachedServer::start();
+        let cache = Cache::open(&server.url()).await.unwrap();
+        App {
+            _guard: Some(Box::new(server)),
+            ..App::on(cache, None)
+        }
+    }
+
+    /// The key a store key is stored (and logged) under: backends that
+    /// cannot list keys add the store's generation (`:g0` until an
+    /// `invalidate_all`).
+    fn stored(&self, key: &str) -> String {
+        if self.cache.cache().backend().supports_delete_matching() {
+            key.to_owned()
+        } else {
+            format!("{key}:g0")
         }
     }
 
@@ -174,7 +209,7 @@ static VERSION: AtomicU32 = AtomicU32::new(1);
 /// Same key shape as `string_value`, but in its own namespace.
 #[cache_store(key = "string:<id>", ttl = "5m", prefix = "shop")]
 async fn shop_string(ctx: &App, id: u32) -> Result<String, AppError> {
-    ctx.source("shop_string")
+    Ok(format!("shop {id}-{}", ctx.source("shop_string")?))
 }
 
 fn current_version() -> String {
@@ -187,7 +222,7 @@ async fn versioned(ctx: &App, id: u32) -> Result<String, AppError> {
 }
 
 /// Expands a test body (an `async fn(App)`) into a memory and a redis test.
-macro_rules! on_both {
+macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod memory {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,10 +232,20 @@ macro_rules! on_both {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name(super::App::redis().await).await })*
         }
+        #[cfg(feature = "file")]
+        mod file {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::App::file().await).await })*
+        }
+        #[cfg(feature = "memcached")]
+        mod memcache {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::App::memcache().await).await })*
+        }
     };
 }
 
-on_both!(
+on_every_backend!(
     values_of_every_shape_round_trip,
     cold_then_warm_reports_miss_fetch_then_hit,
     invalidate_refetches_and_update_replaces,
@@ -238,7 +283,7 @@ async fn values_of_every_shape_round_trip(app: App) {
 
 async fn cold_then_warm_reports_miss_fetch_then_hit(app: App) {
     BookStore::get(&app, 1, 2).await.unwrap();
-    let key = "category:1:book:2:v1".to_owned();
+    let key = app.stored("category:1:book:2:v1");
     assert_eq!(
         app.events(),
         [
@@ -354,7 +399,13 @@ async fn invalidate_all_removes_one_version_of_one_store(app: App) {
         0,
         "nothing was written as v2"
     );
-    assert_eq!(IntValueStore::invalidate_all(&app, 3).await.unwrap(), 50);
+    // Backends that cannot list keys move to a new generation and cannot count.
+    let removed = if app.cache.cache().backend().supports_delete_matching() {
+        50
+    } else {
+        0
+    };
+    assert_eq!(IntValueStore::invalidate_all(&app, 3).await.unwrap(), removed);
     for id in 0..50 {
         IntValueStore::get(&app, id).await.unwrap();
         StringValueStore::get(&app, id as u32).await.unwrap();
@@ -487,4 +538,73 @@ async fn invalidate_all_handles_a_hundred_thousand_keys_on_redis() {
         999_990,
         "refetched after invalidate_all"
     );
+}
+
+#[cfg(feature = "redis-cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_all_reaches_keys_on_every_cluster_master() {
+    let cluster = cacheme_test_support::RedisCluster::builder().replicas(0).start();
+    let app = App {
+        _guard: Some(Box::new(cluster.url())),
+        ..App::on(Cache::open(&cluster.url()).await.unwrap(), None)
+    };
+    for id in 0..300 {
+        IntValueStore::get(&app, id).await.unwrap();
+        StringValueStore::get(&app, id as u32).await.unwrap();
+    }
+    // 300 keys hash to slots on all three masters.
+    assert_eq!(IntValueStore::invalidate_all(&app, 3).await.unwrap(), 300);
+    for id in 0..300 {
+        IntValueStore::get(&app, id).await.unwrap();
+        StringValueStore::get(&app, id as u32).await.unwrap();
+    }
+    assert_eq!(app.fetched("int"), 600, "every int key was refetched");
+    assert_eq!(app.fetched("string"), 300, "the other store was untouched");
+    drop(cluster);
+}
+
+#[cfg(feature = "memcached")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_all_by_generation_reaches_other_clients_within_their_refresh() {
+    let server = cacheme_test_support::MemcachedServer::start();
+    let writer = App::on(Cache::open(&server.url()).await.unwrap(), None);
+    // A second process's view: no generation caching at all.
+    let fresh = App {
+        cache: Client::builder()
+            .cache(Cache::open(&server.url()).await.unwrap())
+            .generation_refresh(std::time::Duration::ZERO)
+            .build()
+            .unwrap(),
+        ..App::on(Cache::open("memory://").await.unwrap(), None)
+    };
+    // And one that trusts what it read for a minute.
+    let lagging = App {
+        cache: Client::builder()
+            .cache(Cache::open(&server.url()).await.unwrap())
+            .generation_refresh(std::time::Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        ..App::on(Cache::open("memory://").await.unwrap(), None)
+    };
+    for app in [&writer, &fresh, &lagging] {
+        assert_eq!(StringValueStore::get(app, 1).await.unwrap(), "1-first");
+    }
+    assert_eq!(writer.fetched("string"), 1, "the others read the writer's value");
+
+    assert_eq!(StringValueStore::invalidate_all(&writer, 1).await.unwrap(), 0);
+    *writer.title_suffix.lock().unwrap() = "second".into();
+    assert_eq!(StringValueStore::get(&writer, 1).await.unwrap(), "1-second");
+    assert_eq!(writer.fetched("string"), 2, "the invalidating client refetches at once");
+    assert_eq!(
+        StringValueStore::get(&fresh, 1).await.unwrap(),
+        "1-second",
+        "a client that rereads the generation sees the invalidation at once"
+    );
+    assert_eq!(
+        StringValueStore::get(&lagging, 1).await.unwrap(),
+        "1-first",
+        "within its refresh a client still reads the generation it knew (documented)"
+    );
+    assert_eq!(fresh.fetched("string") + lagging.fetched("string"), 0);
+    drop(server);
 }

@@ -149,7 +149,7 @@ fn expand(s: &Store) -> TokenStream {
 
             /// Removes the cached value of these parameters.
             #vis async fn invalidate(__ctx: &#context, #(#names: #types),*) -> #cm::Result<()> {
-                #cm::invalidate(#cm::Context::cacheme(__ctx), &Self::key(#(&#names),*)).await
+                #cm::invalidate(#cm::Context::cacheme(__ctx), &Self::SPEC, &Self::key(#(&#names),*)).await
             }
 
             /// Fetches afresh and replaces the cached value.

@@ -130,6 +130,15 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
         Box::pin(async move { Err(unsupported(self.provider(), Op::DeleteMatching)) })
     }
 
+    /// Whether [`delete_matching`](Backend::delete_matching) works here.
+    /// Typed stores ask once, when a client is built: where it does not
+    /// (the default, and memcached, which cannot list its keys), their
+    /// `invalidate_all` uses a per-store generation counter instead (see
+    /// the `cache_store` docs). Override it together with `delete_matching`.
+    fn supports_delete_matching(&self) -> bool {
+        false
+    }
+
     /// Writes `value` only if `key` is absent; `Ok(true)` when written.
     ///
     /// This is the lock primitive of stampede protection. Providers that

@@ -3,12 +3,14 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::cache::Cache;
 use crate::codec::Codec;
 use crate::error::Result;
 use crate::logger::{self, Event, EventKind, Logger};
 use crate::singleflight::Flights;
+use crate::store::generation::{self, Generations};
 use crate::store::spec::{STORES, StoreSpec, check_unique};
 
 /// The runtime of typed stores. Cheap to clone; clones share everything.
@@ -39,6 +41,9 @@ struct Inner {
     codec: Codec,
     logger: Option<Arc<dyn Logger>>,
     flights: Flights,
+    /// Set where the backend cannot list keys: stores invalidate by
+    /// generation (see `store::generation`).
+    generations: Option<Generations>,
 }
 
 /// Builds a [`Client`].
@@ -48,6 +53,7 @@ pub struct ClientBuilder {
     cache: Option<Cache>,
     codec: Option<Codec>,
     logger: Option<Arc<dyn Logger>>,
+    generation_refresh: Option<Duration>,
 }
 
 impl ClientBuilder {
@@ -71,14 +77,26 @@ impl ClientBuilder {
         self
     }
 
+    /// On backends that cannot list their keys (memcached), how long this
+    /// client trusts a store generation it has read: another process's
+    /// `invalidate_all` is seen within this time. Default 1 s; zero reads
+    /// the generation on every call (one more backend read per call).
+    pub fn generation_refresh(mut self, refresh: Duration) -> Self {
+        self.generation_refresh = Some(refresh);
+        self
+    }
+
     /// Builds the client, refusing duplicate stores.
     pub fn build(self) -> Result<Client> {
         check_unique(&STORES)?;
         let cache = self
             .cache
             .unwrap_or_else(|| Cache::from_backend(crate::MemoryBackend::with_capacity(crate::DEFAULT_CAPACITY)));
+        let generations = (!cache.backend().supports_delete_matching())
+            .then(|| Generations::new(self.generation_refresh.unwrap_or(generation::DEFAULT_REFRESH)));
         Ok(Client {
             inner: Arc::new(Inner {
+                generations,
                 codec: self.codec.unwrap_or(cache.codec()),
                 cache,
                 logger: self.logger,
@@ -128,6 +146,10 @@ impl Client {
 
     pub(crate) fn flights(&self) -> &Flights {
         &self.inner.flights
+    }
+
+    pub(crate) fn generations(&self) -> Option<&Generations> {
+        self.inner.generations.as_ref()
     }
 
     pub(crate) fn log(&self, kind: EventKind, spec: &StoreSpec, key: &str, error: Option<&crate::Error>) {

@@ -193,6 +193,10 @@ impl Backend for MemoryBackend {
         })
     }
 
+    fn supports_delete_matching(&self) -> bool {
+        true
+    }
+
     /// Walks the entries once; only the matching keys (shared pointers to
     /// keys already in memory) are collected before they are removed.
     fn delete_matching<'a>(&'a self, _glob: &'a str, filter: &'a KeyFilter<'a>) -> BoxFuture<'a, Result<u64>> {

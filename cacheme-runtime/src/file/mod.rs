@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{Backend, BoxFuture, Ttl};
+use crate::backend::{Backend, BoxFuture, KeyFilter, Ttl};
 use crate::config::ProviderConfig;
 use crate::counter;
 use crate::error::{Error, Op, Result};
@@ -178,6 +178,58 @@ impl FileBackend {
                 })
                 .await?;
         }
+        Ok(removed)
+    }
+
+    /// Removes every entry whose stored key passes `filter`.
+    async fn delete_where(&self, filter: &KeyFilter<'_>) -> Result<u64> {
+        const BATCH: usize = 512;
+        let (found, mut keys) = tokio::sync::mpsc::channel::<(String, PathBuf)>(BATCH);
+        let walker = self.blocking(Op::DeleteMatching, None, move |store| {
+            walk::for_each_file(store, |_, file| {
+                if file.kind == Kind::Temp {
+                    return Ok(true);
+                }
+                match store.key_at(&file.path)? {
+                    // A closed channel means the deleting side failed: stop.
+                    Some(key) => Ok(found.blocking_send((key, file.path)).is_ok()),
+                    None => Ok(true),
+                }
+            })
+        });
+        let deleter = async {
+            let mut removed = 0;
+            let mut batch = Vec::with_capacity(BATCH);
+            loop {
+                let next = keys.recv().await;
+                let done = next.is_none();
+                if let Some((key, path)) = next
+                    && filter(&key)
+                {
+                    batch.push(path);
+                }
+                if batch.len() == BATCH || (done && !batch.is_empty()) {
+                    let paths = std::mem::take(&mut batch);
+                    removed += self
+                        .blocking(Op::DeleteMatching, None, move |store| {
+                            let mut removed = 0;
+                            for path in &paths {
+                                if store.remove(path)? {
+                                    removed += 1;
+                                }
+                            }
+                            Ok(removed)
+                        })
+                        .await?;
+                }
+                if done {
+                    return Ok::<u64, Error>(removed);
+                }
+            }
+        };
+        let (walked, removed) = tokio::join!(walker, deleter);
+        let removed = removed?;
+        walked?;
         Ok(removed)
     }
 
@@ -359,6 +411,18 @@ impl Backend for FileBackend {
 
     fn clear(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move { self.remove_files(true).await.map(drop) })
+    }
+
+    fn supports_delete_matching(&self) -> bool {
+        true
+    }
+
+    /// Walks the cache's files one directory at a time on the blocking
+    /// pool, reading each entry's stored key (the file name is a hash);
+    /// matching entries are removed in batches. The walk and the filter run
+    /// concurrently through a bounded channel, so memory stays bounded.
+    fn delete_matching<'a>(&'a self, _glob: &'a str, filter: &'a KeyFilter<'a>) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { self.delete_where(filter).await })
     }
 
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<bool>> {

@@ -214,6 +214,26 @@ impl Store {
         }
     }
 
+    /// The key stored in the entry at `path`, if it is a readable entry.
+    pub(super) fn key_at(&self, path: &Path) -> io::Result<Option<String>> {
+        let mut file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(at(path, e)),
+        };
+        let mut head = [0; HEADER_LEN];
+        let filled = read_up_to(&mut file, &mut head).map_err(|e| at(path, e))?;
+        let Ok(header) = format::header(&head[..filled]) else {
+            return Ok(None);
+        };
+        let mut key = vec![0; header.key_len];
+        let filled = read_up_to(&mut file, &mut key).map_err(|e| at(path, e))?;
+        if filled < key.len() {
+            return Ok(None);
+        }
+        Ok(String::from_utf8(key).ok())
+    }
+
     /// Whether the file at `path` is an entry whose TTL has passed (read
     /// from its header alone).
     pub(super) fn expired_at(&self, path: &Path) -> io::Result<bool> {

@@ -1,4 +1,5 @@
-//! Finding this cache's files under `CachePath`, for `clear` and the sweeper.
+//! Finding this cache's files under `CachePath`, for `clear`, the sweeper
+//! and `delete_matching`.
 //!
 //! A file is ours when it sits at the configured depth, inside directories
 //! named by two lowercase hex digits that are the start of its hash, and its
@@ -34,6 +35,18 @@ pub(super) struct OurFile {
 
 /// Our files, grouped by lock stripe (the first byte of their hash).
 pub(super) fn our_files(store: &Store) -> io::Result<BTreeMap<u8, Vec<OurFile>>> {
+    let mut found: BTreeMap<u8, Vec<OurFile>> = BTreeMap::new();
+    for_each_file(store, |stripe, file| {
+        found.entry(stripe).or_default().push(file);
+        Ok(true)
+    })?;
+    Ok(found)
+}
+
+/// Calls `visit` with each of our files and its lock stripe, one directory
+/// listing at a time (never holding every path), until it returns
+/// `Ok(false)` or an error.
+pub(super) fn for_each_file(store: &Store, mut visit: impl FnMut(u8, OurFile) -> io::Result<bool>) -> io::Result<()> {
     // (directory, the hex digits its path stands for)
     let mut dirs = vec![(store.root.clone(), String::new())];
     for _ in 0..store.levels {
@@ -47,7 +60,6 @@ pub(super) fn our_files(store: &Store) -> io::Result<BTreeMap<u8, Vec<OurFile>>>
         }
         dirs = next;
     }
-    let mut found: BTreeMap<u8, Vec<OurFile>> = BTreeMap::new();
     for (dir, prefix) in dirs {
         for (name, path, file_type) in list(&dir)? {
             let Some((kind, hash)) = classify(&name, &store.suffix) else {
@@ -59,10 +71,12 @@ pub(super) fn our_files(store: &Store) -> io::Result<BTreeMap<u8, Vec<OurFile>>>
             let Ok(stripe) = u8::from_str_radix(&hash[..2], 16) else {
                 continue;
             };
-            found.entry(stripe).or_default().push(OurFile { path, kind });
+            if !visit(stripe, OurFile { path, kind })? {
+                return Ok(());
+            }
         }
     }
-    Ok(found)
+    Ok(())
 }
 
 /// The UTF-8-named entries of `dir` (none if it is gone), without

@@ -320,6 +320,10 @@ impl Backend for RedisBackend {
         })
     }
 
+    fn supports_delete_matching(&self) -> bool {
+        true
+    }
+
     fn delete_matching<'a>(&'a self, glob: &'a str, filter: &'a KeyFilter<'a>) -> BoxFuture<'a, Result<u64>> {
         Box::pin(self.scan_unlink(glob, filter, Op::DeleteMatching))
     }

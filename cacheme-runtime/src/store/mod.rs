@@ -9,6 +9,7 @@
 //! whole point is the cache (`invalidate`, `invalidate_all`, `update`'s
 //! write) do return cache errors.
 
+pub(crate) mod generation;
 pub mod key;
 mod multi;
 pub mod spec;
@@ -24,6 +25,7 @@ use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::logger::EventKind;
 use crate::singleflight::Role;
+use generation::storage_key;
 use spec::StoreSpec;
 
 pub use multi::{MultiResult, get_many};
@@ -102,10 +104,32 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<V, E>>,
 {
-    if let Some(value) = read(client, spec, key).await {
+    let key = match storage_key(client, spec, key).await {
+        Ok(key) => key,
+        Err(error) => return uncached(client, spec, key, error, fetch).await,
+    };
+    if let Some(value) = read(client, spec, &key).await {
         return Ok(value);
     }
-    load(client, spec, key, fetch).await
+    load(client, spec, &key, fetch).await
+}
+
+/// The cache cannot even say where the value lives (its generation could
+/// not be read): log it and serve the source, caching nothing.
+async fn uncached<V, E, F, Fut>(
+    client: &Client,
+    spec: &StoreSpec,
+    key: &str,
+    error: Error,
+    mut fetch: F,
+) -> Result<V, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    client.log(EventKind::BackendError, spec, key, Some(&error));
+    client.log(EventKind::Fetch, spec, key, None);
+    fetch().await
 }
 
 /// The miss path: fetch (coalesced under `singleflight`) and store.
@@ -183,8 +207,9 @@ where
 }
 
 /// A store's `invalidate`: removes the cached value of `key`.
-pub async fn invalidate(client: &Client, key: &str) -> Result<()> {
-    client.cache().backend().delete(key).await.map(|_| ())
+pub async fn invalidate(client: &Client, spec: &'static StoreSpec, key: &str) -> Result<()> {
+    let key = storage_key(client, spec, key).await?;
+    client.cache().backend().delete(&key).await.map(|_| ())
 }
 
 /// A store's `update`: fetches afresh and stores the result.
@@ -198,22 +223,28 @@ where
     V: Serialize,
     Fut: Future<Output = Result<V, E>>,
 {
-    client.log(EventKind::Fetch, spec, key, None);
+    let key = storage_key(client, spec, key).await.map_err(UpdateError::Cache)?;
+    client.log(EventKind::Fetch, spec, &key, None);
     let value = fetch.await.map_err(UpdateError::Fetch)?;
     let bytes = codec(client, spec).encode(&value).map_err(UpdateError::Cache)?;
     client
         .cache()
         .backend()
-        .set(key, &bytes, Some(spec.ttl))
+        .set(&key, &bytes, Some(spec.ttl))
         .await
         .map_err(UpdateError::Cache)?;
     Ok(value)
 }
 
 /// A store's `invalidate_all(version)`: removes every key of the store
-/// written with `version`, through [`Backend::delete_matching`](crate::Backend::delete_matching).
-/// Returns how many keys were removed.
+/// written with `version`, through [`Backend::delete_matching`](crate::Backend::delete_matching),
+/// and returns how many keys were removed. On backends without it
+/// (memcached) it moves the store to a new generation instead: the old
+/// values become unreachable at once and expire by TTL; it returns 0.
 pub async fn invalidate_all(client: &Client, spec: &'static StoreSpec, version: &str) -> Result<u64> {
+    if let Some(bumped) = generation::invalidate_all(client, spec, version).await {
+        return bumped.map(|()| 0);
+    }
     let glob = spec.template.glob(version);
     let filter = |key: &str| spec.template.matches(key, version);
     client.cache().backend().delete_matching(&glob, &filter).await

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::client::Client;
 use crate::logger::EventKind;
+use crate::store::generation::storage_key;
 use crate::store::spec::StoreSpec;
 use crate::store::{decode, load};
 
@@ -87,7 +88,18 @@ where
         order.push(i);
     }
 
-    let keys: Vec<&str> = distinct.iter().map(|(key, _)| key.as_str()).collect();
+    // Where stores invalidate by generation, the stored keys carry it.
+    let mut stored = Vec::with_capacity(distinct.len());
+    for (key, _) in &distinct {
+        match storage_key(client, spec, key).await {
+            Ok(key) => stored.push(key.into_owned()),
+            Err(error) => {
+                client.log(EventKind::BackendError, spec, key, Some(&error));
+                return uncached_many(client, spec, distinct, order, index, key_of, fetch).await;
+            }
+        }
+    }
+    let keys: Vec<&str> = stored.iter().map(String::as_str).collect();
     let found = match client.cache().backend().get_many(&keys).await {
         Ok(found) => found,
         Err(error) => {
@@ -108,9 +120,9 @@ where
 
     let loads = hits
         .iter()
-        .zip(&distinct)
+        .zip(keys.iter().zip(&distinct))
         .filter(|(hit, _)| hit.is_none())
-        .map(|(_, (key, p))| load(client, spec, key, || fetch(p.clone())));
+        .map(|(_, (key, (_, p)))| load(client, spec, key, || fetch(p.clone())));
     let mut loaded = join_all(loads).await.into_iter();
 
     let mut values = Vec::with_capacity(hits.len());
@@ -120,6 +132,34 @@ where
             None => break, // unreachable: one load per miss
         }
     }
+    Ok(MultiResult {
+        values,
+        order,
+        index,
+        key_of,
+    })
+}
+
+/// `get_m` when the cache cannot say where values live: every distinct key
+/// is fetched (concurrently) and nothing is cached.
+async fn uncached_many<V, E, P, F, Fut>(
+    client: &Client,
+    spec: &'static StoreSpec,
+    distinct: Vec<(String, P)>,
+    order: Vec<usize>,
+    index: HashMap<String, usize>,
+    key_of: fn(&P) -> String,
+    fetch: F,
+) -> Result<MultiResult<V, P>, E>
+where
+    F: Fn(P) -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    let fetches = distinct.into_iter().map(|(key, p)| {
+        client.log(EventKind::Fetch, spec, &key, None);
+        fetch(p)
+    });
+    let values = join_all(fetches).await.into_iter().collect::<Result<Vec<V>, E>>()?;
     Ok(MultiResult {
         values,
         order,

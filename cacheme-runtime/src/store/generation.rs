@@ -1,0 +1,119 @@
+//! `invalidate_all` on backends that cannot list their keys (memcached,
+//! and any provider without [`Backend::delete_matching`]): a generation
+//! counter per store and version, part of every key.
+//!
+//! On such a backend a store key `book:7:v1` is stored as `book:7:v1:g3`,
+//! where 3 is the current value of the counter
+//! `cacheme generation:BookStore:v1` (the space keeps it apart from every
+//! store key, which cannot contain whitespace). `invalidate_all` increments
+//! the counter: every old value becomes unreachable at once and expires by
+//! its TTL (memcached evicts it earlier under memory pressure). Nothing is
+//! listed or deleted, so it is O(1) whatever the number of keys, but the
+//! number of removed keys is not known (it reports 0).
+//!
+//! Each client caches the counters it has read for a short time (the
+//! client's `generation_refresh`, 1 s by default): an `invalidate_all` is
+//! seen at once by the process that ran it and within that time by the
+//! others. A key written meanwhile by another process lands in the old
+//! generation and is never read again.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::backend::Backend;
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::store::key::push_param;
+use crate::store::spec::StoreSpec;
+
+/// How long a client trusts a generation it has read, by default.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(1);
+
+/// The generations a client has read, and when.
+#[derive(Debug)]
+pub(crate) struct Generations {
+    refresh: Duration,
+    seen: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+impl Generations {
+    pub(crate) fn new(refresh: Duration) -> Self {
+        Generations {
+            refresh,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// The current generation of `counter`: the cached one if fresh, else
+    /// read from the backend (an absent counter is generation 0).
+    async fn current(&self, backend: &dyn Backend, counter: &str) -> Result<u64> {
+        let not_a_generation = || Error::NotAnInteger {
+            provider: backend.provider(),
+            key: counter.to_owned(),
+        };
+        if let Some(&(generation, read_at)) = self.lock().get(counter)
+            && read_at.elapsed() < self.refresh
+        {
+            return Ok(generation);
+        }
+        let generation = match backend.get(counter).await? {
+            None => 0,
+            Some(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(not_a_generation)?,
+        };
+        self.remember(counter, generation);
+        Ok(generation)
+    }
+
+    /// Moves `counter` to a new generation; this client sees it at once.
+    async fn bump(&self, backend: &dyn Backend, counter: &str) -> Result<u64> {
+        let generation = backend.incr_by(counter, 1).await?;
+        let generation = u64::try_from(generation).map_err(|_| Error::NotAnInteger {
+            provider: backend.provider(),
+            key: counter.to_owned(),
+        })?;
+        self.remember(counter, generation);
+        Ok(generation)
+    }
+
+    fn remember(&self, counter: &str, generation: u64) {
+        self.lock().insert(counter.to_owned(), (generation, Instant::now()));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Instant)>> {
+        self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The counter of `spec`'s keys written with `escaped_version`.
+fn counter_key(spec: &StoreSpec, escaped_version: &str) -> String {
+    format!("cacheme generation:{}:v{escaped_version}", spec.name)
+}
+
+/// The key the value of store key `key` is stored under: `key` itself, or
+/// `key:g{generation}` where stores invalidate by generation.
+pub(crate) async fn storage_key<'k>(client: &Client, spec: &StoreSpec, key: &'k str) -> Result<Cow<'k, str>> {
+    let Some(generations) = client.generations() else {
+        return Ok(Cow::Borrowed(key));
+    };
+    // Store keys end in `:v{escaped version}` and escaped values hold no `:`.
+    let version = key.rsplit_once(":v").map_or("", |(_, version)| version);
+    let counter = counter_key(spec, version);
+    let generation = generations.current(&**client.cache().backend(), &counter).await?;
+    Ok(Cow::Owned(format!("{key}:g{generation}")))
+}
+
+/// `invalidate_all` by generation: bumps the counter of `spec` and
+/// `version`. Returns `None` when the client invalidates by listing keys
+/// instead.
+pub(crate) async fn invalidate_all(client: &Client, spec: &StoreSpec, version: &str) -> Option<Result<()>> {
+    let generations = client.generations()?;
+    let mut escaped = String::new();
+    push_param(&mut escaped, &version);
+    let counter = counter_key(spec, &escaped);
+    Some(generations.bump(&**client.cache().backend(), &counter).await.map(drop))
+}
