@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::error::{Error, Op, Result};
+use crate::stampede::Coordination;
 
 /// A boxed, `Send` future: the return type of every [`Backend`] method, so
 /// the trait stays dyn-compatible (`Arc<dyn Backend>`).
@@ -137,6 +138,13 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// the `cache_store` docs). Override it together with `delete_matching`.
     fn supports_delete_matching(&self) -> bool {
         false
+    }
+
+    /// How this backend protects typed stores from stampedes across
+    /// processes (see [`Coordination`]). The default coordinates inside the
+    /// process only, which is all a backend no other process sees needs.
+    fn coordination(&self) -> Coordination {
+        Coordination::InProcess
     }
 
     /// Writes `value` only if `key` is absent; `Ok(true)` when written.

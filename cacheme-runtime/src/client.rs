@@ -10,6 +10,8 @@ use crate::codec::Codec;
 use crate::error::Result;
 use crate::logger::{self, Event, EventKind, Logger};
 use crate::singleflight::Flights;
+use crate::stampede::polling::PollingCoordinator;
+use crate::stampede::{Coordination, Coordinator, DEFAULT_LOCK_TTL};
 use crate::store::generation::{self, Generations};
 use crate::store::spec::{STORES, StoreSpec, check_unique};
 
@@ -44,6 +46,10 @@ struct Inner {
     /// Set where the backend cannot list keys: stores invalidate by
     /// generation (see `store::generation`).
     generations: Option<Generations>,
+    /// The backend's cross-process stampede coordinator, if it has one.
+    coordinator: Option<Arc<dyn Coordinator>>,
+    /// The fetch lock's TTL of stores that do not set `lock_ttl`.
+    lock_ttl: Duration,
 }
 
 /// Builds a [`Client`].
@@ -54,6 +60,7 @@ pub struct ClientBuilder {
     codec: Option<Codec>,
     logger: Option<Arc<dyn Logger>>,
     generation_refresh: Option<Duration>,
+    lock_ttl: Option<Duration>,
 }
 
 impl ClientBuilder {
@@ -86,6 +93,14 @@ impl ClientBuilder {
         self
     }
 
+    /// How long a cross-process fetch lock lives for stores that do not set
+    /// `lock_ttl` (default 10 s). The holder renews it while its fetch
+    /// runs; if the holder dies, waiters take over after this long.
+    pub fn lock_ttl(mut self, ttl: Duration) -> Self {
+        self.lock_ttl = Some(ttl);
+        self
+    }
+
     /// Builds the client, refusing duplicate stores.
     pub fn build(self) -> Result<Client> {
         check_unique(&STORES)?;
@@ -94,9 +109,16 @@ impl ClientBuilder {
             .unwrap_or_else(|| Cache::from_backend(crate::MemoryBackend::with_capacity(crate::DEFAULT_CAPACITY)));
         let generations = (!cache.backend().supports_delete_matching())
             .then(|| Generations::new(self.generation_refresh.unwrap_or(generation::DEFAULT_REFRESH)));
+        let coordinator = match cache.backend().coordination() {
+            Coordination::InProcess => None,
+            Coordination::Polling => Some(Arc::new(PollingCoordinator::new(Arc::clone(cache.backend()))) as _),
+            Coordination::Custom(coordinator) => Some(coordinator),
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 generations,
+                coordinator,
+                lock_ttl: self.lock_ttl.unwrap_or(DEFAULT_LOCK_TTL),
                 codec: self.codec.unwrap_or(cache.codec()),
                 cache,
                 logger: self.logger,
@@ -146,6 +168,21 @@ impl Client {
 
     pub(crate) fn flights(&self) -> &Flights {
         &self.inner.flights
+    }
+
+    /// How many gets wait, right now, for another process's fetch (the
+    /// coordinator's table of waiters). Zero whenever none waits: waiters
+    /// that leave (timeout, cancellation) leave nothing behind.
+    pub fn waiting(&self) -> usize {
+        self.inner.coordinator.as_ref().map_or(0, |c| c.waiting())
+    }
+
+    pub(crate) fn coordinator(&self) -> Option<&Arc<dyn Coordinator>> {
+        self.inner.coordinator.as_ref()
+    }
+
+    pub(crate) fn lock_ttl(&self) -> Duration {
+        self.inner.lock_ttl
     }
 
     pub(crate) fn generations(&self) -> Option<&Generations> {

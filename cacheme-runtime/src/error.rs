@@ -41,6 +41,14 @@ pub enum Op {
     Clear,
     /// Removing every key that matches a store's pattern.
     DeleteMatching,
+    /// Taking or renewing a stampede lock.
+    Lock,
+    /// Storing a fetched value under a stampede lock and releasing it.
+    Fill,
+    /// Releasing a stampede lock after a failed fetch.
+    Unlock,
+    /// Subscribing to a key's stampede notifications.
+    Watch,
     /// Turning a value into bytes.
     Encode,
     /// Turning bytes back into a value.
@@ -61,6 +69,10 @@ impl fmt::Display for Op {
             Op::Incr => "incr",
             Op::Clear => "clear",
             Op::DeleteMatching => "delete_matching",
+            Op::Lock => "lock",
+            Op::Fill => "fill",
+            Op::Unlock => "unlock",
+            Op::Watch => "watch",
             Op::Encode => "encode",
             Op::Decode => "decode",
         })

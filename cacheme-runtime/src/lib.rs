@@ -34,6 +34,7 @@ mod memory;
 mod redis;
 mod registry;
 mod singleflight;
+pub mod stampede;
 pub mod store;
 mod sweeper;
 

@@ -425,6 +425,10 @@ impl Backend for FileBackend {
         Box::pin(async move { self.delete_where(filter).await })
     }
 
+    fn coordination(&self) -> crate::stampede::Coordination {
+        crate::stampede::Coordination::Polling
+    }
+
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let slot = self.store.slot(key);

@@ -75,6 +75,10 @@ impl Backend for MemcachedBackend {
         Box::pin(async move { self.bump_generation().await.map_err(fail(Op::Clear, None)) })
     }
 
+    fn coordination(&self) -> crate::stampede::Coordination {
+        crate::stampede::Coordination::Polling
+    }
+
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             self.add_item(key, value, ttl)

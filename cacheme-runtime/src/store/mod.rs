@@ -25,6 +25,7 @@ use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::logger::EventKind;
 use crate::singleflight::Role;
+use crate::stampede;
 use generation::storage_key;
 use spec::StoreSpec;
 
@@ -146,16 +147,14 @@ where
 {
     client.log(EventKind::Miss, spec, key, None);
     if !spec.singleflight {
-        return fetch_and_store(client, spec, key, &mut fetch)
-            .await
-            .map(|(value, _)| value);
+        return fill(client, spec, key, &mut fetch).await.map(|(value, _)| value);
     }
     loop {
         match client.flights().join(key) {
             Role::Leader(guard) => {
                 // On error, panic or cancellation the guard's drop releases
                 // the followers, who then compete again.
-                let (value, bytes) = fetch_and_store(client, spec, key, &mut fetch).await?;
+                let (value, bytes) = fill(client, spec, key, &mut fetch).await?;
                 if let Some(bytes) = bytes {
                     guard.finish(bytes);
                 }
@@ -177,10 +176,11 @@ where
     }
 }
 
-/// Calls the fetcher, encodes and writes the value. Returns the value and
-/// its encoding (`None` if it could not be encoded). Encode and write
-/// failures are logged, not returned: the caller still gets its value.
-async fn fetch_and_store<V, E, F, Fut>(
+/// Calls the fetcher, encodes and writes the value, with no cross-process
+/// coordination. Returns the value and its encoding (`None` if it could not
+/// be encoded). Encode and write failures are logged, not returned: the
+/// caller still gets its value.
+pub(crate) async fn fetch_and_store<V, E, F, Fut>(
     client: &Client,
     spec: &StoreSpec,
     key: &str,
@@ -193,12 +193,8 @@ where
 {
     client.log(EventKind::Fetch, spec, key, None);
     let value = fetch().await?;
-    let bytes = match codec(client, spec).encode(&value) {
-        Ok(bytes) => Arc::<[u8]>::from(bytes),
-        Err(error) => {
-            client.log(EventKind::BackendError, spec, key, Some(&error));
-            return Ok((value, None));
-        }
+    let Some(bytes) = encode(client, spec, key, &value) else {
+        return Ok((value, None));
     };
     if let Err(error) = client.cache().backend().set(key, &bytes, Some(spec.ttl)).await {
         client.log(EventKind::BackendError, spec, key, Some(&error));
@@ -206,10 +202,44 @@ where
     Ok((value, Some(bytes)))
 }
 
+/// The miss path below `singleflight`: through the backend's stampede
+/// coordinator when it has one, else a plain fetch and store.
+async fn fill<V, E, F, Fut>(
+    client: &Client,
+    spec: &StoreSpec,
+    key: &str,
+    fetch: &mut F,
+) -> Result<(V, Option<Arc<[u8]>>), E>
+where
+    V: Serialize + DeserializeOwned,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    match client.coordinator() {
+        Some(coordinator) => stampede::driver::load(client, coordinator, spec, key, fetch).await,
+        None => fetch_and_store(client, spec, key, fetch).await,
+    }
+}
+
+/// Encodes a fetched value; a failure is logged and gives `None`.
+pub(crate) fn encode<V: Serialize>(client: &Client, spec: &StoreSpec, key: &str, value: &V) -> Option<Arc<[u8]>> {
+    match codec(client, spec).encode(value) {
+        Ok(bytes) => Some(Arc::from(bytes)),
+        Err(error) => {
+            client.log(EventKind::BackendError, spec, key, Some(&error));
+            None
+        }
+    }
+}
+
 /// A store's `invalidate`: removes the cached value of `key`.
 pub async fn invalidate(client: &Client, spec: &'static StoreSpec, key: &str) -> Result<()> {
     let key = storage_key(client, spec, key).await?;
-    client.cache().backend().delete(&key).await.map(|_| ())
+    match client.coordinator() {
+        // Also breaks the fetch lock, so a fill in flight does not land.
+        Some(coordinator) => coordinator.invalidate(&key).await.map(drop),
+        None => client.cache().backend().delete(&key).await.map(drop),
+    }
 }
 
 /// A store's `update`: fetches afresh and stores the result.
@@ -227,12 +257,12 @@ where
     client.log(EventKind::Fetch, spec, &key, None);
     let value = fetch.await.map_err(UpdateError::Fetch)?;
     let bytes = codec(client, spec).encode(&value).map_err(UpdateError::Cache)?;
-    client
-        .cache()
-        .backend()
-        .set(&key, &bytes, Some(spec.ttl))
-        .await
-        .map_err(UpdateError::Cache)?;
+    let written = match client.coordinator() {
+        // Also breaks the fetch lock, so a fill in flight does not land.
+        Some(coordinator) => coordinator.replace(&key, &bytes, spec.ttl).await,
+        None => client.cache().backend().set(&key, &bytes, Some(spec.ttl)).await,
+    };
+    written.map_err(UpdateError::Cache)?;
     Ok(value)
 }
 

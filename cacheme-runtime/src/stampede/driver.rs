@@ -1,0 +1,234 @@
+//! The stampede protocol as the typed-store miss path runs it, over any
+//! [`Coordinator`]. See the module docs of [`stampede`](super).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{Either, select};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::client::Client;
+use crate::logger::EventKind;
+use crate::stampede::{Coordinator, MAX_ROUNDS, Notice, new_token};
+use crate::store::spec::StoreSpec;
+use crate::store::{decode, encode, fetch_and_store};
+
+/// Added to `lock_ttl` before a waiter presumes the holder dead.
+const MARGIN: Duration = Duration::from_millis(100);
+
+/// The longest sleep between two polls of a backend that cannot notify.
+const MAX_POLL: Duration = Duration::from_millis(200);
+
+/// Fetches `key` once across every process sharing the backend, or waits
+/// for whoever does. Returns the value and its encoding (if known).
+pub(crate) async fn load<V, E, F, Fut>(
+    client: &Client,
+    coordinator: &Arc<dyn Coordinator>,
+    spec: &StoreSpec,
+    key: &str,
+    fetch: &mut F,
+) -> Result<(V, Option<Arc<[u8]>>), E>
+where
+    V: Serialize + DeserializeOwned,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    let lock_ttl = spec.lock_ttl.unwrap_or(client.lock_ttl());
+    let give_up = Instant::now() + (lock_ttl + MARGIN) * MAX_ROUNDS;
+    let mut failures = 0;
+    let mut poll = Duration::from_millis(5);
+    loop {
+        if failures >= MAX_ROUNDS || Instant::now() >= give_up {
+            tracing::warn!(
+                store = spec.name,
+                key,
+                "stampede wait gave up; fetching without the lock"
+            );
+            return fetch_and_store(client, spec, key, fetch).await;
+        }
+        let token = new_token();
+        match coordinator.try_lock(key, &token, lock_ttl).await {
+            Ok(true) => return lead(client, coordinator, spec, key, &token, lock_ttl, fetch).await,
+            Ok(false) => {}
+            Err(error) => {
+                // The cache cannot coordinate: serve the source.
+                client.log(EventKind::BackendError, spec, key, Some(&error));
+                return fetch_and_store(client, spec, key, fetch).await;
+            }
+        }
+        // Watch first, then re-read: a fill between the miss and the
+        // watch is seen by the read, one after it by the watch.
+        let mut watch = match coordinator.watch(key).await {
+            Ok(watch) => watch,
+            Err(error) => {
+                client.log(EventKind::BackendError, spec, key, Some(&error));
+                super::Watch::polling(poll)
+            }
+        };
+        if let Some(hit) = read(client, spec, key).await {
+            return Ok(hit);
+        }
+        let round_ends = Instant::now() + lock_ttl + MARGIN;
+        loop {
+            let left = round_ends.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break; // the holder may be dead: its lock has expired by now
+            }
+            let notice = if watch.is_notified() {
+                watch.wait(left).await
+            } else {
+                let notice = watch.wait(poll.min(left)).await;
+                poll = (poll * 2).min(MAX_POLL);
+                notice
+            };
+            match notice {
+                Notice::Filled | Notice::Quiet => {
+                    if let Some(hit) = read(client, spec, key).await {
+                        return Ok(hit);
+                    }
+                    if notice == Notice::Filled || !watch.is_notified() {
+                        break; // compete for the lock again
+                    }
+                }
+                Notice::Failed => {
+                    failures += 1;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Reads `key` and decodes it, keeping the bytes for `singleflight`
+/// followers. Failures are logged and count as a miss.
+async fn read<V: DeserializeOwned>(client: &Client, spec: &StoreSpec, key: &str) -> Option<(V, Option<Arc<[u8]>>)> {
+    match client.cache().backend().get(key).await {
+        Ok(Some(bytes)) => {
+            let value = decode(client, spec, key, &bytes, true)?;
+            Some((value, Some(Arc::from(bytes))))
+        }
+        Ok(None) => None,
+        Err(error) => {
+            client.log(EventKind::BackendError, spec, key, Some(&error));
+            None
+        }
+    }
+}
+
+/// The lock holder: fetch (renewing the lock), then fill, or abandon on
+/// failure. Cancellation or a panic abandons too (see [`Abandon`]).
+async fn lead<V, E, F, Fut>(
+    client: &Client,
+    coordinator: &Arc<dyn Coordinator>,
+    spec: &StoreSpec,
+    key: &str,
+    token: &str,
+    lock_ttl: Duration,
+    fetch: &mut F,
+) -> Result<(V, Option<Arc<[u8]>>), E>
+where
+    V: Serialize,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    let mut abandon = Abandon {
+        coordinator: Arc::clone(coordinator),
+        key: key.to_owned(),
+        token: token.to_owned(),
+        armed: true,
+    };
+    client.log(EventKind::Fetch, spec, key, None);
+    let fetched = renewing(&**coordinator, key, token, lock_ttl, fetch()).await;
+    abandon.armed = false;
+    let value = match fetched {
+        Ok(value) => value,
+        Err(error) => {
+            if let Err(e) = coordinator.abandon(key, token).await {
+                client.log(EventKind::BackendError, spec, key, Some(&e));
+            }
+            return Err(error);
+        }
+    };
+    let bytes = match encode(client, spec, key, &value) {
+        Some(bytes) => bytes,
+        None => {
+            if let Err(e) = coordinator.abandon(key, token).await {
+                client.log(EventKind::BackendError, spec, key, Some(&e));
+            }
+            return Ok((value, None));
+        }
+    };
+    match coordinator.fill(key, token, &bytes, spec.ttl).await {
+        Ok(true) => {}
+        Ok(false) => tracing::debug!(
+            store = spec.name,
+            key,
+            "fill fenced off: the key was invalidated meanwhile"
+        ),
+        Err(error) => client.log(EventKind::BackendError, spec, key, Some(&error)),
+    }
+    Ok((value, Some(bytes)))
+}
+
+/// Runs `fetch`, renewing the lock every third of `ttl` until it ends.
+async fn renewing<T>(
+    coordinator: &dyn Coordinator,
+    key: &str,
+    token: &str,
+    ttl: Duration,
+    fetch: impl Future<Output = T>,
+) -> T {
+    let renew = async {
+        let every = (ttl / 3).max(Duration::from_millis(1));
+        loop {
+            tokio::time::sleep(every).await;
+            match coordinator.renew(key, token, ttl).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Broken by an invalidation or expired: the fill will
+                    // be fenced off; nothing left to renew.
+                    tracing::debug!(key, "lost the fetch lock while fetching");
+                    std::future::pending::<()>().await;
+                }
+                Err(error) => tracing::warn!(key, %error, "could not renew the fetch lock"),
+            }
+        }
+    };
+    let (fetch, renew) = (std::pin::pin!(fetch), std::pin::pin!(renew));
+    match select(fetch, renew).await {
+        Either::Left((value, _)) => value,
+        Either::Right(((), _)) => unreachable!("the renewal loop never ends"),
+    }
+}
+
+/// Releases the lock if the holder's future is dropped (cancelled) or
+/// panics mid-fetch, so waiters hear of it at once instead of waiting out
+/// `lock_ttl`. Needs a Tokio runtime to run the release; without one the
+/// lock expires by itself.
+struct Abandon {
+    coordinator: Arc<dyn Coordinator>,
+    key: String,
+    token: String,
+    armed: bool,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let coordinator = Arc::clone(&self.coordinator);
+        let key = std::mem::take(&mut self.key);
+        let token = std::mem::take(&mut self.token);
+        runtime.spawn(async move {
+            if let Err(error) = coordinator.abandon(&key, &token).await {
+                tracing::warn!(key, %error, "could not release the fetch lock of a cancelled fetch");
+            }
+        });
+    }
+}

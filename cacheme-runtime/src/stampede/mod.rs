@@ -1,0 +1,198 @@
+//! Stampede protection across processes: when a key misses, one caller in
+//! the whole fleet fetches it and the others wait for its value.
+//!
+//! The protocol (cacheme-go's "caches, promises and locks", made robust):
+//!
+//! 1. A store `get` misses.
+//! 2. It tries the key's lock with a random token ([`Coordinator::try_lock`],
+//!    `SET NX PX lock_ttl` on Redis).
+//! 3. The winner fetches, renewing the lock every `lock_ttl / 3` while the
+//!    fetch runs, then in one atomic step stores the value, releases the
+//!    lock if the token is still its own and notifies the waiters
+//!    ([`Coordinator::fill`]). A fill whose lock was broken meanwhile (an
+//!    `invalidate` or `update` ran, see [`Coordinator::invalidate`]) does
+//!    not land: invalidations win.
+//! 4. A failed, panicking or cancelled fetch releases the lock and tells
+//!    the waiters at once ([`Coordinator::abandon`]); they compete for the
+//!    lock again (errors are not shared: the next winner fetches anew).
+//! 5. Losers watch the key *before* re-reading it (closing the race where
+//!    the value landed in between), then wait for a notification, at most
+//!    `lock_ttl` plus a margin per round: a holder that died leaves a lock
+//!    that expires, and the next round takes it over. After
+//!    [`MAX_ROUNDS`] rounds a waiter fetches by itself, so nobody hangs and
+//!    a cache that cannot coordinate degrades to calling the source.
+//!
+//! Backends choose their strategy with [`Backend::coordination`](crate::Backend::coordination):
+//! Redis and Redis Cluster notify through pub/sub (see the redis backend);
+//! memcached and the file backend use their atomic add as the lock and
+//! waiters poll with backoff ([`polling`]); memory coordinates inside the
+//! process only (`singleflight`).
+
+pub(crate) mod driver;
+pub(crate) mod polling;
+mod token;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::backend::BoxFuture;
+use crate::error::Result;
+
+pub(crate) use token::new_token;
+
+/// How long a fetch lock lives when the store does not say (`lock_ttl`).
+pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(10);
+
+/// How many times a waiter waits (each time up to `lock_ttl` plus a margin,
+/// or until a notification) before it fetches by itself.
+pub const MAX_ROUNDS: u32 = 5;
+
+/// How a backend protects its keys from stampedes across processes.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Coordination {
+    /// No cross-process coordination: only `singleflight` inside the
+    /// process (memory, and backends that do not say otherwise).
+    InProcess,
+    /// Locks from the backend's own atomic operations
+    /// ([`set_if_absent`](crate::Backend::set_if_absent),
+    /// [`delete_if_equals`](crate::Backend::delete_if_equals)); waiters poll
+    /// with backoff (memcached, file).
+    Polling,
+    /// A coordinator of the backend's own (Redis: Lua + pub/sub).
+    Custom(Arc<dyn Coordinator>),
+}
+
+impl fmt::Debug for Coordination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Coordination::InProcess => f.write_str("InProcess"),
+            Coordination::Polling => f.write_str("Polling"),
+            Coordination::Custom(c) => f.debug_tuple("Custom").field(c).finish(),
+        }
+    }
+}
+
+/// What a waiter heard about a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// The holder finished: the value is stored (or its fill was fenced
+    /// off by an invalidation); read the key again.
+    Filled,
+    /// The holder's fetch failed or was abandoned: compete again.
+    Failed,
+    /// Nothing heard within the wait (or the backend cannot notify):
+    /// check the key and the lock again.
+    Quiet,
+}
+
+/// A registration for notifications about one key, made before the key is
+/// re-read. Dropping it unregisters (the coordinator's table shrinks back).
+pub struct Watch {
+    notice: Option<oneshot::Receiver<Notice>>,
+    /// What to do when dropped (unregister); `None` for polling.
+    _registration: Option<Box<dyn Send + Sync>>,
+    /// The first polling delay, for coordinators that cannot notify.
+    poll: Duration,
+}
+
+impl Watch {
+    /// A watch that is told by `notice`; `registration` is dropped with it.
+    pub fn notified(notice: oneshot::Receiver<Notice>, registration: Box<dyn Send + Sync>) -> Self {
+        Watch {
+            notice: Some(notice),
+            _registration: Some(registration),
+            poll: Duration::ZERO,
+        }
+    }
+
+    /// A watch that hears nothing: each wait sleeps, doubling from `first`
+    /// (the waiter then re-reads the key).
+    pub fn polling(first: Duration) -> Self {
+        Watch {
+            notice: None,
+            _registration: None,
+            poll: first,
+        }
+    }
+
+    /// Whether notices arrive (else every wait just sleeps).
+    pub fn is_notified(&self) -> bool {
+        self.notice.is_some()
+    }
+
+    /// Waits for a notice, at most `max`.
+    pub async fn wait(&mut self, max: Duration) -> Notice {
+        let Some(notice) = &mut self.notice else {
+            let sleep = self.poll.min(max);
+            tokio::time::sleep(sleep).await;
+            self.poll = (self.poll * 2).clamp(Duration::from_millis(5), Duration::from_millis(200));
+            return Notice::Quiet;
+        };
+        match tokio::time::timeout(max, notice).await {
+            Ok(Ok(heard)) => {
+                // A notice is sent once; later waits poll.
+                self.notice = None;
+                self.poll = Duration::from_millis(10);
+                heard
+            }
+            // The coordinator dropped the registration (its connection
+            // went away): a bounded delay, not an error.
+            Ok(Err(_)) => {
+                self.notice = None;
+                self.poll = Duration::from_millis(10);
+                Notice::Quiet
+            }
+            Err(_) => Notice::Quiet,
+        }
+    }
+}
+
+impl fmt::Debug for Watch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Watch")
+            .field("notified", &self.notice.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cross-process half of stampede protection for one backend. Keys are
+/// the cache's keys (the backend adds its prefix); the coordinator derives
+/// the lock and channel names from them.
+pub trait Coordinator: fmt::Debug + Send + Sync + 'static {
+    /// Takes `key`'s fetch lock for `ttl` with `token`; `Ok(false)` when
+    /// someone else holds it.
+    fn try_lock<'a>(&'a self, key: &'a str, token: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>>;
+
+    /// Extends the lock to `ttl` from now if `token` still holds it;
+    /// `Ok(false)` when it does not (expired or broken).
+    fn renew<'a>(&'a self, key: &'a str, token: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>>;
+
+    /// If `token` still holds the lock: stores `value` for `ttl` and
+    /// releases the lock; in every case notifies the waiters. `Ok(true)`
+    /// when the value was stored.
+    fn fill<'a>(&'a self, key: &'a str, token: &'a str, value: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<bool>>;
+
+    /// Releases the lock if `token` holds it and tells the waiters the
+    /// fetch failed.
+    fn abandon<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<()>>;
+
+    /// Registers for `key`'s notifications; ready once a notification sent
+    /// after this returns cannot be missed.
+    fn watch<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Watch>>;
+
+    /// Deletes `key`'s value and breaks its lock, so a fill in flight does
+    /// not land. `Ok(true)` when a value was deleted.
+    fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>>;
+
+    /// Stores `value` for `ttl` and breaks the lock (a store's `update`).
+    fn replace<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<()>>;
+
+    /// How many waiters are registered now (zero when no get waits).
+    fn waiting(&self) -> usize {
+        0
+    }
+}
