@@ -470,8 +470,9 @@ async fn a_dead_backend_degrades_to_the_source_not_to_an_error() {
     assert_eq!(
         kinds,
         [
-            EventKind::BackendError,
+            EventKind::BackendError, // the read
             EventKind::Miss,
+            EventKind::BackendError, // the stampede lock
             EventKind::Fetch,
             EventKind::BackendError
         ]

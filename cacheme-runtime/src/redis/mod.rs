@@ -28,19 +28,25 @@
 mod cluster;
 mod config;
 mod connection;
+mod notify;
+mod stampede;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, RedisError, RedisResult, Script};
 
 use self::connection::Connection;
+use self::notify::{Notifier, PushConnection};
+use self::stampede::RedisCoordinator;
 
 use crate::backend::{Backend, BoxFuture, KeyFilter, Ttl};
 use crate::config::ProviderConfig;
 use crate::error::{Error, Op, Result};
+use crate::stampede::Coordination;
 
 const PROVIDER: &str = "redis";
 
@@ -70,6 +76,8 @@ pub struct RedisBackend {
     /// `host:port/db` (one server) or `host:port,host:port` (a cluster's
     /// seed nodes), with no credentials.
     address: String,
+    /// Stampede notifications: one pub/sub connection, made on first use.
+    notifier: Notifier,
 }
 
 impl RedisBackend {
@@ -85,13 +93,38 @@ impl RedisBackend {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let info = settings.info;
-        RedisBackend::connect(PROVIDER, settings.address, &settings.prefix, async move {
-            let client = redis::Client::open(info)?;
-            let manager_config = ConnectionManagerConfig::new()
+        let manager_config = || {
+            ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(5)))
                 .set_number_of_retries(2)
-                .set_max_delay(Duration::from_millis(500));
-            let manager = ConnectionManager::new_with_config(client, manager_config).await?;
+                .set_max_delay(Duration::from_millis(500))
+        };
+        // Notifications arrive as RESP3 pushes on a connection of their own
+        // that resubscribes after a reconnect.
+        let push_info = info.clone().set_redis_settings(
+            info.redis_settings()
+                .clone()
+                .set_protocol(redis::ProtocolVersion::RESP3),
+        );
+        let (pushes_in, pushes) = tokio::sync::mpsc::unbounded_channel();
+        let notifier = Notifier::new(
+            Box::new(move || {
+                let config = manager_config()
+                    .set_push_sender(pushes_in.clone())
+                    .set_automatic_resubscription();
+                let info = push_info.clone();
+                Box::pin(async move {
+                    let client = redis::Client::open(info)?;
+                    Ok(PushConnection::Node(
+                        ConnectionManager::new_with_config(client, config).await?,
+                    ))
+                })
+            }),
+            pushes,
+        );
+        RedisBackend::connect(PROVIDER, settings.address, &settings.prefix, notifier, async move {
+            let client = redis::Client::open(info)?;
+            let manager = ConnectionManager::new_with_config(client, manager_config()).await?;
             Ok(Connection::Node(manager))
         })
         .await
@@ -106,6 +139,7 @@ impl RedisBackend {
         provider: &'static str,
         address: String,
         prefix: &str,
+        notifier: Notifier,
         connecting: impl Future<Output = RedisResult<Connection>>,
     ) -> Result<Self> {
         let checked = async {
@@ -129,12 +163,29 @@ impl RedisBackend {
             provider,
             key_prefix: format!("{prefix}:"),
             address,
+            notifier,
         })
     }
 
     /// The configured key prefix (without the trailing `:`).
     pub fn prefix(&self) -> &str {
         &self.key_prefix[..self.key_prefix.len() - 1]
+    }
+
+    /// Whether this backend runs on a Redis Cluster.
+    fn is_cluster(&self) -> bool {
+        match self.connection {
+            Connection::Node(_) => false,
+            #[cfg(feature = "redis-cluster")]
+            Connection::Cluster(_) => true,
+        }
+    }
+
+    /// How many pub/sub channels this backend's notification connection is
+    /// subscribed to right now (zero when no get waits for another
+    /// process's fetch).
+    pub async fn subscribed_channels(&self) -> usize {
+        self.notifier.subscribed().await
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -318,6 +369,10 @@ impl Backend for RedisBackend {
             self.scan_unlink("*", &|_| true, Op::Clear).await?;
             Ok(())
         })
+    }
+
+    fn coordination(&self) -> Coordination {
+        Coordination::Custom(Arc::new(RedisCoordinator { backend: self.clone() }))
     }
 
     fn supports_delete_matching(&self) -> bool {

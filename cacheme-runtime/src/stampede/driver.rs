@@ -70,6 +70,20 @@ where
         if let Some(hit) = read(client, spec, key).await {
             return Ok(hit);
         }
+        // The holder may have given up before the watch began (its notice
+        // then went unheard): if the lock is free now, take it.
+        let token = new_token();
+        match coordinator.try_lock(key, &token, lock_ttl).await {
+            Ok(true) => {
+                drop(watch);
+                return lead(client, coordinator, spec, key, &token, lock_ttl, fetch).await;
+            }
+            Ok(false) => {}
+            Err(error) => {
+                client.log(EventKind::BackendError, spec, key, Some(&error));
+                return fetch_and_store(client, spec, key, fetch).await;
+            }
+        }
         let round_ends = Instant::now() + lock_ttl + MARGIN;
         loop {
             let left = round_ends.saturating_duration_since(Instant::now());

@@ -98,7 +98,7 @@ fn push_glob_escaped(out: &mut String, text: &str) {
 /// Whether a byte must be percent-escaped inside a key value.
 #[inline]
 fn needs_escape(byte: u8) -> bool {
-    matches!(byte, b':' | b'%' | b'*' | b'?' | b'[' | b']' | b'\\') || byte <= b' ' || byte == 0x7f
+    matches!(byte, b':' | b'%' | b'*' | b'?' | b'[' | b']' | b'\\' | b'{' | b'}') || byte <= b' ' || byte == 0x7f
 }
 
 /// Writes into a `String`, percent-escaping what [`needs_escape`] says.

@@ -38,6 +38,7 @@ use redis::{RedisError, Value};
 
 use super::RedisBackend;
 use super::connection::Connection;
+use super::notify::{Notifier, PushConnection};
 use crate::backend::KeyFilter;
 use crate::config::ProviderConfig;
 use crate::error::{Error, Op, Result};
@@ -57,23 +58,46 @@ impl RedisBackend {
     /// an [`Error::Connect`] naming the seeds.
     pub async fn from_cluster_config(config: ProviderConfig) -> Result<Self> {
         let settings = config::settings(&config)?;
-        let mut builder = ClusterClientBuilder::new(settings.seeds)
-            .connection_timeout(Duration::from_secs(2))
-            .response_timeout(Duration::from_secs(5))
-            // Room for a failover: node timeout + election take a few
-            // seconds, during which requests to the lost master retry.
-            .overall_response_timeout(Some(Duration::from_secs(15)))
-            .retries(12)
-            .min_retry_wait(20)
-            .max_retry_wait(1000);
-        if let Some(user) = &settings.user {
-            builder = builder.username(user);
-        }
-        if let Some(password) = &settings.password {
-            builder = builder.password(password.expose());
-        }
-        RedisBackend::connect(PROVIDER, settings.address, &settings.prefix, async move {
-            let client = builder.build()?;
+        let builder = |seeds: Vec<(String, u16)>| {
+            let mut builder = ClusterClientBuilder::new(seeds)
+                .connection_timeout(Duration::from_secs(2))
+                .response_timeout(Duration::from_secs(5))
+                // Room for a failover: node timeout + election take a few
+                // seconds, during which requests to the lost master retry.
+                .overall_response_timeout(Some(Duration::from_secs(15)))
+                .retries(12)
+                .min_retry_wait(20)
+                .max_retry_wait(1000);
+            if let Some(user) = &settings.user {
+                builder = builder.username(user);
+            }
+            if let Some(password) = &settings.password {
+                builder = builder.password(password.expose());
+            }
+            builder
+        };
+        // Notifications: sharded pub/sub pushes (RESP3) on a cluster
+        // connection of their own, made on first use.
+        let (pushes_in, pushes) = tokio::sync::mpsc::unbounded_channel();
+        let push_client = builder(settings.seeds.clone())
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(pushes_in)
+            .build()
+            .map_err(|source| Error::Connect {
+                provider: PROVIDER,
+                address: settings.address.clone(),
+                source: source.into(),
+            })?;
+        let notifier = Notifier::new(
+            Box::new(move || {
+                let client = push_client.clone();
+                Box::pin(async move { Ok(PushConnection::Cluster(client.get_async_connection().await?)) })
+            }),
+            pushes,
+        );
+        let main = builder(settings.seeds.clone());
+        RedisBackend::connect(PROVIDER, settings.address, &settings.prefix, notifier, async move {
+            let client = main.build()?;
             Ok(Connection::Cluster(client.get_async_connection().await?))
         })
         .await

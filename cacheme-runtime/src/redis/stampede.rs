@@ -1,0 +1,244 @@
+//! The Redis side of stampede protection: the lock, its renewal, the
+//! atomic fill and the notifications, as Lua scripts on the key's node.
+//!
+//! For a value stored at `prefix:key`, the lock is `prefix:{prefix:key}:lock`
+//! and the channel `prefix:{prefix:key}:done`: the hash tag is the whole
+//! value key, so in a Redis Cluster the three share a slot and "store the
+//! value, release the lock if the token is ours, notify" is one script on
+//! one node, notified with sharded `SPUBLISH` (plain `PUBLISH` on one
+//! server). A key that already carries a hash tag keeps it: the lock and
+//! channel are the key plus `:lock` / `:done`. Store keys never collide
+//! with these names: they end in `:v{version}`.
+//!
+//! Fencing: `invalidate` and `update` delete the lock along with writing
+//! the value, and a fill lands only while its own token still holds the
+//! lock, so a fetch that started before an invalidation never writes its
+//! stale value after it.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+
+use super::{RedisBackend, ttl_millis};
+use crate::backend::BoxFuture;
+use crate::error::{Error, Op, Result};
+use crate::stampede::{Coordinator, Watch};
+
+/// `KEYS[1]` lock; `ARGV` token, ttl ms. Extends the lock if still ours
+/// (PEXPIRE: milliseconds).
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+           return redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
+         end \
+         return 0",
+    )
+});
+
+/// `KEYS` value, lock; `ARGV` token, value, ttl ms, channel, publish
+/// command. Stores and releases only while the lock is ours; always
+/// notifies.
+static FILL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local stored = 0 \
+         if redis.call('GET', KEYS[2]) == ARGV[1] then \
+           redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) \
+           redis.call('DEL', KEYS[2]) \
+           stored = 1 \
+         end \
+         redis.call(ARGV[5], ARGV[4], 'filled') \
+         return stored",
+    )
+});
+
+/// `KEYS[1]` lock; `ARGV` token, channel, publish command. Releases the
+/// lock if ours and says the fetch failed (or, if the lock had been broken
+/// or taken over, only that something changed).
+static ABANDON: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+           redis.call('DEL', KEYS[1]) \
+           redis.call(ARGV[3], ARGV[2], 'failed') \
+           return 1 \
+         end \
+         redis.call(ARGV[3], ARGV[2], 'filled') \
+         return 0",
+    )
+});
+
+/// `KEYS` value, lock. Deletes both; returns whether the value existed.
+static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local n = redis.call('DEL', KEYS[1]) \
+         redis.call('DEL', KEYS[2]) \
+         return n",
+    )
+});
+
+/// `KEYS` value, lock; `ARGV` value, ttl ms. Writes and breaks the lock.
+static REPLACE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+         redis.call('DEL', KEYS[2]) \
+         return 1",
+    )
+});
+
+/// The lock and channel names of the value key `full` (prefix included).
+pub(super) fn companions(prefix: &str, full: &str) -> (String, String) {
+    if has_hash_tag(full) {
+        (format!("{full}:lock"), format!("{full}:done"))
+    } else {
+        (format!("{prefix}{{{full}}}:lock"), format!("{prefix}{{{full}}}:done"))
+    }
+}
+
+/// Whether Redis Cluster would hash `key` by a `{tag}` inside it.
+fn has_hash_tag(key: &str) -> bool {
+    key.find('{')
+        .and_then(|open| key[open + 1..].find('}'))
+        .is_some_and(|len| len > 0)
+}
+
+/// The stampede coordinator of a [`RedisBackend`].
+#[derive(Debug)]
+pub(super) struct RedisCoordinator {
+    pub(super) backend: RedisBackend,
+}
+
+impl RedisCoordinator {
+    fn names(&self, key: &str) -> (String, String, String) {
+        let full = self.backend.full_key(key);
+        let (lock, channel) = companions(&self.backend.key_prefix, &full);
+        (full, lock, channel)
+    }
+
+    fn publish(&self) -> &'static str {
+        if self.backend.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        op: Op,
+        key: &str,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let mut connection = self.backend.connection.clone();
+        invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| Error::backend(self.backend.provider, op, Some(key), e))
+    }
+}
+
+impl Coordinator for RedisCoordinator {
+    fn try_lock<'a>(&'a self, key: &'a str, token: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let (_, lock, _) = self.names(key);
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&lock).arg(token).arg("NX").arg("PX").arg(ttl_millis(ttl));
+            let reply: Option<String> = self.backend.query(&cmd, Op::Lock, Some(key)).await?;
+            Ok(reply.is_some())
+        })
+    }
+
+    fn renew<'a>(&'a self, key: &'a str, token: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let (_, lock, _) = self.names(key);
+            let mut invocation = RENEW.prepare_invoke();
+            invocation.key(&lock).arg(token).arg(ttl_millis(ttl));
+            let renewed: i64 = self.run(Op::Lock, key, invocation).await?;
+            Ok(renewed == 1)
+        })
+    }
+
+    fn fill<'a>(&'a self, key: &'a str, token: &'a str, value: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let (full, lock, channel) = self.names(key);
+            let mut invocation = FILL.prepare_invoke();
+            invocation
+                .key(&full)
+                .key(&lock)
+                .arg(token)
+                .arg(value)
+                .arg(ttl_millis(ttl))
+                .arg(&channel)
+                .arg(self.publish());
+            let stored: i64 = self.run(Op::Fill, key, invocation).await?;
+            Ok(stored == 1)
+        })
+    }
+
+    fn abandon<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let (_, lock, channel) = self.names(key);
+            let mut invocation = ABANDON.prepare_invoke();
+            invocation.key(&lock).arg(token).arg(&channel).arg(self.publish());
+            let _: i64 = self.run(Op::Unlock, key, invocation).await?;
+            Ok(())
+        })
+    }
+
+    fn watch<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Watch>> {
+        Box::pin(async move {
+            let (_, _, channel) = self.names(key);
+            self.backend
+                .notifier
+                .watch(&channel)
+                .await
+                .map_err(|e| Error::backend(self.backend.provider, Op::Watch, Some(key), e))
+        })
+    }
+
+    fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let (full, lock, _) = self.names(key);
+            let mut invocation = INVALIDATE.prepare_invoke();
+            invocation.key(&full).key(&lock);
+            let deleted: i64 = self.run(Op::Delete, key, invocation).await?;
+            Ok(deleted == 1)
+        })
+    }
+
+    fn replace<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let (full, lock, _) = self.names(key);
+            let mut invocation = REPLACE.prepare_invoke();
+            invocation.key(&full).key(&lock).arg(value).arg(ttl_millis(ttl));
+            let _: i64 = self.run(Op::Set, key, invocation).await?;
+            Ok(())
+        })
+    }
+
+    fn waiting(&self) -> usize {
+        self.backend.notifier.waiting()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn companions_share_the_value_keys_slot() {
+        assert_eq!(
+            companions("app:", "app:book:1:v1"),
+            (
+                "app:{app:book:1:v1}:lock".to_owned(),
+                "app:{app:book:1:v1}:done".to_owned()
+            )
+        );
+        assert_eq!(
+            companions("app:", "app:{user:1}:v1"),
+            ("app:{user:1}:v1:lock".to_owned(), "app:{user:1}:v1:done".to_owned())
+        );
+        assert!(!has_hash_tag("a{}b"));
+        assert!(has_hash_tag("a{b}c"));
+        assert!(!has_hash_tag("a}b{c"));
+    }
+}
