@@ -15,8 +15,11 @@ use crate::stampede::{Coordinator, MAX_ROUNDS, Notice, new_token};
 use crate::store::spec::StoreSpec;
 use crate::store::{decode, encode, fetch_and_store};
 
-/// Added to `lock_ttl` before a waiter presumes the holder dead.
+/// Added to `lock_ttl` in the overall bound of a wait.
 const MARGIN: Duration = Duration::from_millis(100);
+
+/// The shortest wait round (a round is a quarter of `lock_ttl`).
+const MIN_ROUND: Duration = Duration::from_millis(20);
 
 /// The longest sleep between two polls of a backend that cannot notify.
 const MAX_POLL: Duration = Duration::from_millis(200);
@@ -84,11 +87,13 @@ where
                 return fetch_and_store(client, spec, key, fetch).await;
             }
         }
-        let round_ends = Instant::now() + lock_ttl + MARGIN;
+        // Short rounds: a holder that died is noticed within a quarter of
+        // `lock_ttl` after its lock expires.
+        let round_ends = Instant::now() + (lock_ttl / 4).max(MIN_ROUND);
         loop {
             let left = round_ends.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                break; // the holder may be dead: its lock has expired by now
+                break; // check the lock: its holder may have died
             }
             let notice = if watch.is_notified() {
                 watch.wait(left).await

@@ -16,11 +16,14 @@
 //!    the waiters at once ([`Coordinator::abandon`]); they compete for the
 //!    lock again (errors are not shared: the next winner fetches anew).
 //! 5. Losers watch the key *before* re-reading it (closing the race where
-//!    the value landed in between), then wait for a notification, at most
-//!    `lock_ttl` plus a margin per round: a holder that died leaves a lock
-//!    that expires, and the next round takes it over. After
-//!    [`MAX_ROUNDS`] rounds a waiter fetches by itself, so nobody hangs and
-//!    a cache that cannot coordinate degrades to calling the source.
+//!    the value landed in between) and try the lock once more (closing the
+//!    one where the holder gave up in between), then wait for a
+//!    notification, at most a quarter of `lock_ttl` per round before they
+//!    try the lock again: a holder that died leaves a lock that expires,
+//!    and the next round takes it over. A waiter fetches by itself after
+//!    [`MAX_ROUNDS`] failure notices or `MAX_ROUNDS` x (`lock_ttl` + 100 ms)
+//!    in all, so nobody hangs and a cache that cannot coordinate degrades
+//!    to calling the source.
 //!
 //! Backends choose their strategy with [`Backend::coordination`](crate::Backend::coordination):
 //! Redis and Redis Cluster notify through pub/sub (see the redis backend);
@@ -46,8 +49,8 @@ pub(crate) use token::new_token;
 /// How long a fetch lock lives when the store does not say (`lock_ttl`).
 pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(10);
 
-/// How many times a waiter waits (each time up to `lock_ttl` plus a margin,
-/// or until a notification) before it fetches by itself.
+/// How many failed fetches a waiter sees (or how many `lock_ttl`s it
+/// waits, plus a margin each) before it fetches by itself.
 pub const MAX_ROUNDS: u32 = 5;
 
 /// How a backend protects its keys from stampedes across processes.

@@ -1,0 +1,423 @@
+//! Stampede protection across processes, against real servers. Fetches are
+//! counted by the test (each fetch appends its pid to a log file), never by
+//! the library.
+//!
+//! The other processes are this test binary run again on one test,
+//! [`child_worker`], with the environment telling it what to do.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cacheme::{Client, Context, cache_store};
+use cacheme_test_support::{MemcachedServer, RedisCluster, RedisServer};
+
+/// The child's settings.
+const URL: &str = "CACHEME_STAMPEDE_URL";
+const LOG: &str = "CACHEME_STAMPEDE_LOG";
+const TASKS: &str = "CACHEME_STAMPEDE_TASKS";
+const START_AT: &str = "CACHEME_STAMPEDE_START_AT";
+/// The first fetch hangs (so its process can be killed mid-fetch).
+const HANG_FIRST: &str = "CACHEME_STAMPEDE_HANG_FIRST";
+
+/// The application of a child (and of in-process tests).
+struct Worker {
+    client: Client,
+    log: PathBuf,
+    fetch_time: Duration,
+    hang_first: bool,
+    /// Fetches that should fail before one succeeds.
+    fail: AtomicUsize,
+    /// The value the source returns.
+    version: AtomicUsize,
+}
+
+impl Context for Worker {
+    fn cacheme(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Worker {
+    fn new(client: Client, log: &Path) -> Arc<Worker> {
+        Arc::new(Worker {
+            client,
+            log: log.to_owned(),
+            fetch_time: Duration::from_millis(50),
+            hang_first: false,
+            fail: AtomicUsize::new(0),
+            version: AtomicUsize::new(1),
+        })
+    }
+}
+
+/// Appends a line to the fetch log; returns how many lines were there.
+async fn record_fetch(log: &Path) -> usize {
+    use std::io::Write;
+    let before = fetches(log);
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    file.write_all(format!("{}\n", std::process::id()).as_bytes()).unwrap();
+    file.sync_all().unwrap();
+    before
+}
+
+/// The pids in the fetch log, one per fetch.
+fn fetch_log(log: &Path) -> Vec<u32> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+fn fetches(log: &Path) -> usize {
+    fetch_log(log).len()
+}
+
+#[cache_store(key = "cold:<id>", ttl = "1m", lock_ttl = "2s", singleflight)]
+async fn cold(ctx: &Worker, id: u32) -> Result<String, String> {
+    let earlier = record_fetch(&ctx.log).await;
+    if ctx.hang_first && earlier == 0 {
+        tokio::time::sleep(Duration::from_secs(120)).await;
+    }
+    tokio::time::sleep(ctx.fetch_time).await;
+    if ctx
+        .fail
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return Err("the source failed".to_owned());
+    }
+    Ok(format!("value {id} v{}", ctx.version.load(Ordering::SeqCst)))
+}
+
+/// `cold` without `singleflight`: every get of a process takes part in
+/// the cross-process protocol itself.
+#[cache_store(key = "shared:<id>", ttl = "1m", lock_ttl = "2s")]
+async fn shared(ctx: &Worker, id: u32) -> Result<String, String> {
+    record_fetch(&ctx.log).await;
+    tokio::time::sleep(ctx.fetch_time).await;
+    Ok(format!("shared {id}"))
+}
+
+/// A slow source with a short lock: the fetch outlives `lock_ttl` and the
+/// lock must be renewed.
+#[cache_store(key = "long:<id>", ttl = "1m", lock_ttl = "300ms", singleflight)]
+async fn long(ctx: &Worker, id: u32) -> Result<String, String> {
+    record_fetch(&ctx.log).await;
+    tokio::time::sleep(ctx.fetch_time).await;
+    Ok(format!("long {id}"))
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Entry point of the child processes. Run as an ordinary test (no [`URL`]
+/// in the environment) it does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_worker() {
+    let (Ok(url), Ok(log)) = (std::env::var(URL), std::env::var(LOG)) else {
+        return;
+    };
+    let tasks: usize = std::env::var(TASKS).unwrap().parse().unwrap();
+    let start_at: u64 = std::env::var(START_AT).unwrap().parse().unwrap();
+    let worker = Arc::new(Worker {
+        hang_first: std::env::var(HANG_FIRST).is_ok(),
+        ..Arc::into_inner(Worker::new(Client::open(&url).await.unwrap(), Path::new(&log))).unwrap()
+    });
+    // Every process starts its herd at the same moment.
+    tokio::time::sleep(Duration::from_millis(start_at.saturating_sub(unix_ms()))).await;
+    let gets: Vec<_> = (0..tasks)
+        .map(|_| {
+            let worker = worker.clone();
+            tokio::spawn(async move { ColdStore::get(&worker, 1).await })
+        })
+        .collect();
+    for get in gets {
+        assert_eq!(get.await.unwrap().unwrap(), "value 1 v1");
+    }
+    println!("child {} done", std::process::id());
+}
+
+fn spawn_child(url: &str, log: &Path, tasks: usize, start_at: u64, hang_first: bool) -> tokio::process::Child {
+    let mut command = tokio::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", "child_worker", "--nocapture", "--test-threads=1"])
+        .env(URL, url)
+        .env(LOG, log)
+        .env(TASKS, tasks.to_string())
+        .env(START_AT, start_at.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if hang_first {
+        command.env(HANG_FIRST, "1");
+    }
+    command.spawn().unwrap()
+}
+
+/// Waits for a child and fails the test with its output unless it passed.
+async fn expect_success(child: tokio::process::Child) {
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "a child failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `processes` x `tasks` concurrent gets of one cold key: one fetch.
+async fn herd(url: &str, processes: usize, tasks: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("fetches");
+    let start_at = unix_ms() + 1500;
+    let children: Vec<_> = (0..processes)
+        .map(|_| spawn_child(url, &log, tasks, start_at, false))
+        .collect();
+    for child in children {
+        expect_success(child).await;
+    }
+    assert_eq!(
+        fetch_log(&log).len(),
+        1,
+        "{processes} processes x {tasks} gets of one cold key fetch once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_fetch_a_cold_key_once_on_redis() {
+    let server = RedisServer::start();
+    herd(&server.url(), 4, 250).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_fetch_a_cold_key_once_on_a_redis_cluster() {
+    let cluster = RedisCluster::builder().replicas(0).start();
+    herd(&cluster.url(), 4, 250).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_fetch_a_cold_key_once_on_memcached() {
+    let server = MemcachedServer::start();
+    herd(&server.url(), 2, 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_fetch_a_cold_key_once_on_files() {
+    let dir = tempfile::tempdir().unwrap();
+    herd(&format!("file://{}", dir.path().display()), 2, 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_lock_holder_costs_one_more_fetch_within_lock_ttl() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("fetches");
+    let start_at = unix_ms() + 1500;
+    let mut children: Vec<_> = (0..3)
+        .map(|_| spawn_child(&server.url(), &log, 100, start_at, true))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let holder = loop {
+        if let Some(&pid) = fetch_log(&log).first() {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "nobody fetched");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let position = children
+        .iter()
+        .position(|c| c.id() == Some(holder))
+        .expect("the holder is one of the children");
+    let mut killed = children.remove(position);
+    killed.start_kill().unwrap(); // SIGKILL
+    let killed_at = Instant::now();
+    let lock_ttl = ColdStore::SPEC.lock_ttl.unwrap();
+    for child in children {
+        expect_success(child).await;
+    }
+    let took = killed_at.elapsed();
+    assert!(
+        took < lock_ttl + Duration::from_secs(1),
+        "the others took over {took:?} after the holder died (lock_ttl {lock_ttl:?})"
+    );
+    let log = fetch_log(&log);
+    assert_eq!(log.len(), 2, "exactly one more fetch: {log:?}");
+    assert_ne!(log[1], holder);
+    drop(killed);
+}
+
+async fn redis_worker(server: &RedisServer, log: &Path) -> Arc<Worker> {
+    Worker::new(Client::open(&server.url()).await.unwrap(), log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_fetch_releases_the_waiters_at_once() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("fetches");
+    // Two clients: two processes as far as coordination goes.
+    let holder = redis_worker(&server, &log).await;
+    let other = redis_worker(&server, &log).await;
+    holder.fail.store(1, Ordering::SeqCst);
+    let started = Instant::now();
+    let failing = tokio::spawn({
+        let holder = holder.clone();
+        async move { ColdStore::get(&holder, 7).await }
+    });
+    while fetches(&log) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let waiters: Vec<_> = (0..50)
+        .map(|_| {
+            let other = other.clone();
+            tokio::spawn(async move { ColdStore::get(&other, 7).await })
+        })
+        .collect();
+    assert_eq!(failing.await.unwrap(), Err("the source failed".to_owned()));
+    for waiter in waiters {
+        // Errors are not shared: a waiter competes again and fetches anew.
+        assert_eq!(waiter.await.unwrap().unwrap(), "value 7 v1");
+    }
+    let took = started.elapsed();
+    let lock_ttl = ColdStore::SPEC.lock_ttl.unwrap();
+    assert!(
+        took < lock_ttl / 2,
+        "waiters were released by the failure, not by the lock expiring: {took:?}"
+    );
+    assert_eq!(fetches(&log), 2, "the failed fetch and one replacement");
+    assert_eq!(other.client.waiting(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invalidation_during_a_fetch_wins_over_its_fill() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("fetches");
+    let slow = Arc::new(Worker {
+        fetch_time: Duration::from_millis(500),
+        ..Arc::into_inner(redis_worker(&server, &log).await).unwrap()
+    });
+    let other = redis_worker(&server, &log).await;
+    let in_flight = tokio::spawn({
+        let slow = slow.clone();
+        async move { ColdStore::get(&slow, 3).await }
+    });
+    while fetches(&log) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // The source changes and the application invalidates, mid-fetch.
+    slow.version.store(2, Ordering::SeqCst);
+    other.version.store(2, Ordering::SeqCst);
+    ColdStore::invalidate(&other, 3).await.unwrap();
+    // The slow fetch read the source before the change: its caller gets
+    // the old value, but it must not land in the cache.
+    in_flight.await.unwrap().unwrap();
+    assert_eq!(
+        ColdStore::get(&other, 3).await.unwrap(),
+        "value 3 v2",
+        "the pre-invalidation value did not land"
+    );
+    assert_eq!(fetches(&log), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fetch_longer_than_lock_ttl_is_still_one_fetch() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("fetches");
+    let make = |client| {
+        Arc::new(Worker {
+            fetch_time: Duration::from_millis(1200),
+            ..Arc::into_inner(Worker::new(client, &log)).unwrap()
+        })
+    };
+    let workers = [
+        make(Client::open(&server.url()).await.unwrap()),
+        make(Client::open(&server.url()).await.unwrap()),
+    ];
+    let gets: Vec<_> = (0..20)
+        .map(|i| {
+            let worker = workers[i % 2].clone();
+            tokio::spawn(async move { LongStore::get(&worker, 1).await })
+        })
+        .collect();
+    // Mid-fetch the lock lives on, renewed in milliseconds (PEXPIRE), never
+    // longer than lock_ttl.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut redis = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let lock = "cacheme:{cacheme:long:1:v1}:lock";
+    let pttl: i64 = ::redis::cmd("PTTL").arg(lock).query_async(&mut redis).await.unwrap();
+    assert!((1..=300).contains(&pttl), "lock PTTL mid-fetch: {pttl}");
+    for get in gets {
+        assert_eq!(get.await.unwrap().unwrap(), "long 1");
+    }
+    assert_eq!(fetches(&log), 1, "renewal kept the lock for the whole fetch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiters_cancelled_by_a_timeout_leave_nothing_behind() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("fetches");
+    let holder = Arc::new(Worker {
+        fetch_time: Duration::from_millis(1500),
+        ..Arc::into_inner(redis_worker(&server, &log).await).unwrap()
+    });
+    let other = redis_worker(&server, &log).await;
+    let held = tokio::spawn({
+        let holder = holder.clone();
+        async move { SharedStore::get(&holder, 9).await }
+    });
+    while fetches(&log) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let waits: Vec<_> = (0..50)
+        .map(|_| {
+            let other = other.clone();
+            // No singleflight: every waiter registers in the table.
+            tokio::spawn(
+                async move { tokio::time::timeout(Duration::from_millis(200), SharedStore::get(&other, 9)).await },
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(other.client.waiting(), 50, "every waiter registered");
+    for wait in waits {
+        let _ = wait.await.unwrap();
+    }
+    assert_eq!(other.client.waiting(), 0, "the waiter table is empty again");
+    let backend = other.client.cache().backend().clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut redis = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    loop {
+        let channels: Vec<String> = ::redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if channels.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "channels left subscribed: {channels:?} ({backend:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    held.await.unwrap().unwrap();
+}
