@@ -421,3 +421,49 @@ async fn waiters_cancelled_by_a_timeout_leave_nothing_behind() {
     }
     held.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_notification_costs_a_bounded_delay_not_an_error() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("fetches");
+    let holder = Arc::new(Worker {
+        fetch_time: Duration::from_millis(600),
+        ..Arc::into_inner(redis_worker(&server, &log).await).unwrap()
+    });
+    let other = redis_worker(&server, &log).await;
+    let held = tokio::spawn({
+        let holder = holder.clone();
+        async move { ColdStore::get(&holder, 5).await }
+    });
+    while fetches(&log) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let started = Instant::now();
+    let waiter = tokio::spawn({
+        let other = other.clone();
+        async move { ColdStore::get(&other, 5).await }
+    });
+    while other.client.waiting() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Cut the waiters' pub/sub connection: the fill's notice is lost.
+    let mut redis = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let killed: i64 = ::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1, "one pub/sub connection for the whole client");
+    assert_eq!(waiter.await.unwrap().unwrap(), "value 5 v1");
+    held.await.unwrap().unwrap();
+    let lock_ttl = ColdStore::SPEC.lock_ttl.unwrap();
+    assert!(started.elapsed() < lock_ttl, "the waiter recovered within a wait round");
+    assert_eq!(fetches(&log), 1, "still one fetch");
+}
