@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cacheme::{Cache, Client, Context, cache_store};
-use cacheme_test_support::RedisServer;
+use cacheme_test_support::{CountingProxy, RedisServer};
 use serde::{Deserialize, Serialize};
 
 /// Distinct keys every get scenario cycles through (all warm).
@@ -85,10 +85,32 @@ impl App {
         app
     }
 
+    /// Another app on this app's Redis, connected through a proxy that
+    /// counts round trips; nothing warmed (the keys already are).
+    pub async fn through_proxy(&self) -> (App, CountingProxy) {
+        let server = self.server.as_ref().expect("a redis app");
+        let proxy = CountingProxy::start(server.port());
+        let cache = Cache::open(&format!("redis://{}?prefix=cacheme", proxy.addr()))
+            .await
+            .expect("connect through the proxy");
+        let client = Client::builder().cache(cache).build().expect("redis client");
+        let app = App {
+            cache: client,
+            fetches: AtomicU64::new(0),
+            server: None,
+        };
+        (app, proxy)
+    }
+
+    /// How many times the fetcher ran.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
     /// Panics unless the fetcher ran once per key: every get since warming
     /// was a hit, so the scenario measured what it claims.
     pub fn assert_all_hits(&self) {
-        assert_eq!(self.fetches.load(Ordering::Relaxed), KEYS, "a measured get missed");
+        assert_eq!(self.fetches(), KEYS, "a measured get missed");
     }
 
     /// A plain redis-rs `ConnectionManager` to this app's server: the raw
