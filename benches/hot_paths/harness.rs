@@ -7,11 +7,58 @@
 //! baseline is the median of its per-round ratios: a burst of noise slows
 //! both members of a pair, and the median drops the rounds it hit unevenly.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::LocalBoxFuture;
+
+/// Counts heap allocations while [`COUNTING`] is on, so each contender's
+/// allocations per operation are reported next to its time: unlike the
+/// time, that number does not move with the machine's load. Off (one
+/// relaxed load per allocation) while timing.
+struct CountingAllocator;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+// SAFETY: every method forwards to `System` unchanged; counting touches
+// only atomics and never allocates.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+fn count() {
+    if COUNTING.load(Ordering::Relaxed) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// How hard to measure (from the command line).
 #[derive(Clone, Debug)]
@@ -77,6 +124,9 @@ pub struct Measured {
     pub ratio_q1: f64,
     /// See `ratio_q1`.
     pub ratio_q3: f64,
+    /// Heap allocations per operation (reallocations included), counted in
+    /// one extra run after the timed rounds.
+    pub allocs: f64,
 }
 
 /// Measures `contenders` side by side; the first is the baseline.
@@ -84,7 +134,8 @@ pub struct Measured {
 /// The number of operations per round is calibrated on the baseline to
 /// take [`Settings::round_time`]; every contender then does that many, so
 /// all do the same work (the same keys). Each contender runs once as a
-/// warm-up, then [`Settings::rounds`] times, interleaved.
+/// warm-up, then [`Settings::rounds`] times, interleaved, then once more
+/// with allocations counted.
 pub async fn compare(settings: &Settings, mut contenders: Vec<Contender<'_>>) -> Vec<Measured> {
     assert!(!contenders.is_empty(), "compare needs a baseline");
     let n = calibrate(settings.round_time, &mut contenders[0]).await;
@@ -100,11 +151,20 @@ pub async fn compare(settings: &Settings, mut contenders: Vec<Contender<'_>>) ->
             samples[i].push(started.elapsed().as_nanos() as f64 / n as f64);
         }
     }
+    let mut allocs = Vec::with_capacity(k);
+    for c in &mut contenders {
+        ALLOCATIONS.store(0, Ordering::Relaxed);
+        COUNTING.store(true, Ordering::Relaxed);
+        (c.run)(n).await;
+        COUNTING.store(false, Ordering::Relaxed);
+        allocs.push(ALLOCATIONS.load(Ordering::Relaxed) as f64 / n as f64);
+    }
     let baseline = samples[0].clone();
     contenders
         .iter()
         .zip(&samples)
-        .map(|(c, times)| {
+        .zip(allocs)
+        .map(|((c, times), allocs)| {
             let mut ratios: Vec<f64> = times.iter().zip(&baseline).map(|(t, b)| t / b).collect();
             let mut times = times.clone();
             let ns = percentile(&mut times, 0.5);
@@ -115,6 +175,7 @@ pub async fn compare(settings: &Settings, mut contenders: Vec<Contender<'_>>) ->
                 ratio: percentile(&mut ratios, 0.5),
                 ratio_q1: percentile(&mut ratios, 0.25),
                 ratio_q3: percentile(&mut ratios, 0.75),
+                allocs,
             }
         })
         .collect()
@@ -155,16 +216,28 @@ pub fn human_ns(ns: f64) -> String {
 }
 
 /// The usual table of a comparison: time per operation, its spread, and
-/// the ratio to the baseline with its interquartile range.
+/// the ratio to the baseline with its interquartile range, allocations.
 pub fn ratio_table(measured: &[Measured]) -> Table {
-    let mut table = Table::new(["contender", "time/op (median)", "spread (±IQR/2)", "ratio (q1–q3)"]);
+    let mut table = Table::new([
+        "contender",
+        "time/op (median)",
+        "spread (±IQR/2)",
+        "ratio (q1–q3)",
+        "allocs/op",
+    ]);
     for (i, m) in measured.iter().enumerate() {
         let ratio = if i == 0 {
             "1.00 (baseline)".to_owned()
         } else {
             format!("**{:.2}** ({:.2}–{:.2})", m.ratio, m.ratio_q1, m.ratio_q3)
         };
-        table.row([m.name.clone(), human_ns(m.ns), format!("±{:.0}%", m.iqr * 50.0), ratio]);
+        table.row([
+            m.name.clone(),
+            human_ns(m.ns),
+            format!("±{:.0}%", m.iqr * 50.0),
+            ratio,
+            format!("{:.1}", m.allocs),
+        ]);
     }
     table
 }

@@ -344,7 +344,15 @@ pub async fn codec(settings: &Settings) -> Report {
         .collect();
     let encode = compare(settings, encodes).await;
     let decode = compare(settings, decodes).await;
-    let mut table = Table::new(["codec", "size", "encode/op", "× bincode", "decode/op", "× bincode"]);
+    let mut table = Table::new([
+        "codec",
+        "size",
+        "encode/op",
+        "× bincode",
+        "decode/op",
+        "× bincode",
+        "allocs enc/dec",
+    ]);
     for (i, c) in CODECS.iter().enumerate() {
         table.row([
             c.name().to_owned(),
@@ -353,6 +361,7 @@ pub async fn codec(settings: &Settings) -> Report {
             format!("{:.2}", encode[i].ratio),
             human_ns(decode[i].ns),
             format!("{:.2}", decode[i].ratio),
+            format!("{:.0} / {:.0}", encode[i].allocs, decode[i].allocs),
         ]);
     }
     Report {
