@@ -69,8 +69,9 @@ pub async fn memory_get(settings: &Settings) -> Report {
         title: "memory-get: typed get hit on memory vs raw moka".into(),
         about: format!(
             "{KEYS} warm keys, one get at a time. Target (DESIGN): `BookStore::get` within **2x** of raw \
-             moka `get` (first row). The middle rows split the cost: moka holding bytes plus the decode \
-             cacheme must do, and cacheme's backend layer without key building."
+             moka `get` (first row: moka holding the `Book` and cloning it out, as one would write it \
+             without cacheme). The middle rows split the cost: moka holding bytes plus the decode \
+             cacheme must do (its backends store bytes), then cacheme's backend layer with the key given."
         ),
         table: ratio_table(&measured),
     }
