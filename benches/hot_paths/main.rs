@@ -21,6 +21,7 @@
 mod fixtures;
 mod harness;
 mod scenarios;
+mod stampede;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -48,6 +49,7 @@ scenarios! {
     "redis-get" => scenarios::redis_get,
     "redis-get-64" => scenarios::redis_get_64,
     "redis-get-m" => scenarios::redis_get_m,
+    "cold-key" => stampede::cold_key,
 }
 
 const USAGE: &str = "\
