@@ -76,6 +76,30 @@ fn fetches(log: &Path) -> usize {
     fetch_log(log).len()
 }
 
+/// Waits until some get is fetching (its fetch is in the log).
+async fn until_fetching(log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fetches(log) == 0 {
+        assert!(Instant::now() < deadline, "nobody fetched");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A spawned Redis and a fetch log in a temp dir.
+fn redis_scene() -> (RedisServer, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("fetches");
+    (RedisServer::start(), dir, log)
+}
+
+/// A worker on `server` whose fetches take `fetch_time`.
+async fn slow_worker(server: &RedisServer, log: &Path, fetch_time: Duration) -> Arc<Worker> {
+    Arc::new(Worker {
+        fetch_time,
+        ..Arc::into_inner(redis_worker(server, log).await).unwrap()
+    })
+}
+
 #[cache_store(key = "cold:<id>", ttl = "1m", lock_ttl = "2s", singleflight)]
 async fn cold(ctx: &Worker, id: u32) -> Result<String, String> {
     let earlier = record_fetch(&ctx.log).await;
@@ -216,21 +240,13 @@ async fn two_processes_fetch_a_cold_key_once_on_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_lock_holder_costs_one_more_fetch_within_lock_ttl() {
-    let server = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("fetches");
+    let (server, _dir, log) = redis_scene();
     let start_at = unix_ms() + 1500;
     let mut children: Vec<_> = (0..3)
         .map(|_| spawn_child(&server.url(), &log, 100, start_at, true))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let holder = loop {
-        if let Some(&pid) = fetch_log(&log).first() {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "nobody fetched");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    until_fetching(&log).await;
+    let holder = fetch_log(&log)[0];
     let position = children
         .iter()
         .position(|c| c.id() == Some(holder))
@@ -259,9 +275,7 @@ async fn redis_worker(server: &RedisServer, log: &Path) -> Arc<Worker> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_fetch_releases_the_waiters_at_once() {
-    let server = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("fetches");
+    let (server, _dir, log) = redis_scene();
     // Two clients: two processes as far as coordination goes.
     let holder = redis_worker(&server, &log).await;
     let other = redis_worker(&server, &log).await;
@@ -271,9 +285,7 @@ async fn a_failed_fetch_releases_the_waiters_at_once() {
         let holder = holder.clone();
         async move { ColdStore::get(&holder, 7).await }
     });
-    while fetches(&log) == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    until_fetching(&log).await;
     let waiters: Vec<_> = (0..50)
         .map(|_| {
             let other = other.clone();
@@ -297,21 +309,14 @@ async fn a_failed_fetch_releases_the_waiters_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_invalidation_during_a_fetch_wins_over_its_fill() {
-    let server = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("fetches");
-    let slow = Arc::new(Worker {
-        fetch_time: Duration::from_millis(500),
-        ..Arc::into_inner(redis_worker(&server, &log).await).unwrap()
-    });
+    let (server, _dir, log) = redis_scene();
+    let slow = slow_worker(&server, &log, Duration::from_millis(500)).await;
     let other = redis_worker(&server, &log).await;
     let in_flight = tokio::spawn({
         let slow = slow.clone();
         async move { ColdStore::get(&slow, 3).await }
     });
-    while fetches(&log) == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    until_fetching(&log).await;
     // The source changes and the application invalidates, mid-fetch.
     slow.version.store(2, Ordering::SeqCst);
     other.version.store(2, Ordering::SeqCst);
@@ -329,9 +334,7 @@ async fn an_invalidation_during_a_fetch_wins_over_its_fill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fetch_longer_than_lock_ttl_is_still_one_fetch() {
-    let server = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("fetches");
+    let (server, _dir, log) = redis_scene();
     let make = |client| {
         Arc::new(Worker {
             fetch_time: Duration::from_millis(1200),
@@ -367,21 +370,14 @@ async fn a_fetch_longer_than_lock_ttl_is_still_one_fetch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn waiters_cancelled_by_a_timeout_leave_nothing_behind() {
-    let server = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("fetches");
-    let holder = Arc::new(Worker {
-        fetch_time: Duration::from_millis(1500),
-        ..Arc::into_inner(redis_worker(&server, &log).await).unwrap()
-    });
+    let (server, _dir, log) = redis_scene();
+    let holder = slow_worker(&server, &log, Duration::from_millis(1500)).await;
     let other = redis_worker(&server, &log).await;
     let held = tokio::spawn({
         let holder = holder.clone();
         async move { SharedStore::get(&holder, 9).await }
     });
-    while fetches(&log) == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    until_fetching(&log).await;
     let waits: Vec<_> = (0..50)
         .map(|_| {
             let other = other.clone();
@@ -424,21 +420,14 @@ async fn waiters_cancelled_by_a_timeout_leave_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_notification_costs_a_bounded_delay_not_an_error() {
-    let server = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("fetches");
-    let holder = Arc::new(Worker {
-        fetch_time: Duration::from_millis(600),
-        ..Arc::into_inner(redis_worker(&server, &log).await).unwrap()
-    });
+    let (server, _dir, log) = redis_scene();
+    let holder = slow_worker(&server, &log, Duration::from_millis(600)).await;
     let other = redis_worker(&server, &log).await;
     let held = tokio::spawn({
         let holder = holder.clone();
         async move { ColdStore::get(&holder, 5).await }
     });
-    while fetches(&log) == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    until_fetching(&log).await;
     let started = Instant::now();
     let waiter = tokio::spawn({
         let other = other.clone();
