@@ -45,6 +45,12 @@ pub enum Op {
     Encode,
     /// Turning bytes back into a value.
     Decode,
+    /// Asking how long a key has left to live.
+    Ttl,
+    /// Walking the keys that match a pattern.
+    ScanKeys,
+    /// Asking the server how much memory it uses.
+    MemoryUsed,
 }
 
 impl fmt::Display for Op {
@@ -63,6 +69,9 @@ impl fmt::Display for Op {
             Op::DeleteMatching => "delete_matching",
             Op::Encode => "encode",
             Op::Decode => "decode",
+            Op::Ttl => "ttl",
+            Op::ScanKeys => "scan_keys",
+            Op::MemoryUsed => "memory_used",
         })
     }
 }
