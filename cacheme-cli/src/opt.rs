@@ -144,7 +144,17 @@ pub struct BackendOpt {
     /// `redis-cluster://h1:7000,h2:7001`, `memcache://host:11211`, `file:///var/cache/app`.
     /// Passwords are never printed.
     #[arg(long, env = URL_VAR, hide_env_values = true, value_name = "URL")]
-    pub url: String,
+    pub url: Option<String>,
+}
+
+impl BackendOpt {
+    /// The URL given by `--url` or `CACHEME_URL`.
+    pub fn url(&self) -> crate::Result<&str> {
+        self.url
+            .as_deref()
+            .filter(|url| !url.trim().is_empty())
+            .ok_or_else(|| crate::Error::Usage(format!("no cache URL: pass --url URL or set {URL_VAR}")))
+    }
 }
 
 /// A codec name, for values of stores that use the client's codec.

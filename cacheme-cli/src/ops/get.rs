@@ -58,7 +58,7 @@ pub fn target(opt: &KeyOpt) -> Result<Target> {
 /// Prints the value and its TTL; exit code 1 when there is no value.
 pub async fn run(opt: &KeyOpt) -> Result<i32> {
     let target = target(opt)?;
-    let connection = Connection::open(&opt.backend.url).await?;
+    let connection = Connection::open(opt.backend.url()?).await?;
     let backend = connection.cache.backend();
     let found = backend
         .get(&target.key)

@@ -9,7 +9,7 @@ use crate::scan;
 /// Removes one key.
 pub async fn one(opt: &KeyOpt) -> Result<i32> {
     let target = get::target(opt)?;
-    let connection = Connection::open(&opt.backend.url).await?;
+    let connection = Connection::open(opt.backend.url()?).await?;
     let removed = connection
         .cache
         .backend()
@@ -33,7 +33,7 @@ pub async fn all(opt: &InvalidateAllOpt) -> Result<i32> {
     let sources = scan::crate_sources(opt.source.manifest_path.as_deref())?;
     let store = ops::find(&sources, &opt.store)?;
     let version = key::version(store, opt.version.as_deref())?;
-    let connection = Connection::open(&opt.backend.url).await?;
+    let connection = Connection::open(opt.backend.url()?).await?;
     let template = store.template;
     let glob = template.glob(&version);
     let filter = |key: &str| template.matches(key, &version);

@@ -40,7 +40,11 @@ impl Connection {
                 vec![raw.to_owned(), decoded]
             })
             .unwrap_or_default();
-        let shown = parsed.as_ref().map_or_else(|| "the given URL".to_owned(), redact_url);
+        // redact_url percent-encodes the marker inside the URL's user info.
+        let shown = parsed.as_ref().map_or_else(
+            || "the given URL".to_owned(),
+            |url| redact_url(url).replace("%3Credacted%3E", REDACTED),
+        );
         match Cache::open(url).await {
             Ok(cache) => Ok(Connection { cache, shown, secrets }),
             Err(e) => {

@@ -57,7 +57,7 @@ fn version_of(key: &str) -> Option<String> {
 pub async fn run(opt: &StatsOpt) -> Result<i32> {
     let sources = scan::crate_sources(opt.source.manifest_path.as_deref())?;
     let stores = &sources.stores;
-    let connection = Connection::open(&opt.backend.url).await?;
+    let connection = Connection::open(opt.backend.url()?).await?;
     let backend = connection.cache.backend();
     let mut counts = Counts::default();
     backend
