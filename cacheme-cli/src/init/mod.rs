@@ -29,6 +29,10 @@ pub fn run(opt: &InitOpt) -> Result<i32> {
             opt.module
         )));
     }
+    let source = match &opt.path {
+        Some(dir) => CachemeSource::Path(cacheme_path(dir)?),
+        None => CachemeSource::Version(VERSION_REQ.to_owned()),
+    };
     let manifest_path = scan::manifest(opt.source.manifest_path.as_deref())?;
     let root = manifest_path.parent().unwrap_or(Path::new(".")).to_owned();
     let src = root.join("src");
@@ -44,10 +48,6 @@ pub fn run(opt: &InitOpt) -> Result<i32> {
             return Err(Error::Exists { path: existing });
         }
     }
-    let source = match &opt.path {
-        Some(dir) => CachemeSource::Path(cacheme_path(dir)?),
-        None => CachemeSource::Version(VERSION_REQ.to_owned()),
-    };
     // Everything is checked before anything is written.
     let text = std::fs::read_to_string(&manifest_path).map_err(|source| Error::Read {
         path: manifest_path.clone(),
