@@ -171,7 +171,8 @@ pub enum CodecArg {
 /// One key of a store, for `get` and `invalidate`.
 #[derive(Debug, Args)]
 pub struct KeyOpt {
-    /// The store, by its type name as `list` shows it (`BookStore`).
+    /// The store, by its type name as `list` shows it (`BookStore`) or
+    /// its fetcher's name (`book`).
     #[arg(long, short, value_name = "NAME", required_unless_present = "key")]
     pub store: Option<String>,
 
@@ -211,7 +212,8 @@ pub struct KeyOpt {
 /// Options of `invalidate-all`.
 #[derive(Debug, Args)]
 pub struct InvalidateAllOpt {
-    /// The store, by its type name as `list` shows it (`BookStore`).
+    /// The store, by its type name as `list` shows it (`BookStore`) or
+    /// its fetcher's name (`book`).
     #[arg(long, short, value_name = "NAME")]
     pub store: String,
 
