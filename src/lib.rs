@@ -3,8 +3,8 @@
 
 pub use cacheme_runtime::{
     Backend, BoxError, BoxFuture, Cache, Client, ClientBuilder, Codec, Context, DEFAULT_CAPACITY, Error, Event,
-    EventKind, Factory, KeyFilter, Logger, MemoryBackend, MultiResult, Op, ProviderConfig, Result, StoreSpec, Ttl,
-    UpdateError, config, counter, providers, register, stampede,
+    EventKind, Factory, KeyFilter, KeyVisitor, Logger, MemoryBackend, MultiResult, Op, ProviderConfig, Result,
+    StoreSpec, Ttl, UpdateError, config, counter, providers, register, stampede,
 };
 
 #[doc = include_str!("../docs/cache_store.md")]

@@ -313,3 +313,39 @@ async fn config_errors_name_the_field_before_connecting() {
         other => panic!("expected an error about the unknown parameter, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn ttl_scan_keys_and_memory_used_for_tools() {
+    let server = RedisServer::start();
+    let cache = Cache::open(&format!("{}?prefix=app", server.url())).await.unwrap();
+    let other = Cache::open(&server.url()).await.unwrap();
+    cache.put("a:1", b"v", Duration::from_secs(60)).await.unwrap();
+    cache.put_forever("a:2", b"v").await.unwrap();
+    cache.put_forever("b:1", b"v").await.unwrap();
+    other.put_forever("a:3", b"other prefix").await.unwrap();
+    let backend = cache.backend();
+
+    let left = backend.ttl("a:1").await.unwrap().unwrap().unwrap();
+    assert!(
+        left > Duration::from_secs(58) && left <= Duration::from_secs(60),
+        "{left:?}"
+    );
+    assert_eq!(backend.ttl("a:2").await.unwrap(), Some(None), "no expiry");
+    assert_eq!(backend.ttl("absent").await.unwrap(), None);
+
+    let mut seen = Vec::new();
+    let visited = backend
+        .scan_keys("a:*", &mut |key| seen.push(key.to_owned()))
+        .await
+        .unwrap();
+    seen.sort();
+    assert_eq!((visited, seen), (2, vec!["a:1".to_owned(), "a:2".to_owned()]));
+    assert_eq!(
+        backend.scan_keys("*", &mut |_| {}).await.unwrap(),
+        3,
+        "only this prefix"
+    );
+    assert!(cache.exists("a:1").await.unwrap(), "scanning deletes nothing");
+
+    assert!(backend.memory_used().await.unwrap() > 0);
+}

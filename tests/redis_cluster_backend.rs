@@ -164,6 +164,33 @@ async fn clear_removes_this_prefix_on_every_master_and_nothing_else() {
     assert!(mine.exists("after").await.unwrap());
 }
 
+#[tokio::test]
+async fn scan_keys_walks_every_master_and_memory_used_sums_them() {
+    let cluster = RedisCluster::start();
+    let mine = Cache::new("redis-cluster", &cluster.config("mine")).await.unwrap();
+    let other = Cache::new("redis-cluster", &cluster.config("other")).await.unwrap();
+    for i in 0..100 {
+        mine.put_forever(&format!("k{i}"), b"v").await.unwrap();
+        other.put_forever(&format!("k{i}"), b"v").await.unwrap();
+    }
+    assert!(
+        per_master(&cluster, "mine:").values().all(|&n| n > 0),
+        "keys on every master"
+    );
+    let mut seen = Vec::new();
+    let visited = mine
+        .backend()
+        .scan_keys("*", &mut |key| seen.push(key.to_owned()))
+        .await
+        .unwrap();
+    seen.sort();
+    let mut expected: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    expected.sort();
+    assert_eq!((visited, seen), (100, expected));
+    assert_eq!(mine.backend().ttl("k1").await.unwrap(), Some(None));
+    assert!(mine.backend().memory_used().await.unwrap() > 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_cache_serves_every_slot_after_a_master_fails_over() {
     let mut cluster = RedisCluster::start();

@@ -1,6 +1,12 @@
 //! Command-line options. The doc comments here are the `--help` text.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The environment variable that names the cache backend, here and in the
+/// module `cargo cacheme init` writes.
+pub const URL_VAR: &str = "CACHEME_URL";
 
 /// Cargo passes the subcommand name (`cacheme`) as the first argument.
 #[derive(Debug, Parser)]
@@ -22,6 +28,221 @@ pub struct Opt {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Add a cache module with an example store to this Cargo project.
+    ///
+    /// Writes `src/cache.rs`: a context type whose client reads the backend
+    /// URL from `CACHEME_URL` (an in-process memory cache when unset), and
+    /// one example `#[cache_store]` with its fetcher. Adds `cacheme`,
+    /// `serde` (derive) and `tokio` to Cargo.toml, keeping its comments
+    /// and formatting. Does not edit main.rs or lib.rs: it prints the
+    /// line to add. Refuses to overwrite the module unless `--force`.
+    Init(InitOpt),
+
+    /// Check every `#[cache_store]` in the crate's sources.
+    ///
+    /// Parses `src/**/*.rs` and applies the macro's own rules, so it finds
+    /// what the compiler would refuse (bad keys, TTLs, options, fetcher
+    /// signatures), plus stores that share a name or a key pattern across
+    /// files, which the client refuses when it is built. Reports each
+    /// problem as `file:line:column`; exits with 1 when there is any.
+    Check(SourceOpt),
+
+    /// List every store declared in the crate's sources.
+    ///
+    /// One row per store: name, key template (store prefix included), TTL,
+    /// version, options, and where it is declared. Invalid declarations are
+    /// reported on stderr (see `check`) and make the exit code 1.
+    List(ListOpt),
+
+    /// Show the value under a store key, decoded if its codec allows, and
+    /// its remaining TTL.
+    ///
+    /// Values are given in the order the variables appear in the key
+    /// template (as `list` shows it), or by name with `--param`. The key is
+    /// built exactly as the store builds it (values escaped, `:v{version}`
+    /// appended); the backend adds its own prefix. Exits with 1 when there
+    /// is no value.
+    Get(KeyOpt),
+
+    /// Remove the value under a store key (what `Store::invalidate` does).
+    Invalidate(KeyOpt),
+
+    /// Remove every value of one store and version (what
+    /// `Store::invalidate_all` does).
+    ///
+    /// Walks the backend's keys in batches (Redis: SCAN + UNLINK), so it is
+    /// O(keys in the cache): maintenance, not a request-path operation.
+    InvalidateAll(InvalidateAllOpt),
+
+    /// Count the cache's keys per store and version, and show the memory
+    /// the server uses where the backend tells.
+    ///
+    /// Keys are matched against the stores declared in the crate's
+    /// sources; keys of no known store are counted apart.
+    Stats(StatsOpt),
+
     /// Print the version of cargo-cacheme.
     Version,
+}
+
+/// Where the crate is.
+#[derive(Debug, Args)]
+pub struct SourceOpt {
+    /// The crate's Cargo.toml; its `src/` is searched. Default: the nearest
+    /// Cargo.toml in the current directory or above.
+    #[arg(long, value_name = "PATH")]
+    pub manifest_path: Option<PathBuf>,
+}
+
+/// Options of `init`.
+#[derive(Debug, Args)]
+pub struct InitOpt {
+    /// Use the cacheme crate at this directory (a path dependency) instead
+    /// of the version requirement "0.1" from crates.io.
+    #[arg(long, value_name = "DIR")]
+    pub path: Option<PathBuf>,
+
+    /// The module to create, as `src/<NAME>.rs`.
+    #[arg(long, value_name = "NAME", default_value = "cache")]
+    pub module: String,
+
+    /// Overwrite the module file if it exists.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Where the crate is.
+    #[command(flatten)]
+    pub source: SourceOpt,
+}
+
+/// How `list` prints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// One JSON array, one object per store.
+    Json,
+}
+
+/// Options of `list`.
+#[derive(Debug, Args)]
+pub struct ListOpt {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// Where the crate is.
+    #[command(flatten)]
+    pub source: SourceOpt,
+}
+
+/// The live cache to work on.
+#[derive(Debug, Args)]
+pub struct BackendOpt {
+    /// The cache's URL, as the application opens it: `redis://:pass@host:6379/0?prefix=app`,
+    /// `redis-cluster://h1:7000,h2:7001`, `memcache://host:11211`, `file:///var/cache/app`.
+    /// Passwords are never printed.
+    #[arg(long, env = URL_VAR, hide_env_values = true, value_name = "URL")]
+    pub url: Option<String>,
+}
+
+impl BackendOpt {
+    /// The URL given by `--url` or `CACHEME_URL`.
+    pub fn url(&self) -> crate::Result<&str> {
+        self.url
+            .as_deref()
+            .filter(|url| !url.trim().is_empty())
+            .ok_or_else(|| crate::Error::Usage(format!("no cache URL: pass --url URL or set {URL_VAR}")))
+    }
+}
+
+/// A codec name, for values of stores that use the client's codec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CodecArg {
+    /// bincode (the default codec; not self-describing: shown as hex).
+    Bincode,
+    /// JSON.
+    Json,
+    /// MessagePack.
+    Msgpack,
+}
+
+/// One key of a store, for `get` and `invalidate`.
+#[derive(Debug, Args)]
+pub struct KeyOpt {
+    /// The store, by its type name as `list` shows it (`BookStore`) or
+    /// its fetcher's name (`book`).
+    #[arg(long, short, value_name = "NAME", required_unless_present = "key")]
+    pub store: Option<String>,
+
+    /// The key's values, in the order the variables appear in the key
+    /// template: `--store BookStore 7 42` for `book:<category_id>:<book_id>`.
+    #[arg(value_name = "VALUE", conflicts_with = "key")]
+    pub values: Vec<String>,
+
+    /// A value by variable name (`--param book_id=42`); repeatable, instead
+    /// of positional values.
+    #[arg(long = "param", short, value_name = "NAME=VALUE", conflicts_with_all = ["key", "values"])]
+    pub params: Vec<String>,
+
+    /// The version in the key. Default: the store's declared version.
+    #[arg(long, value_name = "V", conflicts_with = "key")]
+    pub version: Option<String>,
+
+    /// A raw key instead of a store and values: the cache key without the
+    /// backend's prefix (`book:7:42:v1`).
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+
+    /// How to decode values of stores that use the client's codec (and of
+    /// raw keys). Default: the store's codec, else bincode (shown as hex).
+    #[arg(long, value_enum)]
+    pub codec: Option<CodecArg>,
+
+    /// The live cache.
+    #[command(flatten)]
+    pub backend: BackendOpt,
+
+    /// Where the crate is.
+    #[command(flatten)]
+    pub source: SourceOpt,
+}
+
+/// Options of `invalidate-all`.
+#[derive(Debug, Args)]
+pub struct InvalidateAllOpt {
+    /// The store, by its type name as `list` shows it (`BookStore`) or
+    /// its fetcher's name (`book`).
+    #[arg(long, short, value_name = "NAME")]
+    pub store: String,
+
+    /// The version whose values are removed. Default: the store's declared
+    /// version (required when the version is a function).
+    #[arg(long, value_name = "V")]
+    pub version: Option<String>,
+
+    /// The live cache.
+    #[command(flatten)]
+    pub backend: BackendOpt,
+
+    /// Where the crate is.
+    #[command(flatten)]
+    pub source: SourceOpt,
+}
+
+/// Options of `stats`.
+#[derive(Debug, Args)]
+pub struct StatsOpt {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// The live cache.
+    #[command(flatten)]
+    pub backend: BackendOpt,
+
+    /// Where the crate is.
+    #[command(flatten)]
+    pub source: SourceOpt,
 }

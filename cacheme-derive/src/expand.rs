@@ -6,25 +6,15 @@ use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::ast;
-use crate::template::Part;
-use crate::valid::{self, Store, Version};
+use cacheme_macros_core::template::Part;
+use cacheme_macros_core::{Store, Version};
 
 /// The attribute's entry point: parse, validate, expand; on error the
 /// fetcher is emitted unchanged beside the errors.
 pub fn cache_store(args: TokenStream, input: TokenStream) -> TokenStream {
-    let mut errors = Vec::new();
-    let args = ast::parse_args(args, &mut errors);
-    let store = match ast::parse_fetcher(input.clone()) {
-        Ok(fetcher) => valid::validate(args, fetcher, &mut errors),
-        Err(e) => {
-            errors.push(e);
-            None
-        }
-    };
-    match store {
-        Some(store) if errors.is_empty() => expand(&store),
-        _ => {
+    match cacheme_macros_core::store(args, input.clone()) {
+        Ok(store) => expand(&store),
+        Err(errors) => {
             let errors = errors.iter().map(syn::Error::to_compile_error);
             quote! { #input #(#errors)* }
         }

@@ -1,17 +1,14 @@
 //! Procedural macros of cacheme. Use them through the `cacheme` crate,
 //! whose docs describe `#[cache_store]` in full.
 //!
-//! The macro works in three phases, each in its own module: [`ast`] parses
-//! the attribute and the fetcher, [`valid`] checks them (collecting every
-//! error, each spanned at the offending tokens), [`expand`] writes the
-//! store. On error the fetcher is still emitted, so users see the real
-//! mistakes rather than a cascade of "cannot find" errors.
+//! The macro works in three phases: `cacheme-macros-core` parses the
+//! attribute and the fetcher and checks them (collecting every error, each
+//! spanned at the offending tokens), the same code `cargo cacheme check`
+//! runs; [`expand`] writes the store. On error the fetcher is still
+//! emitted, so users see the real mistakes rather than a cascade of
+//! "cannot find" errors.
 
-mod ast;
-mod duration;
 mod expand;
-mod template;
-mod valid;
 
 use proc_macro::TokenStream;
 

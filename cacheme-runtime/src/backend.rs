@@ -29,6 +29,9 @@ pub type Ttl = Option<Duration>;
 /// Decides, key by key, what [`Backend::delete_matching`] deletes.
 pub type KeyFilter<'a> = dyn Fn(&str) -> bool + Send + Sync + 'a;
 
+/// Receives, key by key, what [`Backend::scan_keys`] finds.
+pub type KeyVisitor<'a> = dyn FnMut(&str) + Send + 'a;
+
 /// A cache backend: storage for bytes under string keys.
 ///
 /// Implement this to add a provider and make it available by name with
@@ -163,6 +166,43 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     fn delete_if_equals<'a>(&'a self, key: &'a str, expected: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
         let _ = (key, expected);
         Box::pin(async move { Err(unsupported(self.provider(), Op::DeleteIfEquals)) })
+    }
+
+    /// How long `key` has left to live: `Ok(None)` when it is missing or
+    /// expired, `Ok(Some(None))` when it never expires.
+    ///
+    /// Optional, for tools (`cargo cacheme get`); the default reports
+    /// [`Error::Unsupported`].
+    fn ttl<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Ttl>>> {
+        let _ = key;
+        Box::pin(async move { Err(unsupported(self.provider(), Op::Ttl)) })
+    }
+
+    /// Calls `visit` with every live key that matches `glob` (a Redis
+    /// `SCAN MATCH` pattern over this cache's keys, without the
+    /// backend's prefix) and returns how many keys it visited.
+    ///
+    /// Like [`delete_matching`](Backend::delete_matching) it works in
+    /// batches and never holds every key at once. `glob` narrows the walk
+    /// where the backend can; a backend may also visit keys outside it, so
+    /// check each key. As with Redis `SCAN`, a key written or removed
+    /// during the walk may be missed or visited twice.
+    ///
+    /// Optional, for tools (`cargo cacheme stats`); the default reports
+    /// [`Error::Unsupported`].
+    fn scan_keys<'a>(&'a self, glob: &'a str, visit: &'a mut KeyVisitor<'a>) -> BoxFuture<'a, Result<u64>> {
+        let _ = (glob, visit);
+        Box::pin(async move { Err(unsupported(self.provider(), Op::ScanKeys)) })
+    }
+
+    /// Bytes of memory the backend's server says it uses (Redis
+    /// `used_memory`, summed over a cluster's masters). This is the whole
+    /// server's figure, not only this cache's keys.
+    ///
+    /// Optional, for tools (`cargo cacheme stats`); the default reports
+    /// [`Error::Unsupported`].
+    fn memory_used(&self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move { Err(unsupported(self.provider(), Op::MemoryUsed)) })
     }
 }
 

@@ -53,6 +53,12 @@ pub enum Op {
     Encode,
     /// Turning bytes back into a value.
     Decode,
+    /// Asking how long a key has left to live.
+    Ttl,
+    /// Walking the keys that match a pattern.
+    ScanKeys,
+    /// Asking the server how much memory it uses.
+    MemoryUsed,
 }
 
 impl fmt::Display for Op {
@@ -75,6 +81,9 @@ impl fmt::Display for Op {
             Op::Watch => "watch",
             Op::Encode => "encode",
             Op::Decode => "decode",
+            Op::Ttl => "ttl",
+            Op::ScanKeys => "scan_keys",
+            Op::MemoryUsed => "memory_used",
         })
     }
 }

@@ -44,7 +44,7 @@ pub use crate::file::FileBackend;
 pub use crate::memcached::MemcachedBackend;
 #[cfg(feature = "redis")]
 pub use crate::redis::RedisBackend;
-pub use backend::{Backend, BoxFuture, KeyFilter, Ttl};
+pub use backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, Ttl};
 pub use cache::Cache;
 pub use client::{Client, ClientBuilder, Context};
 pub use codec::Codec;

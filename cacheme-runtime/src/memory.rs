@@ -15,7 +15,7 @@ use moka::Expiry;
 use moka::future::Cache as Moka;
 use moka::ops::compute::Op as Compute;
 
-use crate::backend::{Backend, BoxFuture, KeyFilter, Ttl};
+use crate::backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, Ttl};
 use crate::config::ProviderConfig;
 use crate::counter;
 use crate::error::Result;
@@ -216,6 +216,32 @@ impl Backend for MemoryBackend {
         })
     }
 
+    fn ttl<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Ttl>>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            Ok(self
+                .live(key)
+                .await
+                .map(|e| e.expires_at.map(|deadline| deadline.saturating_duration_since(now))))
+        })
+    }
+
+    /// Visits every live entry (moka has no pattern index; `glob` is not
+    /// used, callers check each key).
+    fn scan_keys<'a>(&'a self, _glob: &'a str, visit: &'a mut KeyVisitor<'a>) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut visited = 0;
+            for (key, entry) in self.entries.iter() {
+                if entry.is_live(now) {
+                    visit(&key);
+                    visited += 1;
+                }
+            }
+            Ok(visited)
+        })
+    }
+
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let mut written = false;
@@ -248,5 +274,36 @@ impl Backend for MemoryBackend {
                 .await;
             Ok(removed)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ttl_and_scan_keys_see_only_live_entries() {
+        let memory = MemoryBackend::with_capacity(100);
+        memory.set("a", b"1", Some(Duration::from_secs(60))).await.unwrap();
+        memory.set("b", b"2", None).await.unwrap();
+        memory.set("gone", b"3", Some(Duration::from_millis(1))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+
+        let left = memory.ttl("a").await.unwrap().unwrap().unwrap();
+        assert!(
+            left > Duration::from_secs(59) && left <= Duration::from_secs(60),
+            "{left:?}"
+        );
+        assert_eq!(memory.ttl("b").await.unwrap(), Some(None), "no expiry");
+        assert_eq!(memory.ttl("gone").await.unwrap(), None, "expired is missing");
+        assert_eq!(memory.ttl("never").await.unwrap(), None);
+
+        let mut seen = Vec::new();
+        let visited = memory
+            .scan_keys("*", &mut |key| seen.push(key.to_owned()))
+            .await
+            .unwrap();
+        seen.sort();
+        assert_eq!((visited, seen), (2, vec!["a".to_owned(), "b".to_owned()]));
     }
 }

@@ -43,7 +43,7 @@ use self::connection::Connection;
 use self::notify::{Notifier, PushConnection};
 use self::stampede::RedisCoordinator;
 
-use crate::backend::{Backend, BoxFuture, KeyFilter, Ttl};
+use crate::backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, Ttl};
 use crate::config::ProviderConfig;
 use crate::error::{Error, Op, Result};
 use crate::stampede::Coordination;
@@ -271,6 +271,14 @@ fn ttl_millis(ttl: Duration) -> u64 {
     u64::try_from(millis).unwrap_or(u64::MAX)
 }
 
+/// A numeric field (`name:value` line) of an `INFO` report.
+fn info_field(report: &str, name: &str) -> Option<u64> {
+    report.lines().find_map(|line| {
+        let (field, value) = line.trim_end().split_once(':')?;
+        (field == name).then(|| value.parse().ok()).flatten()
+    })
+}
+
 /// `SCAN MATCH` treats `*?[]\` specially; escape them so a prefix like
 /// `a*` matches only keys that start with `a*:`.
 fn glob_escape(text: &str) -> String {
@@ -409,6 +417,65 @@ impl Backend for RedisBackend {
             Ok(removed > 0)
         })
     }
+
+    fn ttl<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Ttl>>> {
+        Box::pin(async move {
+            let millis: i64 = self
+                .query(redis::cmd("PTTL").arg(self.full_key(key)), Op::Ttl, Some(key))
+                .await?;
+            // -2: no such key; -1: no expiry.
+            Ok(match millis {
+                -2 => None,
+                ms if ms < 0 => Some(None),
+                ms => Some(Some(Duration::from_millis(ms.unsigned_abs()))),
+            })
+        })
+    }
+
+    /// `SCAN MATCH prefix:glob` page by page (on every master of a
+    /// cluster), through the same walk as `clear`, deleting nothing.
+    fn scan_keys<'a>(&'a self, glob: &'a str, visit: &'a mut KeyVisitor<'a>) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            // The walk takes a shared `Fn` filter; a filter that visits and
+            // keeps every key turns it into a read-only scan.
+            let visit = std::sync::Mutex::new((visit, 0u64));
+            let filter = |key: &str| {
+                let mut guard = visit.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (visit, visited) = &mut *guard;
+                visit(key);
+                *visited += 1;
+                false
+            };
+            self.scan_unlink(glob, &filter, Op::ScanKeys).await?;
+            let (_, visited) = visit.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Ok(visited)
+        })
+    }
+
+    /// `INFO memory`'s `used_memory`, summed over a cluster's masters.
+    fn memory_used(&self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let reports: Vec<String> = match &self.connection {
+                Connection::Node(_) => vec![
+                    self.query(redis::cmd("INFO").arg("memory"), Op::MemoryUsed, None)
+                        .await?,
+                ],
+                #[cfg(feature = "redis-cluster")]
+                Connection::Cluster(cluster) => self.info_of_masters(cluster, "memory").await?,
+            };
+            reports.iter().try_fold(0u64, |sum, report| {
+                let used = info_field(report, "used_memory").ok_or_else(|| {
+                    Error::backend(
+                        self.provider,
+                        Op::MemoryUsed,
+                        None,
+                        "INFO memory has no used_memory field",
+                    )
+                })?;
+                Ok(sum.saturating_add(used))
+            })
+        })
+    }
 }
 
 #[cfg(test)]
@@ -421,6 +488,14 @@ mod tests {
         assert_eq!(ttl_millis(Duration::from_micros(1500)), 2);
         assert_eq!(ttl_millis(Duration::from_millis(1500)), 1500);
         assert_eq!(ttl_millis(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn info_fields_are_read_by_name() {
+        let report = "# Memory\r\nused_memory:1049384\r\nused_memory_human:1.00M\r\n";
+        assert_eq!(info_field(report, "used_memory"), Some(1_049_384));
+        assert_eq!(info_field(report, "used_memory_rss"), None);
+        assert_eq!(info_field(report, "used_memory_human"), None, "not a number");
     }
 
     #[test]

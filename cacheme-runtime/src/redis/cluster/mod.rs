@@ -134,6 +134,32 @@ impl RedisBackend {
     }
 }
 
+impl RedisBackend {
+    /// The `INFO section` report of every master.
+    pub(super) async fn info_of_masters(&self, cluster: &ClusterConnection, section: &str) -> Result<Vec<String>> {
+        let mut reports = Vec::new();
+        let nodes = masters(cluster)
+            .await
+            .map_err(|e| Error::backend(self.provider, Op::MemoryUsed, None, e))?;
+        for (host, port) in nodes {
+            let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+            let mut cluster = cluster.clone();
+            let report = async {
+                let reply = cluster
+                    .route_command(redis::cmd("INFO").arg(section).clone(), node)
+                    .await?;
+                Ok::<String, RedisError>(redis::from_redis_value(reply)?)
+            };
+            reports.push(
+                report
+                    .await
+                    .map_err(|e| Error::backend(self.provider, Op::MemoryUsed, None, e))?,
+            );
+        }
+        Ok(reports)
+    }
+}
+
 /// The masters as the client's slot map knows them: a PING to all masters
 /// with no response policy answers with a map from each node's
 /// `host:port` to its reply.

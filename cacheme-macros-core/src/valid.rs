@@ -14,18 +14,31 @@ use crate::template::{self, Part};
 
 /// A store that passed every check.
 pub struct Store {
+    /// The fetcher, as written.
     pub item: ItemFn,
+    /// The generated type's name (`BookStore`).
     pub store: Ident,
+    /// The multi-getter's name (`BookStoreMulti`).
     pub multi: Ident,
+    /// The key template as stored, the store `prefix` included
+    /// (`"shop:book:<id>"`).
     pub key_source: String,
+    /// `key_source` split into literal text and variables.
     pub parts: Vec<Part>,
+    /// How long values live, in milliseconds (at least 1).
     pub ttl_ms: u64,
+    /// The fetch lock's lifetime, in milliseconds, when given.
     pub lock_ttl_ms: Option<u64>,
+    /// The version in every key.
     pub version: Version,
+    /// Whether concurrent gets of one key share one fetch.
     pub singleflight: bool,
+    /// The runtime `Codec` variant (`Bincode`, `Json`, `MessagePack`),
+    /// spanned at the option; `None` uses the client's.
     pub codec: Option<Ident>,
     /// The context type behind the reference (`App` in `ctx: &App`).
     pub context: Type,
+    /// The key parameters, in the fetcher's order.
     pub params: Vec<(Ident, Type)>,
     /// The fetcher's return type, as written.
     pub output: Type,
@@ -33,7 +46,9 @@ pub struct Store {
 
 /// The validated version.
 pub enum Version {
+    /// A constant: an integer or a string, as text.
     Static(String),
+    /// A `fn() -> String` evaluated on every key built.
     Dynamic(syn::Path),
 }
 

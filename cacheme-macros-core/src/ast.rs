@@ -8,20 +8,31 @@ use syn::{Ident, ItemFn, LitBool, LitInt, LitStr, Path};
 /// The options of `#[cache_store(...)]`, each with its span.
 #[derive(Default)]
 pub struct Args {
+    /// `key = "book:<id>"`: the key template.
     pub key: Option<LitStr>,
+    /// `ttl = "5m"`.
     pub ttl: Option<LitStr>,
+    /// `version = ...`.
     pub version: Option<VersionArg>,
+    /// `singleflight` or `singleflight = bool`, with the option's span.
     pub singleflight: Option<(bool, Span)>,
+    /// `codec = "json"`.
     pub codec: Option<LitStr>,
+    /// `name = "Books"`: the generated type's name.
     pub name: Option<LitStr>,
+    /// `lock_ttl = "10s"`.
     pub lock_ttl: Option<LitStr>,
+    /// `prefix = "shop"`: a namespace inside the client's.
     pub prefix: Option<LitStr>,
 }
 
 /// `version = 1`, `version = "2024-06"` or `version = path::to::fn`.
 pub enum VersionArg {
+    /// `version = 1`.
     Int(LitInt),
+    /// `version = "2024-06"`.
     Str(LitStr),
+    /// `version = path::to::fn`.
     Path(Path),
 }
 
@@ -100,6 +111,7 @@ pub fn parse_args(tokens: TokenStream, errors: &mut Vec<syn::Error>) -> Args {
 
 /// The fetcher as written.
 pub struct Fetcher {
+    /// The function, with its other attributes.
     pub item: ItemFn,
 }
 

@@ -1,0 +1,101 @@
+//! `cargo cacheme list`: every store declared in the sources, as a table
+//! or JSON.
+
+use serde_json::{Value, json};
+
+use crate::decl::{Declaration, DeclaredVersion};
+use crate::error::Result;
+use crate::opt::{Format, ListOpt};
+use crate::output::{self, Table};
+use crate::scan;
+
+/// Prints the stores; invalid declarations go to stderr and make the exit
+/// code 1.
+pub fn run(opt: &ListOpt) -> Result<i32> {
+    let sources = scan::crate_sources(opt.source.manifest_path.as_deref())?;
+    match opt.format {
+        Format::Table => print!("{}", table(&sources.stores)),
+        Format::Json => println!("{:#}", json(&sources.stores)),
+    }
+    for problem in &sources.problems {
+        eprintln!("{problem}");
+    }
+    if sources.problems.is_empty() {
+        Ok(0)
+    } else {
+        eprintln!(
+            "{} invalid declaration(s) not listed; `cargo cacheme check` explains them",
+            sources.problems.len()
+        );
+        Ok(1)
+    }
+}
+
+/// The stores as an aligned table.
+pub fn table(stores: &[Declaration]) -> String {
+    let mut table = Table::new(&["STORE", "KEY", "TTL", "VERSION", "OPTIONS", "LOCATION"]);
+    for store in stores {
+        table.row(vec![
+            store.name.clone(),
+            store.key.clone(),
+            output::duration(store.ttl),
+            store.version_text(),
+            options(store),
+            store.location(),
+        ]);
+    }
+    table.render()
+}
+
+/// `singleflight, codec=json, lock_ttl=10s`, or `-`.
+fn options(store: &Declaration) -> String {
+    let mut options = Vec::new();
+    if store.singleflight {
+        options.push("singleflight".to_owned());
+    }
+    if let Some(codec) = store.codec {
+        options.push(format!("codec={}", codec.name()));
+    }
+    if let Some(lock_ttl) = store.lock_ttl {
+        options.push(format!("lock_ttl={}", output::duration(lock_ttl)));
+    }
+    if options.is_empty() {
+        "-".to_owned()
+    } else {
+        options.join(", ")
+    }
+}
+
+/// The stores as a JSON array.
+pub fn json(stores: &[Declaration]) -> Value {
+    Value::Array(
+        stores
+            .iter()
+            .map(|store| {
+                let (version, version_fn) = match &store.version {
+                    DeclaredVersion::Static(v) => (Value::from(v.as_str()), Value::Null),
+                    DeclaredVersion::Function(path) => (Value::Null, Value::from(path.as_str())),
+                };
+                json!({
+                    "name": store.name,
+                    "fetcher": store.fetcher,
+                    "key": store.key,
+                    "variables": store.variables,
+                    "ttl": output::duration(store.ttl),
+                    "ttl_ms": duration_ms(store.ttl),
+                    "version": version,
+                    "version_fn": version_fn,
+                    "singleflight": store.singleflight,
+                    "codec": store.codec.map(|c| c.name()),
+                    "lock_ttl_ms": store.lock_ttl.map(duration_ms),
+                    "file": store.file,
+                    "line": store.line,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,125 @@
+//! `cargo cacheme get`: one value, decoded when its codec is
+//! self-describing (JSON, MessagePack), hex otherwise, with its TTL.
+
+use cacheme_runtime::Codec;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::ops::{self, Connection, key};
+use crate::opt::{CodecArg, KeyOpt};
+use crate::output;
+use crate::scan;
+
+/// The key an operation works on, and the codec of its values.
+pub struct Target {
+    /// The key without the backend's prefix.
+    pub key: String,
+    /// `BookStore (src/lib.rs:12)`, when a store was named.
+    pub store: Option<String>,
+    /// How values are decoded.
+    pub codec: Codec,
+}
+
+/// The key and codec `opt` names (a store and its values, or a raw key).
+pub fn target(opt: &KeyOpt) -> Result<Target> {
+    let chosen = opt.codec.map(|c| match c {
+        CodecArg::Bincode => Codec::Bincode,
+        CodecArg::Json => Codec::Json,
+        CodecArg::Msgpack => Codec::MessagePack,
+    });
+    let store_name = match (&opt.key, &opt.store) {
+        (Some(raw), None) => {
+            return Ok(Target {
+                key: raw.clone(),
+                store: None,
+                codec: chosen.unwrap_or_default(),
+            });
+        }
+        (_, Some(name)) => name,
+        (None, None) => {
+            return Err(Error::Usage(
+                "give --store NAME and its values, or --key KEY".to_owned(),
+            ));
+        }
+    };
+    let sources = scan::crate_sources(opt.source.manifest_path.as_deref())?;
+    let store = ops::find(&sources, store_name)?;
+    let key = match &opt.key {
+        Some(raw) => raw.clone(),
+        None => key::build(store, &opt.values, &opt.params, opt.version.as_deref())?,
+    };
+    Ok(Target {
+        key,
+        store: Some(format!("{} ({})", store.name, store.location())),
+        codec: store.codec.or(chosen).unwrap_or_default(),
+    })
+}
+
+/// Prints the value and its TTL; exit code 1 when there is no value.
+pub async fn run(opt: &KeyOpt) -> Result<i32> {
+    let target = target(opt)?;
+    let connection = Connection::open(opt.backend.url()?).await?;
+    let backend = connection.cache.backend();
+    let found = backend
+        .get(&target.key)
+        .await
+        .map_err(|e| connection.error("cannot read the key", e))?;
+    if let Some(store) = &target.store {
+        println!("store: {store}");
+    }
+    println!("key:   {}", target.key);
+    let Some(bytes) = found else {
+        println!("no value under this key in {}", connection.shown);
+        return Ok(1);
+    };
+    let ttl = match backend.ttl(&target.key).await {
+        Ok(Some(Some(left))) => format!("{} left", output::duration(left)),
+        Ok(Some(None)) => "no expiry".to_owned(),
+        Ok(None) => "expired just now".to_owned(),
+        Err(cacheme_runtime::Error::Unsupported { provider, .. }) => {
+            format!("unknown (the {provider} backend does not report TTLs)")
+        }
+        Err(e) => return Err(connection.error("cannot read the key's TTL", e)),
+    };
+    println!("ttl:   {ttl}");
+    print!("{}", render(target.codec, &bytes));
+    Ok(0)
+}
+
+/// The value as text: pretty JSON for self-describing codecs, hex for
+/// bincode or bytes that do not decode.
+pub fn render(codec: Codec, bytes: &[u8]) -> String {
+    let decoded = match codec {
+        Codec::Json | Codec::MessagePack => codec.decode::<Value>(bytes).ok(),
+        _ => None,
+    };
+    match decoded {
+        Some(value) => format!("value ({}, {} bytes):\n{value:#}\n", codec.name(), bytes.len()),
+        None => {
+            let why = match codec {
+                Codec::Json | Codec::MessagePack => format!("does not decode as {}", codec.name()),
+                _ => format!("{} is not self-describing", codec.name()),
+            };
+            format!("value ({} bytes, hex; {why}):\n{}\n", bytes.len(), output::hex(bytes))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_describing_values_are_decoded_others_shown_as_hex() {
+        let json = Codec::Json.encode(&serde_json::json!({"id": 42})).unwrap();
+        assert_eq!(
+            render(Codec::Json, &json),
+            "value (json, 9 bytes):\n{\n  \"id\": 42\n}\n"
+        );
+        let packed = Codec::MessagePack.encode(&serde_json::json!([1, "a"])).unwrap();
+        assert!(render(Codec::MessagePack, &packed).contains("\"a\""));
+        let text = render(Codec::Bincode, &[1, 2]);
+        assert_eq!(text, "value (2 bytes, hex; bincode is not self-describing):\n0102\n");
+        assert!(render(Codec::Json, b"\xff").contains("does not decode as json"));
+    }
+}

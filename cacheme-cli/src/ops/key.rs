@@ -1,0 +1,143 @@
+//! The key of one store entry, built by the runtime's own pieces
+//! ([`push_param`], [`Version::push_suffix`]) exactly as the generated
+//! `Store::key` builds it.
+
+use cacheme_runtime::store::key::{Part, push_param};
+use cacheme_runtime::store::spec::Version;
+
+use crate::decl::{Declaration, DeclaredVersion};
+use crate::error::{Error, Result};
+
+/// The key (without the backend's prefix) of `store` for these values:
+/// `positional` in template order, or `named` as `name=value`; `version`
+/// overrides the declared one.
+pub fn build(store: &Declaration, positional: &[String], named: &[String], version: Option<&str>) -> Result<String> {
+    let values = values(store, positional, named)?;
+    Ok(key(store, &values, &self::version(store, version)?))
+}
+
+/// `given`, or the store's declared version.
+pub fn version(store: &Declaration, given: Option<&str>) -> Result<String> {
+    match (given, &store.version) {
+        (Some(v), _) => Ok(v.to_owned()),
+        (None, DeclaredVersion::Static(v)) => Ok(v.clone()),
+        (None, DeclaredVersion::Function(path)) => Err(Error::Usage(format!(
+            "{}'s version is computed by `{path}` when the program runs; pass --version",
+            store.name
+        ))),
+    }
+}
+
+/// The key of `values` (one per variable, in template order) and `version`.
+pub fn key(store: &Declaration, values: &[&str], version: &str) -> String {
+    let mut key = String::new();
+    let mut values = values.iter();
+    for part in store.template.parts {
+        match part {
+            Part::Lit(text) => key.push_str(text),
+            Part::Var(_) => push_param(&mut key, values.next().copied().unwrap_or_default()),
+        }
+    }
+    // The runtime's suffix takes `'static` text (the macro's versions are
+    // literals); one small leak per run keeps its code the only copy.
+    Version::Static(Box::leak(version.to_owned().into_boxed_str())).push_suffix(&mut key);
+    key
+}
+
+/// One value per variable, in template order.
+fn values<'a>(store: &Declaration, positional: &'a [String], named: &'a [String]) -> Result<Vec<&'a str>> {
+    let variables = &store.variables;
+    let usage = || {
+        let names: Vec<String> = variables.iter().map(|v| format!("<{v}>")).collect();
+        format!(
+            "{}'s key `{}` takes {} value(s): {}",
+            store.name,
+            store.key,
+            variables.len(),
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(" ")
+            }
+        )
+    };
+    if named.is_empty() {
+        if positional.len() != variables.len() {
+            return Err(Error::Usage(format!(
+                "{}, in that order (or --param NAME=VALUE); got {}",
+                usage(),
+                positional.len()
+            )));
+        }
+        return Ok(positional.iter().map(String::as_str).collect());
+    }
+    let mut found: Vec<Option<&str>> = vec![None; variables.len()];
+    for pair in named {
+        let Some((name, value)) = pair.split_once('=') else {
+            return Err(Error::Usage(format!("--param {pair:?}: write NAME=VALUE")));
+        };
+        let Some(index) = variables.iter().position(|v| v == name) else {
+            return Err(Error::Usage(format!("--param {name}: no such variable; {}", usage())));
+        };
+        if found[index].replace(value).is_some() {
+            return Err(Error::Usage(format!("--param {name} is given twice")));
+        }
+    }
+    found
+        .iter()
+        .zip(variables)
+        .map(|(value, name)| value.ok_or_else(|| Error::Usage(format!("--param {name}=... is missing; {}", usage()))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::{Sources, scan_file};
+
+    fn store(declaration: &str) -> Declaration {
+        let mut sources = Sources::default();
+        scan_file("src/lib.rs", declaration, &mut sources);
+        assert_eq!(sources.problems, []);
+        sources.stores.remove(0)
+    }
+
+    #[test]
+    fn keys_are_escaped_and_versioned_like_the_store_builds_them() {
+        let book = store(
+            r#"#[cache_store(key = "category:<category_id>:book:<book_id>", ttl = "5m", version = 2, prefix = "shop")]
+               async fn book(ctx: &App, book_id: u64, category_id: String) -> Result<B, E> { todo!() }"#,
+        );
+        let values = ["a:b".to_owned(), "42".to_owned()];
+        assert_eq!(
+            build(&book, &values, &[], None).unwrap(),
+            "shop:category:a%3Ab:book:42:v2"
+        );
+        let named = ["book_id=42".to_owned(), "category_id=a:b".to_owned()];
+        assert_eq!(
+            build(&book, &[], &named, Some("x y")).unwrap(),
+            "shop:category:a%3Ab:book:42:vx%20y"
+        );
+    }
+
+    #[test]
+    fn wrong_values_say_what_the_key_takes() {
+        let book = store(
+            r#"#[cache_store(key = "b:<a>:<b>", ttl = "5m")] async fn b(c: &C, a: u8, b: u8) -> Result<B, E> { todo!() }"#,
+        );
+        let err = build(&book, &["1".to_owned()], &[], None).unwrap_err().to_string();
+        assert!(
+            err.contains("takes 2 value(s): <a> <b>") && err.contains("got 1"),
+            "{err}"
+        );
+        let err = build(&book, &[], &["c=1".to_owned()], None).unwrap_err().to_string();
+        assert!(err.contains("--param c: no such variable"), "{err}");
+        let err = build(&book, &[], &["a=1".to_owned()], None).unwrap_err().to_string();
+        assert!(err.contains("--param b=... is missing"), "{err}");
+        let dynamic = store(
+            r#"#[cache_store(key = "d", ttl = "5m", version = crate::v)] async fn d(c: &C) -> Result<B, E> { todo!() }"#,
+        );
+        let err = build(&dynamic, &[], &[], None).unwrap_err().to_string();
+        assert!(err.contains("computed by `crate::v`"), "{err}");
+    }
+}

@@ -1,0 +1,104 @@
+//! Operations on a live cache: the URL opens it as the application would
+//! ([`Cache::open`], so every backend works), the store declarations in the
+//! sources say how its keys are built.
+//!
+//! Passwords never reach the output: the URL is echoed redacted, and any
+//! error text is scrubbed of the password before it is shown.
+
+pub mod get;
+pub mod invalidate;
+pub mod key;
+pub mod stats;
+
+use cacheme_runtime::Cache;
+use cacheme_runtime::config::{REDACTED, parse_url, redact_url};
+
+use crate::decl::Declaration;
+use crate::error::{Error, Result};
+use crate::scan::Sources;
+
+/// An open cache and how to talk about it without its password.
+pub struct Connection {
+    /// The cache.
+    pub cache: Cache,
+    /// The URL with its password redacted.
+    pub shown: String,
+    secrets: Vec<String>,
+}
+
+impl Connection {
+    /// Opens the cache at `url`.
+    pub async fn open(url: &str) -> Result<Self> {
+        let parsed = parse_url(url).ok();
+        let secrets = parsed
+            .as_ref()
+            .and_then(|u| u.password())
+            .map(|raw| {
+                let decoded = percent_encoding::percent_decode_str(raw)
+                    .decode_utf8_lossy()
+                    .into_owned();
+                vec![raw.to_owned(), decoded]
+            })
+            .unwrap_or_default();
+        // redact_url percent-encodes the marker inside the URL's user info.
+        let shown = parsed.as_ref().map_or_else(
+            || "the given URL".to_owned(),
+            |url| redact_url(url).replace("%3Credacted%3E", REDACTED),
+        );
+        match Cache::open(url).await {
+            Ok(cache) => Ok(Connection { cache, shown, secrets }),
+            Err(e) => {
+                let text = format!("cannot open the cache at {shown}: {e}");
+                Err(Error::Cache(scrub(&secrets, text)))
+            }
+        }
+    }
+
+    /// A cache error with `context`, scrubbed of the password.
+    pub fn error(&self, context: &str, e: cacheme_runtime::Error) -> Error {
+        Error::Cache(scrub(&self.secrets, format!("{context}: {e}")))
+    }
+}
+
+/// `text` with every occurrence of a secret replaced.
+fn scrub(secrets: &[String], mut text: String) -> String {
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret.as_str(), REDACTED);
+    }
+    text
+}
+
+/// The declaration named `name` (its type name, or its fetcher's name).
+pub fn find<'a>(sources: &'a Sources, name: &str) -> Result<&'a Declaration> {
+    if let Some(store) = sources.stores.iter().find(|s| s.name == name) {
+        return Ok(store);
+    }
+    if let Some(store) = sources.stores.iter().find(|s| s.fetcher == name) {
+        return Ok(store);
+    }
+    let known: Vec<&str> = sources.stores.iter().map(|s| s.name.as_str()).collect();
+    let mut message = if known.is_empty() {
+        format!(
+            "unknown store {name:?}: no store is declared in {}/src",
+            sources.root.display()
+        )
+    } else {
+        format!("unknown store {name:?}; declared stores: {}", known.join(", "))
+    };
+    if !sources.problems.is_empty() {
+        message.push_str(&format!(
+            " ({} invalid declaration(s) skipped; see `cargo cacheme check`)",
+            sources.problems.len()
+        ));
+    }
+    Err(Error::Usage(message))
+}
+
+/// Runs an async operation on a one-thread runtime.
+pub fn block_on<T>(future: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Cache(format!("cannot start the async runtime: {e}")))?
+        .block_on(future)
+}

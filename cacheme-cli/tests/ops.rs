@@ -1,0 +1,287 @@
+//! Operations against a spawned redis-server (password protected): what
+//! `get`, `invalidate`, `invalidate-all` and `stats` do is seen by the
+//! typed stores, and the password never appears in any output.
+
+mod support;
+
+#[path = "fixtures/shop.rs"]
+mod shop;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use cacheme::Client;
+use cacheme_test_support::RedisServer;
+use serde_json::Value;
+use shop::{AuthorStore, BookStore, Shop};
+use support::Project;
+
+const PASSWORD: &str = "s3cr3t-Pw";
+
+struct World {
+    server: RedisServer,
+    project: Project,
+    shop: Shop,
+    url: String,
+    /// Everything the CLI printed, to search for the password.
+    printed: Mutex<String>,
+}
+
+impl World {
+    async fn new() -> Self {
+        let server = RedisServer::builder().password(PASSWORD).start();
+        let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/0?prefix=shop-app", server.port());
+        let shop = Shop {
+            cache: Client::open(&url).await.unwrap(),
+            fetches: AtomicU32::new(0),
+            edition: Mutex::new(1),
+        };
+        let project = Project::new(&[("src/lib.rs", include_str!("fixtures/shop.rs"))]);
+        World {
+            server,
+            project,
+            shop,
+            url,
+            printed: Mutex::new(String::new()),
+        }
+    }
+
+    /// Runs `cargo cacheme args...` with `CACHEME_URL` set; (exit code,
+    /// stdout, stderr).
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let output = self
+            .project
+            .cacheme()
+            .args(args)
+            .env("CACHEME_URL", &self.url)
+            .output()
+            .unwrap();
+        let (out, err) = (support::stdout(&output), support::stderr(&output));
+        self.printed.lock().unwrap().push_str(&format!("{out}{err}"));
+        (output.status.code().unwrap(), out, err)
+    }
+
+    fn fetches(&self) -> u32 {
+        self.shop.fetches.load(Ordering::SeqCst)
+    }
+
+    fn assert_password_never_printed(&self) {
+        let printed = self.printed.lock().unwrap();
+        assert!(!printed.is_empty());
+        assert!(!printed.contains(PASSWORD), "the password was printed:\n{printed}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_invalidate_change_what_the_store_returns() {
+    let w = World::new().await;
+    let first = BookStore::get(&w.shop, "sci:fi".into(), 42).await.unwrap();
+    assert_eq!(first.title, "sci:fi #42, edition 1");
+    BookStore::get(&w.shop, "sci:fi".into(), 42).await.unwrap();
+    assert_eq!(w.fetches(), 1, "the second get is a hit");
+
+    // Positional values in template order; the key is escaped like the store's.
+    let (code, out, err) = w.run(&["get", "--store", "BookStore", "sci:fi", "42"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("store: BookStore (src/lib.rs:29)"), "{out}");
+    assert!(out.contains("key:   category:sci%3Afi:book:42:v1\n"), "{out}");
+    assert_eq!(
+        BookStore::key(&"sci:fi".to_owned(), &42),
+        "category:sci%3Afi:book:42:v1"
+    );
+    let ttl = out.lines().find_map(|l| l.strip_prefix("ttl:   ")).unwrap();
+    assert!(
+        ttl.ends_with(" left") && (ttl.starts_with("4m") || ttl.starts_with("5m")),
+        "{ttl}"
+    );
+    let json = out.split_once("bytes):\n").unwrap().1;
+    let value: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(value, serde_json::json!({"id": 42, "title": "sci:fi #42, edition 1"}));
+
+    // By name, and with --key: the same entry.
+    let (code, by_name, _) = w.run(&[
+        "get",
+        "--store",
+        "book",
+        "--param",
+        "book_id=42",
+        "--param",
+        "category_id=sci:fi",
+    ]);
+    assert_eq!((code, by_name.contains("edition 1")), (0, true), "{by_name}");
+    let (code, raw, _) = w.run(&["get", "--key", "category:sci%3Afi:book:42:v1", "--codec", "json"]);
+    assert_eq!((code, raw.contains("edition 1")), (0, true), "{raw}");
+
+    // invalidate: the store refetches and now returns the new edition.
+    *w.shop.edition.lock().unwrap() = 2;
+    assert_eq!(
+        BookStore::get(&w.shop, "sci:fi".into(), 42).await.unwrap(),
+        first,
+        "still cached"
+    );
+    let (code, out, err) = w.run(&["invalidate", "--store", "BookStore", "sci:fi", "42"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("removed category:sci%3Afi:book:42:v1 from redis://:<redacted>@127.0.0.1:"),
+        "{out}"
+    );
+    let fresh = BookStore::get(&w.shop, "sci:fi".into(), 42).await.unwrap();
+    assert_eq!((fresh.title.as_str(), w.fetches()), ("sci:fi #42, edition 2", 2));
+
+    // A missing key: exit 1, said plainly. Invalidating it again is no error.
+    let (code, out, _) = w.run(&["get", "--store", "BookStore", "sci:fi", "43"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("no value under this key in redis://:<redacted>@"), "{out}");
+    let (code, out, _) = w.run(&["invalidate", "--store", "BookStore", "sci:fi", "43"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to remove"), "{out}");
+
+    // A bincode store with a prefix: shown as hex, under prefix:key.
+    AuthorStore::get(&w.shop, 7).await.unwrap();
+    let (code, out, _) = w.run(&["get", "--store", "AuthorStore", "7"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("key:   people:author:7:v1\n"), "{out}");
+    let hex: String = cacheme::Codec::Bincode
+        .encode("author 7")
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(
+        out.contains(&format!("hex; bincode is not self-describing):\n{hex}\n")),
+        "{out}"
+    );
+
+    w.assert_password_never_printed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_counts_per_store_and_invalidate_all_removes_one_store_and_version() {
+    let w = World::new().await;
+    for id in 0..5 {
+        BookStore::get(&w.shop, "c".into(), id).await.unwrap();
+    }
+    AuthorStore::get(&w.shop, 1).await.unwrap();
+    // A value of version 2 (as a newer release would write) and a key of
+    // no store, in the same namespace.
+    let cache = w.shop.cache.cache();
+    let v2 = BookStore::key(&"c".to_owned(), &0).replace(":v1", ":v2");
+    cache.put(&v2, b"{}", std::time::Duration::from_secs(60)).await.unwrap();
+    cache
+        .put("misc", b"x", std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(w.fetches(), 6);
+
+    let (code, out, err) = w.run(&["stats", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let stats: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        stats["stores"],
+        serde_json::json!([
+            {"store": "BookStore", "version": "1", "keys": 5},
+            {"store": "BookStore", "version": "2", "keys": 1},
+            {"store": "AuthorStore", "version": "1", "keys": 1},
+        ])
+    );
+    assert_eq!(
+        (stats["other_keys"].as_u64(), stats["total_keys"].as_u64()),
+        (Some(1), Some(8))
+    );
+    assert!(stats["memory_used_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        stats["cache"]
+            .as_str()
+            .unwrap()
+            .starts_with("redis://:<redacted>@127.0.0.1:")
+    );
+
+    let (code, table, _) = w.run(&["stats"]);
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("BookStore            1        5     category:<category_id>:book:<book_id>"),
+        "{table}"
+    );
+    assert!(table.contains("(no declared store)  -        1"), "{table}");
+    assert!(table.contains("total keys: 8\nserver memory used: "), "{table}");
+
+    // Version 1 of BookStore goes; version 2, the other store and the
+    // foreign key stay; the store refetches.
+    let (code, out, err) = w.run(&["invalidate-all", "--store", "BookStore", "--version", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(
+            "removed 5 key(s) of BookStore version 1 (category:<category_id>:book:<book_id>) from redis://:<redacted>@"
+        ),
+        "{out}"
+    );
+    assert!(cache.exists(&v2).await.unwrap() && cache.exists("misc").await.unwrap());
+    assert!(cache.exists(&AuthorStore::key(&1)).await.unwrap());
+    BookStore::get(&w.shop, "c".into(), 3).await.unwrap();
+    assert_eq!(w.fetches(), 7, "the store refetches what invalidate-all removed");
+    // The declared version is the default.
+    let (code, out, _) = w.run(&["invalidate-all", "--store", "BookStore"]);
+    assert_eq!(
+        (code, out.starts_with("removed 1 key(s) of BookStore version 1")),
+        (0, true),
+        "{out}"
+    );
+
+    w.assert_password_never_printed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_stay_out_of_errors_too() {
+    let w = World::new().await;
+    let port = w.server.port();
+    for url in [
+        format!("redis://:wrong-{PASSWORD}@127.0.0.1:{port}/0"),
+        format!("redis://user:{PASSWORD}@127.0.0.1:{port}/0"),
+        format!("redis://:{PASSWORD}@127.0.0.1:1/0"),
+        format!("redis-cluster://:{PASSWORD}@127.0.0.1:1,127.0.0.1:2"),
+        format!("redis://:{PASSWORD}@127.0.0.1:{port}/0?prefix=a&bogus=1"),
+    ] {
+        for args in [&["stats"][..], &["get", "--key", "k"], &["invalidate", "--key", "k"]] {
+            let output = w.project.cacheme().args(args).args(["--url", &url]).output().unwrap();
+            let (out, err) = (support::stdout(&output), support::stderr(&output));
+            assert_eq!(output.status.code(), Some(1), "{url} {args:?}: {out}{err}");
+            assert!(err.starts_with("error: cannot open the cache at redis"), "{err}");
+            assert!(!format!("{out}{err}").contains(PASSWORD), "{url}: {out}{err}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn backends_that_cannot_walk_keys_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let project = Project::new(&[("src/lib.rs", include_str!("fixtures/shop.rs"))]);
+    let cache = cacheme::Cache::open(&url).await.unwrap();
+    cache
+        .put(
+            "people:author:1:v1",
+            b"\x08author 1",
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+
+    let output = project.cacheme().args(["stats", "--url", &url]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        support::stderr(&output).contains("cannot walk the cache's keys: file cache does not support scan_keys"),
+        "{}",
+        support::stderr(&output)
+    );
+    let output = project
+        .cacheme()
+        .args(["get", "--store", "AuthorStore", "1", "--url", &url])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(
+        support::stdout(&output).contains("ttl:   unknown (the file backend does not report TTLs)"),
+        "{}",
+        support::stdout(&output)
+    );
+}

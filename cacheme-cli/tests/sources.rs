@@ -1,0 +1,207 @@
+//! `check` and `list` on crates written to temp dirs: duplicates across
+//! files, the macro's own errors at the compiler's positions, and the
+//! listing in both formats.
+
+mod support;
+
+use predicates::prelude::*;
+use support::Project;
+
+const LIB: &str = "mod catalog;\nmod people;\n";
+
+const CATALOG: &str = r#"use cacheme::cache_store;
+
+#[cache_store(key = "book:<id>", ttl = "5m", version = 2, singleflight, codec = "json")]
+pub async fn book(ctx: &App, id: u64) -> Result<Book, E> {
+    todo!()
+}
+
+mod nested {
+    #[cacheme::cache_store(key = "shelf:<room>:<n>", ttl = "1h30m", prefix = "library", lock_ttl = "10s", version = crate::shelf_version)]
+    pub async fn shelf(ctx: &App, room: String, n: u32) -> Result<Shelf, E> {
+        todo!()
+    }
+}
+"#;
+
+/// `book:<isbn>` has the shape of `book:<id>`: the same keys.
+const PEOPLE: &str = r#"use cacheme::cache_store;
+
+/// Planted: another store with the key pattern of catalog's `book`.
+#[cache_store(key = "book:<isbn>", ttl = "1m")]
+pub async fn edition(ctx: &App, isbn: String) -> Result<Edition, E> {
+    todo!()
+}
+
+#[cache_store(key = "person:<id>", ttl = "1d", prefix = "library")]
+pub async fn person(ctx: &App, id: u64) -> Result<Person, E> {
+    todo!()
+}
+"#;
+
+#[test]
+fn check_finds_a_duplicate_key_pattern_planted_in_two_files() {
+    let project = Project::new(&[
+        ("src/lib.rs", LIB),
+        ("src/catalog.rs", CATALOG),
+        ("src/people.rs", PEOPLE),
+    ]);
+    let output = project.cacheme().arg("check").output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        support::stdout(&output),
+        "src/people.rs:4:1: error: stores BookStore (src/catalog.rs:3) and EditionStore (src/people.rs:4) \
+         have the same key pattern (\"book:<id>\" and \"book:<isbn>\"): they would read and overwrite each other's values\n\
+         1 problem(s) in 3 file(s) (4 valid store(s))\n"
+    );
+}
+
+#[test]
+fn check_finds_the_same_name_and_passes_a_clean_crate() {
+    let renamed = PEOPLE.replace(
+        r#"key = "book:<isbn>""#,
+        r#"key = "edition:<isbn>", name = "BookStore""#,
+    );
+    let project = Project::new(&[
+        ("src/lib.rs", LIB),
+        ("src/catalog.rs", CATALOG),
+        ("src/people.rs", &renamed),
+    ]);
+    project.cacheme().arg("check").assert().code(1).stdout(predicate::str::contains(
+        "src/people.rs:4:1: error: stores BookStore (src/catalog.rs:3) and BookStore (src/people.rs:4) have the same name \"BookStore\"",
+    ));
+
+    let clean = PEOPLE.replace("book:<isbn>", "edition:<isbn>");
+    let project = Project::new(&[
+        ("src/lib.rs", LIB),
+        ("src/catalog.rs", CATALOG),
+        ("src/people.rs", &clean),
+    ]);
+    project
+        .cacheme()
+        .arg("check")
+        .assert()
+        .success()
+        .stdout("ok: 4 store(s) in 3 file(s), no problems\n");
+}
+
+#[test]
+fn stores_that_differ_only_by_prefix_do_not_clash() {
+    let lib = r#"
+#[cache_store(key = "user:<id>", ttl = "5m")]
+async fn user(ctx: &App, id: u64) -> Result<U, E> { todo!() }
+#[cache_store(key = "user:<id>", ttl = "5m", prefix = "admin")]
+async fn admin(ctx: &App, id: u64) -> Result<U, E> { todo!() }
+"#;
+    Project::new(&[("src/lib.rs", lib)])
+        .cacheme()
+        .arg("check")
+        .assert()
+        .success();
+}
+
+/// Every trybuild case of the macro, run through `check`: it reports the
+/// same messages at the same line and column as the compiler's .stderr
+/// (cases whose only error is rustc's own type check have no macro error,
+/// and `check` passes them).
+#[test]
+fn check_reports_what_the_compiler_reports_for_every_ui_case() {
+    let ui = support::workspace().join("tests/ui");
+    let mut cases: Vec<_> = std::fs::read_dir(&ui)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 15, "the ui cases are at {}", ui.display());
+    for case in cases {
+        let source = std::fs::read_to_string(&case).unwrap();
+        let stderr = std::fs::read_to_string(case.with_extension("stderr")).unwrap();
+        let mut expected = Vec::new();
+        let mut lines = stderr.lines().peekable();
+        while let Some(line) = lines.next() {
+            let (Some(message), Some(place)) = (line.strip_prefix("error: "), lines.peek()) else {
+                continue;
+            };
+            let position = place.rsplit(".rs:").next().unwrap();
+            expected.push(format!("src/lib.rs:{position}: error: {message}"));
+        }
+        let project = Project::new(&[("src/lib.rs", &source)]);
+        let output = project.cacheme().arg("check").output().unwrap();
+        let reported: Vec<String> = support::stdout(&output)
+            .lines()
+            .filter(|l| l.contains(": error: "))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(reported, expected, "{}", case.display());
+        assert_eq!(output.status.success(), expected.is_empty(), "{}", case.display());
+    }
+}
+
+#[test]
+fn list_shows_every_store_as_a_table() {
+    let clean = PEOPLE.replace("book:<isbn>", "edition:<isbn>");
+    let project = Project::new(&[
+        ("src/lib.rs", LIB),
+        ("src/catalog.rs", CATALOG),
+        ("src/people.rs", &clean),
+    ]);
+    project.cacheme().arg("list").assert().success().stdout(
+        "STORE         KEY                       TTL    VERSION                  OPTIONS                   LOCATION\n\
+         BookStore     book:<id>                 5m     2                        singleflight, codec=json  src/catalog.rs:3\n\
+         ShelfStore    library:shelf:<room>:<n>  1h30m  fn crate::shelf_version  lock_ttl=10s              src/catalog.rs:9\n\
+         EditionStore  edition:<isbn>            1m     1                        -                         src/people.rs:4\n\
+         PersonStore   library:person:<id>       1d     1                        -                         src/people.rs:9\n",
+    );
+}
+
+#[test]
+fn list_as_json() {
+    let project = Project::new(&[
+        ("src/lib.rs", LIB),
+        ("src/catalog.rs", CATALOG),
+        ("src/people.rs", PEOPLE),
+    ]);
+    let output = project.cacheme().args(["list", "--format", "json"]).output().unwrap();
+    assert!(output.status.success(), "duplicates are check's business");
+    let stores: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(stores.as_array().unwrap().len(), 4);
+    assert_eq!(
+        stores[0],
+        serde_json::json!({
+            "name": "BookStore", "fetcher": "book", "key": "book:<id>", "variables": ["id"],
+            "ttl": "5m", "ttl_ms": 300_000, "version": "2", "version_fn": null,
+            "singleflight": true, "codec": "json", "lock_ttl_ms": null,
+            "file": "src/catalog.rs", "line": 3,
+        })
+    );
+    assert_eq!(stores[1]["key"], "library:shelf:<room>:<n>");
+    assert_eq!(stores[1]["variables"], serde_json::json!(["room", "n"]));
+    assert_eq!(stores[1]["version"], serde_json::Value::Null);
+    assert_eq!(stores[1]["version_fn"], "crate::shelf_version");
+    assert_eq!(stores[1]["lock_ttl_ms"], 10_000);
+}
+
+#[test]
+fn list_reports_invalid_declarations_and_fails() {
+    let broken = CATALOG.replace(r#"ttl = "5m""#, r#"ttl = "5 minutes""#);
+    let project = Project::new(&[
+        ("src/lib.rs", LIB),
+        ("src/catalog.rs", &broken),
+        ("src/people.rs", PEOPLE),
+    ]);
+    project
+        .cacheme()
+        .arg("list")
+        .assert()
+        .code(1)
+        .stdout(
+            predicate::str::contains("BookStore")
+                .not()
+                .and(predicate::str::contains("EditionStore")),
+        )
+        .stderr(
+            predicate::str::contains("src/catalog.rs:3:40: error: invalid `ttl`")
+                .and(predicate::str::contains("1 invalid declaration(s) not listed")),
+        );
+}
