@@ -67,7 +67,7 @@ where
             Ok(watch) => watch,
             Err(error) => {
                 client.log(EventKind::BackendError, spec, key, Some(&error));
-                super::Watch::polling(poll)
+                super::Watch::polling()
             }
         };
         if let Some(hit) = read(client, spec, key).await {

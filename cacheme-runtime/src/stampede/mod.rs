@@ -98,8 +98,6 @@ pub struct Watch {
     notice: Option<oneshot::Receiver<Notice>>,
     /// What to do when dropped (unregister); `None` for polling.
     _registration: Option<Box<dyn Send + Sync>>,
-    /// The first polling delay, for coordinators that cannot notify.
-    poll: Duration,
 }
 
 impl Watch {
@@ -108,17 +106,15 @@ impl Watch {
         Watch {
             notice: Some(notice),
             _registration: Some(registration),
-            poll: Duration::ZERO,
         }
     }
 
-    /// A watch that hears nothing: each wait sleeps, doubling from `first`
-    /// (the waiter then re-reads the key).
-    pub fn polling(first: Duration) -> Self {
+    /// A watch that hears nothing: each wait just sleeps (the waiter then
+    /// re-reads the key; the caller chooses the backoff).
+    pub fn polling() -> Self {
         Watch {
             notice: None,
             _registration: None,
-            poll: first,
         }
     }
 
@@ -130,23 +126,19 @@ impl Watch {
     /// Waits for a notice, at most `max`.
     pub async fn wait(&mut self, max: Duration) -> Notice {
         let Some(notice) = &mut self.notice else {
-            let sleep = self.poll.min(max);
-            tokio::time::sleep(sleep).await;
-            self.poll = (self.poll * 2).clamp(Duration::from_millis(5), Duration::from_millis(200));
+            tokio::time::sleep(max).await;
             return Notice::Quiet;
         };
         match tokio::time::timeout(max, notice).await {
             Ok(Ok(heard)) => {
-                // A notice is sent once; later waits poll.
+                // A notice is sent once; later waits sleep.
                 self.notice = None;
-                self.poll = Duration::from_millis(10);
                 heard
             }
             // The coordinator dropped the registration (its connection
             // went away): a bounded delay, not an error.
             Ok(Err(_)) => {
                 self.notice = None;
-                self.poll = Duration::from_millis(10);
                 Notice::Quiet
             }
             Err(_) => Notice::Quiet,

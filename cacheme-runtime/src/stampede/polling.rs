@@ -83,7 +83,7 @@ impl Coordinator for PollingCoordinator {
     }
 
     fn watch<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<Watch>> {
-        Box::pin(async { Ok(Watch::polling(Duration::from_millis(5))) })
+        Box::pin(async { Ok(Watch::polling()) })
     }
 
     fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
