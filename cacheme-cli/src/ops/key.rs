@@ -106,7 +106,7 @@ mod tests {
     fn keys_are_escaped_and_versioned_like_the_store_builds_them() {
         let book = store(
             r#"#[cache_store(key = "category:<category_id>:book:<book_id>", ttl = "5m", version = 2, prefix = "shop")]
-               async fn book(ctx: &App, book_id: u64, category_id: String) -> Result<B, E> { todo!() }"#,
+               async fn book(ctx: &App, book_id: u64, category_id: String) -> Result<B, E> { loop {} }"#,
         );
         let values = ["a:b".to_owned(), "42".to_owned()];
         assert_eq!(
@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn wrong_values_say_what_the_key_takes() {
         let book = store(
-            r#"#[cache_store(key = "b:<a>:<b>", ttl = "5m")] async fn b(c: &C, a: u8, b: u8) -> Result<B, E> { todo!() }"#,
+            r#"#[cache_store(key = "b:<a>:<b>", ttl = "5m")] async fn b(c: &C, a: u8, b: u8) -> Result<B, E> { loop {} }"#,
         );
         let err = build(&book, &["1".to_owned()], &[], None).unwrap_err().to_string();
         assert!(
@@ -135,7 +135,7 @@ mod tests {
         let err = build(&book, &[], &["a=1".to_owned()], None).unwrap_err().to_string();
         assert!(err.contains("--param b=... is missing"), "{err}");
         let dynamic = store(
-            r#"#[cache_store(key = "d", ttl = "5m", version = crate::v)] async fn d(c: &C) -> Result<B, E> { todo!() }"#,
+            r#"#[cache_store(key = "d", ttl = "5m", version = crate::v)] async fn d(c: &C) -> Result<B, E> { loop {} }"#,
         );
         let err = build(&dynamic, &[], &[], None).unwrap_err().to_string();
         assert!(err.contains("computed by `crate::v`"), "{err}");

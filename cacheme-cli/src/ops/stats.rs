@@ -129,8 +129,8 @@ mod tests {
         scan_file(
             "src/lib.rs",
             r#"
-#[cache_store(key = "book:<id>", ttl = "5m")] async fn book(c: &C, id: u64) -> Result<B, E> { todo!() }
-#[cache_store(key = "book:<id>:reviews", ttl = "5m", version = "x y")] async fn reviews(c: &C, id: u64) -> Result<B, E> { todo!() }
+#[cache_store(key = "book:<id>", ttl = "5m")] async fn book(c: &C, id: u64) -> Result<B, E> { loop {} }
+#[cache_store(key = "book:<id>:reviews", ttl = "5m", version = "x y")] async fn reviews(c: &C, id: u64) -> Result<B, E> { loop {} }
 "#,
             &mut sources,
         );
