@@ -31,6 +31,7 @@
 //! waiters poll with backoff ([`polling`]); memory coordinates inside the
 //! process only (`singleflight`).
 
+mod batch;
 pub(crate) mod driver;
 pub(crate) mod polling;
 mod token;
@@ -44,6 +45,7 @@ use tokio::sync::oneshot;
 use crate::backend::BoxFuture;
 use crate::error::Result;
 
+pub use batch::{LockRequest, Settlement};
 pub(crate) use token::new_token;
 
 /// How long a fetch lock lives when the store does not say (`lock_ttl`).
@@ -185,6 +187,29 @@ pub trait Coordinator: fmt::Debug + Send + Sync + 'static {
 
     /// Stores `value` for `ttl` and breaks the lock (a store's `update`).
     fn replace<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<()>>;
+
+    /// Tries the locks of many keys at once (the misses of a pipeline or
+    /// `get_m`): one result per request, in order, `true` where the lock
+    /// was taken. An error fails the whole batch; locks it may have taken
+    /// are released by the caller's [`settle_many`](Coordinator::settle_many)
+    /// of abandons (or expire).
+    ///
+    /// The default runs [`try_lock`](Coordinator::try_lock) for every
+    /// request concurrently; Redis does them in one script per node.
+    fn try_lock_many<'a>(&'a self, requests: &'a [LockRequest<'a>]) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(batch::try_lock_each(self, requests))
+    }
+
+    /// Fills or abandons many locked keys at once: one result per
+    /// settlement, in order, `true` where a value was stored (always
+    /// `false` for an abandon). Waiters are notified as by
+    /// [`fill`](Coordinator::fill) and [`abandon`](Coordinator::abandon).
+    ///
+    /// The default runs them concurrently; Redis does them in one script
+    /// per node.
+    fn settle_many<'a>(&'a self, settlements: &'a [Settlement<'a>]) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(batch::settle_each(self, settlements))
+    }
 
     /// How many waiters are registered now (zero when no get waits).
     fn waiting(&self) -> usize {
