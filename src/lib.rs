@@ -3,8 +3,8 @@
 
 pub use cacheme_runtime::{
     Backend, BoxError, BoxFuture, Cache, Client, ClientBuilder, Codec, Context, DEFAULT_CAPACITY, Error, Event,
-    EventKind, Factory, KeyFilter, KeyVisitor, Logger, MemoryBackend, MultiResult, Op, ProviderConfig, Result,
-    StoreSpec, Ttl, UpdateError, config, counter, providers, register, stampede,
+    EventKind, Factory, KeyFilter, KeyVisitor, Logger, MemoryBackend, MultiResult, Op, Pipeline, Promise, PromiseError,
+    ProviderConfig, Result, StoreSpec, Ttl, UpdateError, config, counter, pipeline, providers, register, stampede,
 };
 
 #[doc = include_str!("../docs/cache_store.md")]
@@ -22,5 +22,5 @@ pub use cacheme_runtime::RedisBackend;
 
 /// The names most programs need: `use cacheme::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Cache, Client, Codec, Context, Error, Result, cache_store};
+    pub use crate::{Cache, Client, Codec, Context, Error, Pipeline, Result, cache_store};
 }

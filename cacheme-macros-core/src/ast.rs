@@ -24,6 +24,8 @@ pub struct Args {
     pub lock_ttl: Option<LitStr>,
     /// `prefix = "shop"`: a namespace inside the client's.
     pub prefix: Option<LitStr>,
+    /// `fetch_many = path::to::fn`: the batch fetcher.
+    pub fetch_many: Option<Path>,
 }
 
 /// `version = 1`, `version = "2024-06"` or `version = path::to::fn`.
@@ -36,7 +38,7 @@ pub enum VersionArg {
     Path(Path),
 }
 
-const OPTIONS: &str = "key, ttl, version, singleflight, codec, name, prefix, lock_ttl";
+const OPTIONS: &str = "key, ttl, version, singleflight, codec, name, prefix, lock_ttl, fetch_many";
 
 /// Parses the attribute's arguments. Collects one error per bad option.
 pub fn parse_args(tokens: TokenStream, errors: &mut Vec<syn::Error>) -> Args {
@@ -82,6 +84,17 @@ pub fn parse_args(tokens: TokenStream, errors: &mut Vec<syn::Error>) -> Args {
                         )
                     })?)
                 });
+            }
+            "fetch_many" => {
+                if args.fetch_many.is_some() {
+                    return Err(duplicate());
+                }
+                args.fetch_many = Some(meta.value()?.parse().map_err(|_| {
+                    syn::Error::new(
+                        ident.span(),
+                        "`fetch_many` takes a path to the batch fetcher: `fetch_many = books`",
+                    )
+                })?);
             }
             "singleflight" => {
                 if args.singleflight.is_some() {

@@ -42,6 +42,8 @@ pub struct Store {
     pub params: Vec<(Ident, Type)>,
     /// The fetcher's return type, as written.
     pub output: Type,
+    /// The batch fetcher (`fetch_many = path`), if any.
+    pub fetch_many: Option<syn::Path>,
 }
 
 /// The validated version.
@@ -274,6 +276,7 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         context: context?,
         params,
         output: output?,
+        fetch_many: args.fetch_many,
         item,
     })
 }

@@ -166,6 +166,11 @@ impl Client {
         &STORES
     }
 
+    /// Whether `other` is a clone of this client.
+    pub(crate) fn same(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     pub(crate) fn flights(&self) -> &Flights {
         &self.inner.flights
     }

@@ -212,6 +212,13 @@ pub enum Error {
         clash: String,
     },
 
+    /// A pipeline (or batch) failed as a whole: its keys could not be read
+    /// or locked. [`Pipeline::execute`](crate::Pipeline::execute) returns
+    /// it, and every promise the pipeline had not resolved holds the same
+    /// error.
+    #[error("pipeline failed: {0}")]
+    Pipeline(#[source] std::sync::Arc<Error>),
+
     /// The backend does not offer this operation (for example a custom
     /// provider without `set_if_absent`).
     #[error("{provider} cache does not support {op}")]

@@ -30,6 +30,7 @@ mod logger;
 #[cfg(feature = "memcached")]
 mod memcached;
 mod memory;
+pub mod pipeline;
 #[cfg(feature = "redis")]
 mod redis;
 mod registry;
@@ -52,6 +53,7 @@ pub use config::ProviderConfig;
 pub use error::{BoxError, Error, Op, Result};
 pub use logger::{Event, EventKind, Logger};
 pub use memory::{DEFAULT_CAPACITY, MemoryBackend};
+pub use pipeline::{Pipeline, Promise, PromiseError};
 pub use registry::{Factory, providers, register};
 pub use store::spec::StoreSpec;
 pub use store::{MultiResult, UpdateError};
@@ -63,6 +65,7 @@ pub mod __private {
     pub use crate::client::Context;
     pub use crate::codec::Codec;
     pub use crate::error::Result;
+    pub use crate::pipeline::{Fetchers, Pipeline, Promise};
     pub use crate::store::key::{KeyTemplate, Part, push_param};
     pub use crate::store::spec::{STORES, StoreSpec, Version};
     pub use crate::store::{FetchResult, MultiResult, UpdateError, get, get_many, invalidate, invalidate_all, update};

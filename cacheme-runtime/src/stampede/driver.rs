@@ -38,7 +38,45 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<V, E>>,
 {
-    let lock_ttl = spec.lock_ttl.unwrap_or(client.lock_ttl());
+    run(client, coordinator, spec, key, fetch, false).await
+}
+
+/// [`load`] for a key whose lock was just tried, and lost, by a batch
+/// (`try_lock_many`): starts at the waiting step.
+pub(crate) async fn load_after_lost<V, E, F, Fut>(
+    client: &Client,
+    coordinator: &Arc<dyn Coordinator>,
+    spec: &StoreSpec,
+    key: &str,
+    fetch: &mut F,
+) -> Result<(V, Option<Arc<[u8]>>), E>
+where
+    V: Serialize + DeserializeOwned,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    run(client, coordinator, spec, key, fetch, true).await
+}
+
+/// The lock holder's lifetime for `spec`.
+pub(crate) fn lock_ttl(client: &Client, spec: &StoreSpec) -> Duration {
+    spec.lock_ttl.unwrap_or(client.lock_ttl())
+}
+
+async fn run<V, E, F, Fut>(
+    client: &Client,
+    coordinator: &Arc<dyn Coordinator>,
+    spec: &StoreSpec,
+    key: &str,
+    fetch: &mut F,
+    mut lost: bool,
+) -> Result<(V, Option<Arc<[u8]>>), E>
+where
+    V: Serialize + DeserializeOwned,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    let lock_ttl = lock_ttl(client, spec);
     let give_up = Instant::now() + (lock_ttl + MARGIN) * MAX_ROUNDS;
     let mut failures = 0;
     let mut poll = Duration::from_millis(5);
@@ -51,14 +89,16 @@ where
             );
             return fetch_and_store(client, spec, key, fetch).await;
         }
-        let token = new_token();
-        match coordinator.try_lock(key, &token, lock_ttl).await {
-            Ok(true) => return lead(client, coordinator, spec, key, &token, lock_ttl, fetch).await,
-            Ok(false) => {}
-            Err(error) => {
-                // The cache cannot coordinate: serve the source.
-                client.log(EventKind::BackendError, spec, key, Some(&error));
-                return fetch_and_store(client, spec, key, fetch).await;
+        if !std::mem::take(&mut lost) {
+            let token = new_token();
+            match coordinator.try_lock(key, &token, lock_ttl).await {
+                Ok(true) => return lead(client, coordinator, spec, key, &token, lock_ttl, fetch).await,
+                Ok(false) => {}
+                Err(error) => {
+                    // The cache cannot coordinate: serve the source.
+                    client.log(EventKind::BackendError, spec, key, Some(&error));
+                    return fetch_and_store(client, spec, key, fetch).await;
+                }
             }
         }
         // Watch first, then re-read: a fill between the miss and the

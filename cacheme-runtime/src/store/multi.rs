@@ -1,20 +1,24 @@
-//! `get_m`: many keys of one store in one call. Duplicate keys are read
-//! and fetched once; all keys are read in one backend call (`get_many`:
-//! MGET on Redis); the misses are fetched concurrently, each through the
-//! same miss path as `get` (so `singleflight` applies).
+//! `get_m`: many keys of one store in one call, through the batch path of
+//! pipelines (see [`pipeline`](crate::pipeline)): duplicate keys are read
+//! and fetched once, every key is read in one round trip, the misses are
+//! locked in one more, fetched with the store's `fetch_many` once (else
+//! concurrently, one fetch per key) and written in one more. Under
+//! `singleflight`, keys another task of this process is loading (a
+//! concurrent `get_m` over the same keys, in any order, or a `get`) are
+//! waited for, not fetched again.
+//!
+//! Failure policy, as for `get`: when the cache cannot be read or locked,
+//! `get_m` logs it and serves the source (nothing is cached).
 
 use std::collections::HashMap;
-use std::future::Future;
 
-use futures_util::future::join_all;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::client::Client;
 use crate::logger::EventKind;
-use crate::store::generation::storage_key;
+use crate::pipeline::{self, Fetchers, Outcome, StoreGroup};
 use crate::store::spec::StoreSpec;
-use crate::store::{decode, load};
 
 /// The results of a store's `get_m`: in the order the keys were added
 /// (duplicates included) and by parameters.
@@ -62,104 +66,43 @@ impl<V: std::fmt::Debug, P> std::fmt::Debug for MultiResult<V, P> {
 }
 
 /// Runs a store's `get_m` over `params`.
-pub async fn get_many<V, E, P, F, Fut>(
+pub async fn get_many<'a, V, E, P>(
     client: &Client,
     spec: &'static StoreSpec,
     params: Vec<P>,
-    key_of: fn(&P) -> String,
-    fetch: F,
+    fetchers: Fetchers<'a, P, V, E>,
 ) -> Result<MultiResult<V, P>, E>
 where
-    V: Serialize + DeserializeOwned,
-    P: Clone,
-    F: Fn(P) -> Fut,
-    Fut: Future<Output = Result<V, E>>,
+    V: Serialize + DeserializeOwned + Send + 'static,
+    E: Send + 'static,
+    P: Clone + Send + Sync + 'static,
 {
-    let mut index = HashMap::with_capacity(params.len());
-    let mut order = Vec::with_capacity(params.len());
-    let mut distinct: Vec<(String, P)> = Vec::new();
-    for p in params {
-        let key = key_of(&p);
-        let next = distinct.len();
-        let i = *index.entry(key).or_insert_with_key(|key| {
-            distinct.push((key.clone(), p));
-            next
-        });
-        order.push(i);
+    let mut group = StoreGroup::new(spec, fetchers);
+    let order: Vec<usize> = params.into_iter().map(|p| group.add(p)).collect();
+    if let Err(error) = pipeline::run(client, &[&group]).await {
+        let key = if pipeline::Group::len(&group) > 0 {
+            pipeline::Group::key(&group, 0)
+        } else {
+            ""
+        };
+        client.log(EventKind::BackendError, spec, key, Some(&error));
     }
-
-    // Where stores invalidate by generation, the stored keys carry it.
-    let mut stored = Vec::with_capacity(distinct.len());
-    for (key, _) in &distinct {
-        match storage_key(client, spec, key).await {
-            Ok(key) => stored.push(key.into_owned()),
-            Err(error) => {
-                client.log(EventKind::BackendError, spec, key, Some(&error));
-                return uncached_many(client, spec, distinct, order, index, key_of, fetch).await;
-            }
+    // What the cache could not serve (it failed) comes from the source.
+    let pending = group.pending();
+    if !pending.is_empty() {
+        let which: Vec<(usize, &str)> = pending.iter().map(|&i| (i, pipeline::Group::key(&group, i))).collect();
+        pipeline::Group::fetch(&group, client, &which).await;
+    }
+    let key_of = group.key_of();
+    let (outcomes, index) = group.into_outcomes();
+    let mut values = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Value(value) => values.push(value),
+            Outcome::Fetch(error) => return Err(error),
+            Outcome::Pending => unreachable!("every key of get_m is resolved or fetched"),
         }
     }
-    let keys: Vec<&str> = stored.iter().map(String::as_str).collect();
-    let found = match client.cache().backend().get_many(&keys).await {
-        Ok(found) => found,
-        Err(error) => {
-            client.log(
-                EventKind::BackendError,
-                spec,
-                keys.first().copied().unwrap_or(""),
-                Some(&error),
-            );
-            vec![None; keys.len()]
-        }
-    };
-    let hits: Vec<Option<V>> = found
-        .into_iter()
-        .zip(&keys)
-        .map(|(bytes, key)| bytes.and_then(|bytes| decode(client, spec, key, &bytes, true)))
-        .collect();
-
-    let loads = hits
-        .iter()
-        .zip(keys.iter().zip(&distinct))
-        .filter(|(hit, _)| hit.is_none())
-        .map(|(_, (key, (_, p)))| load(client, spec, key, || fetch(p.clone())));
-    let mut loaded = join_all(loads).await.into_iter();
-
-    let mut values = Vec::with_capacity(hits.len());
-    for hit in hits {
-        match hit.map(Ok).or_else(|| loaded.next()) {
-            Some(value) => values.push(value?),
-            None => break, // unreachable: one load per miss
-        }
-    }
-    Ok(MultiResult {
-        values,
-        order,
-        index,
-        key_of,
-    })
-}
-
-/// `get_m` when the cache cannot say where values live: every distinct key
-/// is fetched (concurrently) and nothing is cached.
-async fn uncached_many<V, E, P, F, Fut>(
-    client: &Client,
-    spec: &'static StoreSpec,
-    distinct: Vec<(String, P)>,
-    order: Vec<usize>,
-    index: HashMap<String, usize>,
-    key_of: fn(&P) -> String,
-    fetch: F,
-) -> Result<MultiResult<V, P>, E>
-where
-    F: Fn(P) -> Fut,
-    Fut: Future<Output = Result<V, E>>,
-{
-    let fetches = distinct.into_iter().map(|(key, p)| {
-        client.log(EventKind::Fetch, spec, &key, None);
-        fetch(p)
-    });
-    let values = join_all(fetches).await.into_iter().collect::<Result<Vec<V>, E>>()?;
     Ok(MultiResult {
         values,
         order,

@@ -1,0 +1,367 @@
+//! The batch path shared by pipelines and `get_m`: every key of every
+//! store of the batch in as few round trips as the backend allows.
+//!
+//! 1. Read every key in one [`Backend::get_many`](crate::Backend::get_many)
+//!    (one MGET on Redis, one command per node in a cluster, one multi-get
+//!    per memcached server).
+//! 2. Misses of `singleflight` stores join this process's flights: a key
+//!    another task is already loading is waited for, not fetched.
+//! 3. The remaining misses try their stampede locks in one
+//!    [`Coordinator::try_lock_many`] (one script per Redis node).
+//! 4. Concurrently: the won keys are fetched (the store's `fetch_many`
+//!    once per store, else one fetch per key, concurrently) with their
+//!    locks renewed, then filled or abandoned in one
+//!    [`Coordinator::settle_many`]; the lost keys wait for their holders as
+//!    a single `get` does; flight followers wait for their leaders.
+//!
+//! A read or lock failure fails the batch (nothing has been fetched yet);
+//! a failed fill is logged and the fetched values are still returned.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::{Either, join_all, join3, select};
+
+use crate::client::Client;
+use crate::error::Result;
+use crate::logger::EventKind;
+use crate::pipeline::group::Group;
+use crate::singleflight::{Follower, LeaderGuard, Role};
+use crate::stampede::{Coordinator, LockRequest, Settlement, driver, new_token};
+use crate::store::generation::storage_key;
+
+/// One distinct key of the batch: entry `i` of group `g`, stored at `key`.
+struct Slot {
+    g: usize,
+    i: usize,
+    key: String,
+}
+
+/// A miss this task loads: its flight (under `singleflight`) and, once
+/// taken, its lock's token.
+struct Load<'c> {
+    slot: Slot,
+    flight: Option<LeaderGuard<'c>>,
+    token: String,
+}
+
+/// Resolves every entry of `groups` (see the module docs). `Err` when the
+/// keys could not be read or locked; entries already resolved keep their
+/// outcome, the others stay pending.
+pub(crate) async fn run(client: &Client, groups: &[&dyn Group<'_>]) -> Result<()> {
+    let (slots, repeated) = locate(client, groups).await?;
+    if slots.is_empty() {
+        return Ok(());
+    }
+    let found = {
+        let keys: Vec<&str> = slots.iter().map(|s| s.key.as_str()).collect();
+        client.cache().backend().get_many(&keys).await?
+    };
+    let mut misses = Vec::new();
+    for (slot, bytes) in slots.into_iter().zip(found) {
+        let group = groups[slot.g];
+        match bytes {
+            Some(bytes) if group.accept(client, slot.i, &slot.key, &bytes, true) => {}
+            _ => {
+                client.log(EventKind::Miss, group.spec(), &slot.key, None);
+                misses.push(slot);
+            }
+        }
+    }
+
+    let mut loads = Vec::new();
+    let mut followers: Vec<(Slot, Follower)> = Vec::new();
+    for slot in misses {
+        if !groups[slot.g].spec().singleflight {
+            loads.push(Load {
+                slot,
+                flight: None,
+                token: String::new(),
+            });
+            continue;
+        }
+        match client.flights().join(&slot.key) {
+            Role::Leader(flight) => loads.push(Load {
+                slot,
+                flight: Some(flight),
+                token: String::new(),
+            }),
+            Role::Follower(follower) => followers.push((slot, follower)),
+        }
+    }
+
+    let (won, lost) = match client.coordinator() {
+        Some(coordinator) => lock(client, coordinator, groups, loads).await?,
+        None => (loads, Vec::new()),
+    };
+    join3(
+        fetch_won(client, groups, won),
+        wait_lost(client, groups, lost),
+        follow(client, groups, followers),
+    )
+    .await;
+    join_all(repeated.iter().map(|s| groups[s.g].load(client, s.i, &s.key))).await;
+    Ok(())
+}
+
+/// Every entry's cache key. A key that appears in two groups (one store
+/// added with two contexts) is loaded once in the batch; the repeats are
+/// returned apart and loaded afterwards (then hitting the cache).
+async fn locate(client: &Client, groups: &[&dyn Group<'_>]) -> Result<(Vec<Slot>, Vec<Slot>)> {
+    let mut slots = Vec::with_capacity(groups.iter().map(|g| g.len()).sum());
+    for (g, group) in groups.iter().enumerate() {
+        for i in 0..group.len() {
+            let key = storage_key(client, group.spec(), group.key(i)).await?.into_owned();
+            slots.push(Slot { g, i, key });
+        }
+    }
+    let shared_store = groups
+        .iter()
+        .enumerate()
+        .any(|(n, a)| groups[..n].iter().any(|b| std::ptr::eq(a.spec(), b.spec())));
+    if !shared_store {
+        return Ok((slots, Vec::new()));
+    }
+    let mut seen = HashSet::new();
+    let (first, repeated) = slots.into_iter().partition(|s| seen.insert(s.key.clone()));
+    Ok((first, repeated))
+}
+
+/// Tries every lock in one call; returns the won and the lost.
+async fn lock<'c>(
+    client: &'c Client,
+    coordinator: &Arc<dyn Coordinator>,
+    groups: &[&dyn Group<'_>],
+    mut loads: Vec<Load<'c>>,
+) -> Result<(Vec<Load<'c>>, Vec<Load<'c>>)> {
+    if loads.is_empty() {
+        return Ok((loads, Vec::new()));
+    }
+    for load in &mut loads {
+        load.token = new_token();
+    }
+    let requests: Vec<LockRequest<'_>> = loads
+        .iter()
+        .map(|l| LockRequest {
+            key: &l.slot.key,
+            token: &l.token,
+            ttl: driver::lock_ttl(client, groups[l.slot.g].spec()),
+        })
+        .collect();
+    let taken = match coordinator.try_lock_many(&requests).await {
+        Ok(taken) => taken,
+        Err(error) => {
+            // Some locks may have been taken before the failure.
+            let abandons: Vec<Settlement<'_>> = requests
+                .iter()
+                .map(|r| Settlement::Abandon {
+                    key: r.key,
+                    token: r.token,
+                })
+                .collect();
+            if let Err(e) = coordinator.settle_many(&abandons).await {
+                tracing::warn!(error = %e, "could not release the locks of a failed batch");
+            }
+            return Err(error);
+        }
+    };
+    drop(requests);
+    let mut taken = taken.into_iter();
+    Ok(loads.into_iter().partition(|_| taken.next().unwrap_or(false)))
+}
+
+/// Fetches the won keys (each store's once), renewing their locks, then
+/// fills or abandons them in one call (or, with no coordinator, writes the
+/// values) and hands the values to this process's followers.
+async fn fetch_won(client: &Client, groups: &[&dyn Group<'_>], won: Vec<Load<'_>>) {
+    if won.is_empty() {
+        return;
+    }
+    // Per group, its entries and keys; `order` maps them back to `won`.
+    let mut per_group: Vec<(usize, Vec<(usize, &str)>, Vec<usize>)> = Vec::new();
+    for (n, load) in won.iter().enumerate() {
+        let at = match per_group.iter().position(|(g, ..)| *g == load.slot.g) {
+            Some(at) => at,
+            None => {
+                per_group.push((load.slot.g, Vec::new(), Vec::new()));
+                per_group.len() - 1
+            }
+        };
+        per_group[at].1.push((load.slot.i, &load.slot.key));
+        per_group[at].2.push(n);
+    }
+    let fetches = join_all(per_group.iter().map(|(g, which, _)| groups[*g].fetch(client, which)));
+    let coordinator = client.coordinator();
+    let fetched = match coordinator {
+        Some(coordinator) => {
+            let mut abandon = AbandonMany::new(coordinator, &won);
+            let locks: Vec<(&str, &str, Duration)> = won
+                .iter()
+                .map(|l| {
+                    let ttl = driver::lock_ttl(client, groups[l.slot.g].spec());
+                    (l.slot.key.as_str(), l.token.as_str(), ttl)
+                })
+                .collect();
+            let fetched = renewing(&**coordinator, &locks, fetches).await;
+            abandon.disarm();
+            fetched
+        }
+        None => fetches.await,
+    };
+    let mut bytes = vec![None; won.len()];
+    for ((_, _, order), results) in per_group.iter().zip(fetched) {
+        for (&n, result) in order.iter().zip(results) {
+            bytes[n] = result;
+        }
+    }
+
+    match coordinator {
+        Some(coordinator) => {
+            let settlements: Vec<Settlement<'_>> = won
+                .iter()
+                .zip(&bytes)
+                .map(|(l, b)| match b {
+                    Some(value) => Settlement::Fill {
+                        key: &l.slot.key,
+                        token: &l.token,
+                        value,
+                        ttl: groups[l.slot.g].spec().ttl,
+                    },
+                    None => Settlement::Abandon {
+                        key: &l.slot.key,
+                        token: &l.token,
+                    },
+                })
+                .collect();
+            if let Err(error) = coordinator.settle_many(&settlements).await {
+                let spec = groups[won[0].slot.g].spec();
+                client.log(EventKind::BackendError, spec, &won[0].slot.key, Some(&error));
+            }
+        }
+        None => {
+            let backend = client.cache().backend();
+            let writes = won.iter().zip(&bytes).filter_map(|(l, b)| {
+                let spec = groups[l.slot.g].spec();
+                b.as_ref().map(|value| async move {
+                    if let Err(error) = backend.set(&l.slot.key, value, Some(spec.ttl)).await {
+                        client.log(EventKind::BackendError, spec, &l.slot.key, Some(&error));
+                    }
+                })
+            });
+            join_all(writes).await;
+        }
+    }
+    for (load, bytes) in won.into_iter().zip(bytes) {
+        if let (Some(flight), Some(bytes)) = (load.flight, bytes) {
+            flight.finish(bytes);
+        }
+    }
+}
+
+/// The keys whose locks another process holds: each waits as a single
+/// `get` would, then hands its value to this process's followers.
+async fn wait_lost(client: &Client, groups: &[&dyn Group<'_>], lost: Vec<Load<'_>>) {
+    let Some(coordinator) = client.coordinator() else {
+        return;
+    };
+    join_all(lost.into_iter().map(|load| async move {
+        let bytes = groups[load.slot.g]
+            .wait_lost(client, coordinator, load.slot.i, &load.slot.key)
+            .await;
+        if let (Some(flight), Some(bytes)) = (load.flight, bytes) {
+            flight.finish(bytes);
+        }
+    }))
+    .await;
+}
+
+/// Keys another task of this process is loading: take its value, or (if it
+/// failed) load them as a single `get` would.
+async fn follow(client: &Client, groups: &[&dyn Group<'_>], followers: Vec<(Slot, Follower)>) {
+    join_all(followers.into_iter().map(|(slot, follower)| async move {
+        let group = groups[slot.g];
+        if let Some(bytes) = follower.outcome().await
+            && group.accept(client, slot.i, &slot.key, &bytes, false)
+        {
+            return;
+        }
+        group.load(client, slot.i, &slot.key).await;
+    }))
+    .await;
+}
+
+/// Runs `fetch`, renewing every lock of `locks` every third of the
+/// shortest lock TTL until it ends.
+async fn renewing<T>(
+    coordinator: &dyn Coordinator,
+    locks: &[(&str, &str, Duration)],
+    fetch: impl Future<Output = T>,
+) -> T {
+    let shortest = locks.iter().map(|l| l.2).min().unwrap_or(Duration::from_secs(1));
+    let renew = async {
+        let every = (shortest / 3).max(Duration::from_millis(1));
+        loop {
+            tokio::time::sleep(every).await;
+            let renewed = join_all(
+                locks
+                    .iter()
+                    .map(|&(key, token, ttl)| coordinator.renew(key, token, ttl)),
+            )
+            .await;
+            for (result, (key, ..)) in renewed.into_iter().zip(locks) {
+                if let Err(error) = result {
+                    tracing::warn!(key, %error, "could not renew the fetch lock");
+                }
+            }
+        }
+    };
+    let (fetch, renew) = (std::pin::pin!(fetch), std::pin::pin!(renew));
+    match select(fetch, renew).await {
+        Either::Left((value, _)) => value,
+        Either::Right(((), _)) => unreachable!("the renewal loop never ends"),
+    }
+}
+
+/// Releases a batch's locks if its fetch is cancelled or panics, so other
+/// processes' waiters hear of it at once (as the single-key `Abandon`).
+struct AbandonMany {
+    coordinator: Arc<dyn Coordinator>,
+    locks: Vec<(String, String)>,
+}
+
+impl AbandonMany {
+    fn new(coordinator: &Arc<dyn Coordinator>, won: &[Load<'_>]) -> Self {
+        AbandonMany {
+            coordinator: Arc::clone(coordinator),
+            locks: won.iter().map(|l| (l.slot.key.clone(), l.token.clone())).collect(),
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.locks.clear();
+    }
+}
+
+impl Drop for AbandonMany {
+    fn drop(&mut self) {
+        if self.locks.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let coordinator = Arc::clone(&self.coordinator);
+        let locks = std::mem::take(&mut self.locks);
+        runtime.spawn(async move {
+            let abandons: Vec<Settlement<'_>> = locks
+                .iter()
+                .map(|(key, token)| Settlement::Abandon { key, token })
+                .collect();
+            if let Err(error) = coordinator.settle_many(&abandons).await {
+                tracing::warn!(%error, "could not release the fetch locks of a cancelled batch");
+            }
+        });
+    }
+}
