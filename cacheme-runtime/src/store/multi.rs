@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::client::Client;
 use crate::logger::EventKind;
 use crate::pipeline::{self, Fetchers, Outcome, StoreGroup};
+use crate::singleflight::Role;
 use crate::store::spec::StoreSpec;
 
 /// The results of a store's `get_m`: in the order the keys were added
@@ -79,6 +80,19 @@ where
 {
     let mut group = StoreGroup::new(spec, fetchers);
     let order: Vec<usize> = params.into_iter().map(|p| group.add(p)).collect();
+    // Under `singleflight`, a concurrent get_m of the same keys (in any
+    // order) runs once: the others wait for it, then find its values.
+    let _flight = if spec.singleflight && pipeline::Group::len(&group) > 1 {
+        match client.flights().join(&set_key(&group)) {
+            Role::Leader(flight) => Some(flight),
+            Role::Follower(follower) => {
+                follower.outcome().await;
+                None
+            }
+        }
+    } else {
+        None
+    };
     if let Err(error) = pipeline::run(client, &[&group]).await {
         let key = if pipeline::Group::len(&group) > 0 {
             pipeline::Group::key(&group, 0)
@@ -109,4 +123,24 @@ where
         index,
         key_of,
     })
+}
+
+/// The flight of a whole `get_m`: the store and its sorted keys. Store
+/// keys hold no whitespace, so this never meets a single key's flight.
+fn set_key<P, V, E>(group: &StoreGroup<'_, P, V, E>) -> String
+where
+    P: Clone + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Send + 'static,
+    E: Send + 'static,
+{
+    let mut keys: Vec<&str> = (0..pipeline::Group::len(group))
+        .map(|i| pipeline::Group::key(group, i))
+        .collect();
+    keys.sort_unstable();
+    let mut flight = format!("{} get_m", pipeline::Group::spec(group).name);
+    for key in keys {
+        flight.push(' ');
+        flight.push_str(key);
+    }
+    flight
 }

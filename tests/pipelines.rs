@@ -1,0 +1,514 @@
+//! Pipelines (`get_p` + `execute`), `get_m` and batch fetchers
+//! (`fetch_many`), on every backend. The source counts its own calls;
+//! round trips are counted by a proxy or by the servers themselves.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cacheme::{Cache, Client, Context, Error, Pipeline, PromiseError, cache_store};
+use cacheme_test_support::{CountingProxy, MemcachedServer, RedisCluster, RedisServer};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Book {
+    id: u64,
+    title: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Author {
+    name: String,
+    books: u32,
+}
+
+/// The source's errors. `Clone`: a batch fetcher's error goes to every
+/// key of its batch.
+#[derive(Clone, Debug, PartialEq)]
+enum ShopError {
+    NotFound(String),
+    Down,
+}
+
+/// Book ids from here on are unknown to the source.
+const UNKNOWN: u64 = 1000;
+
+/// The application: a client and a source that logs every call.
+struct Shop {
+    client: Client,
+    calls: Mutex<Vec<String>>,
+    batch_down: AtomicBool,
+    /// How long every source call takes.
+    delay: Duration,
+    _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Context for Shop {
+    fn cacheme(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Shop {
+    fn on(cache: Cache) -> Shop {
+        Shop {
+            client: Client::builder().cache(cache).build().unwrap(),
+            calls: Mutex::default(),
+            batch_down: AtomicBool::new(false),
+            delay: Duration::ZERO,
+            _guard: None,
+        }
+    }
+
+    fn keep(mut self, guard: impl std::any::Any + Send + Sync) -> Shop {
+        self._guard = Some(Box::new(guard));
+        self
+    }
+
+    async fn memory() -> Shop {
+        Shop::on(Cache::open("memory://").await.unwrap())
+    }
+
+    async fn redis() -> Shop {
+        let server = RedisServer::start();
+        Shop::on(Cache::open(&server.url()).await.unwrap()).keep(server)
+    }
+
+    async fn cluster() -> Shop {
+        let cluster = RedisCluster::builder().replicas(0).start();
+        Shop::on(Cache::open(&cluster.url()).await.unwrap()).keep(cluster)
+    }
+
+    async fn file() -> Shop {
+        let dir = cacheme_test_support::FileFixture::start();
+        let cache = Cache::open(&format!("file://{}", dir.path().display())).await.unwrap();
+        Shop::on(cache).keep(dir)
+    }
+
+    async fn memcache() -> Shop {
+        let server = MemcachedServer::start();
+        Shop::on(Cache::open(&server.url()).await.unwrap()).keep(server)
+    }
+
+    async fn call(&self, what: String) {
+        self.calls.lock().unwrap().push(what);
+        tokio::time::sleep(self.delay).await;
+    }
+
+    /// Every call since the last look, sorted.
+    fn take_calls(&self) -> Vec<String> {
+        let mut calls = std::mem::take(&mut *self.calls.lock().unwrap());
+        calls.sort();
+        calls
+    }
+}
+
+fn book_of(id: u64) -> Book {
+    Book {
+        id,
+        title: format!("book {id}"),
+    }
+}
+
+#[cache_store(key = "book:<id>", ttl = "5m", fetch_many = books)]
+async fn book(ctx: &Shop, id: u64) -> Result<Book, ShopError> {
+    ctx.call(format!("book {id}")).await;
+    if id >= UNKNOWN {
+        return Err(ShopError::NotFound(format!("book {id}")));
+    }
+    Ok(book_of(id))
+}
+
+/// The batch form of `book`: unknown ids are left out of the answer.
+async fn books(ctx: &Shop, ids: Vec<u64>) -> Result<HashMap<u64, Book>, ShopError> {
+    let sorted: BTreeSet<u64> = ids.iter().copied().collect();
+    ctx.call(format!("books {sorted:?}")).await;
+    if ctx.batch_down.load(Ordering::SeqCst) {
+        return Err(ShopError::Down);
+    }
+    Ok(ids.into_iter().filter(|&id| id < UNKNOWN).map(|id| (id, book_of(id))).collect())
+}
+
+/// No batch fetcher: misses are fetched one by one, concurrently.
+#[cache_store(key = "author:<name>", ttl = "5m")]
+async fn author(ctx: &Shop, name: String) -> Result<Author, ShopError> {
+    ctx.call(format!("author {name}")).await;
+    if name == "nobody" {
+        return Err(ShopError::NotFound(name));
+    }
+    Ok(Author {
+        books: name.len() as u32,
+        name,
+    })
+}
+
+/// Two parameters, singleflight and a batch fetcher returning a list.
+#[cache_store(key = "stock:<shop>:<sku>", ttl = "30s", singleflight, fetch_many = stocks)]
+async fn stock(ctx: &Shop, shop: u32, sku: String) -> Result<u32, ShopError> {
+    ctx.call(format!("stock {shop} {sku}")).await;
+    Ok(shop * 100 + sku.len() as u32)
+}
+
+async fn stocks(ctx: &Shop, keys: Vec<(u32, String)>) -> Result<Vec<((u32, String), u32)>, ShopError> {
+    let sorted: BTreeSet<(u32, String)> = keys.iter().cloned().collect();
+    ctx.call(format!("stocks {sorted:?}")).await;
+    Ok(keys
+        .into_iter()
+        .map(|(shop, sku)| {
+            let n = shop * 100 + sku.len() as u32;
+            ((shop, sku), n)
+        })
+        .collect())
+}
+
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Shop::memory().await).await })*
+        }
+        mod redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Shop::redis().await).await })*
+        }
+        mod redis_cluster {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Shop::cluster().await).await })*
+        }
+        mod file {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Shop::file().await).await })*
+        }
+        mod memcache {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Shop::memcache().await).await })*
+        }
+    };
+}
+
+on_every_backend!(
+    a_pipeline_mixes_stores_and_each_promise_keeps_its_own_outcome,
+    get_m_calls_the_batch_fetcher_once_with_the_missed_keys,
+    a_failing_batch_fetcher_fails_only_its_own_keys,
+);
+
+async fn a_pipeline_mixes_stores_and_each_promise_keeps_its_own_outcome(shop: Shop) {
+    for round in 0..2 {
+        let mut pipeline = Pipeline::new();
+        let one = BookStore::get_p(&shop, &mut pipeline, 1);
+        let two = BookStore::get_p(&shop, &mut pipeline, 2);
+        let unknown = BookStore::get_p(&shop, &mut pipeline, UNKNOWN);
+        let again = BookStore::get_p(&shop, &mut pipeline, 1);
+        let ursula = AuthorStore::get_p(&shop, &mut pipeline, "ursula".to_owned());
+        let nobody = AuthorStore::get_p(&shop, &mut pipeline, "nobody".to_owned());
+        let apples = StockStore::get_p(&shop, &mut pipeline, 3, "apple".to_owned());
+        let pears = StockStore::get_p(&shop, &mut pipeline, 4, "pear".to_owned());
+        assert_eq!(pipeline.len(), 8);
+        assert!(!one.is_resolved());
+        pipeline.execute().await.unwrap();
+
+        assert_eq!(one.into_result().unwrap(), book_of(1));
+        assert_eq!(two.into_result().unwrap(), book_of(2));
+        assert_eq!(again.into_result().unwrap(), book_of(1), "a key added twice resolves twice");
+        assert!(matches!(
+            unknown.into_result(),
+            Err(PromiseError::Fetch(ShopError::NotFound(what))) if what == "book 1000"
+        ));
+        assert_eq!(ursula.into_result().unwrap().books, 6);
+        assert!(matches!(nobody.into_result(), Err(PromiseError::Fetch(ShopError::NotFound(_)))));
+        assert_eq!(apples.into_result().unwrap(), 305);
+        assert_eq!(pears.into_result().unwrap(), 404);
+
+        let calls = shop.take_calls();
+        if round == 0 {
+            // One batch per store with a batch fetcher; what the batch
+            // did not find is asked of the single fetcher (its error).
+            assert_eq!(
+                calls,
+                [
+                    "author nobody",
+                    "author ursula",
+                    "book 1000",
+                    "books {1, 2, 1000}",
+                    "stocks {(3, \"apple\"), (4, \"pear\")}",
+                ]
+            );
+        } else {
+            // Values are cached; errors are not.
+            assert_eq!(calls, ["author nobody", "book 1000", "books {1000}"]);
+        }
+    }
+}
+
+async fn get_m_calls_the_batch_fetcher_once_with_the_missed_keys(shop: Shop) {
+    assert_eq!(BookStore::get(&shop, 2).await.unwrap(), book_of(2));
+    assert_eq!(shop.take_calls(), ["book 2"], "a single get uses the single fetcher");
+
+    let books = BookStore::get_m(&shop).add(3).add(2).add(4).add(3).run().await.unwrap();
+    assert_eq!(
+        books.iter().map(|b| b.id).collect::<Vec<_>>(),
+        [3, 2, 4, 3],
+        "in the order added"
+    );
+    assert_eq!(books.get(&4), Some(&book_of(4)));
+    assert_eq!(shop.take_calls(), ["books {3, 4}"], "only the misses, once each, in one call");
+
+    let stock = StockStore::get_m(&shop)
+        .add(1, "a".to_owned())
+        .add(2, "bb".to_owned())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(stock.get(&(2, "bb".to_owned())), Some(&202));
+    assert_eq!(shop.take_calls(), ["stocks {(1, \"a\"), (2, \"bb\")}"]);
+
+    // Warm: no call at all.
+    let again = BookStore::get_m(&shop).add(2).add(3).add(4).run().await.unwrap();
+    assert_eq!(again.len(), 3);
+    assert_eq!(shop.take_calls(), Vec::<String>::new());
+
+    // A key the batch does not return: get_m gives the fetcher's error.
+    let error = BookStore::get_m(&shop).add(5).add(UNKNOWN).run().await.unwrap_err();
+    assert_eq!(error, ShopError::NotFound("book 1000".to_owned()));
+    assert_eq!(shop.take_calls(), ["book 1000", "books {5, 1000}"]);
+    assert_eq!(BookStore::get(&shop, 5).await.unwrap(), book_of(5));
+    assert_eq!(shop.take_calls(), Vec::<String>::new(), "the found key was cached");
+}
+
+async fn a_failing_batch_fetcher_fails_only_its_own_keys(shop: Shop) {
+    shop.batch_down.store(true, Ordering::SeqCst);
+    let mut pipeline = Pipeline::new();
+    let one = BookStore::get_p(&shop, &mut pipeline, 1);
+    let two = BookStore::get_p(&shop, &mut pipeline, 2);
+    let author = AuthorStore::get_p(&shop, &mut pipeline, "le guin".to_owned());
+    pipeline.execute().await.unwrap();
+    assert!(matches!(one.into_result(), Err(PromiseError::Fetch(ShopError::Down))));
+    assert!(matches!(two.into_result(), Err(PromiseError::Fetch(ShopError::Down))));
+    assert_eq!(author.into_result().unwrap().books, 7);
+    assert_eq!(shop.take_calls(), ["author le guin", "books {1, 2}"]);
+
+    // Nothing of the failed batch was cached, and its locks were released:
+    // the next pipeline fetches at once.
+    shop.batch_down.store(false, Ordering::SeqCst);
+    let mut pipeline = Pipeline::new();
+    let one = BookStore::get_p(&shop, &mut pipeline, 1);
+    tokio::time::timeout(Duration::from_secs(2), pipeline.execute())
+        .await
+        .expect("no lock of the failed batch is left behind")
+        .unwrap();
+    assert_eq!(one.into_result().unwrap(), book_of(1));
+    assert_eq!(shop.take_calls(), ["books {1}"]);
+}
+
+#[tokio::test]
+async fn a_promise_read_before_execute_says_so() {
+    let shop = Shop::memory().await;
+    let mut pipeline = Pipeline::new();
+    let early = BookStore::get_p(&shop, &mut pipeline, 1);
+    drop(pipeline);
+    assert!(matches!(early.into_result(), Err(PromiseError::NotExecuted)));
+    assert!(Pipeline::new().is_empty());
+    Pipeline::new().execute().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_get_m_of_the_same_keys_in_any_order_run_once() {
+    let shop = Shop {
+        delay: Duration::from_millis(100),
+        ..Shop::memory().await
+    };
+    let keys: Vec<(u32, String)> = (0..20).map(|n| (n, format!("sku{n}"))).collect();
+    let mut reversed = keys.clone();
+    reversed.reverse();
+    let run = |keys: Vec<(u32, String)>| {
+        let shop = &shop;
+        async move {
+            let mut m = StockStore::get_m(shop);
+            for (shop, sku) in keys {
+                m.add(shop, sku);
+            }
+            m.run().await.unwrap().iter().copied().collect::<Vec<u32>>()
+        }
+    };
+    let (a, b, c) = tokio::join!(run(keys.clone()), run(reversed), run(keys));
+    assert_eq!(a.len(), 20);
+    assert_eq!(a, c);
+    assert_eq!(b.iter().rev().copied().collect::<Vec<_>>(), a);
+    let calls = shop.take_calls();
+    assert_eq!(calls.len(), 1, "three concurrent get_m share one batch fetch: {calls:?}");
+    assert!(calls[0].starts_with("stocks "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_cannot_be_read_fails_the_pipeline_clearly() {
+    let mut server = RedisServer::start();
+    let shop = Shop::on(Cache::open(&server.url()).await.unwrap());
+    assert_eq!(BookStore::get(&shop, 1).await.unwrap(), book_of(1));
+    shop.take_calls();
+    server.stop();
+
+    let mut pipeline = Pipeline::new();
+    let one = BookStore::get_p(&shop, &mut pipeline, 1);
+    let author = AuthorStore::get_p(&shop, &mut pipeline, "ursula".to_owned());
+    let error = pipeline.execute().await.unwrap_err();
+    assert!(matches!(error, Error::Pipeline(_)), "{error:?}");
+    assert!(error.to_string().starts_with("pipeline failed: redis cache:"), "{error}");
+    for result in [one.into_result().map(drop), author.into_result().map(drop)] {
+        match result {
+            Err(PromiseError::Cache(Error::Pipeline(cause))) => {
+                assert!(cause.to_string().contains("redis cache"), "{cause}")
+            }
+            other => panic!("expected the pipeline's error, got {other:?}"),
+        }
+    }
+    assert_eq!(shop.take_calls(), Vec::<String>::new(), "nothing was fetched");
+
+    // get_m keeps get's policy: the cache is an optimisation, the source
+    // still answers.
+    let books = BookStore::get_m(&shop).add(1).add(2).run().await.unwrap();
+    assert_eq!(books.iter().cloned().collect::<Vec<_>>(), [book_of(1), book_of(2)]);
+    assert_eq!(shop.take_calls(), ["books {1, 2}"]);
+}
+
+// ---------------------------------------------------------------------------
+// Round trips.
+
+/// A shop on a Redis reached through a round-trip counting proxy.
+async fn counted_redis() -> (Shop, CountingProxy) {
+    let server = RedisServer::start();
+    let proxy = CountingProxy::start(server.port());
+    let shop = Shop::on(Cache::open(&format!("redis://127.0.0.1:{}", proxy.port())).await.unwrap()).keep(server);
+    load_scripts(&shop).await;
+    (shop, proxy)
+}
+
+/// Runs a cold batch of another store, so the lock and fill scripts are
+/// loaded on every node (the first use of a script costs a NOSCRIPT retry).
+async fn load_scripts(shop: &Shop) {
+    let mut m = StockStore::get_m(shop);
+    for n in 0..100 {
+        m.add(n, "warm-up".to_owned());
+    }
+    m.run().await.unwrap();
+    shop.take_calls();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_get_m_of_1000_keys_is_one_round_trip_on_redis() {
+    let (shop, proxy) = counted_redis().await;
+    let mut m = BookStore::get_m(&shop);
+    for id in 0..1000 {
+        m.add(id);
+    }
+    let before = proxy.round_trips();
+    assert_eq!(m.run().await.unwrap().len(), 1000);
+    assert_eq!(proxy.round_trips() - before, 3, "cold: read, lock all, fill all");
+    assert_eq!(shop.take_calls().len(), 1, "one batch fetch");
+
+    for id in 0..1000 {
+        m.add(id);
+    }
+    let before = proxy.round_trips();
+    assert_eq!(m.run().await.unwrap().len(), 1000);
+    assert_eq!(proxy.round_trips() - before, 1, "warm: one MGET");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_of_three_stores_is_one_round_trip_warm_and_three_cold_on_redis() {
+    let (shop, proxy) = counted_redis().await;
+    for (round, expected) in [(0, 3), (1, 1)] {
+        let mut pipeline = Pipeline::new();
+        let promises: Vec<_> = (0..100).map(|id| BookStore::get_p(&shop, &mut pipeline, id)).collect();
+        let authors: Vec<_> = (0..50)
+            .map(|n| AuthorStore::get_p(&shop, &mut pipeline, format!("author{n}")))
+            .collect();
+        let stock = StockStore::get_p(&shop, &mut pipeline, 1, "x".to_owned());
+        let before = proxy.round_trips();
+        pipeline.execute().await.unwrap();
+        assert_eq!(proxy.round_trips() - before, expected, "round {round}");
+        assert!(promises.into_iter().all(|p| p.into_result().is_ok()));
+        assert!(authors.into_iter().all(|p| p.into_result().is_ok()));
+        assert_eq!(stock.into_result().unwrap(), 101);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_get_m_of_1000_keys_is_one_round_trip_on_memcached() {
+    let server = MemcachedServer::start();
+    let proxy = CountingProxy::start(server.port());
+    let cache = Cache::open(&format!("memcache://127.0.0.1:{}", proxy.port())).await.unwrap();
+    let shop = Shop {
+        client: Client::builder()
+            .cache(cache)
+            .generation_refresh(Duration::from_secs(600))
+            .build()
+            .unwrap(),
+        ..Shop::on(Cache::open("memory://").await.unwrap())
+    }
+    .keep(server);
+    let mut m = BookStore::get_m(&shop);
+    for id in 0..1000 {
+        m.add(id);
+    }
+    assert_eq!(m.run().await.unwrap().len(), 1000);
+    for id in 0..1000 {
+        m.add(id);
+    }
+    let before = proxy.round_trips();
+    assert_eq!(m.run().await.unwrap().len(), 1000);
+    assert_eq!(proxy.round_trips() - before, 1, "one multi-get");
+}
+
+/// Commands each cluster master has served, by name (`INFO commandstats`),
+/// without the ones tests and topology discovery send.
+fn commands_per_master(cluster: &RedisCluster) -> Vec<HashMap<String, u64>> {
+    cluster
+        .masters()
+        .iter()
+        .map(|addr| {
+            let mut connection = cluster.node_connection(addr);
+            let info: String = ::redis::cmd("INFO").arg("commandstats").query(&mut connection).unwrap();
+            info.lines()
+                .filter_map(|line| {
+                    let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                    let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+                    Some((name.to_owned(), calls.parse().ok()?))
+                })
+                .filter(|(name, _)| !matches!(name.as_str(), "info" | "cluster" | "ping" | "client" | "hello" | "readonly"))
+                .collect()
+        })
+        .collect()
+}
+
+fn delta(before: &[HashMap<String, u64>], after: &[HashMap<String, u64>]) -> Vec<u64> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| a.iter().map(|(name, n)| n - b.get(name).copied().unwrap_or(0)).sum())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_m_costs_one_command_per_cluster_node() {
+    let cluster = RedisCluster::builder().replicas(0).start();
+    let shop = Shop::on(Cache::open(&cluster.url()).await.unwrap());
+    load_scripts(&shop).await;
+    let mut m = BookStore::get_m(&shop);
+
+    for id in 0..1000 {
+        m.add(id);
+    }
+    let before = commands_per_master(&cluster);
+    assert_eq!(m.run().await.unwrap().len(), 1000);
+    let cold = delta(&before, &commands_per_master(&cluster));
+    assert_eq!(cold, [3, 3, 3], "read, lock all, fill all: one command each per node");
+
+    for id in 0..1000 {
+        m.add(id);
+    }
+    let before = commands_per_master(&cluster);
+    assert_eq!(m.run().await.unwrap().len(), 1000);
+    assert_eq!(delta(&before, &commands_per_master(&cluster)), [1, 1, 1], "warm: one read per node");
+    drop(shop);
+}
