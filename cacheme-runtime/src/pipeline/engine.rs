@@ -94,7 +94,7 @@ pub(crate) async fn run(client: &Client, groups: &[&dyn Group<'_>]) -> Result<()
 
     let (won, lost) = match client.coordinator() {
         Some(coordinator) => lock(client, coordinator, groups, loads).await?,
-        None => (loads, Vec::new()),
+        None => (recheck(client, groups, loads).await, Vec::new()),
     };
     join3(
         fetch_won(client, groups, won),
@@ -127,6 +127,36 @@ async fn locate(client: &Client, groups: &[&dyn Group<'_>]) -> Result<(Vec<Slot>
     let mut seen = HashSet::new();
     let (first, repeated) = slots.into_iter().partition(|s| seen.insert(s.key.clone()));
     Ok((first, repeated))
+}
+
+/// Without a coordinator (memory): a flight led now may start just after
+/// another one stored its value (between this batch's read and its
+/// joining). Reads those keys again (in memory, no round trip) and hands
+/// what is there to the followers instead of fetching it again.
+async fn recheck<'c>(client: &'c Client, groups: &[&dyn Group<'_>], loads: Vec<Load<'c>>) -> Vec<Load<'c>> {
+    if loads.iter().all(|l| l.flight.is_none()) {
+        return loads;
+    }
+    let found = {
+        let keys: Vec<&str> = loads.iter().map(|l| l.slot.key.as_str()).collect();
+        match client.cache().backend().get_many(&keys).await {
+            Ok(found) => found,
+            Err(_) => return loads, // the fetch will tell
+        }
+    };
+    let mut left = Vec::with_capacity(loads.len());
+    for (load, bytes) in loads.into_iter().zip(found) {
+        let group = groups[load.slot.g];
+        match bytes {
+            Some(bytes) if group.accept(client, load.slot.i, &load.slot.key, &bytes, true) => {
+                if let Some(flight) = load.flight {
+                    flight.finish(Arc::from(bytes));
+                }
+            }
+            _ => left.push(load),
+        }
+    }
+    left
 }
 
 /// Tries every lock in one call; returns the won and the lost.

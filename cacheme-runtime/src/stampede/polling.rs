@@ -44,9 +44,18 @@ impl PollingCoordinator {
 impl Coordinator for PollingCoordinator {
     fn try_lock<'a>(&'a self, key: &'a str, token: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            self.backend
-                .set_if_absent(&lock_key(key), token.as_bytes(), Some(ttl))
-                .await
+            let lock = lock_key(key);
+            if !self.backend.set_if_absent(&lock, token.as_bytes(), Some(ttl)).await? {
+                return Ok(false);
+            }
+            // The value may have landed between the caller's miss and the
+            // lock (its holder filled and released): then there is
+            // nothing to fetch, and the caller re-reads.
+            if self.backend.exists(key).await? {
+                self.backend.delete_if_equals(&lock, token.as_bytes()).await?;
+                return Ok(false);
+            }
+            Ok(true)
         })
     }
 
