@@ -96,8 +96,10 @@ impl Declaration {
     }
 
     /// The spec the macro would emit for this store, as far as the
-    /// runtime's duplicate check reads it (name, template, place). A
-    /// function version is recorded as its path: the check never reads it.
+    /// runtime's duplicate check and its store functions read it (name,
+    /// which also names the store's generation counters; template; place).
+    /// A function version is recorded as its path: neither reads it, the
+    /// store functions take the version from the key or the caller.
     pub fn spec(&self) -> &'static StoreSpec {
         let version = match &self.version {
             DeclaredVersion::Static(v) | DeclaredVersion::Function(v) => Version::Static(leak(v.clone())),

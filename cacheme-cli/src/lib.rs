@@ -7,7 +7,8 @@
 //!   the macro's own parser and checks (`cacheme-macros-core`) and the
 //!   runtime's duplicate rule ([`scan`], [`check`], [`list`]).
 //! - `get`, `invalidate`, `invalidate-all` and `stats` work on a live cache
-//!   opened by URL, building keys with the runtime's key code ([`ops`]).
+//!   opened by URL, building keys with the runtime's key code and reading
+//!   and invalidating store keys through its store functions ([`ops`]).
 //!
 //! Exit codes: 0 when all is well, 1 when problems were found or an
 //! operation failed, 2 for usage errors.

@@ -60,18 +60,27 @@ pub enum Command {
     /// Values are given in the order the variables appear in the key
     /// template (as `list` shows it), or by name with `--param`. The key is
     /// built exactly as the store builds it (values escaped, `:v{version}`
-    /// appended); the backend adds its own prefix. Exits with 1 when there
-    /// is no value.
+    /// appended) and read where the store keeps its value: on backends that
+    /// cannot list keys (memcached) under the store's current generation,
+    /// `:g{n}` appended. The key printed is the one read; the backend adds
+    /// its own prefix. Exits with 1 when there is no value.
     Get(KeyOpt),
 
     /// Remove the value under a store key (what `Store::invalidate` does).
+    ///
+    /// Also breaks the key's fetch lock, so a fetch in flight in the
+    /// application does not store its value after this.
     Invalidate(KeyOpt),
 
     /// Remove every value of one store and version (what
     /// `Store::invalidate_all` does).
     ///
     /// Walks the backend's keys in batches (Redis: SCAN + UNLINK), so it is
-    /// O(keys in the cache): maintenance, not a request-path operation.
+    /// O(keys in the cache): maintenance, not a request-path operation. On
+    /// backends that cannot list keys (memcached) it moves the store and
+    /// version to a new generation instead: the old values are no longer
+    /// read and expire by their TTL; running programs see the change
+    /// within their client's `generation_refresh` (1 s by default).
     InvalidateAll(InvalidateAllOpt),
 
     /// Count the cache's keys per store and version, and show the memory
@@ -190,8 +199,11 @@ pub struct KeyOpt {
     #[arg(long, value_name = "V", conflicts_with = "key")]
     pub version: Option<String>,
 
-    /// A raw key instead of a store and values: the cache key without the
-    /// backend's prefix (`book:7:42:v1`).
+    /// A raw key instead of values, without the backend's prefix
+    /// (`book:7:42:v1`). With --store it is a key of that store, as
+    /// `Store::key` builds it (its generation is added, its fetch lock
+    /// broken, as for values); alone it is the exact key in the cache, read
+    /// or deleted as is.
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
 

@@ -1,6 +1,7 @@
-//! Operations against a spawned redis-server (password protected): what
-//! `get`, `invalidate`, `invalidate-all` and `stats` do is seen by the
-//! typed stores, and the password never appears in any output.
+//! Operations against a spawned redis-server (password protected) and a
+//! spawned memcached: what `get`, `invalidate`, `invalidate-all` and
+//! `stats` do is seen by the typed stores, and the password never appears
+//! in any output.
 
 mod support;
 
@@ -9,17 +10,25 @@ mod shop;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
-use cacheme::Client;
-use cacheme_test_support::RedisServer;
+use cacheme::stampede::Coordination;
+use cacheme::{Cache, Client};
+use cacheme_test_support::{MemcachedServer, RedisServer};
 use serde_json::Value;
 use shop::{AuthorStore, BookStore, Shop};
 use support::Project;
 
 const PASSWORD: &str = "s3cr3t-Pw";
 
+/// The server a world's cache lives on (kept running while the world is).
+enum Server {
+    Redis(RedisServer),
+    Memcached { _running: MemcachedServer },
+}
+
 struct World {
-    server: RedisServer,
+    server: Server,
     project: Project,
     shop: Shop,
     url: String,
@@ -28,11 +37,31 @@ struct World {
 }
 
 impl World {
+    /// A password-protected Redis.
     async fn new() -> Self {
         let server = RedisServer::builder().password(PASSWORD).start();
         let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/0?prefix=shop-app", server.port());
+        World::on(Server::Redis(server), url).await
+    }
+
+    /// A memcached: typed stores there keep their values under a
+    /// generation (`…:v1:g0`).
+    async fn memcached() -> Self {
+        let server = MemcachedServer::start();
+        let url = format!("{}?prefix=shop-app", server.url());
+        World::on(Server::Memcached { _running: server }, url).await
+    }
+
+    async fn on(server: Server, url: String) -> Self {
+        // Generations read afresh on every call, so the stores see the
+        // CLI's `invalidate-all` at once rather than within a second.
+        let cache = Client::builder()
+            .cache(Cache::open(&url).await.unwrap())
+            .generation_refresh(Duration::ZERO)
+            .build()
+            .unwrap();
         let shop = Shop {
-            cache: Client::open(&url).await.unwrap(),
+            cache,
             fetches: AtomicU32::new(0),
             edition: Mutex::new(1),
         };
@@ -43,6 +72,13 @@ impl World {
             shop,
             url,
             printed: Mutex::new(String::new()),
+        }
+    }
+
+    fn redis(&self) -> &RedisServer {
+        match &self.server {
+            Server::Redis(server) => server,
+            Server::Memcached { .. } => panic!("not a Redis world"),
         }
     }
 
@@ -231,9 +267,115 @@ async fn stats_counts_per_store_and_invalidate_all_removes_one_store_and_version
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_breaks_the_fetch_lock_so_a_fill_in_flight_does_not_land() {
+    let w = World::new().await;
+    let cache = w.shop.cache.cache();
+    let key = BookStore::key(&"sci:fi".to_owned(), &42);
+    let Coordination::Custom(coordinator) = cache.backend().coordination() else {
+        panic!("Redis coordinates fetches with a coordinator of its own");
+    };
+    // Another process is fetching the key: it holds the fetch lock
+    // (`prefix:{prefix:key}:lock`; the cache adds the first prefix).
+    let ttl = Duration::from_secs(60);
+    assert!(coordinator.try_lock(&key, "fetcher-1", ttl).await.unwrap());
+    let lock = format!("{{shop-app:{key}}}:lock");
+    assert!(cache.exists(&lock).await.unwrap(), "the lock is where the test looks");
+
+    let (code, out, err) = w.run(&["invalidate", "--store", "BookStore", "sci:fi", "42"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("nothing to remove"), "{out}");
+    assert!(!cache.exists(&lock).await.unwrap(), "invalidate broke the lock");
+
+    // The fetch that started before the invalidation cannot store its
+    // (now stale) value, and the store fetches afresh.
+    let stale = br#"{"id":42,"title":"stale"}"#;
+    assert!(!coordinator.fill(&key, "fetcher-1", stale, ttl).await.unwrap());
+    assert!(!cache.exists(&key).await.unwrap());
+    let book = BookStore::get(&w.shop, "sci:fi".into(), 42).await.unwrap();
+    assert_eq!((book.title.as_str(), w.fetches()), ("sci:fi #42, edition 1", 1));
+
+    w.assert_password_never_printed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_memcached_store_keys_are_found_under_the_store_generation() {
+    let w = World::memcached().await;
+    let cache = w.shop.cache.cache();
+    let first = BookStore::get(&w.shop, "sci:fi".into(), 42).await.unwrap();
+    AuthorStore::get(&w.shop, 7).await.unwrap();
+    assert_eq!(w.fetches(), 2);
+    // Where the typed store keeps the value: its key plus generation 0.
+    let key = BookStore::key(&"sci:fi".to_owned(), &42);
+    let stored = format!("{key}:g0");
+    assert!(!cache.exists(&key).await.unwrap() && cache.exists(&stored).await.unwrap());
+
+    // get finds it, and prints the key it read.
+    let (code, out, err) = w.run(&["get", "--store", "BookStore", "sci:fi", "42"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("key:   category:sci%3Afi:book:42:v1:g0\n"), "{out}");
+    assert!(
+        out.contains("ttl:   unknown (the memcache backend does not report TTLs)"),
+        "{out}"
+    );
+    let json = out.split_once("bytes):\n").unwrap().1;
+    let value: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(value, serde_json::json!({"id": 42, "title": first.title}));
+    // --key with --store is a key of the store; alone, the exact cache key.
+    let (code, out, _) = w.run(&["get", "--store", "BookStore", "--key", &key]);
+    assert_eq!((code, out.contains(&format!("key:   {stored}\n"))), (0, true), "{out}");
+    let (code, _, _) = w.run(&["get", "--key", &key, "--codec", "json"]);
+    assert_eq!(code, 1, "nothing is stored under the bare store key");
+    let (code, out, _) = w.run(&["get", "--key", &stored, "--codec", "json"]);
+    assert_eq!((code, out.contains("edition 1")), (0, true), "{out}");
+
+    // invalidate removes the value and its fetch lock (`{key} lock` of
+    // the polling coordinator); the store refetches.
+    let lock = format!("{stored} lock");
+    cache.put(&lock, b"fetcher-1", Duration::from_secs(60)).await.unwrap();
+    *w.shop.edition.lock().unwrap() = 2;
+    let (code, out, err) = w.run(&["invalidate", "--store", "BookStore", "sci:fi", "42"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("removed category:sci%3Afi:book:42:v1:g0 from memcache://127.0.0.1:"),
+        "{out}"
+    );
+    assert!(!cache.exists(&stored).await.unwrap());
+    assert!(!cache.exists(&lock).await.unwrap(), "invalidate broke the lock");
+    let fresh = BookStore::get(&w.shop, "sci:fi".into(), 42).await.unwrap();
+    assert_eq!((fresh.title.as_str(), w.fetches()), ("sci:fi #42, edition 2", 3));
+
+    // invalidate-all moves the store's version 1 to generation 1: the
+    // store misses, other versions and stores keep theirs.
+    *w.shop.edition.lock().unwrap() = 3;
+    let (code, out, err) = w.run(&["invalidate-all", "--store", "BookStore"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(
+            "moved BookStore version 1 (category:<category_id>:book:<book_id>) to a new generation in memcache://127.0.0.1:"
+        ),
+        "{out}"
+    );
+    let counter = cache.get("cacheme generation:BookStore:v1").await.unwrap();
+    assert_eq!(counter.as_deref(), Some(&b"1"[..]));
+    let after = BookStore::get(&w.shop, "sci:fi".into(), 42).await.unwrap();
+    assert_eq!((after.title.as_str(), w.fetches()), ("sci:fi #42, edition 3", 4));
+    AuthorStore::get(&w.shop, 7).await.unwrap();
+    let (code, _, err) = w.run(&["invalidate-all", "--store", "BookStore", "--version", "2"]);
+    assert_eq!(code, 0, "{err}");
+    BookStore::get(&w.shop, "sci:fi".into(), 42).await.unwrap();
+    assert_eq!(w.fetches(), 4, "AuthorStore and BookStore version 1 still hit");
+    let (code, out, _) = w.run(&["get", "--store", "BookStore", "sci:fi", "42"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("key:   category:sci%3Afi:book:42:v1:g1\n") && out.contains("edition 3"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_stay_out_of_errors_too() {
     let w = World::new().await;
-    let port = w.server.port();
+    let port = w.redis().port();
     for url in [
         format!("redis://:wrong-{PASSWORD}@127.0.0.1:{port}/0"),
         format!("redis://user:{PASSWORD}@127.0.0.1:{port}/0"),

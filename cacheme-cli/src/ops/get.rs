@@ -1,7 +1,12 @@
 //! `cargo cacheme get`: one value, decoded when its codec is
 //! self-describing (JSON, MessagePack), hex otherwise, with its TTL.
+//!
+//! A store key is read where the store keeps its value: the runtime's
+//! [`storage_key`](cacheme_runtime::store::storage_key) adds the store's
+//! current generation on backends that cannot list keys (memcached).
 
 use cacheme_runtime::Codec;
+use cacheme_runtime::store::{self, spec::StoreSpec};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -12,10 +17,13 @@ use crate::scan;
 
 /// The key an operation works on, and the codec of its values.
 pub struct Target {
-    /// The key without the backend's prefix.
+    /// The key without the backend's prefix: a store key when a store was
+    /// named, else the exact cache key.
     pub key: String,
     /// `BookStore (src/lib.rs:12)`, when a store was named.
     pub store: Option<String>,
+    /// The named store's spec, for the runtime's store functions.
+    pub spec: Option<&'static StoreSpec>,
     /// How values are decoded.
     pub codec: Codec,
 }
@@ -32,6 +40,7 @@ pub fn target(opt: &KeyOpt) -> Result<Target> {
             return Ok(Target {
                 key: raw.clone(),
                 store: None,
+                spec: None,
                 codec: chosen.unwrap_or_default(),
             });
         }
@@ -51,8 +60,23 @@ pub fn target(opt: &KeyOpt) -> Result<Target> {
     Ok(Target {
         key,
         store: Some(format!("{} ({})", store.name, store.location())),
+        spec: Some(store.spec()),
         codec: store.codec.or(chosen).unwrap_or_default(),
     })
+}
+
+impl Target {
+    /// The key the value is stored under: a store key with the store's
+    /// current generation where the backend keeps one, a raw key as given.
+    pub async fn storage_key(&self, connection: &Connection) -> Result<String> {
+        let Some(spec) = self.spec else {
+            return Ok(self.key.clone());
+        };
+        store::storage_key(&connection.client, spec, &self.key)
+            .await
+            .map(|key| key.into_owned())
+            .map_err(|e| connection.error("cannot read the store's generation", e))
+    }
 }
 
 /// Prints the value and its TTL; exit code 1 when there is no value.
@@ -60,19 +84,20 @@ pub async fn run(opt: &KeyOpt) -> Result<i32> {
     let target = target(opt)?;
     let connection = Connection::open(opt.backend.url()?).await?;
     let backend = connection.cache.backend();
+    let key = target.storage_key(&connection).await?;
     let found = backend
-        .get(&target.key)
+        .get(&key)
         .await
         .map_err(|e| connection.error("cannot read the key", e))?;
     if let Some(store) = &target.store {
         println!("store: {store}");
     }
-    println!("key:   {}", target.key);
+    println!("key:   {key}");
     let Some(bytes) = found else {
         println!("no value under this key in {}", connection.shown);
         return Ok(1);
     };
-    let ttl = match backend.ttl(&target.key).await {
+    let ttl = match backend.ttl(&key).await {
         Ok(Some(Some(left))) => format!("{} left", output::duration(left)),
         Ok(Some(None)) => "no expiry".to_owned(),
         Ok(None) => "expired just now".to_owned(),

@@ -1,6 +1,8 @@
 //! Operations on a live cache: the URL opens it as the application would
 //! ([`Cache::open`], so every backend works), the store declarations in the
-//! sources say how its keys are built.
+//! sources say how its keys are built, and store keys are read and
+//! invalidated through the runtime's store functions (generations on
+//! memcached, the fetch lock on invalidation), as the stores themselves do.
 //!
 //! Passwords never reach the output: the URL is echoed redacted, and any
 //! error text is scrubbed of the password before it is shown.
@@ -10,8 +12,10 @@ pub mod invalidate;
 pub mod key;
 pub mod stats;
 
-use cacheme_runtime::Cache;
+use std::time::Duration;
+
 use cacheme_runtime::config::{REDACTED, parse_url, redact_url};
+use cacheme_runtime::{Cache, Client};
 
 use crate::decl::Declaration;
 use crate::error::{Error, Result};
@@ -21,6 +25,10 @@ use crate::scan::Sources;
 pub struct Connection {
     /// The cache.
     pub cache: Cache,
+    /// A client on the cache, for the runtime's store functions. It reads
+    /// store generations afresh on every call: a one-shot command has
+    /// nothing to cache them for.
+    pub client: Client,
     /// The URL with its password redacted.
     pub shown: String,
     secrets: Vec<String>,
@@ -45,8 +53,22 @@ impl Connection {
             || "the given URL".to_owned(),
             |url| redact_url(url).replace("%3Credacted%3E", REDACTED),
         );
-        match Cache::open(url).await {
-            Ok(cache) => Ok(Connection { cache, shown, secrets }),
+        // The client's duplicate-store check reads this program's own
+        // link-time store registry, which is empty: the CLI declares none.
+        let opened = Cache::open(url).await.and_then(|cache| {
+            let client = Client::builder()
+                .cache(cache.clone())
+                .generation_refresh(Duration::ZERO)
+                .build()?;
+            Ok((cache, client))
+        });
+        match opened {
+            Ok((cache, client)) => Ok(Connection {
+                cache,
+                client,
+                shown,
+                secrets,
+            }),
             Err(e) => {
                 let text = format!("cannot open the cache at {shown}: {e}");
                 Err(Error::Cache(scrub(&secrets, text)))

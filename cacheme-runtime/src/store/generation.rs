@@ -94,9 +94,17 @@ fn counter_key(spec: &StoreSpec, escaped_version: &str) -> String {
     format!("cacheme generation:{}:v{escaped_version}", spec.name)
 }
 
-/// The key the value of store key `key` is stored under: `key` itself, or
-/// `key:g{generation}` where stores invalidate by generation.
-pub(crate) async fn storage_key<'k>(client: &Client, spec: &StoreSpec, key: &'k str) -> Result<Cow<'k, str>> {
+/// The key the value of store key `key` (as built by the store's `key`,
+/// without the backend's prefix) is stored under: `key` itself, or
+/// `key:g{generation}` where the client's backend cannot list keys and
+/// stores invalidate by generation (memcached).
+///
+/// For tools that read a store's values directly, such as
+/// `cargo cacheme get`; stores call it on every operation. The generation
+/// is read from the backend unless `client` read it less than its
+/// `generation_refresh` ago (a zero refresh always reads it), so an error
+/// is a backend error.
+pub async fn storage_key<'k>(client: &Client, spec: &StoreSpec, key: &'k str) -> Result<Cow<'k, str>> {
     let Some(generations) = client.generations() else {
         return Ok(Cow::Borrowed(key));
     };

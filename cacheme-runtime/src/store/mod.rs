@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::logger::EventKind;
 use crate::singleflight::Role;
 use crate::stampede;
-use generation::storage_key;
+pub use generation::storage_key;
 use spec::StoreSpec;
 
 pub use multi::{MultiResult, get_many};
