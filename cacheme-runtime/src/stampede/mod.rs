@@ -28,7 +28,7 @@
 //! Backends choose their strategy with [`Backend::coordination`](crate::Backend::coordination):
 //! Redis and Redis Cluster notify through pub/sub (see the redis backend);
 //! memcached and the file backend use their atomic add as the lock and
-//! waiters poll with backoff ([`polling`]); memory coordinates inside the
+//! waiters poll with backoff (the runtime's `polling` coordinator); memory coordinates inside the
 //! process only (`singleflight`).
 
 mod batch;
