@@ -41,6 +41,8 @@ pub struct Declaration {
     pub singleflight: bool,
     /// The store's codec; `None` uses the client's.
     pub codec: Option<Codec>,
+    /// The batch fetcher's path (`fetch_many = ...`), when given.
+    pub fetch_many: Option<String>,
     /// The file, relative to the crate.
     pub file: String,
     /// The line of the attribute.
@@ -90,6 +92,7 @@ impl Declaration {
             version,
             singleflight: store.singleflight,
             codec,
+            fetch_many: store.fetch_many.as_ref().map(path_text),
             file: file.to_owned(),
             line,
         }

@@ -47,7 +47,7 @@ pub fn table(stores: &[Declaration]) -> String {
     table.render()
 }
 
-/// `singleflight, codec=json, lock_ttl=10s`, or `-`.
+/// `singleflight, codec=json, lock_ttl=10s, fetch_many=books`, or `-`.
 fn options(store: &Declaration) -> String {
     let mut options = Vec::new();
     if store.singleflight {
@@ -58,6 +58,9 @@ fn options(store: &Declaration) -> String {
     }
     if let Some(lock_ttl) = store.lock_ttl {
         options.push(format!("lock_ttl={}", output::duration(lock_ttl)));
+    }
+    if let Some(fetch_many) = &store.fetch_many {
+        options.push(format!("fetch_many={fetch_many}"));
     }
     if options.is_empty() {
         "-".to_owned()
@@ -88,6 +91,7 @@ pub fn json(stores: &[Declaration]) -> Value {
                     "singleflight": store.singleflight,
                     "codec": store.codec.map(|c| c.name()),
                     "lock_ttl_ms": store.lock_ttl.map(duration_ms),
+                    "fetch_many": store.fetch_many,
                     "file": store.file,
                     "line": store.line,
                 })
