@@ -17,6 +17,7 @@
 //! A read or lock failure fails the batch (nothing has been fetched yet);
 //! a failed fill is logged and the fetched values are still returned.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -32,17 +33,18 @@ use crate::singleflight::{Follower, LeaderGuard, Role};
 use crate::stampede::{Coordinator, LockRequest, Settlement, driver, new_token};
 use crate::store::generation::storage_key;
 
-/// One distinct key of the batch: entry `i` of group `g`, stored at `key`.
-struct Slot {
+/// One distinct key of the batch: entry `i` of group `g`, stored at `key`
+/// (borrowed from the group where the store key is the cache key).
+struct Slot<'g> {
     g: usize,
     i: usize,
-    key: String,
+    key: Cow<'g, str>,
 }
 
 /// A miss this task loads: its flight (under `singleflight`) and, once
 /// taken, its lock's token.
-struct Load<'c> {
-    slot: Slot,
+struct Load<'c, 'g> {
+    slot: Slot<'g>,
     flight: Option<LeaderGuard<'c>>,
     token: String,
 }
@@ -50,13 +52,13 @@ struct Load<'c> {
 /// Resolves every entry of `groups` (see the module docs). `Err` when the
 /// keys could not be read or locked; entries already resolved keep their
 /// outcome, the others stay pending.
-pub(crate) async fn run(client: &Client, groups: &[&dyn Group<'_>]) -> Result<()> {
+pub(crate) async fn run<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) -> Result<()> {
     let (slots, repeated) = locate(client, groups).await?;
     if slots.is_empty() {
         return Ok(());
     }
     let found = {
-        let keys: Vec<&str> = slots.iter().map(|s| s.key.as_str()).collect();
+        let keys: Vec<&str> = slots.iter().map(|s| &*s.key).collect();
         client.cache().backend().get_many(&keys).await?
     };
     let mut misses = Vec::new();
@@ -72,7 +74,7 @@ pub(crate) async fn run(client: &Client, groups: &[&dyn Group<'_>]) -> Result<()
     }
 
     let mut loads = Vec::new();
-    let mut followers: Vec<(Slot, Follower)> = Vec::new();
+    let mut followers: Vec<(Slot<'_>, Follower)> = Vec::new();
     for slot in misses {
         if !groups[slot.g].spec().singleflight {
             loads.push(Load {
@@ -109,11 +111,11 @@ pub(crate) async fn run(client: &Client, groups: &[&dyn Group<'_>]) -> Result<()
 /// Every entry's cache key. A key that appears in two groups (one store
 /// added with two contexts) is loaded once in the batch; the repeats are
 /// returned apart and loaded afterwards (then hitting the cache).
-async fn locate(client: &Client, groups: &[&dyn Group<'_>]) -> Result<(Vec<Slot>, Vec<Slot>)> {
+async fn locate<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) -> Result<(Vec<Slot<'g>>, Vec<Slot<'g>>)> {
     let mut slots = Vec::with_capacity(groups.iter().map(|g| g.len()).sum());
     for (g, group) in groups.iter().enumerate() {
         for i in 0..group.len() {
-            let key = storage_key(client, group.spec(), group.key(i)).await?.into_owned();
+            let key = storage_key(client, group.spec(), group.key(i)).await?;
             slots.push(Slot { g, i, key });
         }
     }
@@ -125,7 +127,7 @@ async fn locate(client: &Client, groups: &[&dyn Group<'_>]) -> Result<(Vec<Slot>
         return Ok((slots, Vec::new()));
     }
     let mut seen = HashSet::new();
-    let (first, repeated) = slots.into_iter().partition(|s| seen.insert(s.key.clone()));
+    let (first, repeated) = slots.into_iter().partition(|s| seen.insert(s.key.to_string()));
     Ok((first, repeated))
 }
 
@@ -133,12 +135,12 @@ async fn locate(client: &Client, groups: &[&dyn Group<'_>]) -> Result<(Vec<Slot>
 /// another one stored its value (between this batch's read and its
 /// joining). Reads those keys again (in memory, no round trip) and hands
 /// what is there to the followers instead of fetching it again.
-async fn recheck<'c>(client: &'c Client, groups: &[&dyn Group<'_>], loads: Vec<Load<'c>>) -> Vec<Load<'c>> {
+async fn recheck<'c, 'g>(client: &'c Client, groups: &[&dyn Group<'_>], loads: Vec<Load<'c, 'g>>) -> Vec<Load<'c, 'g>> {
     if loads.iter().all(|l| l.flight.is_none()) {
         return loads;
     }
     let found = {
-        let keys: Vec<&str> = loads.iter().map(|l| l.slot.key.as_str()).collect();
+        let keys: Vec<&str> = loads.iter().map(|l| &*l.slot.key).collect();
         match client.cache().backend().get_many(&keys).await {
             Ok(found) => found,
             Err(_) => return loads, // the fetch will tell
@@ -160,12 +162,12 @@ async fn recheck<'c>(client: &'c Client, groups: &[&dyn Group<'_>], loads: Vec<L
 }
 
 /// Tries every lock in one call; returns the won and the lost.
-async fn lock<'c>(
+async fn lock<'c, 'g>(
     client: &'c Client,
     coordinator: &Arc<dyn Coordinator>,
     groups: &[&dyn Group<'_>],
-    mut loads: Vec<Load<'c>>,
-) -> Result<(Vec<Load<'c>>, Vec<Load<'c>>)> {
+    mut loads: Vec<Load<'c, 'g>>,
+) -> Result<(Vec<Load<'c, 'g>>, Vec<Load<'c, 'g>>)> {
     if loads.is_empty() {
         return Ok((loads, Vec::new()));
     }
@@ -205,7 +207,7 @@ async fn lock<'c>(
 /// Fetches the won keys (each store's once), renewing their locks, then
 /// fills or abandons them in one call (or, with no coordinator, writes the
 /// values) and hands the values to this process's followers.
-async fn fetch_won(client: &Client, groups: &[&dyn Group<'_>], won: Vec<Load<'_>>) {
+async fn fetch_won(client: &Client, groups: &[&dyn Group<'_>], won: Vec<Load<'_, '_>>) {
     if won.is_empty() {
         return;
     }
@@ -231,7 +233,7 @@ async fn fetch_won(client: &Client, groups: &[&dyn Group<'_>], won: Vec<Load<'_>
                 .iter()
                 .map(|l| {
                     let ttl = driver::lock_ttl(client, groups[l.slot.g].spec());
-                    (l.slot.key.as_str(), l.token.as_str(), ttl)
+                    (&*l.slot.key, l.token.as_str(), ttl)
                 })
                 .collect();
             let fetched = renewing(&**coordinator, &locks, fetches).await;
@@ -292,7 +294,7 @@ async fn fetch_won(client: &Client, groups: &[&dyn Group<'_>], won: Vec<Load<'_>
 
 /// The keys whose locks another process holds: each waits as a single
 /// `get` would, then hands its value to this process's followers.
-async fn wait_lost(client: &Client, groups: &[&dyn Group<'_>], lost: Vec<Load<'_>>) {
+async fn wait_lost(client: &Client, groups: &[&dyn Group<'_>], lost: Vec<Load<'_, '_>>) {
     let Some(coordinator) = client.coordinator() else {
         return;
     };
@@ -309,7 +311,7 @@ async fn wait_lost(client: &Client, groups: &[&dyn Group<'_>], lost: Vec<Load<'_
 
 /// Keys another task of this process is loading: take its value, or (if it
 /// failed) load them as a single `get` would.
-async fn follow(client: &Client, groups: &[&dyn Group<'_>], followers: Vec<(Slot, Follower)>) {
+async fn follow(client: &Client, groups: &[&dyn Group<'_>], followers: Vec<(Slot<'_>, Follower)>) {
     join_all(followers.into_iter().map(|(slot, follower)| async move {
         let group = groups[slot.g];
         if let Some(bytes) = follower.outcome().await
@@ -362,10 +364,10 @@ struct AbandonMany {
 }
 
 impl AbandonMany {
-    fn new(coordinator: &Arc<dyn Coordinator>, won: &[Load<'_>]) -> Self {
+    fn new(coordinator: &Arc<dyn Coordinator>, won: &[Load<'_, '_>]) -> Self {
         AbandonMany {
             coordinator: Arc::clone(coordinator),
-            locks: won.iter().map(|l| (l.slot.key.clone(), l.token.clone())).collect(),
+            locks: won.iter().map(|l| (l.slot.key.to_string(), l.token.clone())).collect(),
         }
     }
 
