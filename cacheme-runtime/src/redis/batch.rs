@@ -33,7 +33,7 @@ use super::stampede::RedisCoordinator;
 use super::{RedisBackend, ttl_millis};
 use crate::backend::BoxFuture;
 use crate::error::{Error, Op, Result};
-use crate::stampede::{LockRequest, Settlement, settle_each, try_lock_each};
+use crate::stampede::{Coordinator, LockRequest, Settlement};
 
 /// A Lua script sent by hash, with its body for servers that lack it.
 pub(super) struct BatchScript {
@@ -152,11 +152,11 @@ pub(super) trait Batch: Sync {
     /// Appends entry `i`'s arguments.
     fn entry(&self, i: usize, cmd: &mut Cmd);
 
-    /// The entries `indices` by the slow path that is always right: key
-    /// by key (or slot by slot), routed and redirected by redis-rs. For a
-    /// cluster whose nodes keep refusing the scripts.
+    /// Entry `i` by the single-key step, routed and redirected by
+    /// redis-rs: the slow path that is always right, for the entries of a
+    /// cluster node that keeps refusing the script.
     #[cfg_attr(not(feature = "redis-cluster"), allow(dead_code, reason = "cluster only"))]
-    fn fallback<'a>(&'a self, indices: &'a [usize]) -> BoxFuture<'a, Result<Vec<Self::Out>>>;
+    fn single(&self, i: usize) -> BoxFuture<'_, Result<Self::Out>>;
 }
 
 impl RedisBackend {
@@ -254,14 +254,11 @@ impl Batch for GetBatch<'_> {
         cmd.arg(&self.keys[i]);
     }
 
-    /// `MGET`, which redis-rs splits by slot and redirects.
-    fn fallback<'b>(&'b self, indices: &'b [usize]) -> BoxFuture<'b, Result<Vec<Self::Out>>> {
+    fn single(&self, i: usize) -> BoxFuture<'_, Result<Self::Out>> {
         Box::pin(async move {
-            let mut cmd = redis::cmd("MGET");
-            for &i in indices {
-                cmd.arg(&self.keys[i]);
-            }
-            self.backend.query(&cmd, Op::GetMany, None).await
+            self.backend
+                .query(redis::cmd("GET").arg(&self.keys[i]), Op::GetMany, None)
+                .await
         })
     }
 }
@@ -307,12 +304,9 @@ impl Batch for LockBatch<'_> {
         cmd.arg(&self.locks[i]).arg(request.token).arg(ttl_millis(request.ttl));
     }
 
-    /// One `SET NX PX` per request.
-    fn fallback<'b>(&'b self, indices: &'b [usize]) -> BoxFuture<'b, Result<Vec<bool>>> {
-        Box::pin(async move {
-            let some: Vec<LockRequest<'_>> = indices.iter().map(|&i| self.requests[i]).collect();
-            try_lock_each(self.coordinator, &some).await
-        })
+    fn single(&self, i: usize) -> BoxFuture<'_, Result<bool>> {
+        let request = &self.requests[i];
+        self.coordinator.try_lock(request.key, request.token, request.ttl)
     }
 }
 
@@ -371,11 +365,13 @@ impl Batch for SettleBatch<'_> {
             .arg(ttl);
     }
 
-    /// One FILL or ABANDON script per settlement.
-    fn fallback<'b>(&'b self, indices: &'b [usize]) -> BoxFuture<'b, Result<Vec<bool>>> {
-        Box::pin(async move {
-            let some: Vec<Settlement<'_>> = indices.iter().map(|&i| self.settlements[i]).collect();
-            settle_each(self.coordinator, &some).await
-        })
+    fn single(&self, i: usize) -> BoxFuture<'_, Result<bool>> {
+        match self.settlements[i] {
+            Settlement::Fill { key, token, value, ttl } => self.coordinator.fill(key, token, value, ttl),
+            Settlement::Abandon { key, token } => Box::pin(async move {
+                self.coordinator.abandon(key, token).await?;
+                Ok(false)
+            }),
+        }
     }
 }

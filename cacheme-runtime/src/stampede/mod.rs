@@ -46,7 +46,6 @@ use crate::backend::BoxFuture;
 use crate::error::Result;
 
 pub use batch::{LockRequest, Settlement};
-pub(crate) use batch::{settle_each, try_lock_each};
 pub(crate) use token::new_token;
 
 /// How long a fetch lock lives when the store does not say (`lock_ttl`).

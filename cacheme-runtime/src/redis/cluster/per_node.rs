@@ -8,8 +8,9 @@
 //! first, see [`batch`](crate::redis::batch)): the map is read again and
 //! those entries are regrouped and sent once more. What still fails then
 //! (a slot in the middle of a migration, a failover not finished) takes
-//! the batch's fallback, key by key through redis-rs, which follows every
-//! redirection: a topology change costs round trips, never a wrong answer.
+//! the single-key steps, routed and redirected by redis-rs (see
+//! [`one_by_one`](RedisBackend::one_by_one)): a topology change costs
+//! round trips, never a wrong answer.
 //! Any other error fails the batch.
 
 use futures_util::future::join_all;
@@ -63,16 +64,52 @@ impl RedisBackend {
             tracing::debug!(error = %e, "no slot map; batch key by key");
         }
         if !pending.is_empty() {
-            pending.sort_unstable();
             tracing::debug!(entries = pending.len(), "batch entries on the key-by-key path");
-            let values = batch.fallback(&pending).await?;
-            place(&mut replies, &pending, values);
+            self.one_by_one(batch, &pending, &mut replies).await?;
         }
         replies
             .into_iter()
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| Error::backend(self.provider, B::OP, None, "a batch entry got no reply"))
     }
+}
+
+impl RedisBackend {
+    /// The entries `indices` by their single-key steps, concurrently;
+    /// then, one at a time, those that met a redirection redis-rs could
+    /// not follow. It follows `ASK` by sending `ASKING` and then the
+    /// command on the target's multiplexed connection, and concurrent
+    /// redirections to one node interleave there (the second command
+    /// finds the flag spent and is sent back): one at a time, they don't.
+    async fn one_by_one<B: Batch>(&self, batch: &B, indices: &[usize], replies: &mut [Option<B::Out>]) -> Result<()> {
+        let first = join_all(indices.iter().map(|&i| batch.single(i))).await;
+        let mut again = Vec::new();
+        for (&i, reply) in indices.iter().zip(first) {
+            match reply {
+                Ok(value) => replies[i] = Some(value),
+                Err(e) if redirected(&e) => again.push(i),
+                Err(e) => return Err(e),
+            }
+        }
+        for i in again {
+            replies[i] = Some(batch.single(i).await?);
+        }
+        Ok(())
+    }
+}
+
+/// Whether `error` is a redirection (`ASK`, `MOVED`, `TRYAGAIN`) that
+/// redis-rs gave up following.
+fn redirected(error: &Error) -> bool {
+    let Error::Backend { source, .. } = error else {
+        return false;
+    };
+    source.downcast_ref::<RedisError>().is_some_and(|e| {
+        matches!(
+            e.kind(),
+            ErrorKind::Server(ServerErrorKind::Ask | ServerErrorKind::Moved | ServerErrorKind::TryAgain)
+        )
+    })
 }
 
 /// The entries `indices` by node, in node order, and those whose slot the
@@ -142,4 +179,56 @@ fn is_stale(error: &RedisError) -> bool {
         || error
             .detail()
             .is_some_and(|detail| detail.contains("non local key") || detail.contains("cluster is down"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error redis-rs makes of a server's error reply `line`.
+    fn reply(line: &str) -> RedisError {
+        redis::parse_redis_value(format!("-{line}\r\n").as_bytes())
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    }
+
+    #[test]
+    fn refusals_of_a_stale_map_are_told_from_other_errors() {
+        for stale in [
+            "ERR Script attempted to access a non local key in a cluster node script: abc, on @user_script:2.",
+            "ERR Script attempted to execute a command while the cluster is down",
+            "MOVED 3300 127.0.0.1:7001",
+            "ASK 3300 127.0.0.1:7001",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "CLUSTERDOWN The cluster is down",
+        ] {
+            assert!(is_stale(&reply(stale)), "{stale}");
+        }
+        for other in [
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "NOSCRIPT No matching script. Please use EVAL.",
+            "ERR user_script:1: Script attempted to call an unknown command",
+        ] {
+            assert!(!is_stale(&reply(other)), "{other}");
+        }
+    }
+
+    #[test]
+    fn only_redirections_are_sent_again_one_at_a_time() {
+        let backend = |line: &str| Error::backend("redis-cluster", crate::Op::Lock, Some("k"), reply(line));
+        assert!(redirected(&backend("ASK 3300 127.0.0.1:7001")));
+        assert!(redirected(&backend(
+            "TRYAGAIN Multiple keys request during rehashing of slot"
+        )));
+        assert!(!redirected(&backend(
+            "OOM command not allowed when used memory > 'maxmemory'."
+        )));
+        assert!(!redirected(&Error::backend(
+            "redis-cluster",
+            crate::Op::Lock,
+            None,
+            "io"
+        )));
+    }
 }
