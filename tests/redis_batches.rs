@@ -41,7 +41,7 @@ fn refs(keys: &[String]) -> Vec<&str> {
 /// Stores `value-{i}` at two keys of three (the third stays missing).
 async fn fill_two_of_three(cache: &Cache, keys: &[String]) {
     for (i, key) in keys.iter().enumerate() {
-        if i % 3 != 0 {
+        if !i.is_multiple_of(3) {
             cache.put(key, format!("value-{i}"), TTL).await.unwrap();
         }
     }
@@ -49,7 +49,51 @@ async fn fill_two_of_three(cache: &Cache, keys: &[String]) {
 
 /// What [`fill_two_of_three`] left at `keys[i]`.
 fn expected(i: usize) -> Option<Vec<u8>> {
-    (i % 3 != 0).then(|| format!("value-{i}").into_bytes())
+    (!i.is_multiple_of(3)).then(|| format!("value-{i}").into_bytes())
+}
+
+/// What the batch of [`fills_and_abandons`] fetched for `keys[i]`.
+fn fetched(i: usize) -> Vec<u8> {
+    format!("fetched-{i}").into_bytes()
+}
+
+/// A fill of `values[i]` for even `i`, an abandon for odd, all of the
+/// locks taken with the token `mine`.
+fn fills_and_abandons<'a>(keys: &'a [String], values: &'a [Vec<u8>]) -> Vec<Settlement<'a>> {
+    keys.iter()
+        .zip(values)
+        .enumerate()
+        .map(|(i, (key, value))| {
+            if i.is_multiple_of(2) {
+                Settlement::Fill {
+                    key,
+                    token: "mine",
+                    value,
+                    ttl: TTL,
+                }
+            } else {
+                Settlement::Abandon { key, token: "mine" }
+            }
+        })
+        .collect()
+}
+
+/// After [`fills_and_abandons`] where the lock of `keys[0]` was someone
+/// else's: what it stored, and what the keys hold now.
+async fn check_settled(cache: &Cache, keys: &[String], stored: Vec<bool>) {
+    assert!(!stored[0], "the lock of keys[0] is not ours: no store");
+    for (i, &stored) in stored.iter().enumerate().skip(1) {
+        assert_eq!(stored, i.is_multiple_of(2), "{}", keys[i]);
+    }
+    let now = cache.backend().get_many(&refs(keys)).await.unwrap();
+    for (i, value) in now.iter().enumerate() {
+        let want = if i > 0 && i.is_multiple_of(2) {
+            Some(fetched(i))
+        } else {
+            expected(i)
+        };
+        assert_eq!(value, &want, "{}", keys[i]);
+    }
 }
 
 /// `work`'s output and the round trips it made through `proxy`.
@@ -120,37 +164,11 @@ async fn one_server_batches_cost_one_round_trip_each_once_the_scripts_are_loaded
         "cold settle_many loads its script"
     );
 
-    let values: Vec<Vec<u8>> = (0..N).map(|i| format!("fetched-{i}").into_bytes()).collect();
-    let settlements: Vec<Settlement<'_>> = keys
-        .iter()
-        .zip(&values)
-        .enumerate()
-        .map(|(i, (key, value))| match i % 2 {
-            0 => Settlement::Fill {
-                key,
-                token: "mine",
-                value,
-                ttl: TTL,
-            },
-            _ => Settlement::Abandon { key, token: "mine" },
-        })
-        .collect();
+    let values: Vec<Vec<u8>> = (0..N).map(fetched).collect();
+    let settlements = fills_and_abandons(&keys, &values);
     let (stored, trips) = counted(&proxy, coordinator.settle_many(&settlements)).await;
     assert_eq!(trips, 1, "settle_many of {N} settlements");
-    let stored = stored.unwrap();
-    assert!(!stored[0], "the lock of keys[0] is not ours: no store");
-    for (i, &stored) in stored.iter().enumerate().skip(1) {
-        assert_eq!(stored, i % 2 == 0, "{}", keys[i]);
-    }
-    let now = backend.get_many(&refs(&keys)).await.unwrap();
-    for (i, value) in now.iter().enumerate() {
-        let want = if i > 0 && i % 2 == 0 {
-            Some(values[i].clone())
-        } else {
-            expected(i)
-        };
-        assert_eq!(value, &want, "{}", keys[i]);
-    }
+    check_settled(&cache, &keys, stored.unwrap()).await;
 }
 
 /// Locks and settles in batches do what `try_lock`, `fill` and `abandon`
@@ -395,37 +413,11 @@ async fn cluster_batches_cost_one_command_per_master() {
     assert!(!taken[0], "held by another token");
     assert!(taken[1..].iter().all(|&t| t), "every free lock is taken");
 
-    let values: Vec<Vec<u8>> = (0..N).map(|i| format!("fetched-{i}").into_bytes()).collect();
-    let settlements: Vec<Settlement<'_>> = keys
-        .iter()
-        .zip(&values)
-        .enumerate()
-        .map(|(i, (key, value))| match i % 2 {
-            0 => Settlement::Fill {
-                key,
-                token: "mine",
-                value,
-                ttl: TTL,
-            },
-            _ => Settlement::Abandon { key, token: "mine" },
-        })
-        .collect();
+    let values: Vec<Vec<u8>> = (0..N).map(fetched).collect();
+    let settlements = fills_and_abandons(&keys, &values);
     let (stored, ran) = stats.of(coordinator.settle_many(&settlements)).await;
     assert_eq!(ran, one_evalsha_per_master(&cluster), "settle_many of {N} settlements");
-    let stored = stored.unwrap();
-    assert!(!stored[0], "the lock of keys[0] is not ours: no store");
-    for (i, &stored) in stored.iter().enumerate().skip(1) {
-        assert_eq!(stored, i % 2 == 0, "{}", keys[i]);
-    }
-    let now = backend.get_many(&refs(&keys)).await.unwrap();
-    for (i, value) in now.iter().enumerate() {
-        let want = if i > 0 && i % 2 == 0 {
-            Some(values[i].clone())
-        } else {
-            expected(i)
-        };
-        assert_eq!(value, &want, "{}", keys[i]);
-    }
+    check_settled(&cache, &keys, stored.unwrap()).await;
 }
 
 #[tokio::test]
@@ -601,4 +593,35 @@ async fn cluster_batches_stay_right_while_slots_move() {
     for (i, value) in got.iter().enumerate() {
         assert_eq!(value.as_deref(), Some(values[i].as_bytes()), "{}", keys[i]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_batches_follow_a_failover() {
+    let mut cluster = RedisCluster::start();
+    let cache = Cache::new("redis-cluster", &cluster.config("fo")).await.unwrap();
+    let backend = cache.backend();
+    let coordinator = coordinator(&cache);
+    let keys = named("item", 300);
+    fill_two_of_three(&cache, &keys).await;
+    // The slot map is read now, with the master about to die in it.
+    let got = backend.get_many(&refs(&keys)).await.unwrap();
+    assert_eq!(got, (0..keys.len()).map(expected).collect::<Vec<_>>());
+    cluster.wait_for_replication(Duration::from_secs(10));
+
+    let victim = cluster.kill_a_master();
+    tokio::task::block_in_place(|| cluster.wait_until_ok(Duration::from_secs(20)));
+    assert!(!cluster.masters().contains(&victim));
+
+    // The same cache: its map names a dead node until a batch finds out.
+    let got = backend.get_many(&refs(&keys)).await.unwrap();
+    assert_eq!(got, (0..keys.len()).map(expected).collect::<Vec<_>>());
+    assert!(coordinator.try_lock(&keys[0], "other", TTL).await.unwrap());
+    let taken = coordinator.try_lock_many(&lock_requests(&keys, "mine")).await.unwrap();
+    assert!(!taken[0] && taken[1..].iter().all(|&t| t), "{taken:?}");
+    let values: Vec<Vec<u8>> = (0..keys.len()).map(fetched).collect();
+    let stored = coordinator
+        .settle_many(&fills_and_abandons(&keys, &values))
+        .await
+        .unwrap();
+    check_settled(&cache, &keys, stored).await;
 }
