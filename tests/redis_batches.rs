@@ -172,9 +172,15 @@ async fn one_server_batches_cost_one_round_trip_each_once_the_scripts_are_loaded
 }
 
 /// Locks and settles in batches do what `try_lock`, `fill` and `abandon`
-/// do key by key, and every watcher hears its key's notice. Returns the
-/// full (prefixed) value keys used, for placement checks.
-async fn batches_keep_the_single_key_semantics(cache: &Cache, prefix: &str) -> Vec<String> {
+/// do key by key, and every watcher hears its key's notice. On a cluster,
+/// `sent` checks that the settlements went out as one script per master
+/// (so the notices left from inside it). Returns the full (prefixed)
+/// value keys used, for placement checks.
+async fn batches_keep_the_single_key_semantics(
+    cache: &Cache,
+    prefix: &str,
+    sent: Option<&mut SentCommands>,
+) -> Vec<String> {
     let coordinator = coordinator(cache);
     let roles = ["fill", "abandon", "stale-fill", "stale-abandon"];
     let keys: Vec<String> = (0..24).map(|i| format!("sem:{}:{i}", roles[i % 4])).collect();
@@ -191,6 +197,9 @@ async fn batches_keep_the_single_key_semantics(cache: &Cache, prefix: &str) -> V
     }
     let late = coordinator.try_lock_many(&lock_requests(&keys, "late")).await.unwrap();
     assert!(late.iter().all(|&t| !t), "every lock is held now: {late:?}");
+    let twice = ["sem:twice".to_owned(), "sem:twice".to_owned()];
+    let taken = coordinator.try_lock_many(&lock_requests(&twice, "t")).await.unwrap();
+    assert_eq!(taken, [true, false], "a key asked twice in one batch is taken once");
 
     let mut watches = Vec::new();
     for key in &keys {
@@ -209,7 +218,17 @@ async fn batches_keep_the_single_key_semantics(cache: &Cache, prefix: &str) -> V
             _ => Settlement::Abandon { key, token: "mine" },
         })
         .collect();
-    let stored = coordinator.settle_many(&settlements).await.unwrap();
+    let stored = match sent {
+        None => coordinator.settle_many(&settlements).await.unwrap(),
+        Some(sent) => {
+            let (stored, ran) = sent.of(coordinator.settle_many(&settlements)).await;
+            // The script is new to the masters: EVALSHA, NOSCRIPT, EVAL.
+            let cold: BTreeMap<String, u64> = [("eval".to_owned(), 1), ("evalsha".to_owned(), 1)].into();
+            assert!(ran.values().all(|node| node == &cold), "one script per master: {ran:?}");
+            assert_eq!(ran.len(), 3);
+            stored.unwrap()
+        }
+    };
     for (i, &stored) in stored.iter().enumerate() {
         assert_eq!(stored, role(i) == "fill", "{}", keys[i]);
     }
@@ -247,7 +266,7 @@ async fn batches_keep_the_single_key_semantics(cache: &Cache, prefix: &str) -> V
 async fn one_server_lock_and_settle_batches_keep_the_single_key_semantics() {
     let server = RedisServer::start();
     let cache = Cache::open(&format!("{}?prefix=sem", server.url())).await.unwrap();
-    batches_keep_the_single_key_semantics(&cache, "sem").await;
+    batches_keep_the_single_key_semantics(&cache, "sem", None).await;
 }
 
 /// The master serving each key and the key's slot.
@@ -395,6 +414,17 @@ async fn cluster_batches_cost_one_command_per_master() {
         assert_eq!(value, &want, "{key}");
     }
 
+    // A key that holds no string reads as missing, as with MGET.
+    let (owner, _) = placement(&cluster, &["batch:hash".to_owned()]).remove(0);
+    let _: () = redis::cmd("HSET")
+        .arg("batch:hash")
+        .arg("field")
+        .arg("value")
+        .query(&mut cluster.node_connection(&owner))
+        .unwrap();
+    let got = backend.get_many(&["hash", &keys[1]]).await.unwrap();
+    assert_eq!(got, [None, expected(1)]);
+
     // Warm-up of the lock and settle scripts on every master, on keys of
     // their own.
     let warm = named("warm", N);
@@ -424,7 +454,8 @@ async fn cluster_batches_cost_one_command_per_master() {
 async fn cluster_lock_and_settle_batches_keep_the_single_key_semantics() {
     let cluster = RedisCluster::builder().masters(3).replicas(0).start();
     let cache = Cache::new("redis-cluster", &cluster.config("sem")).await.unwrap();
-    let full = batches_keep_the_single_key_semantics(&cache, "sem").await;
+    let mut sent = SentCommands::new(&cluster);
+    let full = batches_keep_the_single_key_semantics(&cache, "sem", Some(&mut sent)).await;
     // The notices of one node's keys left in one script, on the shard
     // channels of several slots: every master had keys of several slots.
     let mut slots_per_master: HashMap<String, BTreeSet<u16>> = HashMap::new();

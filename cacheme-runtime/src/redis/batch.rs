@@ -8,11 +8,12 @@
 //!   (`CROSSSLOT`), but a script flagged `allow-cross-slot-keys` may touch
 //!   undeclared keys of every slot its node serves.
 //! - Notifications of a cluster batch are `SPUBLISH`ed from inside the
-//!   script, to the shard channels of several slots at once: Redis 7 allows
-//!   it for channels of slots the node serves (a channel of another node's
-//!   slot fails the script like a key does), and a slot's shard channel is
-//!   served by its owner even while its keys migrate. Subscribers of every
-//!   slot hear it (`tests/redis_batches.rs` checks).
+//!   script, to the shard channels of several slots at once (`PUBLISH` on
+//!   one server). Redis 7 allows it for channels of slots the node serves
+//!   (checked on 7.0.15; a channel of another node's slot fails the script
+//!   like a key does), and a slot's shard channel stays with its owner
+//!   while the slot's keys migrate. Subscribers of every slot hear it
+//!   (`tests/redis_batches.rs` checks).
 //! - The scripts that write first probe every key they will write with
 //!   `EXISTS` under `pcall`: a key the node does not serve (a stale slot
 //!   map, a slot being migrated) fails the script before anything was
@@ -62,8 +63,9 @@ end
 return values";
 
 /// `ARGV`: lock, token, ttl ms per request. 1 where the lock was taken
-/// (`SET NX PX`), or is already held by the same token (so a batch sent
-/// again after a lost reply reports what it took), else 0.
+/// (`SET NX PX`), or was already held by the same token before the script
+/// (so a batch sent again after a lost reply reports what it took), else
+/// 0. A key asked twice in one batch is taken by the first request only.
 static LOCK_MANY: BatchScript = BatchScript {
     body: LOCK_MANY_BODY,
     script: LazyLock::new(|| Script::new(LOCK_MANY_BODY)),
@@ -73,14 +75,15 @@ for i = 1, #ARGV, 3 do
   local probe = redis.pcall('EXISTS', ARGV[i])
   if type(probe) == 'table' and probe.err then return probe end
 end
-local taken = {}
+local taken, seen = {}, {}
 for i = 1, #ARGV, 3 do
-  local won = redis.call('SET', ARGV[i], ARGV[i + 1], 'NX', 'PX', ARGV[i + 2])
-  if won or redis.call('GET', ARGV[i]) == ARGV[i + 1] then
-    taken[#taken + 1] = 1
-  else
-    taken[#taken + 1] = 0
+  local lock, token = ARGV[i], ARGV[i + 1]
+  local won = redis.call('SET', lock, token, 'NX', 'PX', ARGV[i + 2])
+  if not won and not seen[lock] then
+    won = redis.call('GET', lock) == token
   end
+  seen[lock] = true
+  taken[#taken + 1] = won and 1 or 0
 end
 return taken";
 

@@ -4,14 +4,19 @@
 //!
 //! When a node refuses its script because the map is stale (a key it does
 //! not serve, `MOVED`/`ASK`, the cluster down, no connection to that
-//! address, the connection lost), the scripts wrote nothing (they probe
-//! first, see [`batch`](crate::redis::batch)): the map is read again and
-//! those entries are regrouped and sent once more. What still fails then
-//! (a slot in the middle of a migration, a failover not finished) takes
-//! the single-key steps, routed and redirected by redis-rs (see
+//! address, the connection lost), the map is read again and that node's
+//! entries are regrouped and sent once more. What still fails then (a slot
+//! in the middle of a migration, a failover not finished) takes the
+//! single-key steps, routed and redirected by redis-rs (see
 //! [`one_by_one`](RedisBackend::one_by_one)): a topology change costs
-//! round trips, never a wrong answer.
-//! Any other error fails the batch.
+//! round trips, never a wrong answer. Any other error fails the batch.
+//!
+//! Sending entries again is safe: a refused script wrote nothing (the
+//! writing scripts probe their keys first, see
+//! [`batch`](crate::redis::batch)). Only a connection lost after a script
+//! ran hides what it did; then a lock sent again reports the lock its
+//! token already holds as taken, and a settlement sent again finds its
+//! lock released: no second store, and its waiters were already told.
 
 use futures_util::future::join_all;
 use redis::cluster_async::ClusterConnection;
@@ -72,9 +77,7 @@ impl RedisBackend {
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| Error::backend(self.provider, B::OP, None, "a batch entry got no reply"))
     }
-}
 
-impl RedisBackend {
     /// The entries `indices` by their single-key steps, concurrently;
     /// then, one at a time, those that met a redirection redis-rs could
     /// not follow. It follows `ASK` by sending `ASKING` and then the
