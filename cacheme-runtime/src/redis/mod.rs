@@ -24,6 +24,7 @@
 //! Both deployments share every command but `clear` (see
 //! [`connection`]); only connecting and `clear` know which one they run on.
 
+mod batch;
 #[cfg(feature = "redis-cluster")]
 mod cluster;
 mod config;
@@ -78,6 +79,10 @@ pub struct RedisBackend {
     address: String,
     /// Stampede notifications: one pub/sub connection, made on first use.
     notifier: Notifier,
+    /// Which node serves which slot, for batches (cluster only; read on
+    /// first use).
+    #[cfg(feature = "redis-cluster")]
+    slots: cluster::slots::Slots,
 }
 
 impl RedisBackend {
@@ -164,6 +169,8 @@ impl RedisBackend {
             key_prefix: format!("{prefix}:"),
             address,
             notifier,
+            #[cfg(feature = "redis-cluster")]
+            slots: cluster::slots::Slots::default(),
         })
     }
 
@@ -318,6 +325,11 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             if keys.is_empty() {
                 return Ok(Vec::new());
+            }
+            #[cfg(feature = "redis-cluster")]
+            if self.is_cluster() {
+                let keys = keys.iter().map(|key| self.full_key(key)).collect();
+                return self.run_batch(&batch::GetBatch { backend: self, keys }).await;
             }
             let mut cmd = redis::cmd("MGET");
             for key in keys {

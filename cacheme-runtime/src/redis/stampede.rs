@@ -20,10 +20,11 @@ use std::time::Duration;
 
 use redis::Script;
 
+use super::batch::{LockBatch, SettleBatch};
 use super::{RedisBackend, ttl_millis};
 use crate::backend::BoxFuture;
 use crate::error::{Error, Op, Result};
-use crate::stampede::{Coordinator, Watch};
+use crate::stampede::{Coordinator, LockRequest, Settlement, Watch};
 
 /// `KEYS[1]` lock; `ARGV` token, ttl ms. Extends the lock if still ours
 /// (PEXPIRE: milliseconds).
@@ -108,13 +109,16 @@ pub(super) struct RedisCoordinator {
 }
 
 impl RedisCoordinator {
-    fn names(&self, key: &str) -> (String, String, String) {
+    /// The value key, lock and channel of the cache key `key`.
+    pub(super) fn names(&self, key: &str) -> (String, String, String) {
         let full = self.backend.full_key(key);
         let (lock, channel) = companions(&self.backend.key_prefix, &full);
         (full, lock, channel)
     }
 
-    fn publish(&self) -> &'static str {
+    /// The command that notifies waiters: `SPUBLISH` (shard channels) in a
+    /// cluster, `PUBLISH` on one server.
+    pub(super) fn publish(&self) -> &'static str {
         if self.backend.is_cluster() {
             "SPUBLISH"
         } else {
@@ -213,6 +217,18 @@ impl Coordinator for RedisCoordinator {
             let _: i64 = self.run(Op::Set, key, invocation).await?;
             Ok(())
         })
+    }
+
+    /// One script on one server, one per node of a cluster (see
+    /// [`batch`](super::batch)).
+    fn try_lock_many<'a>(&'a self, requests: &'a [LockRequest<'a>]) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(async move { self.backend.run_batch(&LockBatch::new(self, requests)).await })
+    }
+
+    /// One script on one server, one per node of a cluster (see
+    /// [`batch`](super::batch)).
+    fn settle_many<'a>(&'a self, settlements: &'a [Settlement<'a>]) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(async move { self.backend.run_batch(&SettleBatch::new(self, settlements)).await })
     }
 
     fn waiting(&self) -> usize {

@@ -6,8 +6,9 @@
 //!   its slot map and retries (a few times, a few seconds at most), so after
 //!   a failover the same client serves the promoted replica without being
 //!   rebuilt.
-//! - `get_many` is one `MGET`: redis-rs splits it by slot, sends the parts
-//!   to their nodes concurrently and puts the answers back in key order.
+//! - `get_many` and the stampede batch steps are one script per node, sent
+//!   concurrently, whatever the number of keys ([`per_node`], with a slot
+//!   map of our own, [`slots`]).
 //! - `clear` asks every master (as the client's slot map knows them) to
 //!   `SCAN MATCH prefix:*` and `UNLINK`s what each finds; keys of other
 //!   prefixes stay, and keys with hash tags (`{user:1}:a`) are found too,
@@ -18,7 +19,7 @@
 //! # Key scheme
 //!
 //! A key is stored as `prefix:key` and hashed by Redis as usual: a `{tag}`
-//! inside the key picks its slot. Stampede protection (later) keeps a
+//! inside the key picks its slot. Stampede protection keeps a
 //! value, its lock and its notification channel on one slot by wrapping
 //! the cache key in a hash tag, e.g. `prefix:{key}`, `prefix:{key}:lock`
 //! and the sharded channel `prefix:{key}:done` (`SPUBLISH`), so "store the
@@ -28,6 +29,8 @@
 //! one-key script, both routed by that key.
 
 mod config;
+pub(super) mod per_node;
+pub(super) mod slots;
 
 use std::time::Duration;
 

@@ -1,0 +1,237 @@
+//! A [`Batch`] on a cluster: its entries grouped by the node that serves
+//! each key's slot (from the cached [`SlotMap`]), one script per node,
+//! the nodes concurrently, the replies put back in entry order.
+//!
+//! When a node refuses its script because the map is stale (a key it does
+//! not serve, `MOVED`/`ASK`, the cluster down, no connection to that
+//! address, the connection lost), the map is read again and that node's
+//! entries are regrouped and sent once more. What still fails then (a slot
+//! in the middle of a migration, a failover not finished) takes the
+//! single-key steps, routed and redirected by redis-rs (see
+//! [`one_by_one`](RedisBackend::one_by_one)): a topology change costs
+//! round trips, never a wrong answer. Any other error fails the batch.
+//!
+//! Sending entries again is safe: a refused script wrote nothing (the
+//! writing scripts probe their keys first, see
+//! [`batch`](crate::redis::batch)). Only a connection lost after a script
+//! ran hides what it did; then a lock sent again reports the lock its
+//! token already holds as taken, and a settlement sent again finds its
+//! lock released: no second store, and its waiters were already told.
+
+use futures_util::future::join_all;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+use super::slots::SlotMap;
+use crate::error::{Error, Result};
+use crate::redis::RedisBackend;
+use crate::redis::batch::{Batch, eval};
+
+impl RedisBackend {
+    /// Runs `batch` on `cluster`, one script per node (see the module docs).
+    pub(in crate::redis) async fn run_per_node<B: Batch>(
+        &self,
+        cluster: &ClusterConnection,
+        batch: &B,
+    ) -> Result<Vec<B::Out>> {
+        let mut replies: Vec<Option<B::Out>> = (0..batch.len()).map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        let mut map = self.slots.get(cluster).await;
+        for attempt in 0..2 {
+            let Ok(current) = &map else { break };
+            let (groups, unknown) = group(current, batch, &pending);
+            let sent = join_all(
+                groups
+                    .iter()
+                    .map(|(node, indices)| run_on(cluster, current.node(*node), batch, indices)),
+            )
+            .await;
+            pending = unknown;
+            for ((_, indices), sent) in groups.into_iter().zip(sent) {
+                match sent {
+                    Ok(values) => place(&mut replies, &indices, values),
+                    Err(e) if is_stale(&e) => {
+                        tracing::debug!(error = %e, entries = indices.len(), "batch refused by a node");
+                        pending.extend(indices);
+                    }
+                    Err(e) => return Err(Error::backend(self.provider, B::OP, None, e)),
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+            if attempt == 0 {
+                map = self.slots.refresh(cluster, current).await;
+            }
+        }
+        if let Err(e) = &map {
+            tracing::debug!(error = %e, "no slot map; batch key by key");
+        }
+        if !pending.is_empty() {
+            tracing::debug!(entries = pending.len(), "batch entries on the key-by-key path");
+            self.one_by_one(batch, &pending, &mut replies).await?;
+        }
+        replies
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::backend(self.provider, B::OP, None, "a batch entry got no reply"))
+    }
+
+    /// The entries `indices` by their single-key steps, concurrently;
+    /// then, one at a time, those that met a redirection redis-rs could
+    /// not follow. It follows `ASK` by sending `ASKING` and then the
+    /// command on the target's multiplexed connection, and concurrent
+    /// redirections to one node interleave there (the second command
+    /// finds the flag spent and is sent back): one at a time, they don't.
+    async fn one_by_one<B: Batch>(&self, batch: &B, indices: &[usize], replies: &mut [Option<B::Out>]) -> Result<()> {
+        let first = join_all(indices.iter().map(|&i| batch.single(i))).await;
+        let mut again = Vec::new();
+        for (&i, reply) in indices.iter().zip(first) {
+            match reply {
+                Ok(value) => replies[i] = Some(value),
+                Err(e) if redirected(&e) => again.push(i),
+                Err(e) => return Err(e),
+            }
+        }
+        for i in again {
+            replies[i] = Some(batch.single(i).await?);
+        }
+        Ok(())
+    }
+}
+
+/// Whether `error` is a redirection (`ASK`, `MOVED`, `TRYAGAIN`) that
+/// redis-rs gave up following.
+fn redirected(error: &Error) -> bool {
+    let Error::Backend { source, .. } = error else {
+        return false;
+    };
+    source.downcast_ref::<RedisError>().is_some_and(|e| {
+        matches!(
+            e.kind(),
+            ErrorKind::Server(ServerErrorKind::Ask | ServerErrorKind::Moved | ServerErrorKind::TryAgain)
+        )
+    })
+}
+
+/// The entries `indices` by node, in node order, and those whose slot the
+/// map does not know.
+fn group<B: Batch>(map: &SlotMap, batch: &B, indices: &[usize]) -> (Vec<(usize, Vec<usize>)>, Vec<usize>) {
+    let mut by_node: Vec<Vec<usize>> = vec![Vec::new(); map.len()];
+    let mut unknown = Vec::new();
+    for &i in indices {
+        match map.node_of(batch.slot_key(i)) {
+            Some(node) => by_node[node].push(i),
+            None => unknown.push(i),
+        }
+    }
+    let groups = by_node
+        .into_iter()
+        .enumerate()
+        .filter(|(_, indices)| !indices.is_empty())
+        .collect();
+    (groups, unknown)
+}
+
+/// One script with the entries `indices`, routed to the node at `addr`.
+async fn run_on<B: Batch>(
+    cluster: &ClusterConnection,
+    (host, port): &(String, u16),
+    batch: &B,
+    indices: &[usize],
+) -> redis::RedisResult<Vec<B::Out>> {
+    let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+        host: host.clone(),
+        port: *port,
+    });
+    eval(batch, indices, |cmd| {
+        let mut cluster = cluster.clone();
+        let node = node.clone();
+        async move { cluster.route_command(cmd, node).await }
+    })
+    .await
+}
+
+/// Puts `values` (one per entry of `indices`) at their entries' places.
+fn place<T>(replies: &mut [Option<T>], indices: &[usize], values: Vec<T>) {
+    for (&i, value) in indices.iter().zip(values) {
+        replies[i] = Some(value);
+    }
+}
+
+/// Whether `error` says the node is not (or no longer) the one serving
+/// the batch's keys, or cannot be reached: worth a fresh map and a retry.
+fn is_stale(error: &RedisError) -> bool {
+    let topology = matches!(
+        error.kind(),
+        ErrorKind::Io
+            | ErrorKind::ClusterConnectionNotFound
+            | ErrorKind::Server(
+                ServerErrorKind::Moved
+                    | ServerErrorKind::Ask
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+            )
+    );
+    topology
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error
+            .detail()
+            .is_some_and(|detail| detail.contains("non local key") || detail.contains("cluster is down"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error redis-rs makes of a server's error reply `line`.
+    fn reply(line: &str) -> RedisError {
+        redis::parse_redis_value(format!("-{line}\r\n").as_bytes())
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    }
+
+    #[test]
+    fn refusals_of_a_stale_map_are_told_from_other_errors() {
+        for stale in [
+            "ERR Script attempted to access a non local key in a cluster node script: abc, on @user_script:2.",
+            "ERR Script attempted to execute a command while the cluster is down",
+            "MOVED 3300 127.0.0.1:7001",
+            "ASK 3300 127.0.0.1:7001",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "CLUSTERDOWN The cluster is down",
+        ] {
+            assert!(is_stale(&reply(stale)), "{stale}");
+        }
+        for other in [
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "NOSCRIPT No matching script. Please use EVAL.",
+            "ERR user_script:1: Script attempted to call an unknown command",
+        ] {
+            assert!(!is_stale(&reply(other)), "{other}");
+        }
+    }
+
+    #[test]
+    fn only_redirections_are_sent_again_one_at_a_time() {
+        let backend = |line: &str| Error::backend("redis-cluster", crate::Op::Lock, Some("k"), reply(line));
+        assert!(redirected(&backend("ASK 3300 127.0.0.1:7001")));
+        assert!(redirected(&backend(
+            "TRYAGAIN Multiple keys request during rehashing of slot"
+        )));
+        assert!(!redirected(&backend(
+            "OOM command not allowed when used memory > 'maxmemory'."
+        )));
+        assert!(!redirected(&Error::backend(
+            "redis-cluster",
+            crate::Op::Lock,
+            None,
+            "io"
+        )));
+    }
+}

@@ -1,0 +1,658 @@
+//! Batches on Redis, against real servers: `get_many`, `try_lock_many` and
+//! `settle_many` cost one round trip on one server and one command per
+//! master of a cluster, whatever the number of keys; they do what the
+//! single-key steps do, waiters included; and a cluster batch stays right
+//! while slots move under it.
+//!
+//! "One round trip" is per call once the batch scripts are loaded on the
+//! server (the first call on a server or node sends `EVALSHA`, hears
+//! `NOSCRIPT`, and sends the body with `EVAL`): the tests warm them up
+//! first, and the one-server test counts the cold call too.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cacheme::Cache;
+use cacheme::stampede::{Coordination, Coordinator, LockRequest, Notice, Settlement};
+use cacheme_test_support::{CountingProxy, RedisCluster, RedisServer};
+use redis::Value;
+
+/// Keys per measured batch.
+const N: usize = 1000;
+const TTL: Duration = Duration::from_secs(60);
+
+fn coordinator(cache: &Cache) -> Arc<dyn Coordinator> {
+    match cache.backend().coordination() {
+        Coordination::Custom(coordinator) => coordinator,
+        other => panic!("redis has a coordinator of its own, not {other:?}"),
+    }
+}
+
+fn named(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}:{i}")).collect()
+}
+
+fn refs(keys: &[String]) -> Vec<&str> {
+    keys.iter().map(String::as_str).collect()
+}
+
+/// Stores `value-{i}` at two keys of three (the third stays missing).
+async fn fill_two_of_three(cache: &Cache, keys: &[String]) {
+    for (i, key) in keys.iter().enumerate() {
+        if !i.is_multiple_of(3) {
+            cache.put(key, format!("value-{i}"), TTL).await.unwrap();
+        }
+    }
+}
+
+/// What [`fill_two_of_three`] left at `keys[i]`.
+fn expected(i: usize) -> Option<Vec<u8>> {
+    (!i.is_multiple_of(3)).then(|| format!("value-{i}").into_bytes())
+}
+
+/// What the batch of [`fills_and_abandons`] fetched for `keys[i]`.
+fn fetched(i: usize) -> Vec<u8> {
+    format!("fetched-{i}").into_bytes()
+}
+
+/// A fill of `values[i]` for even `i`, an abandon for odd, all of the
+/// locks taken with the token `mine`.
+fn fills_and_abandons<'a>(keys: &'a [String], values: &'a [Vec<u8>]) -> Vec<Settlement<'a>> {
+    keys.iter()
+        .zip(values)
+        .enumerate()
+        .map(|(i, (key, value))| {
+            if i.is_multiple_of(2) {
+                Settlement::Fill {
+                    key,
+                    token: "mine",
+                    value,
+                    ttl: TTL,
+                }
+            } else {
+                Settlement::Abandon { key, token: "mine" }
+            }
+        })
+        .collect()
+}
+
+/// After [`fills_and_abandons`] where the lock of `keys[0]` was someone
+/// else's: what it stored, and what the keys hold now.
+async fn check_settled(cache: &Cache, keys: &[String], stored: Vec<bool>) {
+    assert!(!stored[0], "the lock of keys[0] is not ours: no store");
+    for (i, &stored) in stored.iter().enumerate().skip(1) {
+        assert_eq!(stored, i.is_multiple_of(2), "{}", keys[i]);
+    }
+    let now = cache.backend().get_many(&refs(keys)).await.unwrap();
+    for (i, value) in now.iter().enumerate() {
+        let want = if i > 0 && i.is_multiple_of(2) {
+            Some(fetched(i))
+        } else {
+            expected(i)
+        };
+        assert_eq!(value, &want, "{}", keys[i]);
+    }
+}
+
+/// `work`'s output and the round trips it made through `proxy`.
+async fn counted<T>(proxy: &CountingProxy, work: impl Future<Output = T>) -> (T, u64) {
+    let before = proxy.round_trips();
+    let out = work.await;
+    (out, proxy.round_trips() - before)
+}
+
+/// Lock requests for `keys`, all with `token`.
+fn lock_requests<'a>(keys: &'a [String], token: &'a str) -> Vec<LockRequest<'a>> {
+    keys.iter().map(|key| LockRequest { key, token, ttl: TTL }).collect()
+}
+
+#[tokio::test]
+async fn one_server_batches_cost_one_round_trip_each_once_the_scripts_are_loaded() {
+    let server = RedisServer::start();
+    let proxy = CountingProxy::start(server.port());
+    let cache = Cache::open(&format!("redis://{}/?prefix=batch", proxy.addr()))
+        .await
+        .unwrap();
+    let backend = cache.backend();
+    let coordinator = coordinator(&cache);
+    let keys = named("item", N);
+    fill_two_of_three(&cache, &keys).await;
+
+    let (nothing, trips) = counted(&proxy, async {
+        (
+            backend.get_many(&[]).await.unwrap(),
+            coordinator.try_lock_many(&[]).await.unwrap(),
+            coordinator.settle_many(&[]).await.unwrap(),
+        )
+    })
+    .await;
+    assert_eq!(nothing, (vec![], vec![], vec![]));
+    assert_eq!(trips, 0, "an empty batch sends nothing");
+
+    let (values, trips) = counted(&proxy, backend.get_many(&refs(&keys))).await;
+    assert_eq!(trips, 1, "get_many of {N} keys is one MGET");
+    let values = values.unwrap();
+    assert_eq!(values.len(), N);
+    for (i, value) in values.iter().enumerate() {
+        assert_eq!(value, &expected(i), "{}", keys[i]);
+    }
+
+    // Cold: EVALSHA, NOSCRIPT, EVAL. The lock taken here is someone
+    // else's in the batch below.
+    let other = lock_requests(&keys[..1], "other");
+    let (taken, trips) = counted(&proxy, coordinator.try_lock_many(&other)).await;
+    assert_eq!(taken.unwrap(), [true]);
+    assert_eq!(trips, 2, "the first lock batch loads its script with EVAL");
+
+    let requests = lock_requests(&keys, "mine");
+    let (taken, trips) = counted(&proxy, coordinator.try_lock_many(&requests)).await;
+    assert_eq!(trips, 1, "try_lock_many of {N} keys");
+    let taken = taken.unwrap();
+    assert!(!taken[0], "held by another token");
+    assert!(taken[1..].iter().all(|&t| t), "every free lock is taken");
+
+    let warm = [Settlement::Abandon {
+        key: "not-locked",
+        token: "nobody",
+    }];
+    let (stored, trips) = counted(&proxy, coordinator.settle_many(&warm)).await;
+    assert_eq!(
+        (stored.unwrap(), trips),
+        (vec![false], 2),
+        "cold settle_many loads its script"
+    );
+
+    let values: Vec<Vec<u8>> = (0..N).map(fetched).collect();
+    let settlements = fills_and_abandons(&keys, &values);
+    let (stored, trips) = counted(&proxy, coordinator.settle_many(&settlements)).await;
+    assert_eq!(trips, 1, "settle_many of {N} settlements");
+    check_settled(&cache, &keys, stored.unwrap()).await;
+}
+
+/// Locks and settles in batches do what `try_lock`, `fill` and `abandon`
+/// do key by key, and every watcher hears its key's notice. On a cluster,
+/// `sent` checks that the settlements went out as one script per master
+/// (so the notices left from inside it). Returns the full (prefixed)
+/// value keys used, for placement checks.
+async fn batches_keep_the_single_key_semantics(
+    cache: &Cache,
+    prefix: &str,
+    sent: Option<&mut SentCommands>,
+) -> Vec<String> {
+    let coordinator = coordinator(cache);
+    let roles = ["fill", "abandon", "stale-fill", "stale-abandon"];
+    let keys: Vec<String> = (0..24).map(|i| format!("sem:{}:{i}", roles[i % 4])).collect();
+    let role = |i: usize| roles[i % 4];
+    for (i, key) in keys.iter().enumerate() {
+        if role(i).starts_with("stale") {
+            assert!(coordinator.try_lock(key, "other", TTL).await.unwrap());
+        }
+    }
+
+    let taken = coordinator.try_lock_many(&lock_requests(&keys, "mine")).await.unwrap();
+    for (i, &taken) in taken.iter().enumerate() {
+        assert_eq!(taken, !role(i).starts_with("stale"), "{}", keys[i]);
+    }
+    let late = coordinator.try_lock_many(&lock_requests(&keys, "late")).await.unwrap();
+    assert!(late.iter().all(|&t| !t), "every lock is held now: {late:?}");
+    let twice = ["sem:twice".to_owned(), "sem:twice".to_owned()];
+    let taken = coordinator.try_lock_many(&lock_requests(&twice, "t")).await.unwrap();
+    assert_eq!(taken, [true, false], "a key asked twice in one batch is taken once");
+
+    let mut watches = Vec::new();
+    for key in &keys {
+        watches.push(coordinator.watch(key).await.unwrap());
+    }
+    let settlements: Vec<Settlement<'_>> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| match role(i) {
+            "fill" | "stale-fill" => Settlement::Fill {
+                key,
+                token: "mine",
+                value: key.as_bytes(),
+                ttl: TTL,
+            },
+            _ => Settlement::Abandon { key, token: "mine" },
+        })
+        .collect();
+    let stored = match sent {
+        None => coordinator.settle_many(&settlements).await.unwrap(),
+        Some(sent) => {
+            let (stored, ran) = sent.of(coordinator.settle_many(&settlements)).await;
+            // The script is new to the masters: EVALSHA, NOSCRIPT, EVAL.
+            let cold: BTreeMap<String, u64> = [("eval".to_owned(), 1), ("evalsha".to_owned(), 1)].into();
+            assert!(ran.values().all(|node| node == &cold), "one script per master: {ran:?}");
+            assert_eq!(ran.len(), 3);
+            stored.unwrap()
+        }
+    };
+    for (i, &stored) in stored.iter().enumerate() {
+        assert_eq!(stored, role(i) == "fill", "{}", keys[i]);
+    }
+
+    for (i, watch) in watches.iter_mut().enumerate() {
+        let want = if role(i) == "abandon" {
+            Notice::Failed
+        } else {
+            Notice::Filled
+        };
+        assert_eq!(watch.wait(Duration::from_secs(5)).await, want, "{}", keys[i]);
+    }
+
+    let values = cache.backend().get_many(&refs(&keys)).await.unwrap();
+    for (i, value) in values.iter().enumerate() {
+        let want = (role(i) == "fill").then(|| keys[i].as_bytes().to_vec());
+        assert_eq!(value, &want, "only fills with the lock land: {}", keys[i]);
+    }
+    let ttl = cache.backend().ttl(&keys[0]).await.unwrap().flatten().unwrap();
+    assert!(
+        ttl > TTL - Duration::from_secs(10) && ttl <= TTL,
+        "a fill keeps its TTL: {ttl:?}"
+    );
+
+    // Fills and abandons of our own locks released them; the others'
+    // locks are still theirs.
+    let after = coordinator.try_lock_many(&lock_requests(&keys, "after")).await.unwrap();
+    for (i, &taken) in after.iter().enumerate() {
+        assert_eq!(taken, !role(i).starts_with("stale"), "{}", keys[i]);
+    }
+    keys.iter().map(|key| format!("{prefix}:{key}")).collect()
+}
+
+#[tokio::test]
+async fn one_server_lock_and_settle_batches_keep_the_single_key_semantics() {
+    let server = RedisServer::start();
+    let cache = Cache::open(&format!("{}?prefix=sem", server.url())).await.unwrap();
+    batches_keep_the_single_key_semantics(&cache, "sem", None).await;
+}
+
+/// The master serving each key and the key's slot.
+fn placement(cluster: &RedisCluster, keys: &[String]) -> Vec<(String, u16)> {
+    let mut node = cluster.node_connection(&cluster.masters()[0]);
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("CLUSTER").arg("KEYSLOT").arg(key);
+    }
+    let slots: Vec<u16> = pipe.query(&mut node).unwrap();
+    let ranges: Vec<Vec<Value>> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut node).unwrap();
+    let ranges: Vec<(u16, u16, String)> = ranges
+        .into_iter()
+        .map(|range| {
+            let mut range = range.into_iter();
+            let start = redis::from_redis_value(range.next().unwrap()).unwrap();
+            let end = redis::from_redis_value(range.next().unwrap()).unwrap();
+            let master: Vec<Value> = redis::from_redis_value(range.next().unwrap()).unwrap();
+            let mut master = master.into_iter();
+            let host: String = redis::from_redis_value(master.next().unwrap()).unwrap();
+            let port: u16 = redis::from_redis_value(master.next().unwrap()).unwrap();
+            (start, end, format!("{host}:{port}"))
+        })
+        .collect();
+    slots
+        .into_iter()
+        .map(|slot| {
+            let (_, _, owner) = ranges
+                .iter()
+                .find(|(start, end, _)| (*start..=*end).contains(&slot))
+                .unwrap_or_else(|| panic!("slot {slot} is served"));
+            (owner.clone(), slot)
+        })
+        .collect()
+}
+
+/// The commands clients sent to each master, read from the slow log with
+/// a threshold of 0 (every command is logged). Unlike `INFO
+/// commandstats`, it tells a client's command from the ones a script runs
+/// inside (logged with the script's client, `?:0`), so a script that
+/// reads 300 keys counts once.
+struct SentCommands {
+    nodes: Vec<(String, redis::Connection)>,
+}
+
+/// Commands sent by clients, by name, per master.
+type Calls = BTreeMap<String, BTreeMap<String, u64>>;
+
+impl SentCommands {
+    fn new(cluster: &RedisCluster) -> Self {
+        let nodes = cluster
+            .masters()
+            .into_iter()
+            .map(|addr| {
+                let mut connection = cluster.node_connection(&addr);
+                for (name, value) in [("slowlog-log-slower-than", "0"), ("slowlog-max-len", "1000000")] {
+                    let _: () = redis::cmd("CONFIG")
+                        .arg("SET")
+                        .arg(name)
+                        .arg(value)
+                        .query(&mut connection)
+                        .unwrap();
+                }
+                (addr, connection)
+            })
+            .collect();
+        SentCommands { nodes }
+    }
+
+    /// What clients sent each master during `work` (our own `SLOWLOG`
+    /// calls left out).
+    async fn of<T>(&mut self, work: impl Future<Output = T>) -> (T, Calls) {
+        for (_, connection) in &mut self.nodes {
+            let _: () = redis::cmd("SLOWLOG").arg("RESET").query(connection).unwrap();
+        }
+        let out = work.await;
+        let calls = self
+            .nodes
+            .iter_mut()
+            .map(|(addr, connection)| {
+                let log: Vec<Vec<Value>> = redis::cmd("SLOWLOG").arg("GET").arg(-1).query(connection).unwrap();
+                let mut sent: BTreeMap<String, u64> = BTreeMap::new();
+                for entry in log {
+                    // [id, time, micros, [command, args..], client addr, client name]
+                    let args: Vec<Value> = redis::from_redis_value(entry[3].clone()).unwrap();
+                    let command: String = redis::from_redis_value(args[0].clone()).unwrap();
+                    let client: String = redis::from_redis_value(entry[4].clone()).unwrap();
+                    let command = command.to_lowercase();
+                    if client != "?:0" && command != "slowlog" {
+                        *sent.entry(command).or_default() += 1;
+                    }
+                }
+                (addr.clone(), sent)
+            })
+            .collect();
+        (out, calls)
+    }
+}
+
+/// One `EVALSHA` on every master and nothing else.
+fn one_evalsha_per_master(cluster: &RedisCluster) -> Calls {
+    let one: BTreeMap<String, u64> = [("evalsha".to_owned(), 1)].into();
+    cluster.masters().into_iter().map(|addr| (addr, one.clone())).collect()
+}
+
+fn total(calls: &Calls, command: &str) -> u64 {
+    calls.values().filter_map(|node| node.get(command)).sum()
+}
+
+#[tokio::test]
+async fn cluster_batches_cost_one_command_per_master() {
+    let cluster = RedisCluster::builder().masters(3).replicas(0).start();
+    let cache = Cache::new("redis-cluster", &cluster.config("batch")).await.unwrap();
+    let backend = cache.backend();
+    let coordinator = coordinator(&cache);
+    let keys = named("item", N);
+    fill_two_of_three(&cache, &keys).await;
+    let full: Vec<String> = keys.iter().map(|key| format!("batch:{key}")).collect();
+    let placed = placement(&cluster, &full);
+    let nodes: BTreeSet<&String> = placed.iter().map(|(node, _)| node).collect();
+    let slots: BTreeSet<u16> = placed.iter().map(|&(_, slot)| slot).collect();
+    assert_eq!(nodes.len(), 3, "the keys live on every master");
+    assert!(slots.len() > 900, "the keys spread over many slots: {}", slots.len());
+
+    let mut stats = SentCommands::new(&cluster);
+    // Warm-up: reads the slot map, loads the script on every master.
+    let (_, cold) = stats.of(backend.get_many(&refs(&keys))).await;
+    assert_eq!(total(&cold, "cluster"), 1, "the slot map is read once: {cold:?}");
+
+    let (values, ran) = stats.of(backend.get_many(&refs(&keys))).await;
+    assert_eq!(ran, one_evalsha_per_master(&cluster), "get_many of {N} keys");
+    for (i, value) in values.unwrap().iter().enumerate() {
+        assert_eq!(value, &expected(i), "{}", keys[i]);
+    }
+    // Back to front, with keys that never existed, one twice.
+    let mut asked = keys.clone();
+    asked.reverse();
+    asked.insert(3, "never:1".to_owned());
+    asked.push("never:2".to_owned());
+    asked.push("never:2".to_owned());
+    let got = backend.get_many(&refs(&asked)).await.unwrap();
+    assert_eq!(got.len(), asked.len());
+    for (key, value) in asked.iter().zip(&got) {
+        let want = keys.iter().position(|k| k == key).and_then(expected);
+        assert_eq!(value, &want, "{key}");
+    }
+
+    // A key that holds no string reads as missing, as with MGET.
+    let (owner, _) = placement(&cluster, &["batch:hash".to_owned()]).remove(0);
+    let _: () = redis::cmd("HSET")
+        .arg("batch:hash")
+        .arg("field")
+        .arg("value")
+        .query(&mut cluster.node_connection(&owner))
+        .unwrap();
+    let got = backend.get_many(&["hash", &keys[1]]).await.unwrap();
+    assert_eq!(got, [None, expected(1)]);
+
+    // Warm-up of the lock and settle scripts on every master, on keys of
+    // their own.
+    let warm = named("warm", N);
+    let (taken, _) = stats.of(coordinator.try_lock_many(&lock_requests(&warm, "warm"))).await;
+    assert!(taken.unwrap().iter().all(|&t| t));
+    let abandons: Vec<Settlement<'_>> = warm
+        .iter()
+        .map(|key| Settlement::Abandon { key, token: "warm" })
+        .collect();
+    stats.of(coordinator.settle_many(&abandons)).await.0.unwrap();
+
+    assert!(coordinator.try_lock(&keys[0], "other", TTL).await.unwrap());
+    let (taken, ran) = stats.of(coordinator.try_lock_many(&lock_requests(&keys, "mine"))).await;
+    assert_eq!(ran, one_evalsha_per_master(&cluster), "try_lock_many of {N} keys");
+    let taken = taken.unwrap();
+    assert!(!taken[0], "held by another token");
+    assert!(taken[1..].iter().all(|&t| t), "every free lock is taken");
+
+    let values: Vec<Vec<u8>> = (0..N).map(fetched).collect();
+    let settlements = fills_and_abandons(&keys, &values);
+    let (stored, ran) = stats.of(coordinator.settle_many(&settlements)).await;
+    assert_eq!(ran, one_evalsha_per_master(&cluster), "settle_many of {N} settlements");
+    check_settled(&cache, &keys, stored.unwrap()).await;
+}
+
+#[tokio::test]
+async fn cluster_lock_and_settle_batches_keep_the_single_key_semantics() {
+    let cluster = RedisCluster::builder().masters(3).replicas(0).start();
+    let cache = Cache::new("redis-cluster", &cluster.config("sem")).await.unwrap();
+    let mut sent = SentCommands::new(&cluster);
+    let full = batches_keep_the_single_key_semantics(&cache, "sem", Some(&mut sent)).await;
+    // The notices of one node's keys left in one script, on the shard
+    // channels of several slots: every master had keys of several slots.
+    let mut slots_per_master: HashMap<String, BTreeSet<u16>> = HashMap::new();
+    for (master, slot) in placement(&cluster, &full) {
+        slots_per_master.entry(master).or_default().insert(slot);
+    }
+    assert_eq!(slots_per_master.len(), 3, "{slots_per_master:?}");
+    assert!(
+        slots_per_master.values().all(|slots| slots.len() >= 2),
+        "{slots_per_master:?}"
+    );
+}
+
+/// `CLUSTER MYID` of the node at `addr`.
+fn node_id(cluster: &RedisCluster, addr: &str) -> String {
+    redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut cluster.node_connection(addr))
+        .unwrap()
+}
+
+/// Starts moving `slot` from `from` to `to` (`IMPORTING` / `MIGRATING`).
+fn begin_migration(cluster: &RedisCluster, slot: u16, from: &str, to: &str) {
+    let (from_id, to_id) = (node_id(cluster, from), node_id(cluster, to));
+    let mut target = cluster.node_connection(to);
+    let mut source = cluster.node_connection(from);
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(from_id)
+        .query(&mut target)
+        .unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("MIGRATING")
+        .arg(to_id)
+        .query(&mut source)
+        .unwrap();
+}
+
+/// Moves `keys` (full names, all of one migrating slot) from `from` to
+/// `to` with `MIGRATE`.
+fn move_keys(cluster: &RedisCluster, from: &str, to: &str, keys: &[String]) {
+    let (host, port) = to.rsplit_once(':').unwrap();
+    let _: () = redis::cmd("MIGRATE")
+        .arg(host)
+        .arg(port)
+        .arg("")
+        .arg(0)
+        .arg(5000)
+        .arg("KEYS")
+        .arg(keys)
+        .query(&mut cluster.node_connection(from))
+        .unwrap();
+}
+
+/// Ends a migration: every master hears that `to` serves `slot`, the new
+/// owner first.
+fn end_migration(cluster: &RedisCluster, slot: u16, to: &str) {
+    let to_id = node_id(cluster, to);
+    let mut masters = cluster.masters();
+    masters.sort_by_key(|addr| addr != to);
+    for addr in masters {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(&to_id)
+            .query(&mut cluster.node_connection(&addr))
+            .unwrap();
+    }
+}
+
+/// Another master than `addr`.
+fn other_master(cluster: &RedisCluster, addr: &str) -> String {
+    cluster.masters().into_iter().find(|m| m != addr).unwrap()
+}
+
+#[tokio::test]
+async fn cluster_batches_stay_right_while_slots_move() {
+    let cluster = RedisCluster::builder().masters(3).replicas(0).start();
+    let cache = Cache::new("redis-cluster", &cluster.config("move")).await.unwrap();
+    let backend = cache.backend();
+    let coordinator = coordinator(&cache);
+    // Keys spread over the masters, and two hash tags of a slot each.
+    let mut keys = named("item", 200);
+    keys.extend(named("{hot}", 30));
+    keys.extend(named("{warm}", 30));
+    fill_two_of_three(&cache, &keys).await;
+    let full = |key: &String| format!("move:{key}");
+    let stored_with = |tag: &str| -> Vec<String> {
+        keys.iter()
+            .enumerate()
+            .filter(|(i, key)| key.starts_with(tag) && expected(*i).is_some())
+            .map(|(_, key)| full(key))
+            .collect()
+    };
+    let check = |got: Vec<Option<Vec<u8>>>| {
+        assert_eq!(got.len(), keys.len());
+        for (i, value) in got.iter().enumerate() {
+            assert_eq!(value, &expected(i), "{}", keys[i]);
+        }
+    };
+    let mut sent = SentCommands::new(&cluster);
+    check(backend.get_many(&refs(&keys)).await.unwrap());
+
+    // 1. After the map was read, {hot}'s slot moves to another master:
+    // the old owner refuses the script, the map is read again and the
+    // refused entries are sent again, still as scripts.
+    let (hot_owner, hot_slot) = placement(&cluster, &[full(&keys[200])]).remove(0);
+    let hot_target = other_master(&cluster, &hot_owner);
+    begin_migration(&cluster, hot_slot, &hot_owner, &hot_target);
+    move_keys(&cluster, &hot_owner, &hot_target, &stored_with("{hot}"));
+    end_migration(&cluster, hot_slot, &hot_target);
+    let (got, ran) = sent.of(backend.get_many(&refs(&keys))).await;
+    check(got.unwrap());
+    assert_eq!(total(&ran, "cluster"), 1, "the map is read again once: {ran:?}");
+    assert_eq!(total(&ran, "get"), 0, "no key-by-key path: {ran:?}");
+    // Three scripts, then the refused node's entries as two: its own
+    // and {hot}'s on the new owner.
+    assert_eq!(total(&ran, "evalsha"), 5, "{ran:?}");
+    let (got, ran) = sent.of(backend.get_many(&refs(&keys))).await;
+    check(got.unwrap());
+    assert_eq!(ran, one_evalsha_per_master(&cluster), "the new map is kept");
+
+    // 2. {warm}'s slot is half migrated: its owner refuses the keys it no
+    // longer has even with a fresh map, and that node's entries take the
+    // key-by-key path, which redis-rs redirects (ASK).
+    let (warm_owner, warm_slot) = placement(&cluster, &[full(&keys[230])]).remove(0);
+    let warm_target = other_master(&cluster, &warm_owner);
+    let warm_keys = stored_with("{warm}");
+    let (moved, kept) = warm_keys.split_at(warm_keys.len() / 2);
+    begin_migration(&cluster, warm_slot, &warm_owner, &warm_target);
+    move_keys(&cluster, &warm_owner, &warm_target, moved);
+    let (got, ran) = sent.of(backend.get_many(&refs(&keys))).await;
+    check(got.unwrap());
+    assert!(total(&ran, "get") > 0, "the key-by-key path was taken: {ran:?}");
+
+    // Locks mid-migration: each is taken exactly once, wherever its
+    // slot's keys are.
+    let taken = coordinator.try_lock_many(&lock_requests(&keys, "mine")).await.unwrap();
+    assert!(taken.iter().all(|&t| t), "{taken:?}");
+    let late = coordinator.try_lock_many(&lock_requests(&keys, "late")).await.unwrap();
+    assert!(late.iter().all(|&t| !t), "{late:?}");
+
+    // 3. The migration ends; the settles find a stale map again.
+    move_keys(&cluster, &warm_owner, &warm_target, kept);
+    end_migration(&cluster, warm_slot, &warm_target);
+    let values: Vec<String> = (0..keys.len()).map(|i| format!("fetched-{i}")).collect();
+    let fills: Vec<Settlement<'_>> = keys
+        .iter()
+        .zip(&values)
+        .map(|(key, value)| Settlement::Fill {
+            key,
+            token: "mine",
+            value: value.as_bytes(),
+            ttl: TTL,
+        })
+        .collect();
+    let (stored, ran) = sent.of(coordinator.settle_many(&fills)).await;
+    assert!(stored.unwrap().iter().all(|&s| s), "every fill held its lock");
+    assert_eq!(total(&ran, "cluster"), 1, "the map is read again once: {ran:?}");
+    let got = backend.get_many(&refs(&keys)).await.unwrap();
+    for (i, value) in got.iter().enumerate() {
+        assert_eq!(value.as_deref(), Some(values[i].as_bytes()), "{}", keys[i]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_batches_follow_a_failover() {
+    let mut cluster = RedisCluster::start();
+    let cache = Cache::new("redis-cluster", &cluster.config("fo")).await.unwrap();
+    let backend = cache.backend();
+    let coordinator = coordinator(&cache);
+    let keys = named("item", 300);
+    fill_two_of_three(&cache, &keys).await;
+    // The slot map is read now, with the master about to die in it.
+    let got = backend.get_many(&refs(&keys)).await.unwrap();
+    assert_eq!(got, (0..keys.len()).map(expected).collect::<Vec<_>>());
+    cluster.wait_for_replication(Duration::from_secs(10));
+
+    let victim = cluster.kill_a_master();
+    tokio::task::block_in_place(|| cluster.wait_until_ok(Duration::from_secs(20)));
+    assert!(!cluster.masters().contains(&victim));
+
+    // The same cache: its map names a dead node until a batch finds out.
+    let got = backend.get_many(&refs(&keys)).await.unwrap();
+    assert_eq!(got, (0..keys.len()).map(expected).collect::<Vec<_>>());
+    assert!(coordinator.try_lock(&keys[0], "other", TTL).await.unwrap());
+    let taken = coordinator.try_lock_many(&lock_requests(&keys, "mine")).await.unwrap();
+    assert!(!taken[0] && taken[1..].iter().all(|&t| t), "{taken:?}");
+    let values: Vec<Vec<u8>> = (0..keys.len()).map(fetched).collect();
+    let stored = coordinator
+        .settle_many(&fills_and_abandons(&keys, &values))
+        .await
+        .unwrap();
+    check_settled(&cache, &keys, stored).await;
+}
