@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cacheme::{Cache, Client, Context, Error, Pipeline, PromiseError, cache_store};
-use cacheme_test_support::{CountingProxy, MemcachedServer, RedisCluster, RedisServer};
+use cacheme_test_support::{Calls, CountingProxy, MemcachedServer, RedisCluster, RedisServer, SentCommands};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -460,55 +460,34 @@ async fn warm_get_m_of_1000_keys_is_one_round_trip_on_memcached() {
     assert_eq!(proxy.round_trips() - before, 1, "one multi-get");
 }
 
-/// Commands each cluster master has served, by name (`INFO commandstats`),
-/// without the ones tests and topology discovery send.
-fn commands_per_master(cluster: &RedisCluster) -> Vec<HashMap<String, u64>> {
-    cluster
-        .masters()
-        .iter()
-        .map(|addr| {
-            let mut connection = cluster.node_connection(addr);
-            let info: String = ::redis::cmd("INFO").arg("commandstats").query(&mut connection).unwrap();
-            info.lines()
-                .filter_map(|line| {
-                    let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-                    let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
-                    Some((name.to_owned(), calls.parse().ok()?))
-                })
-                .filter(|(name, _)| !matches!(name.as_str(), "info" | "cluster" | "ping" | "client" | "hello" | "readonly"))
-                .collect()
-        })
-        .collect()
-}
-
-fn delta(before: &[HashMap<String, u64>], after: &[HashMap<String, u64>]) -> Vec<u64> {
-    before
-        .iter()
-        .zip(after)
-        .map(|(b, a)| a.iter().map(|(name, n)| n - b.get(name).copied().unwrap_or(0)).sum())
-        .collect()
+/// What each master received: only `EVALSHA`s (one per batch step).
+fn evalshas(calls: &Calls) -> Vec<u64> {
+    for node in calls.values() {
+        assert_eq!(node.keys().collect::<Vec<_>>(), ["evalsha"], "only batch scripts: {calls:?}");
+    }
+    calls.values().map(|node| node["evalsha"]).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_m_costs_one_command_per_cluster_node() {
+async fn get_m_costs_one_command_per_cluster_node_and_step() {
     let cluster = RedisCluster::builder().replicas(0).start();
     let shop = Shop::on(Cache::open(&cluster.url()).await.unwrap());
     load_scripts(&shop).await;
+    let mut sent = SentCommands::new(&cluster);
+
     let mut m = BookStore::get_m(&shop);
+    for id in 0..1000 {
+        m.add(id);
+    }
+    let (values, calls) = sent.of(m.run()).await;
+    assert_eq!(values.unwrap().len(), 1000);
+    assert_eq!(evalshas(&calls), [3, 3, 3], "cold: read, lock all, fill all, once per node");
+    assert_eq!(shop.take_calls().len(), 1, "one batch fetch");
 
     for id in 0..1000 {
         m.add(id);
     }
-    let before = commands_per_master(&cluster);
-    assert_eq!(m.run().await.unwrap().len(), 1000);
-    let cold = delta(&before, &commands_per_master(&cluster));
-    assert_eq!(cold, [3, 3, 3], "read, lock all, fill all: one command each per node");
-
-    for id in 0..1000 {
-        m.add(id);
-    }
-    let before = commands_per_master(&cluster);
-    assert_eq!(m.run().await.unwrap().len(), 1000);
-    assert_eq!(delta(&before, &commands_per_master(&cluster)), [1, 1, 1], "warm: one read per node");
-    drop(shop);
+    let (values, calls) = sent.of(m.run()).await;
+    assert_eq!(values.unwrap().len(), 1000);
+    assert_eq!(evalshas(&calls), [1, 1, 1], "warm: one read per node");
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use cacheme::Cache;
 use cacheme::stampede::{Coordination, Coordinator, LockRequest, Notice, Settlement};
-use cacheme_test_support::{CountingProxy, RedisCluster, RedisServer};
+use cacheme_test_support::{Calls, CountingProxy, RedisCluster, RedisServer, SentCommands};
 use redis::Value;
 
 /// Keys per measured batch.
@@ -301,69 +301,6 @@ fn placement(cluster: &RedisCluster, keys: &[String]) -> Vec<(String, u16)> {
             (owner.clone(), slot)
         })
         .collect()
-}
-
-/// The commands clients sent to each master, read from the slow log with
-/// a threshold of 0 (every command is logged). Unlike `INFO
-/// commandstats`, it tells a client's command from the ones a script runs
-/// inside (logged with the script's client, `?:0`), so a script that
-/// reads 300 keys counts once.
-struct SentCommands {
-    nodes: Vec<(String, redis::Connection)>,
-}
-
-/// Commands sent by clients, by name, per master.
-type Calls = BTreeMap<String, BTreeMap<String, u64>>;
-
-impl SentCommands {
-    fn new(cluster: &RedisCluster) -> Self {
-        let nodes = cluster
-            .masters()
-            .into_iter()
-            .map(|addr| {
-                let mut connection = cluster.node_connection(&addr);
-                for (name, value) in [("slowlog-log-slower-than", "0"), ("slowlog-max-len", "1000000")] {
-                    let _: () = redis::cmd("CONFIG")
-                        .arg("SET")
-                        .arg(name)
-                        .arg(value)
-                        .query(&mut connection)
-                        .unwrap();
-                }
-                (addr, connection)
-            })
-            .collect();
-        SentCommands { nodes }
-    }
-
-    /// What clients sent each master during `work` (our own `SLOWLOG`
-    /// calls left out).
-    async fn of<T>(&mut self, work: impl Future<Output = T>) -> (T, Calls) {
-        for (_, connection) in &mut self.nodes {
-            let _: () = redis::cmd("SLOWLOG").arg("RESET").query(connection).unwrap();
-        }
-        let out = work.await;
-        let calls = self
-            .nodes
-            .iter_mut()
-            .map(|(addr, connection)| {
-                let log: Vec<Vec<Value>> = redis::cmd("SLOWLOG").arg("GET").arg(-1).query(connection).unwrap();
-                let mut sent: BTreeMap<String, u64> = BTreeMap::new();
-                for entry in log {
-                    // [id, time, micros, [command, args..], client addr, client name]
-                    let args: Vec<Value> = redis::from_redis_value(entry[3].clone()).unwrap();
-                    let command: String = redis::from_redis_value(args[0].clone()).unwrap();
-                    let client: String = redis::from_redis_value(entry[4].clone()).unwrap();
-                    let command = command.to_lowercase();
-                    if client != "?:0" && command != "slowlog" {
-                        *sent.entry(command).or_default() += 1;
-                    }
-                }
-                (addr.clone(), sent)
-            })
-            .collect();
-        (out, calls)
-    }
 }
 
 /// One `EVALSHA` on every master and nothing else.

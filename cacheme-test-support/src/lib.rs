@@ -23,6 +23,7 @@ mod ports;
 mod process;
 mod redis_cluster;
 mod redis_server;
+mod sent_commands;
 
 pub use counting_proxy::CountingProxy;
 pub use file_fixture::FileFixture;
@@ -31,3 +32,4 @@ pub use memcached_server::{MemcachedFixture, MemcachedServer, MemcachedServerBui
 pub use ports::free_port;
 pub use redis_cluster::{RedisCluster, RedisClusterBuilder, RedisClusterFixture};
 pub use redis_server::{RedisServer, RedisServerBuilder};
+pub use sent_commands::{Calls, SentCommands};
