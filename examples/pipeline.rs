@@ -93,14 +93,18 @@ async fn author(app: &App, name: String) -> Result<Author, DbError> {
 /// fetcher taking `(shop, book)` pairs.
 #[cache_store(key = "stock:<shop>:<book_id>", ttl = "30s", singleflight, fetch_many = stocks)]
 async fn stock(app: &App, shop: String, book_id: u64) -> Result<u32, DbError> {
-    app.query(format!("SELECT qty FROM stock WHERE shop = '{shop}' AND book = {book_id}"))
-        .await;
+    app.query(format!(
+        "SELECT qty FROM stock WHERE shop = '{shop}' AND book = {book_id}"
+    ))
+    .await;
     Ok(book_id as u32 % 7)
 }
 
 async fn stocks(app: &App, keys: Vec<(String, u64)>) -> Result<Vec<((String, u64), u32)>, DbError> {
-    app.query(format!("SELECT shop, book, qty FROM stock WHERE (shop, book) IN {keys:?}"))
-        .await;
+    app.query(format!(
+        "SELECT shop, book, qty FROM stock WHERE (shop, book) IN {keys:?}"
+    ))
+    .await;
     Ok(keys.into_iter().map(|(shop, id)| ((shop, id), id as u32 % 7)).collect())
 }
 

@@ -36,10 +36,7 @@ impl Context for Worker {
 
 fn record(log: &Path, keys: &[u32]) {
     use std::io::Write;
-    let lines: String = keys
-        .iter()
-        .map(|k| format!("{} {k}\n", std::process::id()))
-        .collect();
+    let lines: String = keys.iter().map(|k| format!("{} {k}\n", std::process::id())).collect();
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     // One write per batch: O_APPEND keeps lines of processes apart.
     file.write_all(lines.as_bytes()).unwrap();

@@ -127,7 +127,11 @@ async fn books(ctx: &Shop, ids: Vec<u64>) -> Result<HashMap<u64, Book>, ShopErro
     if ctx.batch_down.load(Ordering::SeqCst) {
         return Err(ShopError::Down);
     }
-    Ok(ids.into_iter().filter(|&id| id < UNKNOWN).map(|id| (id, book_of(id))).collect())
+    Ok(ids
+        .into_iter()
+        .filter(|&id| id < UNKNOWN)
+        .map(|id| (id, book_of(id)))
+        .collect())
 }
 
 /// No batch fetcher: misses are fetched one by one, concurrently.
@@ -210,13 +214,20 @@ async fn a_pipeline_mixes_stores_and_each_promise_keeps_its_own_outcome(shop: Sh
 
         assert_eq!(one.into_result().unwrap(), book_of(1));
         assert_eq!(two.into_result().unwrap(), book_of(2));
-        assert_eq!(again.into_result().unwrap(), book_of(1), "a key added twice resolves twice");
+        assert_eq!(
+            again.into_result().unwrap(),
+            book_of(1),
+            "a key added twice resolves twice"
+        );
         assert!(matches!(
             unknown.into_result(),
             Err(PromiseError::Fetch(ShopError::NotFound(what))) if what == "book 1000"
         ));
         assert_eq!(ursula.into_result().unwrap().books, 6);
-        assert!(matches!(nobody.into_result(), Err(PromiseError::Fetch(ShopError::NotFound(_)))));
+        assert!(matches!(
+            nobody.into_result(),
+            Err(PromiseError::Fetch(ShopError::NotFound(_)))
+        ));
         assert_eq!(apples.into_result().unwrap(), 305);
         assert_eq!(pears.into_result().unwrap(), 404);
 
@@ -252,7 +263,11 @@ async fn get_m_calls_the_batch_fetcher_once_with_the_missed_keys(shop: Shop) {
         "in the order added"
     );
     assert_eq!(books.get(&4), Some(&book_of(4)));
-    assert_eq!(shop.take_calls(), ["books {3, 4}"], "only the misses, once each, in one call");
+    assert_eq!(
+        shop.take_calls(),
+        ["books {3, 4}"],
+        "only the misses, once each, in one call"
+    );
 
     let stock = StockStore::get_m(&shop)
         .add(1, "a".to_owned())
@@ -336,7 +351,11 @@ async fn concurrent_get_m_of_the_same_keys_in_any_order_run_once() {
     assert_eq!(a, c);
     assert_eq!(b.iter().rev().copied().collect::<Vec<_>>(), a);
     let calls = shop.take_calls();
-    assert_eq!(calls.len(), 1, "three concurrent get_m share one batch fetch: {calls:?}");
+    assert_eq!(
+        calls.len(),
+        1,
+        "three concurrent get_m share one batch fetch: {calls:?}"
+    );
     assert!(calls[0].starts_with("stocks "));
 }
 
@@ -353,7 +372,10 @@ async fn a_backend_that_cannot_be_read_fails_the_pipeline_clearly() {
     let author = AuthorStore::get_p(&shop, &mut pipeline, "ursula".to_owned());
     let error = pipeline.execute().await.unwrap_err();
     assert!(matches!(error, Error::Pipeline(_)), "{error:?}");
-    assert!(error.to_string().starts_with("pipeline failed: redis cache:"), "{error}");
+    assert!(
+        error.to_string().starts_with("pipeline failed: redis cache:"),
+        "{error}"
+    );
     for result in [one.into_result().map(drop), author.into_result().map(drop)] {
         match result {
             Err(PromiseError::Cache(Error::Pipeline(cause))) => {
@@ -378,7 +400,12 @@ async fn a_backend_that_cannot_be_read_fails_the_pipeline_clearly() {
 async fn counted_redis() -> (Shop, CountingProxy) {
     let server = RedisServer::start();
     let proxy = CountingProxy::start(server.port());
-    let shop = Shop::on(Cache::open(&format!("redis://127.0.0.1:{}", proxy.port())).await.unwrap()).keep(server);
+    let shop = Shop::on(
+        Cache::open(&format!("redis://127.0.0.1:{}", proxy.port()))
+            .await
+            .unwrap(),
+    )
+    .keep(server);
     load_scripts(&shop).await;
     (shop, proxy)
 }
@@ -437,7 +464,9 @@ async fn a_pipeline_of_three_stores_is_one_round_trip_warm_and_three_cold_on_red
 async fn warm_get_m_of_1000_keys_is_one_round_trip_on_memcached() {
     let server = MemcachedServer::start();
     let proxy = CountingProxy::start(server.port());
-    let cache = Cache::open(&format!("memcache://127.0.0.1:{}", proxy.port())).await.unwrap();
+    let cache = Cache::open(&format!("memcache://127.0.0.1:{}", proxy.port()))
+        .await
+        .unwrap();
     let shop = Shop {
         client: Client::builder()
             .cache(cache)
@@ -463,7 +492,11 @@ async fn warm_get_m_of_1000_keys_is_one_round_trip_on_memcached() {
 /// What each master received: only `EVALSHA`s (one per batch step).
 fn evalshas(calls: &Calls) -> Vec<u64> {
     for node in calls.values() {
-        assert_eq!(node.keys().collect::<Vec<_>>(), ["evalsha"], "only batch scripts: {calls:?}");
+        assert_eq!(
+            node.keys().collect::<Vec<_>>(),
+            ["evalsha"],
+            "only batch scripts: {calls:?}"
+        );
     }
     calls.values().map(|node| node["evalsha"]).collect()
 }
@@ -481,7 +514,11 @@ async fn get_m_costs_one_command_per_cluster_node_and_step() {
     }
     let (values, calls) = sent.of(m.run()).await;
     assert_eq!(values.unwrap().len(), 1000);
-    assert_eq!(evalshas(&calls), [3, 3, 3], "cold: read, lock all, fill all, once per node");
+    assert_eq!(
+        evalshas(&calls),
+        [3, 3, 3],
+        "cold: read, lock all, fill all, once per node"
+    );
     assert_eq!(shop.take_calls().len(), 1, "one batch fetch");
 
     for id in 0..1000 {

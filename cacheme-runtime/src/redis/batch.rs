@@ -62,25 +62,31 @@ for i = 1, #ARGV do
 end
 return values";
 
-/// `ARGV`: lock, token, ttl ms per request. 1 where the lock was taken
-/// (`SET NX PX`), or was already held by the same token before the script
-/// (so a batch sent again after a lost reply reports what it took), else
-/// 0. A key asked twice in one batch is taken by the first request only.
+/// `ARGV`: value key, lock, token, ttl ms per request. 1 where the lock
+/// was taken, or was already held by the same token before the script (so
+/// a batch sent again after a lost reply reports what it took), else 0.
+/// As [`try_lock`](crate::stampede::Coordinator::try_lock), a lock is not
+/// taken over a value that is already there (it landed since the miss).
+/// A key asked twice in one batch is taken by the first request only.
 static LOCK_MANY: BatchScript = BatchScript {
     body: LOCK_MANY_BODY,
     script: LazyLock::new(|| Script::new(LOCK_MANY_BODY)),
 };
 const LOCK_MANY_BODY: &str = "#!lua flags=allow-cross-slot-keys
-for i = 1, #ARGV, 3 do
-  local probe = redis.pcall('EXISTS', ARGV[i])
+for i = 1, #ARGV, 4 do
+  local probe = redis.pcall('EXISTS', ARGV[i + 1])
   if type(probe) == 'table' and probe.err then return probe end
 end
 local taken, seen = {}, {}
-for i = 1, #ARGV, 3 do
-  local lock, token = ARGV[i], ARGV[i + 1]
-  local won = redis.call('SET', lock, token, 'NX', 'PX', ARGV[i + 2])
-  if not won and not seen[lock] then
-    won = redis.call('GET', lock) == token
+for i = 1, #ARGV, 4 do
+  local key, lock, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local won = false
+  if not seen[lock] then
+    if redis.call('GET', lock) == token then
+      won = true
+    elseif redis.call('EXISTS', key) == 0 then
+      won = redis.call('SET', lock, token, 'NX', 'PX', ARGV[i + 3]) and true or false
+    end
   end
   seen[lock] = true
   taken[#taken + 1] = won and 1 or 0
@@ -272,16 +278,23 @@ pub(super) struct LockBatch<'a> {
     #[cfg_attr(not(feature = "redis-cluster"), allow(dead_code, reason = "the cluster's fallback"))]
     coordinator: &'a RedisCoordinator,
     requests: &'a [LockRequest<'a>],
-    locks: Vec<String>,
+    /// The value key and the lock of each request.
+    names: Vec<(String, String)>,
 }
 
 impl<'a> LockBatch<'a> {
     pub(super) fn new(coordinator: &'a RedisCoordinator, requests: &'a [LockRequest<'a>]) -> Self {
-        let locks = requests.iter().map(|r| coordinator.names(r.key).1).collect();
+        let names = requests
+            .iter()
+            .map(|r| {
+                let (full, lock, _) = coordinator.names(r.key);
+                (full, lock)
+            })
+            .collect();
         LockBatch {
             coordinator,
             requests,
-            locks,
+            names,
         }
     }
 }
@@ -299,12 +312,13 @@ impl Batch for LockBatch<'_> {
     }
 
     fn slot_key(&self, i: usize) -> &str {
-        &self.locks[i]
+        &self.names[i].1
     }
 
     fn entry(&self, i: usize, cmd: &mut Cmd) {
         let request = &self.requests[i];
-        cmd.arg(&self.locks[i]).arg(request.token).arg(ttl_millis(request.ttl));
+        let (full, lock) = &self.names[i];
+        cmd.arg(full).arg(lock).arg(request.token).arg(ttl_millis(request.ttl));
     }
 
     fn single(&self, i: usize) -> BoxFuture<'_, Result<bool>> {

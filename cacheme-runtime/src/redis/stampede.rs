@@ -18,7 +18,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::Script;
+use redis::{ErrorKind, FromRedisValue, Script, ServerErrorKind, ToRedisArgs};
 
 use super::batch::{LockBatch, SettleBatch};
 use super::{RedisBackend, ttl_millis};
@@ -26,10 +26,20 @@ use crate::backend::BoxFuture;
 use crate::error::{Error, Op, Result};
 use crate::stampede::{Coordinator, LockRequest, Settlement, Watch};
 
+/// `KEYS[1]` lock; `ARGV` token. Gives the lock back, quietly, if ours.
+static RELEASE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+           return redis.call('DEL', KEYS[1]) \
+         end \
+         return 0",
+    )
+});
+
 /// `KEYS[1]` lock; `ARGV` token, ttl ms. Extends the lock if still ours
 /// (PEXPIRE: milliseconds).
-static RENEW: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static RENEW: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then \
            return redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
          end \
@@ -40,8 +50,8 @@ static RENEW: LazyLock<Script> = LazyLock::new(|| {
 /// `KEYS` value, lock; `ARGV` token, value, ttl ms, channel, publish
 /// command. Stores and releases only while the lock is ours; always
 /// notifies.
-static FILL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static FILL: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         "local stored = 0 \
          if redis.call('GET', KEYS[2]) == ARGV[1] then \
            redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) \
@@ -56,8 +66,8 @@ static FILL: LazyLock<Script> = LazyLock::new(|| {
 /// `KEYS[1]` lock; `ARGV` token, channel, publish command. Releases the
 /// lock if ours and says the fetch failed (or, if the lock had been broken
 /// or taken over, only that something changed).
-static ABANDON: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static ABANDON: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then \
            redis.call('DEL', KEYS[1]) \
            redis.call(ARGV[3], ARGV[2], 'failed') \
@@ -69,8 +79,8 @@ static ABANDON: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// `KEYS` value, lock. Deletes both; returns whether the value existed.
-static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static INVALIDATE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         "local n = redis.call('DEL', KEYS[1]) \
          redis.call('DEL', KEYS[2]) \
          return n",
@@ -78,8 +88,8 @@ static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// `KEYS` value, lock; `ARGV` value, ttl ms. Writes and breaks the lock.
-static REPLACE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static REPLACE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
          redis.call('DEL', KEYS[2]) \
          return 1",
@@ -126,28 +136,108 @@ impl RedisCoordinator {
         }
     }
 
-    async fn run<T: redis::FromRedisValue>(
-        &self,
-        op: Op,
-        key: &str,
-        invocation: redis::ScriptInvocation<'_>,
-    ) -> Result<T> {
-        let mut connection = self.backend.connection.clone();
-        invocation
-            .invoke_async(&mut connection)
+    /// Runs `call` on the node of its first key: `EVALSHA`, then `EVAL`
+    /// with the body if the server does not know the script (first use,
+    /// restart, a replica just promoted). Never `SCRIPT LOAD`, which a
+    /// cluster connection sends to every node, dead ones included.
+    async fn run<T: FromRedisValue>(&self, op: Op, key: &str, call: Call<'_>) -> Result<T> {
+        self.eval(call)
             .await
             .map_err(|e| Error::backend(self.backend.provider, op, Some(key), e))
+    }
+
+    async fn eval<T: FromRedisValue>(&self, call: Call<'_>) -> redis::RedisResult<T> {
+        let command = |with_body: bool| {
+            let mut cmd = if with_body {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(call.lua.body);
+                cmd
+            } else {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(call.lua.script.get_hash());
+                cmd
+            };
+            cmd.arg(call.keys.len()).arg(&call.keys).arg(&call.args);
+            cmd
+        };
+        let mut connection = self.backend.connection.clone();
+        match command(false).query_async(&mut connection).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                command(true).query_async(&mut connection).await
+            }
+            reply => reply,
+        }
+    }
+}
+
+/// A Lua script, sent by its hash, with its body for servers that lack it.
+struct Lua {
+    body: &'static str,
+    script: Script,
+}
+
+impl Lua {
+    fn new(body: &'static str) -> Self {
+        Lua {
+            body,
+            script: Script::new(body),
+        }
+    }
+
+    fn prepare_invoke(&self) -> Call<'_> {
+        Call {
+            lua: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// One call of a [`Lua`] script: its keys and arguments.
+struct Call<'a> {
+    lua: &'a Lua,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Call<'_> {
+    fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
+        self.keys.extend(key.to_redis_args());
+        self
+    }
+
+    fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        self.args.extend(arg.to_redis_args());
+        self
     }
 }
 
 impl Coordinator for RedisCoordinator {
     fn try_lock<'a>(&'a self, key: &'a str, token: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            let (_, lock, _) = self.names(key);
+            let (full, lock, _) = self.names(key);
+            // Single-key commands, so this also works while the slot
+            // migrates (a two-key script would get TRYAGAIN).
             let mut cmd = redis::cmd("SET");
             cmd.arg(&lock).arg(token).arg("NX").arg("PX").arg(ttl_millis(ttl));
             let reply: Option<String> = self.backend.query(&cmd, Op::Lock, Some(key)).await?;
-            Ok(reply.is_some())
+            if reply.is_none() {
+                return Ok(false);
+            }
+            // The value may have landed between the caller's miss and
+            // this lock (its holder filled and released in between). With
+            // the lock ours, no fill can land any more, so this check is
+            // final: if the value is there, give the lock back.
+            let mut exists = redis::cmd("EXISTS");
+            exists.arg(&full);
+            let found: i64 = self.backend.query(&exists, Op::Lock, Some(key)).await?;
+            if found == 0 {
+                return Ok(true);
+            }
+            let mut invocation = RELEASE.prepare_invoke();
+            invocation.key(&lock).arg(token);
+            let _: i64 = self.run(Op::Unlock, key, invocation).await?;
+            Ok(false)
         })
     }
 

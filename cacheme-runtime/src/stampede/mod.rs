@@ -161,9 +161,8 @@ impl fmt::Debug for Watch {
 /// the lock and channel names from them.
 pub trait Coordinator: fmt::Debug + Send + Sync + 'static {
     /// Takes `key`'s fetch lock for `ttl` with `token`; `Ok(false)` when
-    /// someone else holds it, or when `key` has a value (it was filled
-    /// since the caller's miss: the caller re-reads it instead of fetching
-    /// again).
+    /// someone else holds it, or when `key` has a value (filled since the
+    /// caller's miss: the caller re-reads it instead of fetching again).
     fn try_lock<'a>(&'a self, key: &'a str, token: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>>;
 
     /// Extends the lock to `ttl` from now if `token` still holds it;
