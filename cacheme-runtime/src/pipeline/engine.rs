@@ -204,6 +204,14 @@ async fn lock<'c, 'g>(
     Ok(loads.into_iter().partition(|_| taken.next().unwrap_or(false)))
 }
 
+/// The won keys of one group: `(entry, cache key)` and their places in
+/// the won list.
+struct GroupFetch<'k> {
+    g: usize,
+    which: Vec<(usize, &'k str)>,
+    order: Vec<usize>,
+}
+
 /// Fetches the won keys (each store's once), renewing their locks, then
 /// fills or abandons them in one call (or, with no coordinator, writes the
 /// values) and hands the values to this process's followers.
@@ -212,19 +220,23 @@ async fn fetch_won(client: &Client, groups: &[&dyn Group<'_>], won: Vec<Load<'_,
         return;
     }
     // Per group, its entries and keys; `order` maps them back to `won`.
-    let mut per_group: Vec<(usize, Vec<(usize, &str)>, Vec<usize>)> = Vec::new();
+    let mut per_group: Vec<GroupFetch<'_>> = Vec::new();
     for (n, load) in won.iter().enumerate() {
-        let at = match per_group.iter().position(|(g, ..)| *g == load.slot.g) {
+        let at = match per_group.iter().position(|f| f.g == load.slot.g) {
             Some(at) => at,
             None => {
-                per_group.push((load.slot.g, Vec::new(), Vec::new()));
+                per_group.push(GroupFetch {
+                    g: load.slot.g,
+                    which: Vec::new(),
+                    order: Vec::new(),
+                });
                 per_group.len() - 1
             }
         };
-        per_group[at].1.push((load.slot.i, &load.slot.key));
-        per_group[at].2.push(n);
+        per_group[at].which.push((load.slot.i, &load.slot.key));
+        per_group[at].order.push(n);
     }
-    let fetches = join_all(per_group.iter().map(|(g, which, _)| groups[*g].fetch(client, which)));
+    let fetches = join_all(per_group.iter().map(|f| groups[f.g].fetch(client, &f.which)));
     let coordinator = client.coordinator();
     let fetched = match coordinator {
         Some(coordinator) => {
@@ -243,8 +255,8 @@ async fn fetch_won(client: &Client, groups: &[&dyn Group<'_>], won: Vec<Load<'_,
         None => fetches.await,
     };
     let mut bytes = vec![None; won.len()];
-    for ((_, _, order), results) in per_group.iter().zip(fetched) {
-        for (&n, result) in order.iter().zip(results) {
+    for (f, results) in per_group.iter().zip(fetched) {
+        for (&n, result) in f.order.iter().zip(results) {
             bytes[n] = result;
         }
     }

@@ -36,7 +36,13 @@ pub(crate) type AnyPair = (Box<dyn Any>, Box<dyn Any>);
 pub struct Fetchers<'a, P, V, E> {
     key_of: fn(&P) -> String,
     one: FetchOne<'a, P, V, E>,
-    many: Option<(FetchMany<'a, P, V, E>, fn(&E) -> E)>,
+    many: Option<Many<'a, P, V, E>>,
+}
+
+/// A batch fetcher and how to hand its error to every key of the batch.
+struct Many<'a, P, V, E> {
+    fetch: FetchMany<'a, P, V, E>,
+    clone_error: fn(&E) -> E,
 }
 
 impl<'a, P, V, E> Fetchers<'a, P, V, E> {
@@ -65,13 +71,13 @@ impl<'a, P, V, E> Fetchers<'a, P, V, E> {
         E: Clone,
     {
         let many = Arc::new(many);
-        self.many = Some((
-            Box::new(move |ps| {
+        self.many = Some(Many {
+            fetch: Box::new(move |ps| {
                 let fut = many(ps);
                 Box::pin(async move { fut.await.map(|found| found.into_iter().collect()) })
             }),
-            E::clone,
-        ));
+            clone_error: E::clone,
+        });
         self
     }
 }
@@ -221,11 +227,11 @@ where
 
     /// The batch fetcher's results for `which`, or `None` without one.
     async fn fetch_batch(&self, which: &[(usize, &str)]) -> Option<Vec<Result<V, E>>> {
-        let (many, clone_error) = self.fetchers.many.as_ref()?;
+        let many = self.fetchers.many.as_ref()?;
         let params = which.iter().map(|&(i, _)| self.entries[i].params.clone()).collect();
-        let found = match many(params).await {
+        let found = match (many.fetch)(params).await {
             Ok(found) => found,
-            Err(error) => return Some(which.iter().map(|_| Err(clone_error(&error))).collect()),
+            Err(error) => return Some(which.iter().map(|_| Err((many.clone_error)(&error))).collect()),
         };
         let mut by_key: HashMap<String, V> = found
             .into_iter()
