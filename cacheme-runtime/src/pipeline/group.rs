@@ -70,7 +70,6 @@ impl<'a, P, V, E> Fetchers<'a, P, V, E> {
         I: IntoIterator<Item = (P, V)>,
         E: Clone,
     {
-        let many = Arc::new(many);
         self.many = Some(Many {
             fetch: Box::new(move |ps| {
                 let fut = many(ps);

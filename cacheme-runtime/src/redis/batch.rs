@@ -322,8 +322,14 @@ impl Batch for LockBatch<'_> {
     }
 
     fn single(&self, i: usize) -> BoxFuture<'_, Result<bool>> {
+        // The key-by-key path runs while slots move: the plain `SET NX`,
+        // one command, which redis-rs redirects. (No value check here: a
+        // second command per key makes redis-rs's redirections time out.)
         let request = &self.requests[i];
-        self.coordinator.try_lock(request.key, request.token, request.ttl)
+        Box::pin(
+            self.coordinator
+                .set_lock(request.key, &self.names[i].1, request.token, request.ttl),
+        )
     }
 }
 

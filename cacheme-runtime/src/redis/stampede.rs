@@ -136,6 +136,14 @@ impl RedisCoordinator {
         }
     }
 
+    /// `SET lock token NX PX ttl`: the lock alone, one command.
+    pub(super) async fn set_lock(&self, key: &str, lock: &str, token: &str, ttl: Duration) -> Result<bool> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(lock).arg(token).arg("NX").arg("PX").arg(ttl_millis(ttl));
+        let reply: Option<String> = self.backend.query(&cmd, Op::Lock, Some(key)).await?;
+        Ok(reply.is_some())
+    }
+
     /// Runs `call` on the node of its first key: `EVALSHA`, then `EVAL`
     /// with the body if the server does not know the script (first use,
     /// restart, a replica just promoted). Never `SCRIPT LOAD`, which a
@@ -218,10 +226,7 @@ impl Coordinator for RedisCoordinator {
             let (full, lock, _) = self.names(key);
             // Single-key commands, so this also works while the slot
             // migrates (a two-key script would get TRYAGAIN).
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(&lock).arg(token).arg("NX").arg("PX").arg(ttl_millis(ttl));
-            let reply: Option<String> = self.backend.query(&cmd, Op::Lock, Some(key)).await?;
-            if reply.is_none() {
+            if !self.set_lock(key, &lock, token, ttl).await? {
                 return Ok(false);
             }
             // The value may have landed between the caller's miss and
