@@ -7,11 +7,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cacheme::{Client, Context, Pipeline, cache_store};
+use cacheme_test_support::child::{expect_success, sleep_until_unix_ms, this_test, unix_ms};
 use cacheme_test_support::{RedisCluster, RedisServer};
 
 const URL: &str = "CACHEME_PIPELINE_URL";
@@ -74,10 +74,6 @@ async fn label(ctx: &Worker, id: u32) -> Result<String, String> {
     Ok(format!("label {id}"))
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 /// Entry point of the child processes. Run as an ordinary test (no [`URL`]
 /// in the environment) it does nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +86,7 @@ async fn child_worker() {
         client: Client::open(&url).await.unwrap(),
         log: log.into(),
     });
-    tokio::time::sleep(Duration::from_millis(start_at.saturating_sub(unix_ms()))).await;
+    sleep_until_unix_ms(start_at).await;
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {
             let worker = worker.clone();
@@ -135,15 +131,10 @@ async fn child_worker() {
 }
 
 fn spawn_child(url: &str, log: &Path, start_at: u64) -> tokio::process::Child {
-    tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_worker", "--nocapture", "--test-threads=1"])
+    this_test("child_worker")
         .env(URL, url)
         .env(LOG, log)
         .env(START_AT, start_at.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap()
 }
@@ -157,14 +148,7 @@ async fn batches_fetch_each_key_once(url: &str) {
     let started = Instant::now();
     let children: Vec<_> = (0..3).map(|_| spawn_child(url, &log, start_at)).collect();
     for child in children {
-        let out = child.wait_with_output().await.unwrap();
-        assert!(
-            out.status.success(),
-            "a child failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        expect_success(child).await;
     }
     let counts = fetched(&log);
     let expected: BTreeMap<u32, usize> = (0..KEYS).chain(1000..1000 + KEYS).map(|k| (k, 1)).collect();

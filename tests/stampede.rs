@@ -6,12 +6,12 @@
 //! [`child_worker`], with the environment telling it what to do.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cacheme::{Client, Context, cache_store};
+use cacheme_test_support::child::{expect_success, sleep_until_unix_ms, this_test, unix_ms};
 use cacheme_test_support::{MemcachedServer, RedisCluster, RedisServer};
 
 /// The child's settings.
@@ -135,10 +135,6 @@ async fn long(ctx: &Worker, id: u32) -> Result<String, String> {
     Ok(format!("long {id}"))
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 /// Entry point of the child processes. Run as an ordinary test (no [`URL`]
 /// in the environment) it does nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +149,7 @@ async fn child_worker() {
         ..Arc::into_inner(Worker::new(Client::open(&url).await.unwrap(), Path::new(&log))).unwrap()
     });
     // Every process starts its herd at the same moment.
-    tokio::time::sleep(Duration::from_millis(start_at.saturating_sub(unix_ms()))).await;
+    sleep_until_unix_ms(start_at).await;
     let gets: Vec<_> = (0..tasks)
         .map(|_| {
             let worker = worker.clone();
@@ -167,33 +163,16 @@ async fn child_worker() {
 }
 
 fn spawn_child(url: &str, log: &Path, tasks: usize, start_at: u64, hang_first: bool) -> tokio::process::Child {
-    let mut command = tokio::process::Command::new(std::env::current_exe().unwrap());
+    let mut command = this_test("child_worker");
     command
-        .args(["--exact", "child_worker", "--nocapture", "--test-threads=1"])
         .env(URL, url)
         .env(LOG, log)
         .env(TASKS, tasks.to_string())
-        .env(START_AT, start_at.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .env(START_AT, start_at.to_string());
     if hang_first {
         command.env(HANG_FIRST, "1");
     }
     command.spawn().unwrap()
-}
-
-/// Waits for a child and fails the test with its output unless it passed.
-async fn expect_success(child: tokio::process::Child) {
-    let out = child.wait_with_output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "a child failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// `processes` x `tasks` concurrent gets of one cold key: one fetch.

@@ -14,6 +14,7 @@
 //!   against every provider through [`conformance_suite!`].
 //! - [`CapturedLogs`]: what cacheme logged, for tests that check it.
 
+pub mod child;
 pub mod conformance;
 mod counting_proxy;
 mod file_fixture;

@@ -5,8 +5,8 @@
 //! The other process is this test binary run again on one test,
 //! [`child_worker`], with the environment telling it what to do.
 
+use cacheme_test_support::child::{expect_success, this_test};
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -65,32 +65,11 @@ async fn child_worker() {
 }
 
 fn spawn_child(mode: &str, dir: &Path) -> tokio::process::Child {
-    tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "processes::child_worker", "--nocapture", "--test-threads=1"])
+    this_test("processes::child_worker")
         .env(MODE, mode)
         .env(DIR, dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap()
-}
-
-/// Waits for the child to exit and fails the test with its output unless
-/// it succeeded.
-async fn expect_success(child: tokio::process::Child) {
-    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .expect("the child process did not finish within 120 s")
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the child process failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// Polls until `key` exists (bounded).
