@@ -135,7 +135,7 @@ fn expand(s: &Store) -> TokenStream {
                 let __key = Self::key(#(&#names),*);
                 #cm::get(#cm::Context::cacheme(__ctx), &Self::SPEC, &__key, || {
                     #fetcher(__ctx, #(::core::clone::Clone::clone(&#names)),*)
-                })
+                }, Self::__sharing())
                 .await
             }
 
@@ -161,6 +161,16 @@ fn expand(s: &Store) -> TokenStream {
                 )
             }
 
+            /// How a failed fetch's error reaches the callers coalesced
+            /// behind it: cloned when the error type is `Clone + Send`.
+            #[doc(hidden)]
+            #[allow(clippy::needless_borrow)] // autoref specialization
+            #vis fn __sharing() -> #cm::ErrorSharing<#error_ty> {
+                #[allow(unused_imports)]
+                use #cm::{ShareByClone as _, ShareNothing as _};
+                (&&#cm::ErrorProbe::<#error_ty>::NEW).sharing()
+            }
+
             /// How this store fetches, bound to a context (`get_m`, `get_p`).
             #[doc(hidden)]
             #vis fn __fetchers(__ctx: &#context) -> #cm::Fetchers<'_, #bundle_ty, #value_ty, #error_ty> {
@@ -168,6 +178,7 @@ fn expand(s: &Store) -> TokenStream {
                     |#bundle_pat: &#bundle_ty| Self::key(#(#names),*),
                     move |#bundle_pat: #bundle_ty| #fetcher(__ctx, #(#names),*),
                 )
+                .sharing(Self::__sharing())
                 #many
             }
 

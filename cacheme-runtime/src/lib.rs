@@ -67,6 +67,7 @@ pub mod __private {
     pub use crate::error::Result;
     pub use crate::pipeline::{Fetchers, Pipeline, Promise};
     pub use crate::store::key::{KeyTemplate, Part, push_param};
+    pub use crate::store::sharing::{ErrorProbe, ErrorSharing, ShareByClone, ShareNothing};
     pub use crate::store::spec::{STORES, StoreSpec, Version};
     pub use crate::store::{FetchResult, MultiResult, UpdateError, get, get_many, invalidate, invalidate_all, update};
     pub use linkme;

@@ -9,12 +9,18 @@
 //! goes away, so the table never outgrows the keys being loaded right now.
 //!
 //! Values travel between tasks as the encoded bytes the leader also wrote to
-//! the cache, so stored types need not be `Clone`.
+//! the cache, so stored types need not be `Clone`. A failed fetch's error
+//! travels too when the store's error type can be shared (see
+//! [`ErrorSharing`]): the followers of a failed flight return that error
+//! instead of calling the source again, so N callers of a failing key make
+//! one fetch, not N in a row.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
+
+use crate::store::sharing::SharedError;
 
 /// The state of one flight, as seen by its followers.
 #[derive(Clone, Debug)]
@@ -22,7 +28,22 @@ enum Phase {
     Running,
     /// The leader's encoded value.
     Done(Arc<[u8]>),
-    /// The leader failed, panicked or was dropped: compete again.
+    /// The leader's fetch failed; its error, if it could be shared.
+    Failed(Option<SharedError>),
+    /// The leader panicked or was dropped: compete again.
+    Abandoned,
+}
+
+/// How a flight ended, as a follower learns it.
+#[derive(Debug)]
+pub(crate) enum Landed {
+    /// The leader's encoded value.
+    Value(Arc<[u8]>),
+    /// The leader's fetch failed with this error (`None`: an error that
+    /// cannot be shared; the follower fetches by itself rather than start
+    /// another flight that would fail one caller after another).
+    Failed(Option<SharedError>),
+    /// The leader went away without an outcome to share.
     Abandoned,
 }
 
@@ -81,6 +102,12 @@ impl LeaderGuard<'_> {
         self.tx.send_replace(Phase::Done(value));
         // Drop removes the entry; the Done phase stays readable by followers.
     }
+
+    /// Tells the followers the fetch failed, with its error if it can be
+    /// shared.
+    pub(crate) fn fail(self, error: Option<SharedError>) {
+        self.tx.send_replace(Phase::Failed(error));
+    }
 }
 
 impl Drop for LeaderGuard<'_> {
@@ -100,15 +127,15 @@ impl Drop for LeaderGuard<'_> {
 pub(crate) struct Follower(watch::Receiver<Phase>);
 
 impl Follower {
-    /// The leader's encoded value, or `None` if the leader went away
-    /// without one (compete again).
-    pub(crate) async fn outcome(mut self) -> Option<Arc<[u8]>> {
+    /// How the flight ended.
+    pub(crate) async fn outcome(mut self) -> Landed {
         match self.0.wait_for(|phase| !matches!(phase, Phase::Running)).await {
             Ok(phase) => match &*phase {
-                Phase::Done(value) => Some(value.clone()),
-                _ => None,
+                Phase::Done(value) => Landed::Value(value.clone()),
+                Phase::Failed(error) => Landed::Failed(error.clone()),
+                Phase::Running | Phase::Abandoned => Landed::Abandoned,
             },
-            Err(_) => None,
+            Err(_) => Landed::Abandoned,
         }
     }
 }
@@ -129,7 +156,7 @@ mod tests {
         assert_eq!(flights.len(), 1);
         leader.finish(Arc::from(&b"v"[..]));
         assert_eq!(flights.len(), 0);
-        assert_eq!(follower.outcome().await.as_deref(), Some(&b"v"[..]));
+        assert!(matches!(follower.outcome().await, Landed::Value(v) if &*v == b"v"));
     }
 
     #[tokio::test]
@@ -142,8 +169,26 @@ mod tests {
             panic!()
         };
         drop(leader);
-        assert_eq!(follower.outcome().await, None);
+        assert!(matches!(follower.outcome().await, Landed::Abandoned));
         assert_eq!(flights.len(), 0);
         assert!(matches!(flights.join("k"), Role::Leader(_)), "the next caller leads");
+    }
+
+    #[tokio::test]
+    async fn a_failed_leader_shares_its_error() {
+        let flights = Flights::default();
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!()
+        };
+        let Role::Follower(follower) = flights.join("k") else {
+            panic!()
+        };
+        let sharing = crate::store::sharing::ErrorSharing::<String>::by_clone();
+        leader.fail(sharing.share(&"down".to_owned()));
+        let Landed::Failed(Some(error)) = follower.outcome().await else {
+            panic!("the follower hears the failure")
+        };
+        assert_eq!(sharing.restore(&error).as_deref(), Some("down"));
+        assert_eq!(flights.len(), 0);
     }
 }

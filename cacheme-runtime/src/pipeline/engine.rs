@@ -4,8 +4,10 @@
 //! 1. Read every key in one [`Backend::get_many`](crate::Backend::get_many)
 //!    (one MGET on Redis, one command per node in a cluster, one multi-get
 //!    per memcached server).
-//! 2. Misses of `singleflight` stores join this process's flights: a key
-//!    another task is already loading is waited for, not fetched.
+//!    A value that does not decode is a miss, and is removed (if still
+//!    the same bytes) so the lock step does not refuse its lock.
+//! 2. Misses join this process's flights: a key another task is already
+//!    loading (a `get`, another batch) is waited for, not fetched.
 //! 3. The remaining misses try their stampede locks in one
 //!    [`Coordinator::try_lock_many`] (one script per Redis node).
 //! 4. Concurrently: the won keys are fetched (the store's `fetch_many`
@@ -15,7 +17,8 @@
 //!    a single `get` does; flight followers wait for their leaders.
 //!
 //! A read or lock failure fails the batch (nothing has been fetched yet);
-//! a failed fill is logged and the fetched values are still returned.
+//! a failed fill is logged, releases the batch's locks at once, and the
+//! fetched values are still returned.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -28,9 +31,10 @@ use futures_util::future::{Either, join_all, join3, select};
 use crate::client::Client;
 use crate::error::Result;
 use crate::logger::EventKind;
-use crate::pipeline::group::Group;
-use crate::singleflight::{Follower, LeaderGuard, Role};
+use crate::pipeline::group::{Fetched, Group};
+use crate::singleflight::{Follower, Landed, LeaderGuard, Role};
 use crate::stampede::{Coordinator, LockRequest, Settlement, driver, new_token};
+use crate::store::discard;
 use crate::store::generation::storage_key;
 
 /// One distinct key of the batch: entry `i` of group `g`, stored at `key`
@@ -41,7 +45,7 @@ struct Slot<'g> {
     key: Cow<'g, str>,
 }
 
-/// A miss this task loads: its flight (under `singleflight`) and, once
+/// A miss this task loads: its flight in this process and, once
 /// taken, its lock's token.
 struct Load<'c, 'g> {
     slot: Slot<'g>,
@@ -62,28 +66,30 @@ pub(crate) async fn run<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) ->
         client.cache().backend().get_many(&keys).await?
     };
     let mut misses = Vec::new();
+    let mut undecodable = Vec::new();
     for (slot, bytes) in slots.into_iter().zip(found) {
         let group = groups[slot.g];
         match bytes {
             Some(bytes) if group.accept(client, slot.i, &slot.key, &bytes, true) => {}
-            _ => {
+            found => {
                 client.log(EventKind::Miss, group.spec(), &slot.key, None);
+                if let Some(bytes) = found {
+                    undecodable.push((misses.len(), bytes));
+                }
                 misses.push(slot);
             }
         }
     }
+    join_all(
+        undecodable
+            .iter()
+            .map(|(n, bytes)| discard(client, groups[misses[*n].g].spec(), &misses[*n].key, bytes)),
+    )
+    .await;
 
     let mut loads = Vec::new();
     let mut followers: Vec<(Slot<'_>, Follower)> = Vec::new();
     for slot in misses {
-        if !groups[slot.g].spec().singleflight {
-            loads.push(Load {
-                slot,
-                flight: None,
-                token: String::new(),
-            });
-            continue;
-        }
         match client.flights().join(&slot.key) {
             Role::Leader(flight) => loads.push(Load {
                 slot,
@@ -254,19 +260,20 @@ async fn fetch_won(client: &Client, groups: &[&dyn Group<'_>], won: Vec<Load<'_,
         }
         None => fetches.await,
     };
-    let mut bytes = vec![None; won.len()];
+    let mut slots: Vec<Option<Fetched>> = won.iter().map(|_| None).collect();
     for (f, results) in per_group.iter().zip(fetched) {
         for (&n, result) in f.order.iter().zip(results) {
-            bytes[n] = result;
+            slots[n] = Some(result);
         }
     }
+    let outcomes: Vec<Fetched> = slots.into_iter().map(|f| f.unwrap_or(Fetched::Value(None))).collect();
 
     match coordinator {
         Some(coordinator) => {
             let settlements: Vec<Settlement<'_>> = won
                 .iter()
-                .zip(&bytes)
-                .map(|(l, b)| match b {
+                .zip(&outcomes)
+                .map(|(l, f)| match f.bytes() {
                     Some(value) => Settlement::Fill {
                         key: &l.slot.key,
                         token: &l.token,
@@ -282,13 +289,34 @@ async fn fetch_won(client: &Client, groups: &[&dyn Group<'_>], won: Vec<Load<'_,
             if let Err(error) = coordinator.settle_many(&settlements).await {
                 let spec = groups[won[0].slot.g].spec();
                 client.log(EventKind::BackendError, spec, &won[0].slot.key, Some(&error));
+                // Refused (a value too large for the server, ...) or of
+                // unknown fate: release every lock still held, so waiters
+                // take them at once instead of waiting for them to expire.
+                let abandons: Vec<Settlement<'_>> = settlements
+                    .iter()
+                    .map(|s| Settlement::Abandon {
+                        key: s.key(),
+                        token: s.token(),
+                    })
+                    .collect();
+                // The failure may have closed the connection (a value over
+                // Redis's `proto-max-bulk-len` does): the first command
+                // after it reconnects, so a release that fails is tried
+                // once more (releases are idempotent).
+                let released = match coordinator.settle_many(&abandons).await {
+                    Err(_) => coordinator.settle_many(&abandons).await,
+                    released => released,
+                };
+                if let Err(error) = released {
+                    client.log(EventKind::BackendError, spec, &won[0].slot.key, Some(&error));
+                }
             }
         }
         None => {
             let backend = client.cache().backend();
-            let writes = won.iter().zip(&bytes).filter_map(|(l, b)| {
+            let writes = won.iter().zip(&outcomes).filter_map(|(l, f)| {
                 let spec = groups[l.slot.g].spec();
-                b.as_ref().map(|value| async move {
+                f.bytes().map(|value| async move {
                     if let Err(error) = backend.set(&l.slot.key, value, Some(spec.ttl)).await {
                         client.log(EventKind::BackendError, spec, &l.slot.key, Some(&error));
                     }
@@ -297,10 +325,20 @@ async fn fetch_won(client: &Client, groups: &[&dyn Group<'_>], won: Vec<Load<'_,
             join_all(writes).await;
         }
     }
-    for (load, bytes) in won.into_iter().zip(bytes) {
-        if let (Some(flight), Some(bytes)) = (load.flight, bytes) {
-            flight.finish(bytes);
+    for (load, fetched) in won.into_iter().zip(outcomes) {
+        if let Some(flight) = load.flight {
+            land(flight, fetched);
         }
+    }
+}
+
+/// Hands a fetch's outcome to this process's followers of its key.
+fn land(flight: LeaderGuard<'_>, fetched: Fetched) {
+    match fetched {
+        Fetched::Value(Some(bytes)) => flight.finish(bytes),
+        // Not encoded: the followers load it themselves.
+        Fetched::Value(None) => drop(flight),
+        Fetched::Failed(error) => flight.fail(error),
     }
 }
 
@@ -311,11 +349,11 @@ async fn wait_lost(client: &Client, groups: &[&dyn Group<'_>], lost: Vec<Load<'_
         return;
     };
     join_all(lost.into_iter().map(|load| async move {
-        let bytes = groups[load.slot.g]
+        let fetched = groups[load.slot.g]
             .wait_lost(client, coordinator, load.slot.i, &load.slot.key)
             .await;
-        if let (Some(flight), Some(bytes)) = (load.flight, bytes) {
-            flight.finish(bytes);
+        if let Some(flight) = load.flight {
+            land(flight, fetched);
         }
     }))
     .await;
@@ -326,10 +364,10 @@ async fn wait_lost(client: &Client, groups: &[&dyn Group<'_>], lost: Vec<Load<'_
 async fn follow(client: &Client, groups: &[&dyn Group<'_>], followers: Vec<(Slot<'_>, Follower)>) {
     join_all(followers.into_iter().map(|(slot, follower)| async move {
         let group = groups[slot.g];
-        if let Some(bytes) = follower.outcome().await
-            && group.accept(client, slot.i, &slot.key, &bytes, false)
-        {
-            return;
+        match follower.outcome().await {
+            Landed::Value(bytes) if group.accept(client, slot.i, &slot.key, &bytes, false) => return,
+            Landed::Failed(Some(error)) if group.fail_with(slot.i, &error) => return,
+            _ => {}
         }
         group.load(client, slot.i, &slot.key).await;
     }))

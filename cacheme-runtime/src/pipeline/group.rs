@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::logger::EventKind;
 use crate::pipeline::promise::{Cell, PromiseError};
 use crate::stampede::{Coordinator, driver};
+use crate::store::sharing::{ErrorSharing, SharedError};
 use crate::store::spec::StoreSpec;
 use crate::store::{decode, encode, load};
 
@@ -37,6 +38,7 @@ pub struct Fetchers<'a, P, V, E> {
     key_of: fn(&P) -> String,
     one: FetchOne<'a, P, V, E>,
     many: Option<Many<'a, P, V, E>>,
+    sharing: ErrorSharing<E>,
 }
 
 /// A batch fetcher and how to hand its error to every key of the batch.
@@ -56,7 +58,15 @@ impl<'a, P, V, E> Fetchers<'a, P, V, E> {
             key_of,
             one: Box::new(move |p| Box::pin(one(p))),
             many: None,
+            sharing: ErrorSharing::none(),
         }
+    }
+
+    /// How a failed fetch's error reaches callers coalesced behind it
+    /// (chosen by generated code for the store's error type).
+    pub fn sharing(mut self, sharing: ErrorSharing<E>) -> Self {
+        self.sharing = sharing;
+        self
     }
 
     /// Adds the store's batch fetcher (`fetch_many`): given the parameters
@@ -78,6 +88,24 @@ impl<'a, P, V, E> Fetchers<'a, P, V, E> {
             clone_error: E::clone,
         });
         self
+    }
+}
+
+/// How the fetch of one key ended, for its lock and its flight.
+pub(crate) enum Fetched {
+    /// Fetched; its encoding (`None` if it did not encode).
+    Value(Option<Arc<[u8]>>),
+    /// The fetch failed; its error, if it can be shared.
+    Failed(Option<SharedError>),
+}
+
+impl Fetched {
+    /// The encoding to store, if any.
+    pub(crate) fn bytes(&self) -> Option<&Arc<[u8]>> {
+        match self {
+            Fetched::Value(bytes) => bytes.as_ref(),
+            Fetched::Failed(_) => None,
+        }
     }
 }
 
@@ -108,20 +136,22 @@ pub(crate) trait Group<'a>: Send + Sync {
 
     /// Fetches the entries `which` (`(entry, cache key)`): the batch
     /// fetcher once if the store has one, else one fetch per key,
-    /// concurrently. Resolves each and returns each one's encoding (`None`
-    /// for a failed fetch or a value that did not encode), in order.
-    fn fetch<'f>(&'f self, client: &'f Client, which: &'f [(usize, &'f str)]) -> BoxFuture<'f, Vec<Option<Arc<[u8]>>>>;
+    /// concurrently. Resolves each and returns how each ended, in order.
+    fn fetch<'f>(&'f self, client: &'f Client, which: &'f [(usize, &'f str)]) -> BoxFuture<'f, Vec<Fetched>>;
 
     /// Entry `i` lost its lock to another fetch: waits for it as a single
-    /// get does (the stampede protocol from its waiting step). Returns the
-    /// encoding, if known.
+    /// get does (the stampede protocol from its waiting step).
     fn wait_lost<'f>(
         &'f self,
         client: &'f Client,
         coordinator: &'f Arc<dyn Coordinator>,
         i: usize,
         key: &'f str,
-    ) -> BoxFuture<'f, Option<Arc<[u8]>>>;
+    ) -> BoxFuture<'f, Fetched>;
+
+    /// Resolves entry `i` with the error another task's fetch of its key
+    /// shared; `false` when it is not this store's error type.
+    fn fail_with(&self, i: usize, error: &SharedError) -> bool;
 
     /// Resolves entry `i` through the whole single-key miss path
     /// (singleflight, then the stampede protocol).
@@ -280,7 +310,7 @@ where
         true
     }
 
-    fn fetch<'f>(&'f self, client: &'f Client, which: &'f [(usize, &'f str)]) -> BoxFuture<'f, Vec<Option<Arc<[u8]>>>> {
+    fn fetch<'f>(&'f self, client: &'f Client, which: &'f [(usize, &'f str)]) -> BoxFuture<'f, Vec<Fetched>> {
         Box::pin(async move {
             for &(_, key) in which {
                 client.log(EventKind::Fetch, self.spec, key, None);
@@ -299,11 +329,12 @@ where
                             self.keep_bytes(i, bytes);
                         }
                         self.resolve(i, Outcome::Value(value));
-                        bytes
+                        Fetched::Value(bytes)
                     }
                     Err(error) => {
+                        let shared = self.fetchers.sharing.share(&error);
                         self.resolve(i, Outcome::Fetch(error));
-                        None
+                        Fetched::Failed(shared)
                     }
                 })
                 .collect()
@@ -316,7 +347,7 @@ where
         coordinator: &'f Arc<dyn Coordinator>,
         i: usize,
         key: &'f str,
-    ) -> BoxFuture<'f, Option<Arc<[u8]>>> {
+    ) -> BoxFuture<'f, Fetched> {
         Box::pin(async move {
             let mut fetch = || self.fetch_one(i);
             match driver::load_after_lost(client, coordinator, self.spec, key, &mut fetch).await {
@@ -325,19 +356,29 @@ where
                         self.keep_bytes(i, bytes);
                     }
                     self.resolve(i, Outcome::Value(value));
-                    bytes
+                    Fetched::Value(bytes)
                 }
                 Err(error) => {
+                    let shared = self.fetchers.sharing.share(&error);
                     self.resolve(i, Outcome::Fetch(error));
-                    None
+                    Fetched::Failed(shared)
                 }
             }
         })
     }
 
+    fn fail_with(&self, i: usize, error: &SharedError) -> bool {
+        let Some(error) = self.fetchers.sharing.restore(error) else {
+            return false;
+        };
+        self.resolve(i, Outcome::Fetch(error));
+        true
+    }
+
     fn load<'f>(&'f self, client: &'f Client, i: usize, key: &'f str) -> BoxFuture<'f, ()> {
         Box::pin(async move {
-            let outcome = match load(client, self.spec, key, || self.fetch_one(i)).await {
+            let sharing = self.fetchers.sharing;
+            let outcome = match load(client, self.spec, key, || self.fetch_one(i), sharing).await {
                 Ok(value) => Outcome::Value(value),
                 Err(error) => Outcome::Fetch(error),
             };
@@ -390,7 +431,8 @@ where
             }
             for (i, cell) in again {
                 let key = &self.entries[i].key;
-                let result = crate::store::get(client, self.spec, key, || self.fetch_one(i)).await;
+                let sharing = self.fetchers.sharing;
+                let result = crate::store::get(client, self.spec, key, || self.fetch_one(i), sharing).await;
                 cell.set(result.map_err(PromiseError::Fetch));
             }
         })

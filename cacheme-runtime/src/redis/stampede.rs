@@ -276,9 +276,19 @@ impl Coordinator for RedisCoordinator {
     fn abandon<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let (_, lock, channel) = self.names(key);
-            let mut invocation = ABANDON.prepare_invoke();
-            invocation.key(&lock).arg(token).arg(&channel).arg(self.publish());
-            let _: i64 = self.run(Op::Unlock, key, invocation).await?;
+            let invoke = || {
+                let mut invocation = ABANDON.prepare_invoke();
+                invocation.key(&lock).arg(token).arg(&channel).arg(self.publish());
+                invocation
+            };
+            let released: redis::RedisResult<i64> = match self.eval(invoke()).await {
+                // The failure that made the holder give up may have closed
+                // the connection (a value over `proto-max-bulk-len` does);
+                // the next command reconnects. Releasing is idempotent.
+                Err(e) if e.is_connection_dropped() || e.is_io_error() => self.eval(invoke()).await,
+                released => released,
+            };
+            released.map_err(|e| Error::backend(self.backend.provider, Op::Unlock, Some(key), e))?;
             Ok(())
         })
     }

@@ -13,7 +13,7 @@ use crate::client::Client;
 use crate::logger::EventKind;
 use crate::stampede::{Coordinator, MAX_ROUNDS, Notice, new_token};
 use crate::store::spec::StoreSpec;
-use crate::store::{decode, encode, fetch_and_store};
+use crate::store::{encode, fetch_and_store};
 
 /// Added to `lock_ttl` in the overall bound of a wait.
 const MARGIN: Duration = Duration::from_millis(100);
@@ -82,12 +82,7 @@ where
     let mut poll = Duration::from_millis(5);
     loop {
         if failures >= MAX_ROUNDS || Instant::now() >= give_up {
-            tracing::warn!(
-                store = spec.name,
-                key,
-                "stampede wait gave up; fetching without the lock"
-            );
-            return fetch_and_store(client, spec, key, fetch).await;
+            return give_up_waiting(client, coordinator, spec, key, lock_ttl, fetch).await;
         }
         if !std::mem::take(&mut lost) {
             let token = new_token();
@@ -160,20 +155,57 @@ where
     }
 }
 
-/// Reads `key` and decodes it, keeping the bytes for `singleflight`
-/// followers. Failures are logged and count as a miss.
+/// Reads `key` and decodes it, keeping the bytes for the followers of
+/// this process's flight. Failures count as a miss (an undecodable value
+/// is removed, so the lock can be taken over it).
 async fn read<V: DeserializeOwned>(client: &Client, spec: &StoreSpec, key: &str) -> Option<(V, Option<Arc<[u8]>>)> {
-    match client.cache().backend().get(key).await {
-        Ok(Some(bytes)) => {
-            let value = decode(client, spec, key, &bytes, true)?;
-            Some((value, Some(Arc::from(bytes))))
-        }
-        Ok(None) => None,
-        Err(error) => {
-            client.log(EventKind::BackendError, spec, key, Some(&error));
-            None
-        }
+    let (value, bytes) = crate::store::read(client, spec, key).await?;
+    Some((value, Some(Arc::from(bytes))))
+}
+
+/// A waiter that waited its bound (or heard [`MAX_ROUNDS`] failures): the
+/// waiters of a fleet reach this together, so each first sleeps a random
+/// part of a round, then takes the lock if it is free (the others then
+/// wait for it again) or reads a value that landed, and only then fetches
+/// without the lock.
+async fn give_up_waiting<V, E, F, Fut>(
+    client: &Client,
+    coordinator: &Arc<dyn Coordinator>,
+    spec: &StoreSpec,
+    key: &str,
+    lock_ttl: Duration,
+    fetch: &mut F,
+) -> Result<(V, Option<Arc<[u8]>>), E>
+where
+    V: Serialize + DeserializeOwned,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    tokio::time::sleep(spread((lock_ttl / 4).max(MIN_ROUND))).await;
+    if let Some(hit) = read(client, spec, key).await {
+        return Ok(hit);
     }
+    let token = new_token();
+    if let Ok(true) = coordinator.try_lock(key, &token, lock_ttl).await {
+        return lead(client, coordinator, spec, key, &token, lock_ttl, fetch).await;
+    }
+    tracing::warn!(
+        store = spec.name,
+        key,
+        "stampede wait gave up; fetching without the lock"
+    );
+    fetch_and_store(client, spec, key, fetch).await
+}
+
+/// A random duration in `[0, max)`.
+fn spread(max: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    // `RandomState`s are keyed afresh each time; the clock adds entropy.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    hasher.write_u128(now.map_or(0, |d| d.as_nanos()));
+    let nanos = max.as_nanos().max(1);
+    Duration::from_nanos((u128::from(hasher.finish()) % nanos) as u64)
 }
 
 /// The lock holder: fetch (renewing the lock), then fill, or abandon on
@@ -226,7 +258,15 @@ where
             key,
             "fill fenced off: the key was invalidated meanwhile"
         ),
-        Err(error) => client.log(EventKind::BackendError, spec, key, Some(&error)),
+        Err(error) => {
+            // The value was refused (too large for the server, ...) or the
+            // fill's fate is unknown: release the lock and tell the
+            // waiters now, or they would wait for it until `lock_ttl`.
+            client.log(EventKind::BackendError, spec, key, Some(&error));
+            if let Err(e) = coordinator.abandon(key, token).await {
+                client.log(EventKind::BackendError, spec, key, Some(&e));
+            }
+        }
     }
     Ok((value, Some(bytes)))
 }

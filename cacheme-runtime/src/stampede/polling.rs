@@ -51,8 +51,12 @@ impl Coordinator for PollingCoordinator {
             // The value may have landed between the caller's miss and the
             // lock (its holder filled and released): then there is
             // nothing to fetch, and the caller re-reads.
-            if self.backend.exists(key).await? {
+            let exists = self.backend.exists(key).await;
+            if !matches!(exists, Ok(false)) {
+                // A value is there (or the check failed): release the lock
+                // taken above before answering, so it is not left behind.
                 self.backend.delete_if_equals(&lock, token.as_bytes()).await?;
+                exists?;
                 return Ok(false);
             }
             Ok(true)
@@ -76,8 +80,13 @@ impl Coordinator for PollingCoordinator {
             if !self.holds(&lock, token).await? {
                 return Ok(false);
             }
-            self.backend.set(key, value, Some(ttl)).await?;
-            self.backend.delete_if_equals(&lock, token.as_bytes()).await?;
+            let stored = self.backend.set(key, value, Some(ttl)).await;
+            // Released whether or not the value was stored (too large for
+            // the server, ...): waiters then take the lock at once instead
+            // of waiting for it to expire.
+            let released = self.backend.delete_if_equals(&lock, token.as_bytes()).await;
+            stored?;
+            released?;
             Ok(true)
         })
     }

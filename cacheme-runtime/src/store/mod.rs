@@ -12,6 +12,7 @@
 pub(crate) mod generation;
 pub mod key;
 mod multi;
+pub mod sharing;
 pub mod spec;
 
 use std::future::Future;
@@ -24,9 +25,10 @@ use crate::client::Client;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::logger::EventKind;
-use crate::singleflight::Role;
+use crate::singleflight::{Landed, Role};
 use crate::stampede;
 pub use generation::storage_key;
+pub use sharing::ErrorSharing;
 use spec::StoreSpec;
 
 pub use multi::{MultiResult, get_many};
@@ -61,16 +63,36 @@ fn codec(client: &Client, spec: &StoreSpec) -> Codec {
     spec.codec.unwrap_or(client.codec())
 }
 
-/// Reads `key`; on a hit decodes it. Backend and decode failures are logged
-/// and count as a miss.
-async fn read<V: DeserializeOwned>(client: &Client, spec: &StoreSpec, key: &str) -> Option<V> {
+/// Reads `key`; on a hit decodes it and returns the value with its bytes.
+/// Backend failures are logged and count as a miss; so does a value that
+/// does not decode, which is also removed (see [`discard`]).
+pub(crate) async fn read<V: DeserializeOwned>(client: &Client, spec: &StoreSpec, key: &str) -> Option<(V, Vec<u8>)> {
     match client.cache().backend().get(key).await {
-        Ok(Some(bytes)) => decode(client, spec, key, &bytes, true),
+        Ok(Some(bytes)) => match decode(client, spec, key, &bytes, true) {
+            Some(value) => Some((value, bytes)),
+            None => {
+                discard(client, spec, key, &bytes).await;
+                None
+            }
+        },
         Ok(None) => None,
         Err(error) => {
             client.log(EventKind::BackendError, spec, key, Some(&error));
             None
         }
+    }
+}
+
+/// Removes a value that did not decode, if it is still those bytes.
+///
+/// An undecodable value is a miss for every step, the stampede lock
+/// included: lock steps refuse a lock over a value that exists (it may
+/// have landed since the caller's miss), so a bad value left in place
+/// would keep every caller waiting for a fill that never comes. The
+/// compare-and-delete leaves a good value another process wrote meanwhile.
+pub(crate) async fn discard(client: &Client, spec: &StoreSpec, key: &str, bytes: &[u8]) {
+    if let Err(error) = client.cache().backend().delete_if_equals(key, bytes).await {
+        client.log(EventKind::BackendError, spec, key, Some(&error));
     }
 }
 
@@ -99,7 +121,15 @@ pub(crate) fn decode<V: DeserializeOwned>(
 }
 
 /// A store's `get`: the cached value, or the fetcher's (then cached).
-pub async fn get<V, E, F, Fut>(client: &Client, spec: &'static StoreSpec, key: &str, fetch: F) -> Result<V, E>
+/// `sharing` says whether coalesced callers can be handed a failed fetch's
+/// error (see [`sharing`]).
+pub async fn get<V, E, F, Fut>(
+    client: &Client,
+    spec: &'static StoreSpec,
+    key: &str,
+    fetch: F,
+    sharing: ErrorSharing<E>,
+) -> Result<V, E>
 where
     V: Serialize + DeserializeOwned,
     F: FnMut() -> Fut,
@@ -107,38 +137,28 @@ where
 {
     let key = match storage_key(client, spec, key).await {
         Ok(key) => key,
-        Err(error) => return uncached(client, spec, key, error, fetch).await,
+        Err(error) => {
+            // The cache cannot even say where the value lives (its
+            // generation could not be read): serve the source, caching
+            // nothing, still one fetch per key in this process.
+            client.log(EventKind::BackendError, spec, key, Some(&error));
+            return coalesced(client, spec, key, Step::Uncached, fetch, sharing).await;
+        }
     };
-    if let Some(value) = read(client, spec, &key).await {
+    if let Some((value, _)) = read(client, spec, &key).await {
         return Ok(value);
     }
-    load(client, spec, &key, fetch).await
+    load(client, spec, &key, fetch, sharing).await
 }
 
-/// The cache cannot even say where the value lives (its generation could
-/// not be read): log it and serve the source, caching nothing.
-async fn uncached<V, E, F, Fut>(
-    client: &Client,
-    spec: &StoreSpec,
-    key: &str,
-    error: Error,
-    mut fetch: F,
-) -> Result<V, E>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<V, E>>,
-{
-    client.log(EventKind::BackendError, spec, key, Some(&error));
-    client.log(EventKind::Fetch, spec, key, None);
-    fetch().await
-}
-
-/// The miss path: fetch (coalesced under `singleflight`) and store.
+/// The miss path: one fetch per key in this process (concurrent callers
+/// follow it), coordinated across processes by the backend, then stored.
 pub(crate) async fn load<V, E, F, Fut>(
     client: &Client,
     spec: &'static StoreSpec,
     key: &str,
-    mut fetch: F,
+    fetch: F,
+    sharing: ErrorSharing<E>,
 ) -> Result<V, E>
 where
     V: Serialize + DeserializeOwned,
@@ -146,34 +166,115 @@ where
     Fut: Future<Output = Result<V, E>>,
 {
     client.log(EventKind::Miss, spec, key, None);
-    if !spec.singleflight {
-        return fill(client, spec, key, &mut fetch).await.map(|(value, _)| value);
-    }
+    coalesced(client, spec, key, Step::Cached, fetch, sharing).await
+}
+
+/// What the leader of a flight does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The stampede protocol, then the value is stored.
+    Cached,
+    /// A plain fetch: the cache cannot be addressed.
+    Uncached,
+}
+
+/// Runs `step` for `key` once in this process: the first caller leads,
+/// concurrent ones follow and get its value or, when it can be shared,
+/// its error. A leader that goes away without an outcome (cancelled,
+/// panicked) lets the followers compete again.
+async fn coalesced<V, E, F, Fut>(
+    client: &Client,
+    spec: &StoreSpec,
+    key: &str,
+    step: Step,
+    mut fetch: F,
+    sharing: ErrorSharing<E>,
+) -> Result<V, E>
+where
+    V: Serialize + DeserializeOwned,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    // Store keys hold no whitespace: this flight never meets a cached one.
+    let uncached_key;
+    let flight_key = match step {
+        Step::Cached => key,
+        Step::Uncached => {
+            uncached_key = format!("{key} uncached");
+            &uncached_key
+        }
+    };
     loop {
-        match client.flights().join(key) {
+        match client.flights().join(flight_key) {
             Role::Leader(guard) => {
-                // On error, panic or cancellation the guard's drop releases
-                // the followers, who then compete again.
-                let (value, bytes) = fill(client, spec, key, &mut fetch).await?;
-                if let Some(bytes) = bytes {
-                    guard.finish(bytes);
-                }
-                return Ok(value);
+                let led = match step {
+                    Step::Cached => fill(client, spec, key, &mut fetch).await,
+                    Step::Uncached => fetch_uncached(client, spec, key, &mut fetch).await,
+                };
+                return match led {
+                    Ok((value, bytes)) => {
+                        if let Some(bytes) = bytes {
+                            guard.finish(bytes);
+                        }
+                        Ok(value)
+                    }
+                    Err(error) => {
+                        guard.fail(sharing.share(&error));
+                        Err(error)
+                    }
+                };
             }
-            Role::Follower(follower) => {
-                if let Some(bytes) = follower.outcome().await
-                    && let Some(value) = decode(client, spec, key, &bytes, false)
-                {
-                    return Ok(value);
+            Role::Follower(follower) => match follower.outcome().await {
+                Landed::Value(bytes) => {
+                    if let Some(value) = decode(client, spec, key, &bytes, false) {
+                        return Ok(value);
+                    }
                 }
-                // The leader went away without a value: it may still have
-                // been stored by someone, else compete for the lead.
-                if let Some(value) = read(client, spec, key).await {
-                    return Ok(value);
+                Landed::Failed(Some(error)) => {
+                    if let Some(error) = sharing.restore(&error) {
+                        return Err(error);
+                    }
                 }
-            }
+                Landed::Failed(None) => {
+                    // Its error cannot be handed over: fetch once by
+                    // ourselves, alongside the other followers, rather
+                    // than fail one after another behind new leaders.
+                    return match step {
+                        Step::Cached => fetch_and_store(client, spec, key, &mut fetch).await,
+                        Step::Uncached => fetch_uncached(client, spec, key, &mut fetch).await,
+                    }
+                    .map(|(value, _)| value);
+                }
+                Landed::Abandoned => {}
+            },
+        }
+        // The leader went away without a value: it may still have been
+        // stored by someone, else compete for the lead.
+        if step == Step::Cached
+            && let Some((value, _)) = read(client, spec, key).await
+        {
+            return Ok(value);
         }
     }
+}
+
+/// The leader's fetch when the cache cannot be addressed: nothing stored,
+/// the value encoded only to hand it to the followers.
+async fn fetch_uncached<V, E, F, Fut>(
+    client: &Client,
+    spec: &StoreSpec,
+    key: &str,
+    fetch: &mut F,
+) -> Result<(V, Option<Arc<[u8]>>), E>
+where
+    V: Serialize,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    client.log(EventKind::Fetch, spec, key, None);
+    let value = fetch().await?;
+    let bytes = encode(client, spec, key, &value);
+    Ok((value, bytes))
 }
 
 /// Calls the fetcher, encodes and writes the value, with no cross-process
@@ -202,7 +303,7 @@ where
     Ok((value, Some(bytes)))
 }
 
-/// The miss path below `singleflight`: through the backend's stampede
+/// A flight leader's miss path: through the backend's stampede
 /// coordinator when it has one, else a plain fetch and store.
 async fn fill<V, E, F, Fut>(
     client: &Client,
