@@ -20,16 +20,22 @@
 //!    one where the holder gave up in between), then wait for a
 //!    notification, at most a quarter of `lock_ttl` per round before they
 //!    try the lock again: a holder that died leaves a lock that expires,
-//!    and the next round takes it over. A waiter fetches by itself after
+//!    and the next round takes it over. A waiter gives up after
 //!    [`MAX_ROUNDS`] failure notices or `MAX_ROUNDS` x (`lock_ttl` + 100 ms)
-//!    in all, so nobody hangs and a cache that cannot coordinate degrades
-//!    to calling the source.
+//!    in all: it sleeps a random part of a round (so a fleet's waiters do
+//!    not all call the source at one instant), takes the lock if it is
+//!    free, else fetches by itself; nobody hangs and a cache that cannot
+//!    coordinate degrades to calling the source.
+//! 6. A value that does not decode is removed (if still the same bytes)
+//!    before the lock is tried, since the lock step refuses a lock over an
+//!    existing value: a bad value is refetched at once, never waited on.
+//! 7. A fill the server refuses releases the lock at once.
 //!
 //! Backends choose their strategy with [`Backend::coordination`](crate::Backend::coordination):
 //! Redis and Redis Cluster notify through pub/sub (see the redis backend);
 //! memcached and the file backend use their atomic add as the lock and
 //! waiters poll with backoff (the runtime's `polling` coordinator); memory coordinates inside the
-//! process only (`singleflight`).
+//! process only (every miss is coalesced in the process by the store layer).
 
 mod batch;
 pub(crate) mod driver;
@@ -59,7 +65,7 @@ pub const MAX_ROUNDS: u32 = 5;
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum Coordination {
-    /// No cross-process coordination: only `singleflight` inside the
+    /// No cross-process coordination: only the coalescing of misses inside the
     /// process (memory, and backends that do not say otherwise).
     InProcess,
     /// Locks from the backend's own atomic operations
