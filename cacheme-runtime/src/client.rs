@@ -5,9 +5,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
+use crate::breaker::{Breaker, DEFAULT_COOLDOWN, DEFAULT_FAILURE_THRESHOLD, Transition};
 use crate::cache::Cache;
 use crate::codec::Codec;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::logger::{self, Event, EventKind, Logger};
 use crate::singleflight::Flights;
 use crate::stampede::polling::PollingCoordinator;
@@ -50,7 +53,23 @@ struct Inner {
     coordinator: Option<Arc<dyn Coordinator>>,
     /// The fetch lock's TTL of stores that do not set `lock_ttl`.
     lock_ttl: Duration,
+    /// The budget of one call's cache steps.
+    cache_timeout: Duration,
+    /// How long a get waits for another caller's fetch (`None`: the lock
+    /// TTL of the store).
+    max_wait: Option<Duration>,
+    /// How long a fetch keeps its lock (`None`: as long as it runs).
+    fetch_timeout: Option<Duration>,
+    breaker: Breaker,
+    /// Permits for fills running off the callers' path.
+    fills: Arc<Semaphore>,
 }
+
+/// The budget of a typed call's cache work, by default.
+pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How many fills may run off the callers' path at once, by default.
+pub const DEFAULT_MAX_PENDING_FILLS: usize = 1024;
 
 /// Builds a [`Client`].
 #[derive(Default)]
@@ -61,6 +80,11 @@ pub struct ClientBuilder {
     logger: Option<Arc<dyn Logger>>,
     generation_refresh: Option<Duration>,
     lock_ttl: Option<Duration>,
+    cache_timeout: Option<Duration>,
+    max_wait: Option<Duration>,
+    fetch_timeout: Option<Duration>,
+    breaker: Option<(u32, Duration)>,
+    max_pending_fills: Option<usize>,
 }
 
 impl ClientBuilder {
@@ -101,6 +125,56 @@ impl ClientBuilder {
         self
     }
 
+    /// The budget of the cache work of one typed call (reading the key,
+    /// taking the fetch lock; default 500 ms). A step that does not answer
+    /// in time is abandoned and the caller is served from the source, as
+    /// when the backend fails; the value's write then happens off the
+    /// caller's path. Waiting for another caller's fetch is not cache
+    /// work: [`max_wait`](Self::max_wait) bounds it.
+    pub fn cache_timeout(mut self, budget: Duration) -> Self {
+        self.cache_timeout = Some(budget);
+        self
+    }
+
+    /// How long a get waits for another caller's fetch of the same key, in
+    /// this process or in another (default: 30 s, or twice the store's lock
+    /// TTL if that is longer). A fetch that is alive renews its lock, so
+    /// this bounds only a holder that hangs. Past it the waiter fetches by itself, still one fetch
+    /// per key in its process; waiters of a fleet spread out over a random
+    /// part of a wait round rather than fetch at one instant.
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = Some(wait);
+        self
+    }
+
+    /// A hard limit on how long a fetch keeps its key's lock (default:
+    /// none). A fetch still running past it stops renewing the lock and
+    /// releases it, so waiters compete again; the fetch itself goes on and
+    /// its caller still gets its result.
+    pub fn fetch_timeout(mut self, limit: Duration) -> Self {
+        self.fetch_timeout = Some(limit);
+        self
+    }
+
+    /// The circuit breaker: after `failures` consecutive backend failures
+    /// or timeouts (default 5), stores skip the cache for `cooldown`
+    /// (default 5 s) and serve the source, still one fetch per key in the
+    /// process; then one call probes the cache, and its success closes the
+    /// breaker. Opening and closing are reported once each (`DEGRADED`,
+    /// `RECOVERED`). `failures = 0` disables the breaker.
+    pub fn breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+        self.breaker = Some((failures, cooldown));
+        self
+    }
+
+    /// How many fetched values may be waiting to be written off the
+    /// callers' path (default 1024). Past it, writes are dropped and
+    /// reported (`FILL_DROPPED`); their locks expire by themselves.
+    pub fn max_pending_fills(mut self, fills: usize) -> Self {
+        self.max_pending_fills = Some(fills);
+        self
+    }
+
     /// Builds the client, refusing duplicate stores.
     pub fn build(self) -> Result<Client> {
         check_unique(&STORES)?;
@@ -114,11 +188,19 @@ impl ClientBuilder {
             Coordination::Polling => Some(Arc::new(PollingCoordinator::new(Arc::clone(cache.backend()))) as _),
             Coordination::Custom(coordinator) => Some(coordinator),
         };
+        let (failures, cooldown) = self.breaker.unwrap_or((DEFAULT_FAILURE_THRESHOLD, DEFAULT_COOLDOWN));
         Ok(Client {
             inner: Arc::new(Inner {
                 generations,
                 coordinator,
                 lock_ttl: self.lock_ttl.unwrap_or(DEFAULT_LOCK_TTL),
+                cache_timeout: self.cache_timeout.unwrap_or(DEFAULT_CACHE_TIMEOUT),
+                max_wait: self.max_wait,
+                fetch_timeout: self.fetch_timeout,
+                breaker: Breaker::new(failures, cooldown),
+                fills: Arc::new(Semaphore::new(
+                    self.max_pending_fills.unwrap_or(DEFAULT_MAX_PENDING_FILLS),
+                )),
                 codec: self.codec.unwrap_or(cache.codec()),
                 cache,
                 logger: self.logger,
@@ -188,6 +270,52 @@ impl Client {
 
     pub(crate) fn lock_ttl(&self) -> Duration {
         self.inner.lock_ttl
+    }
+
+    pub(crate) fn cache_timeout(&self) -> Duration {
+        self.inner.cache_timeout
+    }
+
+    pub(crate) fn max_wait(&self) -> Option<Duration> {
+        self.inner.max_wait
+    }
+
+    pub(crate) fn fetch_timeout(&self) -> Option<Duration> {
+        self.inner.fetch_timeout
+    }
+
+    pub(crate) fn fills(&self) -> &Arc<Semaphore> {
+        &self.inner.fills
+    }
+
+    /// Whether the circuit breaker is open: stores skip the cache and
+    /// serve the source (see [`ClientBuilder::breaker`]).
+    pub fn is_degraded(&self) -> bool {
+        self.inner.breaker.is_open()
+    }
+
+    /// Whether this call may use the cache (the breaker is closed, or this
+    /// call is its probe).
+    pub(crate) fn cache_admits(&self) -> bool {
+        self.inner.breaker.admits()
+    }
+
+    /// The cache answered a step of a call.
+    pub(crate) fn cache_answered(&self, spec: &StoreSpec, key: &str) {
+        if self.inner.breaker.success() == Some(Transition::Closed) {
+            self.log(EventKind::Recovered, spec, key, None);
+        }
+    }
+
+    /// A cache step failed or timed out: reported while the breaker is
+    /// closed, and once when it opens; quiet while it stays open.
+    pub(crate) fn cache_failed(&self, spec: &StoreSpec, key: &str, error: &Error) {
+        let was_open = self.inner.breaker.is_open();
+        match self.inner.breaker.failure() {
+            Some(Transition::Opened) => self.log(EventKind::Degraded, spec, key, Some(error)),
+            _ if !was_open => self.log(EventKind::BackendError, spec, key, Some(error)),
+            _ => tracing::debug!(target: "cacheme", store = spec.name, key, %error, "BACKEND_ERROR while degraded"),
+        }
     }
 
     pub(crate) fn generations(&self) -> Option<&Generations> {

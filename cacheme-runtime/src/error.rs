@@ -219,6 +219,18 @@ pub enum Error {
     #[error("pipeline failed: {0}")]
     Pipeline(#[source] std::sync::Arc<Error>),
 
+    /// A cache step of a typed store's call did not finish within the
+    /// client's [`cache_timeout`](crate::ClientBuilder::cache_timeout): the
+    /// call was served from the source. Reported through the logger, never
+    /// returned by a store's `get`.
+    #[error("cache {op} did not answer within the {budget:?} budget")]
+    Timeout {
+        /// The step that ran out of time.
+        op: Op,
+        /// The budget it had.
+        budget: std::time::Duration,
+    },
+
     /// The backend does not offer this operation (for example a custom
     /// provider without `set_if_absent`).
     #[error("{provider} cache does not support {op}")]

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod breaker;
 mod cache;
 mod client;
 mod codec;
@@ -38,6 +39,7 @@ mod singleflight;
 pub mod stampede;
 pub mod store;
 mod sweeper;
+mod write_behind;
 
 #[cfg(feature = "file")]
 pub use crate::file::FileBackend;
@@ -47,7 +49,7 @@ pub use crate::memcached::MemcachedBackend;
 pub use crate::redis::RedisBackend;
 pub use backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, Ttl};
 pub use cache::Cache;
-pub use client::{Client, ClientBuilder, Context};
+pub use client::{Client, ClientBuilder, Context, DEFAULT_CACHE_TIMEOUT, DEFAULT_MAX_PENDING_FILLS};
 pub use codec::Codec;
 pub use config::ProviderConfig;
 pub use error::{BoxError, Error, Op, Result};

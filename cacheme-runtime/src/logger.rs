@@ -2,7 +2,8 @@
 //! FETCH, plus the problems a cache hides from its callers).
 //!
 //! Every event also goes to `tracing` (target `cacheme`): `debug` for
-//! HIT/MISS/FETCH, `warn` for decode and backend errors.
+//! HIT/MISS/FETCH, `warn` for decode and backend errors, DEGRADED and
+//! FILL_DROPPED, `info` for RECOVERED.
 
 use std::fmt;
 
@@ -23,9 +24,19 @@ pub enum EventKind {
     /// A cached value did not decode as the store's type (schema changed
     /// without a version bump, corruption): treated as a miss and refetched.
     DecodeError,
-    /// The backend failed; the store fell back to the fetcher (reads) or
-    /// left the value uncached (writes).
+    /// The backend failed or timed out; the store fell back to the fetcher
+    /// (reads) or left the value uncached (writes).
     BackendError,
+    /// The client's circuit breaker opened after consecutive backend
+    /// failures: stores skip the cache and serve the source until a probe
+    /// succeeds. Reported once per opening (with the failure that tripped
+    /// it), not once per call.
+    Degraded,
+    /// A probe succeeded: the breaker closed and stores use the cache again.
+    Recovered,
+    /// A fetched value's write was dropped because too many writes were
+    /// already queued (see [`ClientBuilder::max_pending_fills`](crate::ClientBuilder::max_pending_fills)).
+    FillDropped,
 }
 
 impl fmt::Display for EventKind {
@@ -36,6 +47,9 @@ impl fmt::Display for EventKind {
             EventKind::Fetch => "FETCH",
             EventKind::DecodeError => "DECODE_ERROR",
             EventKind::BackendError => "BACKEND_ERROR",
+            EventKind::Degraded => "DEGRADED",
+            EventKind::Recovered => "RECOVERED",
+            EventKind::FillDropped => "FILL_DROPPED",
         })
     }
 }
@@ -78,11 +92,17 @@ pub trait Logger: Send + Sync + 'static {
 
 /// Sends an event to `tracing` and to the logger, if any.
 pub(crate) fn emit(logger: Option<&dyn Logger>, event: Event<'_>) {
-    match event.error {
-        Some(error) => {
+    match (event.kind, event.error) {
+        (EventKind::Recovered, _) => {
+            tracing::info!(target: "cacheme", store = event.store, key = event.key, "{}", event.kind)
+        }
+        (EventKind::Degraded | EventKind::FillDropped, None) => {
+            tracing::warn!(target: "cacheme", store = event.store, key = event.key, "{}", event.kind)
+        }
+        (_, Some(error)) => {
             tracing::warn!(target: "cacheme", store = event.store, key = event.key, %error, "{}", event.kind)
         }
-        None => tracing::debug!(target: "cacheme", store = event.store, key = event.key, "{}", event.kind),
+        (_, None) => tracing::debug!(target: "cacheme", store = event.store, key = event.key, "{}", event.kind),
     }
     if let Some(logger) = logger {
         logger.log(&event);

@@ -47,10 +47,12 @@ pub(crate) enum Landed {
     Abandoned,
 }
 
-/// The table of keys being loaded right now.
+/// The table of keys being loaded right now: per key, its flight's id
+/// and channel.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
-    table: Mutex<HashMap<String, watch::Receiver<Phase>>>,
+    table: Mutex<HashMap<String, (u64, watch::Receiver<Phase>)>>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 /// What a caller of [`Flights::join`] is to do.
@@ -65,14 +67,39 @@ impl Flights {
     /// Joins the flight for `key`, starting it if there is none.
     pub(crate) fn join(&self, key: &str) -> Role<'_> {
         let mut table = self.lock();
-        if let Some(rx) = table.get(key) {
-            return Role::Follower(Follower(rx.clone()));
+        if let Some((id, rx)) = table.get(key) {
+            return Role::Follower(Follower {
+                id: *id,
+                rx: rx.clone(),
+            });
         }
+        self.start(&mut table, key)
+    }
+
+    /// For a follower whose leader has not answered within its wait: the
+    /// first such follower replaces the stuck flight and leads a new one
+    /// (the stuck leader, if it ever finishes, no longer touches the
+    /// table); the others follow whatever flight is current.
+    pub(crate) fn take_over(&self, key: &str, stuck: &Follower) -> Role<'_> {
+        let mut table = self.lock();
+        match table.get(key) {
+            Some((id, _)) if *id == stuck.id => self.start(&mut table, key),
+            Some((id, rx)) => Role::Follower(Follower {
+                id: *id,
+                rx: rx.clone(),
+            }),
+            None => self.start(&mut table, key),
+        }
+    }
+
+    fn start(&self, table: &mut HashMap<String, (u64, watch::Receiver<Phase>)>, key: &str) -> Role<'_> {
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = watch::channel(Phase::Running);
-        table.insert(key.to_owned(), rx);
+        table.insert(key.to_owned(), (id, rx));
         Role::Leader(LeaderGuard {
             flights: self,
             key: key.to_owned(),
+            id,
             tx,
         })
     }
@@ -82,7 +109,7 @@ impl Flights {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<Phase>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, watch::Receiver<Phase>)>> {
         // The table holds no invariant a panic could break mid-update.
         self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -93,6 +120,7 @@ impl Flights {
 pub(crate) struct LeaderGuard<'a> {
     flights: &'a Flights,
     key: String,
+    id: u64,
     tx: watch::Sender<Phase>,
 }
 
@@ -112,7 +140,13 @@ impl LeaderGuard<'_> {
 
 impl Drop for LeaderGuard<'_> {
     fn drop(&mut self) {
-        self.flights.lock().remove(&self.key);
+        {
+            let mut table = self.flights.lock();
+            // Unless a follower took the flight over meanwhile.
+            if table.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+                table.remove(&self.key);
+            }
+        }
         self.tx.send_if_modified(|phase| match phase {
             Phase::Running => {
                 *phase = Phase::Abandoned;
@@ -124,12 +158,16 @@ impl Drop for LeaderGuard<'_> {
 }
 
 /// Waits for a flight's leader.
-pub(crate) struct Follower(watch::Receiver<Phase>);
+pub(crate) struct Follower {
+    id: u64,
+    rx: watch::Receiver<Phase>,
+}
 
 impl Follower {
-    /// How the flight ended.
-    pub(crate) async fn outcome(mut self) -> Landed {
-        match self.0.wait_for(|phase| !matches!(phase, Phase::Running)).await {
+    /// How the flight ended. Cancel safe: a follower whose wait is dropped
+    /// (a timeout) can wait again or [`take_over`](Flights::take_over).
+    pub(crate) async fn outcome(&mut self) -> Landed {
+        match self.rx.wait_for(|phase| !matches!(phase, Phase::Running)).await {
             Ok(phase) => match &*phase {
                 Phase::Done(value) => Landed::Value(value.clone()),
                 Phase::Failed(error) => Landed::Failed(error.clone()),
@@ -150,7 +188,7 @@ mod tests {
         let Role::Leader(leader) = flights.join("k") else {
             panic!("first caller leads")
         };
-        let Role::Follower(follower) = flights.join("k") else {
+        let Role::Follower(mut follower) = flights.join("k") else {
             panic!("second caller follows")
         };
         assert_eq!(flights.len(), 1);
@@ -165,7 +203,7 @@ mod tests {
         let Role::Leader(leader) = flights.join("k") else {
             panic!()
         };
-        let Role::Follower(follower) = flights.join("k") else {
+        let Role::Follower(mut follower) = flights.join("k") else {
             panic!()
         };
         drop(leader);
@@ -180,7 +218,7 @@ mod tests {
         let Role::Leader(leader) = flights.join("k") else {
             panic!()
         };
-        let Role::Follower(follower) = flights.join("k") else {
+        let Role::Follower(mut follower) = flights.join("k") else {
             panic!()
         };
         let sharing = crate::store::sharing::ErrorSharing::<String>::by_clone();
@@ -189,6 +227,28 @@ mod tests {
             panic!("the follower hears the failure")
         };
         assert_eq!(sharing.restore(&error).as_deref(), Some("down"));
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stuck_flight_is_taken_over_once() {
+        let flights = Flights::default();
+        let Role::Leader(stuck) = flights.join("k") else {
+            panic!()
+        };
+        let (Role::Follower(first), Role::Follower(second)) = (flights.join("k"), flights.join("k")) else {
+            panic!()
+        };
+        let Role::Leader(new) = flights.take_over("k", &first) else {
+            panic!("the first to give up leads a new flight")
+        };
+        let Role::Follower(mut later) = flights.take_over("k", &second) else {
+            panic!("the next one follows the new flight")
+        };
+        drop(stuck);
+        assert_eq!(flights.len(), 1, "the stuck leader leaves the new flight alone");
+        new.finish(Arc::from(&b"v"[..]));
+        assert!(matches!(later.outcome().await, Landed::Value(_)));
         assert_eq!(flights.len(), 0);
     }
 }

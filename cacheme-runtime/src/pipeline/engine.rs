@@ -362,7 +362,7 @@ async fn wait_lost(client: &Client, groups: &[&dyn Group<'_>], lost: Vec<Load<'_
 /// Keys another task of this process is loading: take its value, or (if it
 /// failed) load them as a single `get` would.
 async fn follow(client: &Client, groups: &[&dyn Group<'_>], followers: Vec<(Slot<'_>, Follower)>) {
-    join_all(followers.into_iter().map(|(slot, follower)| async move {
+    join_all(followers.into_iter().map(|(slot, mut follower)| async move {
         let group = groups[slot.g];
         match follower.outcome().await {
             Landed::Value(bytes) if group.accept(client, slot.i, &slot.key, &bytes, false) => return,

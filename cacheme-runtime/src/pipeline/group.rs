@@ -378,7 +378,8 @@ where
     fn load<'f>(&'f self, client: &'f Client, i: usize, key: &'f str) -> BoxFuture<'f, ()> {
         Box::pin(async move {
             let sharing = self.fetchers.sharing;
-            let outcome = match load(client, self.spec, key, || self.fetch_one(i), sharing).await {
+            let deadline = tokio::time::Instant::now() + client.cache_timeout();
+            let outcome = match load(client, self.spec, key, || self.fetch_one(i), sharing, deadline).await {
                 Ok(value) => Outcome::Value(value),
                 Err(error) => Outcome::Fetch(error),
             };

@@ -39,6 +39,7 @@
 
 mod batch;
 pub(crate) mod driver;
+pub(crate) mod lease;
 pub(crate) mod polling;
 mod token;
 
@@ -52,6 +53,7 @@ use crate::backend::BoxFuture;
 use crate::error::Result;
 
 pub use batch::{LockRequest, Settlement};
+pub use driver::DEFAULT_MAX_WAIT;
 pub(crate) use token::new_token;
 
 /// How long a fetch lock lives when the store does not say (`lock_ttl`).

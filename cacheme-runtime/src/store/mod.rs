@@ -20,13 +20,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::codec::Codec;
-use crate::error::{Error, Result};
+use crate::error::{Error, Op, Result};
 use crate::logger::EventKind;
 use crate::singleflight::{Landed, Role};
 use crate::stampede;
+use crate::write_behind::write_behind;
 pub use generation::storage_key;
 pub use sharing::ErrorSharing;
 use spec::StoreSpec;
@@ -63,22 +65,48 @@ fn codec(client: &Client, spec: &StoreSpec) -> Codec {
     spec.codec.unwrap_or(client.codec())
 }
 
-/// Reads `key`; on a hit decodes it and returns the value with its bytes.
-/// Backend failures are logged and count as a miss; so does a value that
-/// does not decode, which is also removed (see [`discard`]).
-pub(crate) async fn read<V: DeserializeOwned>(client: &Client, spec: &StoreSpec, key: &str) -> Option<(V, Vec<u8>)> {
-    match client.cache().backend().get(key).await {
-        Ok(Some(bytes)) => match decode(client, spec, key, &bytes, true) {
-            Some(value) => Some((value, bytes)),
-            None => {
-                discard(client, spec, key, &bytes).await;
-                None
+/// What reading a key found.
+pub(crate) enum Read<V> {
+    /// The value and its bytes.
+    Hit(V, Vec<u8>),
+    /// Nothing there, or a value that did not decode (then removed, see
+    /// [`discard`]).
+    Miss,
+    /// The backend failed or did not answer by the deadline (reported to
+    /// the client's breaker).
+    Failed,
+}
+
+/// Reads `key` by `deadline`; on a hit decodes it and returns the value
+/// with its bytes.
+pub(crate) async fn read<V: DeserializeOwned>(
+    client: &Client,
+    spec: &StoreSpec,
+    key: &str,
+    deadline: Instant,
+) -> Read<V> {
+    match tokio::time::timeout_at(deadline, client.cache().backend().get(key)).await {
+        Ok(Ok(found)) => {
+            client.cache_answered(spec, key);
+            let Some(bytes) = found else {
+                return Read::Miss;
+            };
+            match decode(client, spec, key, &bytes, true) {
+                Some(value) => Read::Hit(value, bytes),
+                None => {
+                    discard(client, spec, key, &bytes).await;
+                    Read::Miss
+                }
             }
-        },
-        Ok(None) => None,
-        Err(error) => {
-            client.log(EventKind::BackendError, spec, key, Some(&error));
-            None
+        }
+        Ok(Err(error)) => {
+            client.cache_failed(spec, key, &error);
+            Read::Failed
+        }
+        Err(_) => {
+            let budget = client.cache_timeout();
+            client.cache_failed(spec, key, &Error::Timeout { op: Op::Get, budget });
+            Read::Failed
         }
     }
 }
@@ -123,6 +151,11 @@ pub(crate) fn decode<V: DeserializeOwned>(
 /// A store's `get`: the cached value, or the fetcher's (then cached).
 /// `sharing` says whether coalesced callers can be handed a failed fetch's
 /// error (see [`sharing`]).
+///
+/// The cache work (locating and reading the key, taking its lock) has the
+/// client's `cache_timeout`; past it, or when the backend fails, or while
+/// the client's breaker is open, the caller is served from the source,
+/// still one fetch per key in the process.
 pub async fn get<V, E, F, Fut>(
     client: &Client,
     spec: &'static StoreSpec,
@@ -135,30 +168,42 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<V, E>>,
 {
-    let key = match storage_key(client, spec, key).await {
-        Ok(key) => key,
-        Err(error) => {
-            // The cache cannot even say where the value lives (its
-            // generation could not be read): serve the source, caching
-            // nothing, still one fetch per key in this process.
-            client.log(EventKind::BackendError, spec, key, Some(&error));
-            return coalesced(client, spec, key, Step::Uncached, fetch, sharing).await;
-        }
-    };
-    if let Some((value, _)) = read(client, spec, &key).await {
-        return Ok(value);
+    if !client.cache_admits() {
+        return coalesced(client, spec, key, Step::Uncached, fetch, sharing, Instant::now()).await;
     }
-    load(client, spec, &key, fetch, sharing).await
+    let deadline = Instant::now() + client.cache_timeout();
+    let located = tokio::time::timeout_at(deadline, storage_key(client, spec, key)).await;
+    let failure = match located {
+        Ok(Ok(key)) => {
+            return match read(client, spec, &key, deadline).await {
+                Read::Hit(value, _) => Ok(value),
+                Read::Miss => load(client, spec, &key, fetch, sharing, deadline).await,
+                Read::Failed => coalesced(client, spec, &key, Step::Uncached, fetch, sharing, deadline).await,
+            };
+        }
+        Ok(Err(error)) => error,
+        Err(_) => Error::Timeout {
+            op: Op::Get,
+            budget: client.cache_timeout(),
+        },
+    };
+    // The cache cannot even say where the value lives (its generation
+    // could not be read): serve the source, caching nothing, still one
+    // fetch per key in this process.
+    client.cache_failed(spec, key, &failure);
+    coalesced(client, spec, key, Step::Uncached, fetch, sharing, deadline).await
 }
 
 /// The miss path: one fetch per key in this process (concurrent callers
 /// follow it), coordinated across processes by the backend, then stored.
+/// `deadline` bounds the lock step (the rest of the call's cache budget).
 pub(crate) async fn load<V, E, F, Fut>(
     client: &Client,
     spec: &'static StoreSpec,
     key: &str,
     fetch: F,
     sharing: ErrorSharing<E>,
+    deadline: Instant,
 ) -> Result<V, E>
 where
     V: Serialize + DeserializeOwned,
@@ -166,7 +211,7 @@ where
     Fut: Future<Output = Result<V, E>>,
 {
     client.log(EventKind::Miss, spec, key, None);
-    coalesced(client, spec, key, Step::Cached, fetch, sharing).await
+    coalesced(client, spec, key, Step::Cached, fetch, sharing, deadline).await
 }
 
 /// What the leader of a flight does.
@@ -181,14 +226,17 @@ enum Step {
 /// Runs `step` for `key` once in this process: the first caller leads,
 /// concurrent ones follow and get its value or, when it can be shared,
 /// its error. A leader that goes away without an outcome (cancelled,
-/// panicked) lets the followers compete again.
+/// panicked) lets the followers compete again; one that has not answered
+/// within the store's `max_wait` is replaced by its first follower to
+/// give up (the others follow the new flight).
 async fn coalesced<V, E, F, Fut>(
     client: &Client,
-    spec: &StoreSpec,
+    spec: &'static StoreSpec,
     key: &str,
     step: Step,
     mut fetch: F,
     sharing: ErrorSharing<E>,
+    deadline: Instant,
 ) -> Result<V, E>
 where
     V: Serialize + DeserializeOwned,
@@ -204,11 +252,13 @@ where
             &uncached_key
         }
     };
+    let max_wait = stampede::driver::max_wait(client, spec);
+    let mut role = client.flights().join(flight_key);
     loop {
-        match client.flights().join(flight_key) {
+        let mut follower = match role {
             Role::Leader(guard) => {
                 let led = match step {
-                    Step::Cached => fill(client, spec, key, &mut fetch).await,
+                    Step::Cached => fill(client, spec, key, &mut fetch, deadline).await,
                     Step::Uncached => fetch_uncached(client, spec, key, &mut fetch).await,
                 };
                 return match led {
@@ -224,37 +274,44 @@ where
                     }
                 };
             }
-            Role::Follower(follower) => match follower.outcome().await {
-                Landed::Value(bytes) => {
-                    if let Some(value) = decode(client, spec, key, &bytes, false) {
-                        return Ok(value);
-                    }
+            Role::Follower(follower) => follower,
+        };
+        match tokio::time::timeout(max_wait, follower.outcome()).await {
+            Ok(Landed::Value(bytes)) => {
+                if let Some(value) = decode(client, spec, key, &bytes, false) {
+                    return Ok(value);
                 }
-                Landed::Failed(Some(error)) => {
-                    if let Some(error) = sharing.restore(&error) {
-                        return Err(error);
-                    }
+            }
+            Ok(Landed::Failed(Some(error))) => {
+                if let Some(error) = sharing.restore(&error) {
+                    return Err(error);
                 }
-                Landed::Failed(None) => {
-                    // Its error cannot be handed over: fetch once by
-                    // ourselves, alongside the other followers, rather
-                    // than fail one after another behind new leaders.
-                    return match step {
-                        Step::Cached => fetch_and_store(client, spec, key, &mut fetch).await,
-                        Step::Uncached => fetch_uncached(client, spec, key, &mut fetch).await,
-                    }
-                    .map(|(value, _)| value);
+            }
+            Ok(Landed::Failed(None)) => {
+                // Its error cannot be handed over: fetch once by ourselves,
+                // alongside the other followers, rather than fail one after
+                // another behind new leaders.
+                return match step {
+                    Step::Cached => fetch_and_store(client, spec, key, &mut fetch).await,
+                    Step::Uncached => fetch_uncached(client, spec, key, &mut fetch).await,
                 }
-                Landed::Abandoned => {}
-            },
+                .map(|(value, _)| value);
+            }
+            Ok(Landed::Abandoned) => {}
+            Err(_) => {
+                // The leader hangs: lead a new flight in its place.
+                role = client.flights().take_over(flight_key, &follower);
+                continue;
+            }
         }
         // The leader went away without a value: it may still have been
         // stored by someone, else compete for the lead.
         if step == Step::Cached
-            && let Some((value, _)) = read(client, spec, key).await
+            && let Read::Hit(value, _) = read(client, spec, key, Instant::now() + client.cache_timeout()).await
         {
             return Ok(value);
         }
+        role = client.flights().join(flight_key);
     }
 }
 
@@ -279,11 +336,12 @@ where
 
 /// Calls the fetcher, encodes and writes the value, with no cross-process
 /// coordination. Returns the value and its encoding (`None` if it could not
-/// be encoded). Encode and write failures are logged, not returned: the
-/// caller still gets its value.
+/// be encoded). The write runs off the caller's path (waited for one cache
+/// budget at most) and is skipped while the breaker is open; encode and
+/// write failures are logged, not returned: the caller still gets its value.
 pub(crate) async fn fetch_and_store<V, E, F, Fut>(
     client: &Client,
-    spec: &StoreSpec,
+    spec: &'static StoreSpec,
     key: &str,
     fetch: &mut F,
 ) -> Result<(V, Option<Arc<[u8]>>), E>
@@ -297,8 +355,15 @@ where
     let Some(bytes) = encode(client, spec, key, &value) else {
         return Ok((value, None));
     };
-    if let Err(error) = client.cache().backend().set(key, &bytes, Some(spec.ttl)).await {
-        client.log(EventKind::BackendError, spec, key, Some(&error));
+    if !client.is_degraded() {
+        let deadline = Instant::now() + client.cache_timeout();
+        let (owner, at, value) = (client.clone(), key.to_owned(), Arc::clone(&bytes));
+        write_behind(client, spec, key, deadline, async move {
+            if let Err(error) = owner.cache().backend().set(&at, &value, Some(spec.ttl)).await {
+                owner.log(EventKind::BackendError, spec, &at, Some(&error));
+            }
+        })
+        .await;
     }
     Ok((value, Some(bytes)))
 }
@@ -307,9 +372,10 @@ where
 /// coordinator when it has one, else a plain fetch and store.
 async fn fill<V, E, F, Fut>(
     client: &Client,
-    spec: &StoreSpec,
+    spec: &'static StoreSpec,
     key: &str,
     fetch: &mut F,
+    deadline: Instant,
 ) -> Result<(V, Option<Arc<[u8]>>), E>
 where
     V: Serialize + DeserializeOwned,
@@ -317,7 +383,7 @@ where
     Fut: Future<Output = Result<V, E>>,
 {
     match client.coordinator() {
-        Some(coordinator) => stampede::driver::load(client, coordinator, spec, key, fetch).await,
+        Some(coordinator) => stampede::driver::load(client, coordinator, spec, key, fetch, deadline).await,
         None => fetch_and_store(client, spec, key, fetch).await,
     }
 }

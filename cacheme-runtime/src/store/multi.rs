@@ -85,7 +85,7 @@ where
     let _flight = if spec.singleflight && pipeline::Group::len(&group) > 1 {
         match client.flights().join(&set_key(&group)) {
             Role::Leader(flight) => Some(flight),
-            Role::Follower(follower) => {
+            Role::Follower(mut follower) => {
                 follower.outcome().await;
                 None
             }
