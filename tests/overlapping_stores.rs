@@ -39,8 +39,14 @@ fn a_client_is_not_built_over_two_stores_that_can_write_one_key() {
     let Error::DuplicateStore { first, second, clash } = &err else {
         panic!("{err:?}")
     };
-    assert!(first.starts_with("FooInfoStore (tests/overlapping_stores.rs:"), "{first}");
-    assert!(second.starts_with("FooListStore (tests/overlapping_stores.rs:"), "{second}");
+    assert!(
+        first.starts_with("FooInfoStore (tests/overlapping_stores.rs:"),
+        "{first}"
+    );
+    assert!(
+        second.starts_with("FooListStore (tests/overlapping_stores.rs:"),
+        "{second}"
+    );
     assert_eq!(
         clash,
         "overlapping key templates (\"foo:<id>:info\" and \"foo:list:<id>\"), both writing the key \"foo:list:info:v1\""

@@ -24,7 +24,10 @@ impl Context for App {
 impl App {
     async fn on(url: &str, server: Option<RedisServer>) -> App {
         App {
-            cache: Client::builder().cache(Cache::open(url).await.unwrap()).build().unwrap(),
+            cache: Client::builder()
+                .cache(Cache::open(url).await.unwrap())
+                .build()
+                .unwrap(),
             fetches: AtomicU32::new(0),
             _server: server,
         }
@@ -74,7 +77,11 @@ async fn invalidate_all_leaves_similar_stores_alone(app: &App) {
     assert_eq!(FooStore::key(&"7:8".to_owned()), "foo:7%3A8:v1");
     assert_eq!(app.fetches(), 5);
 
-    assert_eq!(FooStore::invalidate_all(app, 1).await.unwrap(), 2, "foo:7 and foo:7%3A8");
+    assert_eq!(
+        FooStore::invalidate_all(app, 1).await.unwrap(),
+        2,
+        "foo:7 and foo:7%3A8"
+    );
     assert_eq!(ReportStore::invalidate_all(app, 1).await.unwrap(), 1, "report:7 only");
 
     let pair = FooPairStore::get(app, seven(), "8".to_owned()).await.unwrap();

@@ -11,6 +11,7 @@
 //! literal may hold. Two templates collide exactly when the product of their
 //! automata reaches the end of both, and the path it took is an example key.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
 use super::{Part, needs_escape};
@@ -94,7 +95,9 @@ impl Nfa<'_> {
             }
             (Token::Var, Inside::Percent) => {
                 let high = hex_digit(c)?;
-                (0..16).any(|low| needs_escape((high << 4) | low)).then_some(Inside::Hex(high))?
+                (0..16)
+                    .any(|low| needs_escape((high << 4) | low))
+                    .then_some(Inside::Hex(high))?
             }
             (Token::Var, Inside::Hex(high)) => needs_escape((high << 4) | hex_digit(c)?).then_some(Inside::Open)?,
         };
@@ -170,8 +173,7 @@ fn search(a: &[Token], b: &[Token], non_empty: bool) -> Option<String> {
     let a = Nfa { tokens: a, non_empty };
     let b = Nfa { tokens: b, non_empty };
     let start = (a.enter(0), b.enter(0));
-    // Each reached pair, with the pair and the character it came from.
-    let mut came_from: HashMap<(State, State), Option<((State, State), Option<char>)>> = HashMap::new();
+    let mut came_from = Trail::new();
     came_from.insert(start, None);
     let mut queue = VecDeque::from([start]);
     while let Some(pair @ (x, y)) = queue.pop_front() {
@@ -194,8 +196,8 @@ fn search(a: &[Token], b: &[Token], non_empty: bool) -> Option<String> {
             moves.push(((x, y2), None));
         }
         for (next, c) in moves {
-            if !came_from.contains_key(&next) {
-                came_from.insert(next, Some((pair, c)));
+            if let Entry::Vacant(entry) = came_from.entry(next) {
+                entry.insert(Some((pair, c)));
                 queue.push_back(next);
             }
         }
@@ -203,9 +205,14 @@ fn search(a: &[Token], b: &[Token], non_empty: bool) -> Option<String> {
     None
 }
 
-type Trail = HashMap<(State, State), Option<((State, State), Option<char>)>>;
+/// Each pair reached, with the pair and the character (`None`: a
+/// variable ended) it was reached from; the start has `None`.
+type Trail = HashMap<Pair, Option<(Pair, Option<char>)>>;
 
-fn spell(came_from: &Trail, mut pair: (State, State)) -> String {
+/// The states of the two templates read together.
+type Pair = (State, State);
+
+fn spell(came_from: &Trail, mut pair: Pair) -> String {
     let mut reversed = Vec::new();
     while let Some(Some((previous, c))) = came_from.get(&pair) {
         reversed.extend(*c);
@@ -255,13 +262,19 @@ mod tests {
 
     #[test]
     fn variables_against_literals_find_the_key_both_write() {
-        assert_eq!(shared("foo:<id>:info", "foo:list:<id>").as_deref(), Some("foo:list:info"));
+        assert_eq!(
+            shared("foo:<id>:info", "foo:list:<id>").as_deref(),
+            Some("foo:list:info")
+        );
         assert_eq!(shared("foo:bar", "foo:<x>").as_deref(), Some("foo:bar"));
         assert_eq!(shared("<kind>:<id>", "user:<id>").as_deref(), Some("user:1"));
         assert_eq!(shared("user-<id>", "<name>").as_deref(), Some("user-1"));
         assert_eq!(shared("a:<x>b", "a:<y>").as_deref(), Some("a:1b"));
         // A store prefix is a literal segment like any other.
-        assert_eq!(shared("shop:book:<id>", "<c>:book:<id>").as_deref(), Some("shop:book:1"));
+        assert_eq!(
+            shared("shop:book:<id>", "<c>:book:<id>").as_deref(),
+            Some("shop:book:1")
+        );
     }
 
     #[test]
