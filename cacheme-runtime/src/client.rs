@@ -18,8 +18,9 @@ use crate::store::spec::{STORES, StoreSpec, check_unique};
 /// The runtime of typed stores. Cheap to clone; clones share everything.
 ///
 /// Building one checks every `#[cache_store]` in the program and refuses
-/// two with the same name or key pattern ([`Error::DuplicateStore`](crate::Error::DuplicateStore)),
-/// so the mistake is seen before any traffic is served.
+/// two with the same name or key templates that can produce the same key
+/// ([`Error::DuplicateStore`](crate::Error::DuplicateStore), naming both and
+/// such a key), so the mistake is seen before any traffic is served.
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -101,7 +102,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client, refusing duplicate stores.
+    /// Builds the client, refusing duplicate or overlapping stores.
     pub fn build(self) -> Result<Client> {
         check_unique(&STORES)?;
         let cache = self
