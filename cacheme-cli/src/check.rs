@@ -1,5 +1,6 @@
 //! `cargo cacheme check`: every declaration through the macro's checks,
-//! then every pair through the runtime's duplicate rule.
+//! then every pair through the runtime's duplicate rule (the same name,
+//! the same key shape, or key templates that can produce the same key).
 
 use cacheme_runtime::store::spec::check_unique;
 
@@ -32,7 +33,7 @@ pub fn run(opt: &SourceOpt) -> Result<i32> {
     }
 }
 
-/// Stores that share a name or a key shape, by the rule the client
+/// Stores that share a name or could share a key, by the rule the client
 /// applies when it is built ([`check_unique`]): one problem per clashing
 /// pair, placed at the later declaration.
 pub fn duplicates(stores: &[Declaration]) -> Vec<Problem> {

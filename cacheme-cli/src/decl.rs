@@ -100,12 +100,15 @@ impl Declaration {
 
     /// The spec the macro would emit for this store, as far as the
     /// runtime's duplicate check and its store functions read it (name,
-    /// which also names the store's generation counters; template; place).
-    /// A function version is recorded as its path: neither reads it, the
-    /// store functions take the version from the key or the caller.
+    /// which also names the store's generation counters; template;
+    /// version; place). A function version stays a function, only known
+    /// when the program runs: the duplicate check does not call it (any
+    /// version may meet any other), and the store functions take the
+    /// version from the key or the caller.
     pub fn spec(&self) -> &'static StoreSpec {
         let version = match &self.version {
-            DeclaredVersion::Static(v) | DeclaredVersion::Function(v) => Version::Static(leak(v.clone())),
+            DeclaredVersion::Static(v) => Version::Static(leak(v.clone())),
+            DeclaredVersion::Function(_) => Version::Dynamic(version_of_the_running_program),
         };
         Box::leak(Box::new(StoreSpec {
             name: leak(self.name.clone()),
@@ -133,6 +136,12 @@ impl Declaration {
             DeclaredVersion::Function(path) => format!("fn {path}"),
         }
     }
+}
+
+/// Stands for a `version = path::to::fn` the CLI cannot call; nothing
+/// does (see [`Declaration::spec`]).
+fn version_of_the_running_program() -> String {
+    String::new()
 }
 
 /// The runtime's templates and specs borrow `'static` text, as the

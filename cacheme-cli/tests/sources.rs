@@ -56,6 +56,60 @@ fn check_finds_a_duplicate_key_pattern_planted_in_two_files() {
     );
 }
 
+/// `foo:<id>:info` with id `list` and `foo:list:<id>` with id `info` are
+/// one key; a function version never keeps two stores apart.
+#[test]
+fn check_finds_overlapping_key_templates_with_a_key_both_write() {
+    let info = r#"use cacheme::cache_store;
+
+#[cache_store(key = "foo:<id>:info", ttl = "1m", version = crate::info_version)]
+pub async fn info(ctx: &App, id: String) -> Result<Info, E> {
+    loop {}
+}
+"#;
+    let list = r#"use cacheme::cache_store;
+
+/// Not the same shape as `foo:<id>:info`, but some of the same keys.
+#[cache_store(key = "foo:list:<id>", ttl = "1m", version = 3)]
+pub async fn list(ctx: &App, id: String) -> Result<List, E> {
+    loop {}
+}
+
+/// Like `foo:<id>` in info.rs would be: one segment fewer, no clash.
+#[cache_store(key = "foo:<a>:<b>:<c>", ttl = "1m")]
+pub async fn triple(ctx: &App, a: u8, b: u8, c: u8) -> Result<List, E> {
+    loop {}
+}
+"#;
+    let project = Project::new(&[
+        ("src/lib.rs", "mod info;\nmod list;\n"),
+        ("src/info.rs", info),
+        ("src/list.rs", list),
+    ]);
+    let output = project.cacheme().arg("check").output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        support::stdout(&output),
+        "src/list.rs:4:1: error: stores InfoStore (src/info.rs:3) and ListStore (src/list.rs:4) \
+         have overlapping key templates (\"foo:<id>:info\" and \"foo:list:<id>\"), both writing the key \"foo:list:info:v3\": \
+         they would read and overwrite each other's values\n\
+         1 problem(s) in 3 file(s) (3 valid store(s))\n"
+    );
+
+    // Another literal in the last segment: no key in common, check passes.
+    let project = Project::new(&[
+        ("src/lib.rs", "mod info;\nmod list;\n"),
+        ("src/info.rs", info),
+        ("src/list.rs", &list.replace("foo:list:<id>", "foo:<id>:list")),
+    ]);
+    project
+        .cacheme()
+        .arg("check")
+        .assert()
+        .code(0)
+        .stdout("ok: 3 store(s) in 3 file(s), no problems\n");
+}
+
 #[test]
 fn check_finds_the_same_name_and_passes_a_clean_crate() {
     let renamed = PEOPLE.replace(

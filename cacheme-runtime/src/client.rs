@@ -21,8 +21,9 @@ use crate::store::spec::{STORES, StoreSpec, check_unique};
 /// The runtime of typed stores. Cheap to clone; clones share everything.
 ///
 /// Building one checks every `#[cache_store]` in the program and refuses
-/// two with the same name or key pattern ([`Error::DuplicateStore`](crate::Error::DuplicateStore)),
-/// so the mistake is seen before any traffic is served.
+/// two with the same name or key templates that can produce the same key
+/// ([`Error::DuplicateStore`](crate::Error::DuplicateStore), naming both and
+/// such a key), so the mistake is seen before any traffic is served.
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -139,9 +140,10 @@ impl ClientBuilder {
     /// How long a get waits for another caller's fetch of the same key, in
     /// this process or in another (default: 30 s, or twice the store's lock
     /// TTL if that is longer). A fetch that is alive renews its lock, so
-    /// this bounds only a holder that hangs. Past it the waiter fetches by itself, still one fetch
-    /// per key in its process; waiters of a fleet spread out over a random
-    /// part of a wait round rather than fetch at one instant.
+    /// this bounds only a holder that hangs. Past it the waiter fetches by
+    /// itself, still one fetch per key in its process; waiters of a fleet
+    /// spread out over a random part of a wait round rather than fetch at
+    /// one instant.
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.max_wait = Some(wait);
         self
@@ -175,7 +177,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client, refusing duplicate stores.
+    /// Builds the client, refusing duplicate or overlapping stores.
     pub fn build(self) -> Result<Client> {
         check_unique(&STORES)?;
         let cache = self

@@ -201,7 +201,9 @@ pub enum Error {
     },
 
     /// Two `#[cache_store]` declarations would share keys: the same store
-    /// name or the same key pattern. Reported when a client is built.
+    /// name, the same key pattern, or key templates that can produce the
+    /// same key (`clash` then names a key both would write). Reported when
+    /// a client is built.
     #[error("stores {first} and {second} have {clash}: they would read and overwrite each other's values")]
     DuplicateStore {
         /// The first declaration: `Name (file:line)`.

@@ -7,6 +7,12 @@
 //! and a store's keys can be matched segment by segment by
 //! [`KeyTemplate::matches`]. The macro emits the literal parts, so building
 //! a key is string pushes only, never template parsing.
+//!
+//! Two templates that can produce the same key (`foo:<id>:info` with
+//! `id = "list"` and `foo:list:<id>` with `id = "info"`) are found by
+//! [`KeyTemplate::shared_key`], and a client is not built over them.
+
+mod overlap;
 
 use std::fmt::{self, Display, Write};
 
@@ -60,29 +66,30 @@ impl KeyTemplate {
     }
 
     /// Whether `key` (without the backend's prefix) is a key of this
-    /// template and `version`. A variable matches any run of characters
-    /// without `:`, which escaped values never contain.
+    /// template and `version`: exactly the keys the store writes. A
+    /// variable matches an escaped value only, so never a `:` (a key has as
+    /// many segments as its template) nor a character escaping would have
+    /// replaced (a literal `*` or a lone `%`).
     pub fn matches(&self, key: &str, version: &str) -> bool {
         let mut version_part = String::from(":v");
         push_param(&mut version_part, &version);
         let Some(body) = key.strip_suffix(version_part.as_str()) else {
             return false;
         };
-        match_parts(self.parts, body)
+        overlap::produces(self.parts, body)
     }
-}
 
-fn match_parts(parts: &[Part], text: &str) -> bool {
-    match parts.split_first() {
-        None => text.is_empty(),
-        Some((Part::Lit(lit), rest)) => text.strip_prefix(lit).is_some_and(|tail| match_parts(rest, tail)),
-        Some((Part::Var(_), rest)) => {
-            // Try every split point up to the next ':' (a value has none).
-            let limit = text.find(':').unwrap_or(text.len());
-            (0..=limit)
-                .filter(|&i| text.is_char_boundary(i))
-                .any(|i| match_parts(rest, &text[i..]))
-        }
+    /// A key both templates produce for some values of their variables,
+    /// without the version suffix (`"foo:list:info"` for `foo:<id>:info`
+    /// and `foo:list:<id>`), or `None` when no key can be both's.
+    ///
+    /// Versions are left out on purpose: a store's keys end in
+    /// `:v{version}`, one segment whatever the version, so two templates
+    /// overlap at some version exactly when their bodies do; and a version
+    /// does not keep two stores apart (one may be bumped to the other's, and
+    /// `invalidate_all` takes any version).
+    pub fn shared_key(&self, other: &KeyTemplate) -> Option<String> {
+        overlap::shared_key(self.parts, other.parts)
     }
 }
 
@@ -177,6 +184,10 @@ mod tests {
         );
         assert!(!BOOK.matches("books:7:42:v1", "1"));
         assert!(!BOOK.matches("book:7:v1", "1"));
+        assert!(
+            !BOOK.matches("book:*:42:v1", "1"),
+            "a value never holds a bare `*`: another store's literal"
+        );
         assert_eq!(BOOK.glob("1"), "book:*:*:v1");
         assert_eq!(BOOK.shape(), "book:<>:<>");
     }

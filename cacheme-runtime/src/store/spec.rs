@@ -1,6 +1,7 @@
 //! What the `#[cache_store]` macro knows about a store, as a `'static`
 //! value, and the link-time list of every store in the program (used to
-//! refuse duplicate names and key patterns when a client is built).
+//! refuse duplicate names and overlapping key templates when a client is
+//! built).
 
 use std::time::Duration;
 
@@ -67,32 +68,132 @@ pub struct StoreSpec {
 #[linkme::distributed_slice]
 pub static STORES: [&'static StoreSpec];
 
-/// Refuses two stores with the same name or the same key shape, naming
-/// both declarations.
+/// Refuses two stores with the same name, the same key shape, or key
+/// templates that can produce the same key (see [`KeyTemplate::shared_key`]),
+/// naming both declarations and, for overlapping templates, a key both
+/// would write.
 pub fn check_unique(stores: &[&'static StoreSpec]) -> Result<()> {
     for (i, a) in stores.iter().enumerate() {
         for b in &stores[i + 1..] {
-            let what = if a.name == b.name {
-                format!("the same name {:?}", a.name)
-            } else if a.template.shape() == b.template.shape() {
-                format!(
-                    "the same key pattern ({:?} and {:?})",
-                    a.template.source, b.template.source
-                )
-            } else {
-                continue;
-            };
             let (first, second) = if (a.file, a.line) <= (b.file, b.line) {
                 (a, b)
             } else {
                 (b, a)
             };
-            return Err(Error::DuplicateStore {
-                first: format!("{} ({}:{})", first.name, first.file, first.line),
-                second: format!("{} ({}:{})", second.name, second.file, second.line),
-                clash: what,
-            });
+            if let Some(clash) = clash(first, second) {
+                return Err(Error::DuplicateStore {
+                    first: format!("{} ({}:{})", first.name, first.file, first.line),
+                    second: format!("{} ({}:{})", second.name, second.file, second.line),
+                    clash,
+                });
+            }
         }
     }
     Ok(())
+}
+
+/// What two stores share, if anything.
+fn clash(first: &StoreSpec, second: &StoreSpec) -> Option<String> {
+    let (a, b) = (&first.template, &second.template);
+    if first.name == second.name {
+        return Some(format!("the same name {:?}", first.name));
+    }
+    if a.shape() == b.shape() {
+        return Some(format!("the same key pattern ({:?} and {:?})", a.source, b.source));
+    }
+    let mut key = a.shared_key(b)?;
+    // Any version would do (see `shared_key`); show one of theirs.
+    let version = [first.version, second.version]
+        .into_iter()
+        .find_map(|version| match version {
+            Version::Static(version) => Some(version),
+            Version::Dynamic(_) => None,
+        })
+        .unwrap_or("1");
+    Version::Static(version).push_suffix(&mut key);
+    Some(format!(
+        "overlapping key templates ({:?} and {:?}), both writing the key {key:?}",
+        a.source, b.source
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::key::Part;
+
+    fn spec(name: &'static str, line: u32, parts: &'static [Part], version: Version) -> &'static StoreSpec {
+        let source = Box::leak(
+            parts
+                .iter()
+                .map(|part| match part {
+                    Part::Lit(text) => (*text).to_owned(),
+                    Part::Var(name) => format!("<{name}>"),
+                })
+                .collect::<String>()
+                .into_boxed_str(),
+        );
+        Box::leak(Box::new(StoreSpec {
+            name,
+            template: KeyTemplate { source, parts },
+            ttl: Duration::from_secs(60),
+            version,
+            singleflight: false,
+            codec: None,
+            lock_ttl: None,
+            fetcher: "f",
+            file: "src/lib.rs",
+            line,
+        }))
+    }
+
+    const INFO: &[Part] = &[Part::Lit("foo:"), Part::Var("id"), Part::Lit(":info")];
+    const LIST: &[Part] = &[Part::Lit("foo:list:"), Part::Var("id")];
+    const ONE: &[Part] = &[Part::Lit("foo:"), Part::Var("id")];
+    const TWO: &[Part] = &[Part::Lit("foo:"), Part::Var("a"), Part::Lit(":"), Part::Var("b")];
+
+    fn dynamic() -> String {
+        "from-fn".to_owned()
+    }
+
+    fn refusal(stores: &[&'static StoreSpec]) -> String {
+        match check_unique(stores) {
+            Err(Error::DuplicateStore { first, second, clash }) => format!("{first} / {second}: {clash}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn overlapping_templates_are_refused_with_a_key_both_write() {
+        let info = spec("InfoStore", 1, INFO, Version::Static("1"));
+        let list = spec("ListStore", 2, LIST, Version::Static("1"));
+        assert_eq!(
+            refusal(&[list, info]),
+            "InfoStore (src/lib.rs:1) / ListStore (src/lib.rs:2): overlapping key templates \
+             (\"foo:<id>:info\" and \"foo:list:<id>\"), both writing the key \"foo:list:info:v1\""
+        );
+    }
+
+    #[test]
+    fn a_version_never_keeps_overlapping_stores_apart() {
+        let info = spec("InfoStore", 1, INFO, Version::Dynamic(dynamic));
+        let list = spec("ListStore", 2, LIST, Version::Static("2024-06"));
+        assert!(refusal(&[info, list]).ends_with("\"foo:list:info:v2024-06\""));
+        let info = spec("InfoStore", 1, INFO, Version::Dynamic(dynamic));
+        let list = spec("ListStore", 2, LIST, Version::Dynamic(dynamic));
+        assert!(refusal(&[info, list]).ends_with("\"foo:list:info:v1\""));
+        let a = spec("A", 1, ONE, Version::Static("1"));
+        let b = spec("B", 2, ONE, Version::Static("2"));
+        assert!(refusal(&[a, b]).ends_with("the same key pattern (\"foo:<id>\" and \"foo:<id>\")"));
+    }
+
+    #[test]
+    fn stores_that_cannot_share_a_key_are_accepted() {
+        let one = spec("One", 1, ONE, Version::Static("1"));
+        let two = spec("Two", 2, TWO, Version::Static("1"));
+        let info = spec("InfoStore", 3, INFO, Version::Static("1"));
+        assert!(check_unique(&[one, two]).is_ok());
+        // `foo:<id>:info` and `foo:<a>:<b>` do overlap (b = info).
+        assert!(refusal(&[one, two, info]).contains("\"foo:1:info:v1\""));
+    }
 }
