@@ -233,7 +233,7 @@ async fn secrets_under_any_name_never_appear_in_debug_display_errors_or_logs() {
     }
     // Text that is not a URL at all, or user info where a host was due.
     for text in [
-        format!("{SECRET}"),
+        SECRET.to_owned(),
         format!("redis:{SECRET}@127.0.0.1:1"),
         format!("redis://u:{SECRET}@[::1"),
     ] {
