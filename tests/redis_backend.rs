@@ -170,6 +170,93 @@ async fn passwords_never_appear_in_debug_display_errors_or_logs() {
     logs.assert_secret_hidden(SECRET, &shown);
 }
 
+/// Names a secret may be given under, which a deny-list of "password"-like
+/// names would miss.
+const SECRET_SPELLINGS: &[&str] = &[
+    "password",
+    "pasword",
+    "passwd",
+    "pwd",
+    "pass",
+    "requirepass",
+    "auth",
+    "apiKey",
+    "token",
+    "secret",
+    "credentials",
+];
+
+#[tokio::test]
+async fn secrets_under_any_name_never_appear_in_debug_display_errors_or_logs() {
+    const SECRET: &str = "zq9-Hidden-Value";
+    let logs = CapturedLogs::start();
+    let server = RedisServer::builder().password(SECRET).start();
+    let mut shown = Vec::new();
+    let good = Cache::open(&format!("redis://:{SECRET}@{}/0?prefix=p", server.addr()))
+        .await
+        .unwrap();
+    shown.push(format!("{good:?}"));
+
+    for spelling in SECRET_SPELLINGS {
+        // As a URL query parameter, on every built-in scheme: logged at
+        // DEBUG ("opening cache") before the provider refuses the field.
+        for url in [
+            format!("redis://:{SECRET}@{}/0?prefix=p&{spelling}={SECRET}", server.addr()),
+            format!("redis://{}/0?{spelling}={SECRET}#{SECRET}", server.addr()),
+            format!("redis-cluster://{}?{spelling}={SECRET}", server.addr()),
+            format!("memcache://127.0.0.1:1?{spelling}={SECRET}"),
+            format!("memory://?{spelling}={SECRET}"),
+            format!("file:///tmp/cacheme-secret-test?{spelling}={SECRET}"),
+            format!("file://host/x?{spelling}={SECRET}"),
+            format!("nosuch://h?{spelling}={SECRET}"),
+        ] {
+            let err = Cache::open(&url).await.unwrap_err();
+            shown.push(format!("{err} {err:?}"));
+            let config = cacheme::ProviderConfig::from_url("redis", cacheme::config::parse_url(&url).unwrap());
+            shown.push(format!("{config:?}"));
+            shown.push(cacheme::config::redact_url(config.url().unwrap()));
+        }
+        // As a Beego JSON field, for every provider.
+        for provider in ["redis", "redis-cluster", "memcache", "memory", "file"] {
+            let json = format!(r#"{{"conn":"{}","{spelling}":"{SECRET}"}}"#, server.addr());
+            // Refused as an unknown field, or (redis `password`) accepted.
+            match Cache::new(provider, &json).await {
+                Ok(cache) => shown.push(format!("{cache:?}")),
+                Err(err) => shown.push(format!("{err} {err:?}")),
+            }
+            let config = cacheme::ProviderConfig::from_json(provider, &json).unwrap();
+            shown.push(format!("{config:?}"));
+            if let Err(err) = config.unsigned(spelling) {
+                shown.push(format!("{err} {err:?}"));
+            }
+        }
+    }
+    // Text that is not a URL at all, or user info where a host was due.
+    for text in [
+        SECRET.to_owned(),
+        format!("redis:{SECRET}@127.0.0.1:1"),
+        format!("redis://u:{SECRET}@[::1"),
+    ] {
+        let err = Cache::open(&text).await.unwrap_err();
+        shown.push(format!("{err} {err:?}"));
+    }
+    for conn in [format!("u:{SECRET}@127.0.0.1"), format!("{SECRET}@h:port")] {
+        let err = Cache::new("redis", &format!(r#"{{"conn":"{conn}"}}"#))
+            .await
+            .unwrap_err();
+        shown.push(format!("{err} {err:?}"));
+        let err = Cache::new("memcache", &format!(r#"{{"conn":"{conn}"}}"#))
+            .await
+            .unwrap_err();
+        shown.push(format!("{err} {err:?}"));
+    }
+    assert!(
+        logs.text().contains("opening cache"),
+        "the DEBUG line that shows the URL was captured"
+    );
+    logs.assert_secret_hidden(SECRET, &shown);
+}
+
 #[tokio::test]
 async fn clear_removes_only_keys_under_the_prefix_and_never_flushes() {
     let server = RedisServer::start();

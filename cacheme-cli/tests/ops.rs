@@ -393,6 +393,62 @@ async fn passwords_stay_out_of_errors_too() {
     }
 }
 
+/// A secret under any name in a URL's query (or fragment) never reaches
+/// stdout or stderr, whether the cache opens or not, by `--url` or by
+/// `CACHEME_URL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_under_any_name_stay_out_of_all_output() {
+    const SECRET: &str = "zq9-Hidden-Value";
+    let w = World::new().await;
+    let port = w.redis().port();
+    let spellings = [
+        "password",
+        "pasword",
+        "passwd",
+        "pwd",
+        "requirepass",
+        "auth",
+        "apiKey",
+        "token",
+        "secret",
+    ];
+    let mut urls = Vec::new();
+    for spelling in spellings {
+        urls.extend([
+            format!("redis://127.0.0.1:{port}/0?prefix=a&{spelling}={SECRET}"),
+            format!("redis://:{PASSWORD}@127.0.0.1:{port}/0?{spelling}={SECRET}"),
+            format!("redis-cluster://127.0.0.1:1,127.0.0.1:2?{spelling}={SECRET}"),
+            format!("memcache://127.0.0.1:1?{spelling}={SECRET}"),
+            format!("memory://?{spelling}={SECRET}"),
+            format!("file:///tmp/cacheme-cli-secrets?{spelling}={SECRET}"),
+        ]);
+    }
+    // Opens: the URL is echoed (stats), its fragment hidden.
+    let opens = format!("redis://:{PASSWORD}@127.0.0.1:{port}/0?prefix=shop-app#{SECRET}");
+    let output = w.project.cacheme().args(["stats", "--url", &opens]).output().unwrap();
+    let out = support::stdout(&output);
+    assert!(output.status.success(), "{out}{}", support::stderr(&output));
+    assert!(out.contains("cache: redis://:<redacted>@127.0.0.1:"), "{out}");
+    urls.push(opens);
+    urls.push(format!("redis:{SECRET}@127.0.0.1:{port}"));
+    urls.push(SECRET.to_owned());
+
+    for url in &urls {
+        for args in [&["stats"][..], &["get", "--key", "k"], &["invalidate", "--key", "k"]] {
+            let by_flag = w.project.cacheme().args(args).args(["--url", url]).output().unwrap();
+            let by_env = w.project.cacheme().args(args).env("CACHEME_URL", url).output().unwrap();
+            for output in [by_flag, by_env] {
+                let printed = format!("{}{}", support::stdout(&output), support::stderr(&output));
+                assert!(!printed.is_empty(), "{url} {args:?}");
+                assert!(
+                    !printed.contains(SECRET) && !printed.contains(PASSWORD),
+                    "{url} {args:?}: {printed}"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn backends_that_cannot_walk_keys_say_so() {
     let dir = tempfile::tempdir().unwrap();

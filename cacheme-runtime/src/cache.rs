@@ -81,7 +81,14 @@ impl Cache {
     /// without it.
     pub async fn open(url: &str) -> Result<Self> {
         let parsed = parse_url(url).map_err(|e| Error::Config {
-            provider: url.split("://").next().unwrap_or_default().to_owned(),
+            // Only a scheme-like start is named: text that does not parse
+            // may hold a password anywhere.
+            provider: url
+                .split_once("://")
+                .map(|(scheme, _)| scheme)
+                .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
+                .unwrap_or("unknown")
+                .to_owned(),
             field: Some("url".to_owned()),
             reason: format!("not a URL: {e}"),
         })?;

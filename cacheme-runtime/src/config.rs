@@ -11,12 +11,14 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::error::{Error, Result};
+pub use crate::redact::{REDACTED, hidden_in_url, is_shown, redact_address, redact_url};
 
 /// The configuration handed to a provider's factory.
 ///
 /// Built by [`Cache::new`](crate::Cache::new) (JSON) or
-/// [`Cache::open`](crate::Cache::open) (URL). Its `Debug` output never
-/// shows a password.
+/// [`Cache::open`](crate::Cache::open) (URL). Its `Debug` output shows only
+/// the fields known to be harmless for its provider (see [`is_shown`]);
+/// every other value, and a URL's password, is [`REDACTED`].
 #[derive(Clone)]
 pub struct ProviderConfig {
     provider: String,
@@ -87,16 +89,7 @@ impl ProviderConfig {
     /// no port is given. `None` for a JSON configuration or a URL without a
     /// host. Splitting each entry into host and port is the provider's job.
     pub fn url_hosts(&self) -> Option<Vec<String>> {
-        let url = self.url()?;
-        let host = url.host_str().filter(|h| !h.is_empty())?;
-        if url.port().is_none() && host.contains(',') {
-            let list = percent_encoding::percent_decode_str(host).decode_utf8_lossy();
-            return Some(list.split(',').map(|h| h.trim().to_owned()).collect());
-        }
-        Some(match url.port() {
-            Some(port) => vec![format!("{host}:{port}")],
-            None => vec![host.to_owned()],
-        })
+        hosts_of(self.url()?)
     }
 
     /// An error about `field` of this configuration.
@@ -129,13 +122,28 @@ impl ProviderConfig {
     /// A non-negative integer field. Beego writes numbers as strings
     /// (`"dbNum":"0"`), so a string holding a decimal integer is accepted.
     pub fn unsigned(&self, field: &str) -> Result<Option<u64>> {
-        let bad = |got: &str| self.error(field, format!("expected a non-negative integer, got {got}"));
+        // The value is quoted only if the field is known to be harmless.
+        let bad = |got: &str| {
+            let got = crate::redact::shown_value(&self.provider, field, got);
+            self.error(field, format!("expected a non-negative integer, got {got}"))
+        };
         match self.raw(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| bad(&n.to_string())),
             Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad(&format!("{s:?}"))),
             Some(other) => Err(bad(kind_of(&other))),
         }
+    }
+
+    /// The key prefix (the namespace) in `field` (`key` in Beego JSON,
+    /// `prefix` in a URL), or `default` when the field is absent, checked
+    /// by [`check_prefix`]. Every provider that shares a server with other
+    /// caches reads its prefix here, so no two caches' keys can overlap on
+    /// any backend.
+    pub fn prefix(&self, field: &str, default: &str) -> Result<String> {
+        let prefix = self.string(field)?.unwrap_or_else(|| default.to_owned());
+        check_prefix(&prefix).map_err(|reason| self.error(field, format!("the key prefix {prefix:?} {reason}")))?;
+        Ok(prefix)
     }
 
     /// Refuses any field not in `known`, so a typo (`"pasword"`) is an error
@@ -166,18 +174,51 @@ impl fmt::Debug for ProviderConfig {
         out.field("provider", &self.provider);
         match &self.source {
             Source::Url(url) => out.field("url", &redact_url(url)),
-            Source::Json(map) => {
-                let mut shown = map.clone();
-                for (key, value) in shown.iter_mut() {
-                    if is_secret_field(key) {
-                        *value = Value::String(REDACTED.to_owned());
-                    }
-                }
-                out.field("json", &Value::Object(shown).to_string())
-            }
+            Source::Json(map) => out.field("json", &crate::redact::redact_json(&self.provider, map)),
         };
         out.finish()
     }
+}
+
+/// The longest key prefix accepted: room for a memcached key (250 bytes)
+/// after it.
+pub const MAX_PREFIX: usize = 100;
+
+/// The character that ends a key prefix in every stored key
+/// (`prefix:key`).
+pub const PREFIX_SEPARATOR: char = ':';
+
+/// Why `prefix` cannot name a cache's namespace, if it cannot.
+///
+/// A key `k` of prefix `p` is stored as `p:k`. A prefix may therefore not
+/// contain `:`: otherwise the cache `app` would read key `k` of the cache
+/// `app:sessions` as its own key `sessions:k`, and its `clear()` would
+/// delete it. Without `:`, a prefix ends at the first `:` of a stored key,
+/// so two different prefixes never share a key. Also refused: the empty
+/// prefix (`clear()` would match every key), more than [`MAX_PREFIX`]
+/// bytes, anything but printable ASCII without spaces (memcached's key
+/// rules, so one prefix works on every backend), and `{` or `}` (a Redis
+/// Cluster hash tag inside the prefix would put every key of the cache in
+/// one slot).
+pub fn check_prefix(prefix: &str) -> std::result::Result<(), String> {
+    if prefix.is_empty() {
+        return Err("must not be empty: clear() removes every key under the prefix".to_owned());
+    }
+    if prefix.len() > MAX_PREFIX {
+        return Err(format!("must be at most {MAX_PREFIX} bytes, got {}", prefix.len()));
+    }
+    if let Some(c) = prefix.chars().find(|&c| c == PREFIX_SEPARATOR) {
+        return Err(format!(
+            "must not contain {c:?}: it separates the prefix from the key, so a prefix holding it \
+             would overlap another cache's namespace (use '-', '_' or '.' instead)"
+        ));
+    }
+    if let Some(c) = prefix.chars().find(|&c| !c.is_ascii_graphic() || c == '{' || c == '}') {
+        return Err(format!(
+            "must be printable ASCII without spaces, '{{' or '}}', found {c:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// Parses the URL given to [`Cache::open`](crate::Cache::open), also when its
@@ -214,23 +255,17 @@ fn escape_host_list(text: &str) -> Option<String> {
     Some(format!("{scheme}://{user_info}{escaped}{tail}"))
 }
 
-/// What is shown in place of a secret.
-pub const REDACTED: &str = "<redacted>";
-
-fn is_secret_field(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    lower.contains("password") || lower.contains("secret") || lower == "pass" || lower == "token"
-}
-
-/// The URL as text with its password (if any) replaced by [`REDACTED`].
-pub fn redact_url(url: &Url) -> String {
-    if url.password().is_none() {
-        return url.to_string();
+/// The servers named by `url`'s authority: see [`ProviderConfig::url_hosts`].
+pub(crate) fn hosts_of(url: &Url) -> Option<Vec<String>> {
+    let host = url.host_str().filter(|h| !h.is_empty())?;
+    if url.port().is_none() && host.contains(',') {
+        let list = percent_encoding::percent_decode_str(host).decode_utf8_lossy();
+        return Some(list.split(',').map(|h| h.trim().to_owned()).collect());
     }
-    let mut shown = url.clone();
-    // Only fails for URLs that cannot have a password, which this one has.
-    let _ = shown.set_password(Some(REDACTED));
-    shown.to_string()
+    Some(match url.port() {
+        Some(port) => vec![format!("{host}:{port}")],
+        None => vec![host.to_owned()],
+    })
 }
 
 /// A secret string (a password) whose `Debug` and `Display` print
@@ -328,6 +363,64 @@ mod tests {
             parse_url("x://a:1,b:2:3").is_ok(),
             "entries are checked by the provider"
         );
+    }
+
+    #[test]
+    fn prefixes_never_overlap() {
+        for good in ["cacheme", "my-app.v2", "a*b", "app_sessions", &"p".repeat(MAX_PREFIX)] {
+            assert!(check_prefix(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "",
+            "app:sessions",
+            "a:",
+            ":",
+            "a b",
+            "ключ",
+            "a\n",
+            "{tag}",
+            "a}",
+            &"p".repeat(MAX_PREFIX + 1),
+        ] {
+            assert!(check_prefix(bad).is_err(), "{bad:?}");
+        }
+        let cfg = ProviderConfig::from_json("redis", r#"{"key":"app:sessions"}"#).unwrap();
+        let err = cfg.prefix("key", "cacheme").unwrap_err().to_string();
+        assert!(err.contains("(field \"key\")") && err.contains("':'"), "{err}");
+        let cfg = ProviderConfig::from_json("redis", "{}").unwrap();
+        assert_eq!(cfg.prefix("key", "cacheme").unwrap(), "cacheme");
+    }
+
+    #[test]
+    fn debug_shows_only_harmless_fields() {
+        for spelling in [
+            "password",
+            "pasword",
+            "passwd",
+            "pwd",
+            "requirepass",
+            "auth",
+            "apiKey",
+            "token",
+            "secret",
+        ] {
+            let json = format!(r#"{{"conn":"127.0.0.1:1","key":"app","{spelling}":"hunter2"}}"#);
+            for provider in ["redis", "redis-cluster", "memcache", "memory", "file", "mine"] {
+                let cfg = ProviderConfig::from_json(provider, &json).unwrap();
+                let shown = format!("{cfg:?}");
+                assert!(!shown.contains("hunter2"), "{shown}");
+                assert!(shown.contains(spelling), "{shown}");
+                let err = cfg.unsigned(spelling).unwrap_err().to_string();
+                assert!(!err.contains("hunter2"), "{err}");
+            }
+            let cfg = ProviderConfig::from_json("redis", &json).unwrap();
+            assert!(format!("{cfg:?}").contains("127.0.0.1:1"), "{cfg:?}");
+            let url = parse_url(&format!("redis://u:hunter1@h:1/0?prefix=app&{spelling}=hunter2")).unwrap();
+            let shown = format!("{:?}", ProviderConfig::from_url("redis", url));
+            assert!(!shown.contains("hunter") && shown.contains("prefix=app"), "{shown}");
+        }
+        let cfg = ProviderConfig::from_json("redis", r#"{"conn":"u:hunter2@h:1"}"#).unwrap();
+        assert!(!format!("{cfg:?}").contains("hunter2"), "{cfg:?}");
     }
 
     #[test]

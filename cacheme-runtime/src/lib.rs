@@ -32,6 +32,7 @@ mod logger;
 mod memcached;
 mod memory;
 pub mod pipeline;
+mod redact;
 #[cfg(feature = "redis")]
 mod redis;
 mod registry;

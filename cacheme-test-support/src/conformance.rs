@@ -92,6 +92,7 @@ macro_rules! conformance_suite {
             incr_refuses_overflow,
             incr_keeps_the_ttl,
             clear_removes_only_this_cache,
+            namespaces_that_start_alike_stay_apart,
             one_mib_value,
             binary_values_with_nul_bytes,
             empty_value_is_not_a_missing_key,
@@ -280,6 +281,34 @@ pub async fn clear_removes_only_this_cache(f: &impl Fixture) {
     assert_eq!(other.get("k1").await.unwrap().as_deref(), Some(&b"keep"[..]));
     mine.put_forever("after", b"v").await.unwrap();
     assert!(mine.exists("after").await.unwrap(), "the cache is usable after clear");
+}
+
+/// Two namespaces whose names start alike (`ns` and `ns-sessions`) never
+/// see or clear each other's keys, whatever the keys look like.
+pub async fn namespaces_that_start_alike_stay_apart(f: &impl Fixture) {
+    let short = f.cache("ns").await;
+    let long = f.cache("ns-sessions").await;
+    long.put_forever("k", b"long").await.unwrap();
+    short.put_forever("k", b"short").await.unwrap();
+    for lookalike in ["-sessions:k", "sessions:k", "-sessions", ":k"] {
+        assert_eq!(short.get(lookalike).await.unwrap(), None, "{lookalike:?}");
+    }
+    assert_eq!(long.get("k").await.unwrap().as_deref(), Some(&b"long"[..]));
+    short.clear().await.unwrap();
+    assert_eq!(short.get("k").await.unwrap(), None);
+    assert_eq!(
+        long.get("k").await.unwrap().as_deref(),
+        Some(&b"long"[..]),
+        "clear of ns"
+    );
+    short.put_forever("k", b"short").await.unwrap();
+    long.clear().await.unwrap();
+    assert_eq!(long.get("k").await.unwrap(), None);
+    assert_eq!(
+        short.get("k").await.unwrap().as_deref(),
+        Some(&b"short"[..]),
+        "clear of ns-sessions"
+    );
 }
 
 /// A 1 MiB value round-trips byte for byte.

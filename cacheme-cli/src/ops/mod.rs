@@ -4,8 +4,10 @@
 //! invalidated through the runtime's store functions (generations on
 //! memcached, the fetch lock on invalidation), as the stores themselves do.
 //!
-//! Passwords never reach the output: the URL is echoed redacted, and any
-//! error text is scrubbed of the password before it is shown.
+//! Secrets never reach the output: the URL is echoed through the runtime's
+//! [`redact_url`] (its password and every query parameter not known to be
+//! harmless hidden), and any error text from the cache is scrubbed of what
+//! that redaction hides before it is shown.
 
 pub mod get;
 pub mod invalidate;
@@ -14,7 +16,7 @@ pub mod stats;
 
 use std::time::Duration;
 
-use cacheme_runtime::config::{REDACTED, parse_url, redact_url};
+use cacheme_runtime::config::{REDACTED, hidden_in_url, parse_url, redact_url};
 use cacheme_runtime::{Cache, Client};
 
 use crate::decl::Declaration;
@@ -29,7 +31,7 @@ pub struct Connection {
     /// store generations afresh on every call: a one-shot command has
     /// nothing to cache them for.
     pub client: Client,
-    /// The URL with its password redacted.
+    /// The URL as [`redact_url`] shows it.
     pub shown: String,
     secrets: Vec<String>,
 }
@@ -38,21 +40,11 @@ impl Connection {
     /// Opens the cache at `url`.
     pub async fn open(url: &str) -> Result<Self> {
         let parsed = parse_url(url).ok();
-        let secrets = parsed
-            .as_ref()
-            .and_then(|u| u.password())
-            .map(|raw| {
-                let decoded = percent_encoding::percent_decode_str(raw)
-                    .decode_utf8_lossy()
-                    .into_owned();
-                vec![raw.to_owned(), decoded]
-            })
-            .unwrap_or_default();
-        // redact_url percent-encodes the marker inside the URL's user info.
-        let shown = parsed.as_ref().map_or_else(
-            || "the given URL".to_owned(),
-            |url| redact_url(url).replace("%3Credacted%3E", REDACTED),
-        );
+        // What the runtime's redaction hides (the password, secret-looking
+        // query parameters): scrubbed from error texts too, in case a
+        // message quotes one.
+        let secrets = parsed.as_ref().map(hidden_in_url).unwrap_or_default();
+        let shown = parsed.as_ref().map_or_else(|| "the given URL".to_owned(), redact_url);
         // The client's duplicate-store check reads this program's own
         // link-time store registry, which is empty: the CLI declares none.
         let opened = Cache::open(url).await.and_then(|cache| {
@@ -69,16 +61,16 @@ impl Connection {
                 shown,
                 secrets,
             }),
-            Err(e) => {
-                let text = format!("cannot open the cache at {shown}: {e}");
-                Err(Error::Cache(scrub(&secrets, text)))
-            }
+            Err(e) => Err(Error::Cache(format!(
+                "cannot open the cache at {shown}: {}",
+                scrub(&secrets, e.to_string())
+            ))),
         }
     }
 
-    /// A cache error with `context`, scrubbed of the password.
+    /// A cache error with `context`, scrubbed of the URL's secrets.
     pub fn error(&self, context: &str, e: cacheme_runtime::Error) -> Error {
-        Error::Cache(scrub(&self.secrets, format!("{context}: {e}")))
+        Error::Cache(format!("{context}: {}", scrub(&self.secrets, e.to_string())))
     }
 }
 

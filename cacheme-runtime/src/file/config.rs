@@ -1,10 +1,10 @@
 //! Reading the file provider's configuration: Beego's JSON keys or a
 //! `file:///path` URL.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::ProviderConfig;
+use crate::config::{ProviderConfig, redact_url};
 use crate::error::{Error, Result};
 
 /// Beego's default `CachePath`, relative to the working directory.
@@ -35,27 +35,28 @@ pub(super) struct Settings {
 }
 
 pub(super) fn settings(config: &ProviderConfig) -> Result<Settings> {
-    let path = match config.url() {
+    let (path, field) = match config.url() {
         Some(url) => {
             config.reject_unknown(URL_FIELDS)?;
-            url.to_file_path().map_err(|()| Error::Config {
-                provider: config.provider().to_owned(),
-                field: Some("url".to_owned()),
-                reason: format!(
-                    "{url} is not a local file URL: write file:///absolute/path (no host), \
-                         or use the JSON form for a relative CachePath"
-                ),
-            })?
+            let path = url.to_file_path().map_err(|()| {
+                config.error(
+                    "url",
+                    format!(
+                        "{} is not a local file URL: write file:///absolute/path (no host), \
+                         or use the JSON form for a relative CachePath",
+                        redact_url(url)
+                    ),
+                )
+            })?;
+            (path, "url")
         }
         None => {
             config.reject_unknown(JSON_FIELDS)?;
             let path = config.string("CachePath")?.unwrap_or_else(|| DEFAULT_PATH.to_owned());
-            if path.is_empty() {
-                return Err(config.error("CachePath", "must not be empty"));
-            }
-            PathBuf::from(path)
+            (PathBuf::from(path), "CachePath")
         }
     };
+    check_path(config, field, &path)?;
     let suffix = config
         .string("FileSuffix")?
         .unwrap_or_else(|| DEFAULT_SUFFIX.to_owned());
@@ -86,6 +87,36 @@ pub(super) fn settings(config: &ProviderConfig) -> Result<Settings> {
         levels,
         sweep: (interval > 0).then(|| Duration::from_secs(interval)),
     })
+}
+
+/// Refuses an empty path and one that is (or resolves to) the root of a
+/// file system: the cache would own every file of the machine that looks
+/// like one of its entries, and would put its lock directory there.
+/// `..` is resolved against the working directory without following
+/// symbolic links, as the path will be.
+fn check_path(config: &ProviderConfig, field: &str, path: &Path) -> Result<()> {
+    if path.as_os_str().is_empty() {
+        return Err(config.error(field, "the cache directory must not be empty"));
+    }
+    let absolute = std::path::absolute(path).map_err(|e| config.error(field, format!("{}: {e}", path.display())))?;
+    let mut depth = 0usize;
+    for component in absolute.components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::ParentDir => depth = depth.saturating_sub(1),
+            Component::Prefix(_) | Component::RootDir | Component::CurDir => {}
+        }
+    }
+    if depth == 0 {
+        return Err(config.error(
+            field,
+            format!(
+                "{} is the root of the file system: give the cache a directory of its own",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The suffix ends a file name: it must not lead anywhere else.
@@ -138,6 +169,25 @@ mod tests {
     }
 
     #[test]
+    fn the_root_is_refused_in_urls_too() {
+        for text in [
+            "file://",
+            "file:///",
+            "file:///tmp/..",
+            "file:///.",
+            "file://localhost/",
+        ] {
+            let config = ProviderConfig::from_url("file", crate::config::parse_url(text).unwrap());
+            let err = settings(&config).unwrap_err().to_string();
+            assert!(err.contains("(field \"url\")") && err.contains("root"), "{text}: {err}");
+        }
+        let config = ProviderConfig::from_url("file", crate::config::parse_url("file:///tmp/c").unwrap());
+        assert_eq!(settings(&config).unwrap().path, PathBuf::from("/tmp/c"));
+        let deep = "../".repeat(64);
+        assert!(json(&format!(r#"{{"CachePath":"{deep}"}}"#)).is_err());
+    }
+
+    #[test]
     fn bad_fields_are_named() {
         for (text, field) in [
             (r#"{"DirectoryLevel":5}"#, "DirectoryLevel"),
@@ -145,6 +195,9 @@ mod tests {
             (r#"{"FileSuffix":"/../x"}"#, "FileSuffix"),
             (r#"{"FileSuffix":"a\u0000b"}"#, "FileSuffix"),
             (r#"{"CachePath":""}"#, "CachePath"),
+            (r#"{"CachePath":"/"}"#, "CachePath"),
+            (r#"{"CachePath":"/tmp/.."}"#, "CachePath"),
+            (r#"{"CachePath":"//"}"#, "CachePath"),
             (r#"{"CachePath":7}"#, "CachePath"),
             (r#"{"EmbedExpiry":-1}"#, "EmbedExpiry"),
             (r#"{"cachepath":"x"}"#, "cachepath"),

@@ -60,7 +60,9 @@ const PROVIDER: &str = "file";
 /// - A relative `CachePath` is relative to the working directory when the
 ///   backend is built (later `chdir`s do not move it). The directory is
 ///   created if missing; one that cannot be created or written is an
-///   [`Error::Config`] naming `CachePath`.
+///   [`Error::Config`] naming `CachePath`. An empty path and the root of
+///   the file system (`file://`, `file:///`, `"CachePath":"/"`) are
+///   refused, naming `url` or `CachePath`.
 /// - `EmbedExpiry`: in Beego, a `Put` whose timeout equals `EmbedExpiry`
 ///   (default 0) is kept "forever". Here a value that never expires is
 ///   written with `put_forever` and a zero TTL is refused, so the setting

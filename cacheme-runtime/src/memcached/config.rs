@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::keys;
-use crate::config::ProviderConfig;
+use crate::config::{ProviderConfig, redact_address};
 use crate::error::Result;
 
 /// The prefix used when none is configured.
@@ -65,10 +64,7 @@ pub(crate) fn settings(config: &ProviderConfig) -> Result<Settings> {
             (conn(config)?, "key")
         }
     };
-    let prefix = config
-        .string(prefix_field)?
-        .unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
-    keys::check_prefix(&prefix).map_err(|reason| config.error(prefix_field, format!("the key prefix {reason}")))?;
+    let prefix = config.prefix(prefix_field, DEFAULT_PREFIX)?;
     let pool_size = config.unsigned("poolSize")?.unwrap_or(DEFAULT_POOL_SIZE);
     if pool_size == 0 || pool_size > 10_000 {
         return Err(config.error("poolSize", "must be between 1 and 10000"));
@@ -127,18 +123,22 @@ fn conn(config: &ProviderConfig) -> Result<Vec<String>> {
 /// or `[v6]:port`, normalized to what `TcpStream::connect` takes.
 fn address(config: &ProviderConfig, field: &str, entry: &str) -> Result<String> {
     let entry = entry.trim();
+    let shown = redact_address(entry);
     let (host, port) = match entry.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
-            let port = port
-                .parse()
-                .map_err(|_| config.error(field, format!("{port:?} is not a port number (in {entry:?})")))?;
+            let port = port.parse().map_err(|_| {
+                config.error(
+                    field,
+                    format!("{:?} is not a port number (in {shown:?})", redact_address(port)),
+                )
+            })?;
             (host, port)
         }
         _ => (entry, DEFAULT_PORT),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.chars().any(|c| c.is_whitespace() || c == '/' || c == '@') {
-        return Err(config.error(field, format!("{entry:?} is not a \"host:port\" address")));
+        return Err(config.error(field, format!("{shown:?} is not a \"host:port\" address")));
     }
     Ok(join(if host.is_empty() { "127.0.0.1" } else { host }, port))
 }

@@ -9,18 +9,17 @@
 //! keys never share an item (a readable key cannot start with `#`, and
 //! SHA-256 does not collide in practice).
 //!
-//! The prefix may not contain `:` and the generation is decimal, so the
-//! first two segments of a memcached key always name its cache and its
-//! generation unambiguously, and `prefix:generation` (the counter itself)
-//! cannot be a data key.
+//! The prefix may not contain `:` ([`check_prefix`], shared by every
+//! backend) and the generation is decimal, so the first two segments of a
+//! memcached key always name its cache and its generation unambiguously,
+//! and `prefix:generation` (the counter itself) cannot be a data key.
+//!
+//! [`check_prefix`]: crate::config::check_prefix
 
 use sha2::{Digest, Sha256};
 
 /// The longest key memcached accepts.
 pub(crate) const MAX_KEY: usize = 250;
-
-/// The longest prefix accepted: room for the generation and a hashed key.
-pub(crate) const MAX_PREFIX: usize = 100;
 
 /// Marks a hashed key.
 const HASHED: char = '#';
@@ -41,25 +40,6 @@ pub(crate) fn data_key(prefix: &str, generation: u64, key: &str) -> String {
 /// The key of a cache's generation counter.
 pub(crate) fn generation_key(prefix: &str) -> String {
     format!("{prefix}:generation")
-}
-
-/// Why `prefix` cannot be used, if it cannot.
-pub(crate) fn check_prefix(prefix: &str) -> Result<(), String> {
-    if prefix.is_empty() {
-        return Err("must not be empty".to_owned());
-    }
-    if prefix.len() > MAX_PREFIX {
-        return Err(format!("must be at most {MAX_PREFIX} bytes, got {}", prefix.len()));
-    }
-    if let Some(c) = prefix
-        .chars()
-        .find(|&c| c == ':' || !c.is_ascii() || !is_key_byte(c as u8))
-    {
-        return Err(format!(
-            "must be printable ASCII without spaces or ':' (it is the first segment of every memcached key), found {c:?}"
-        ));
-    }
-    Ok(())
 }
 
 /// Printable ASCII other than space: what a memcached key may hold.
@@ -107,13 +87,8 @@ mod tests {
     }
 
     #[test]
-    fn prefixes_are_checked() {
-        assert!(check_prefix("cacheme").is_ok());
-        assert!(check_prefix("my-app.v2").is_ok());
-        for bad in ["", "a:b", "a b", "ключ", "a\n", &"p".repeat(MAX_PREFIX + 1)] {
-            assert!(check_prefix(bad).is_err(), "{bad:?}");
-        }
-        let longest = "p".repeat(MAX_PREFIX);
+    fn the_longest_prefix_leaves_room_for_a_hashed_key() {
+        let longest = "p".repeat(crate::config::MAX_PREFIX);
         assert!(data_key(&longest, u64::MAX, "a b").len() <= MAX_KEY);
         assert_eq!(generation_key("app"), "app:generation");
     }

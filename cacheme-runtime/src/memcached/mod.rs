@@ -57,7 +57,7 @@ const CAS_ATTEMPTS: u32 = 1000;
 ///
 /// | option | default | meaning |
 /// |---|---|---|
-/// | `key` (JSON) / `prefix` (URL) | `cacheme` | first segment of every key; printable ASCII, no `:` |
+/// | `key` (JSON) / `prefix` (URL) | `cacheme` | first segment of every key; printable ASCII, no `:`, `{` or `}` (see `check_prefix`) |
 /// | `poolSize` | 16 | connections per server in use at once |
 /// | `timeoutMs` | 5000 | time allowed for one exchange, connecting included |
 /// | `generationRefreshMs` | 1000 | how long the namespace generation is cached in the process; 0 reads it before every operation |

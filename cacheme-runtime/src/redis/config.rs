@@ -6,7 +6,7 @@
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 use url::Url;
 
-use crate::config::{ProviderConfig, Secret};
+use crate::config::{ProviderConfig, Secret, redact_address};
 use crate::error::{Error, Result};
 
 /// The prefix used when none is configured: keys are `cacheme:<key>`.
@@ -47,7 +47,7 @@ fn from_json(config: &ProviderConfig) -> Result<Settings> {
     let db = config.unsigned("dbNum")?.unwrap_or(0);
     let db = i64::try_from(db).map_err(|_| config.error("dbNum", "too large"))?;
     let (user, password) = json_credentials(config)?;
-    let prefix = prefix(config, config.string("key")?, "key")?;
+    let prefix = config.prefix("key", DEFAULT_PREFIX)?;
 
     let mut redis = RedisConnectionInfo::default().set_db(db);
     if let Some(user) = &user {
@@ -69,7 +69,7 @@ fn from_json(config: &ProviderConfig) -> Result<Settings> {
 
 fn from_url(config: &ProviderConfig, url: &Url) -> Result<Settings> {
     config.reject_unknown(URL_FIELDS)?;
-    let prefix = prefix(config, config.string("prefix")?, "prefix")?;
+    let prefix = config.prefix("prefix", DEFAULT_PREFIX)?;
     if url.host_str().is_none_or(str::is_empty) {
         return Err(config.error("host", "the URL names no host"));
     }
@@ -102,25 +102,18 @@ pub(super) fn json_credentials(config: &ProviderConfig) -> Result<(Option<String
 pub(super) fn host_and_port(config: &ProviderConfig, field: &str, conn: &str) -> Result<(String, u16)> {
     let (host, port) = conn
         .rsplit_once(':')
-        .ok_or_else(|| config.error(field, format!("expected \"host:port\", got {conn:?}")))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| config.error(field, format!("{port:?} is not a port number (in {conn:?})")))?;
+        .ok_or_else(|| config.error(field, format!("expected \"host:port\", got {:?}", redact_address(conn))))?;
+    let port: u16 = port.parse().map_err(|_| {
+        config.error(
+            field,
+            format!(
+                "{:?} is not a port number (in {:?})",
+                redact_address(port),
+                redact_address(conn)
+            ),
+        )
+    })?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let host = if host.is_empty() { "127.0.0.1" } else { host };
     Ok((host.to_owned(), port))
-}
-
-/// The key prefix from `field` (`key` in JSON, `prefix` in a URL), or
-/// [`DEFAULT_PREFIX`]; never empty.
-pub(super) fn prefix(config: &ProviderConfig, given: Option<String>, field: &str) -> Result<String> {
-    match given {
-        None => Ok(DEFAULT_PREFIX.to_owned()),
-        // An empty prefix would make `clear` match every key of the database.
-        Some(p) if p.is_empty() => Err(config.error(
-            field,
-            "the key prefix must not be empty: clear() removes every key under it",
-        )),
-        Some(p) => Ok(p),
-    }
 }

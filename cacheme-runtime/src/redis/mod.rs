@@ -2,7 +2,9 @@
 //! (`redis-cluster`): a multiplexed connection that reconnects by itself,
 //! keys under a configured prefix.
 //!
-//! - Every key is stored as `prefix:key`; `clear` removes exactly the keys
+//! - Every key is stored as `prefix:key`, and a prefix may not contain `:`
+//!   ([`check_prefix`](crate::config::check_prefix)), so two caches with
+//!   different prefixes never share a key; `clear` removes exactly the keys
 //!   under `prefix:` with `SCAN MATCH` + `UNLINK` in batches (never
 //!   `FLUSHDB`/`FLUSHALL`), so other applications sharing the server keep
 //!   their data. In a cluster it does so on every master.

@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::config::{ProviderConfig, Secret};
 use crate::error::Result;
-use crate::redis::config::{JSON_FIELDS, URL_FIELDS, host_and_port, json_credentials, prefix};
+use crate::redis::config::{DEFAULT_PREFIX, JSON_FIELDS, URL_FIELDS, host_and_port, json_credentials};
 
 /// Everything needed to reach a cluster, with the password kept out of
 /// `Debug`.
@@ -79,7 +79,7 @@ fn from_json(config: &ProviderConfig) -> Result<Parts> {
         Some(_) => return Err(config.error("dbNum", "Redis Cluster has only database 0")),
     }
     let (user, password) = json_credentials(config)?;
-    let prefix = prefix(config, config.string("key")?, "key")?;
+    let prefix = config.prefix("key", DEFAULT_PREFIX)?;
     Ok((seeds, user, password, prefix))
 }
 
@@ -104,7 +104,7 @@ fn from_url(config: &ProviderConfig, url: &Url) -> Result<Parts> {
         Some(password) => Some(Secret::new(decode(password, "password")?)).filter(|p| !p.is_empty()),
         None => None,
     };
-    let prefix = prefix(config, config.string("prefix")?, "prefix")?;
+    let prefix = config.prefix("prefix", DEFAULT_PREFIX)?;
     Ok((seeds, user, password, prefix))
 }
 
