@@ -50,7 +50,13 @@ struct Inner {
     coordinator: Option<Arc<dyn Coordinator>>,
     /// The fetch lock's TTL of stores that do not set `lock_ttl`.
     lock_ttl: Duration,
+    /// How many per-key fetches one batch runs at once.
+    fetch_concurrency: usize,
 }
+
+/// How many per-key fetches one `get_m` or pipeline runs at once, unless
+/// [`ClientBuilder::fetch_concurrency`] says otherwise.
+pub const DEFAULT_FETCH_CONCURRENCY: usize = 64;
 
 /// Builds a [`Client`].
 #[derive(Default)]
@@ -61,6 +67,7 @@ pub struct ClientBuilder {
     logger: Option<Arc<dyn Logger>>,
     generation_refresh: Option<Duration>,
     lock_ttl: Option<Duration>,
+    fetch_concurrency: Option<usize>,
 }
 
 impl ClientBuilder {
@@ -101,6 +108,17 @@ impl ClientBuilder {
         self
     }
 
+    /// How many per-key fetches one batch (a `get_m`, a pipeline) runs at
+    /// once: its missed keys of stores without `fetch_many` are fetched
+    /// this many at a time (default [`DEFAULT_FETCH_CONCURRENCY`], 64), so
+    /// a `get_m` of 100,000 cold keys never sends 100,000 queries to the
+    /// source at once. A store's `fetch_many` is called once per batch,
+    /// whatever this says. Zero counts as one.
+    pub fn fetch_concurrency(mut self, fetches: usize) -> Self {
+        self.fetch_concurrency = Some(fetches);
+        self
+    }
+
     /// Builds the client, refusing duplicate stores.
     pub fn build(self) -> Result<Client> {
         check_unique(&STORES)?;
@@ -119,6 +137,7 @@ impl ClientBuilder {
                 generations,
                 coordinator,
                 lock_ttl: self.lock_ttl.unwrap_or(DEFAULT_LOCK_TTL),
+                fetch_concurrency: self.fetch_concurrency.unwrap_or(DEFAULT_FETCH_CONCURRENCY).max(1),
                 codec: self.codec.unwrap_or(cache.codec()),
                 cache,
                 logger: self.logger,
@@ -188,6 +207,11 @@ impl Client {
 
     pub(crate) fn lock_ttl(&self) -> Duration {
         self.inner.lock_ttl
+    }
+
+    /// How many per-key fetches one batch runs at once.
+    pub(crate) fn fetch_concurrency(&self) -> usize {
+        self.inner.fetch_concurrency
     }
 
     pub(crate) fn generations(&self) -> Option<&Generations> {

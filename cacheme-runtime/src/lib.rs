@@ -45,9 +45,9 @@ pub use crate::file::FileBackend;
 pub use crate::memcached::MemcachedBackend;
 #[cfg(feature = "redis")]
 pub use crate::redis::RedisBackend;
-pub use backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, Ttl};
+pub use backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, MAX_KEYS_PER_COMMAND, Ttl};
 pub use cache::Cache;
-pub use client::{Client, ClientBuilder, Context};
+pub use client::{Client, ClientBuilder, Context, DEFAULT_FETCH_CONCURRENCY};
 pub use codec::Codec;
 pub use config::ProviderConfig;
 pub use error::{BoxError, Error, Op, Result};

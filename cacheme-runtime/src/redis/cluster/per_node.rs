@@ -1,6 +1,9 @@
-//! A [`Batch`] on a cluster: its entries grouped by the node that serves
-//! each key's slot (from the cached [`SlotMap`]), one script per node,
-//! the nodes concurrently, the replies put back in entry order.
+//! A [`Batch`] on a cluster: its entries grouped by the slot of each key
+//! (a script may only declare keys of one slot), each slot's entries cut
+//! into calls of at most [`MAX_KEYS_PER_COMMAND`], every call routed to
+//! the node that serves its slot (from the cached [`SlotMap`]), all of them
+//! concurrently on the nodes' multiplexed connections, the replies put
+//! back in entry order.
 //!
 //! When a node refuses its script because the map is stale (a key it does
 //! not serve, `MOVED`/`ASK`, the cluster down, no connection to that
@@ -20,16 +23,20 @@
 
 use futures_util::future::join_all;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use std::collections::HashMap;
+
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 use super::slots::SlotMap;
+use crate::backend::MAX_KEYS_PER_COMMAND;
 use crate::error::{Error, Result};
 use crate::redis::RedisBackend;
 use crate::redis::batch::{Batch, eval};
 
 impl RedisBackend {
-    /// Runs `batch` on `cluster`, one script per node (see the module docs).
+    /// Runs `batch` on `cluster`, one script call per slot and chunk (see
+    /// the module docs).
     pub(in crate::redis) async fn run_per_node<B: Batch>(
         &self,
         cluster: &ClusterConnection,
@@ -115,23 +122,30 @@ fn redirected(error: &Error) -> bool {
     })
 }
 
-/// The entries `indices` by node, in node order, and those whose slot the
-/// map does not know.
+/// The entries `indices` as script calls: `(node, entries)`, each call's
+/// entries of one slot and at most [`MAX_KEYS_PER_COMMAND`], in node
+/// order; and the entries whose slot the map does not know.
 fn group<B: Batch>(map: &SlotMap, batch: &B, indices: &[usize]) -> (Vec<(usize, Vec<usize>)>, Vec<usize>) {
-    let mut by_node: Vec<Vec<usize>> = vec![Vec::new(); map.len()];
+    let mut by_slot: HashMap<Slot, (usize, Vec<usize>)> = HashMap::new();
     let mut unknown = Vec::new();
     for &i in indices {
-        match map.node_of(batch.slot_key(i)) {
-            Some(node) => by_node[node].push(i),
+        let key = batch.slot_key(i);
+        match map.node_of(key) {
+            Some(node) => by_slot.entry(Slot::for_key(key)).or_insert((node, Vec::new())).1.push(i),
             None => unknown.push(i),
         }
     }
-    let groups = by_node
-        .into_iter()
-        .enumerate()
-        .filter(|(_, indices)| !indices.is_empty())
+    let mut calls: Vec<(usize, Vec<usize>)> = by_slot
+        .into_values()
+        .flat_map(|(node, entries)| {
+            entries
+                .chunks(MAX_KEYS_PER_COMMAND)
+                .map(|chunk| (node, chunk.to_vec()))
+                .collect::<Vec<_>>()
+        })
         .collect();
-    (groups, unknown)
+    calls.sort_by_key(|(node, entries)| (*node, entries[0]));
+    (calls, unknown)
 }
 
 /// One script with the entries `indices`, routed to the node at `addr`.
