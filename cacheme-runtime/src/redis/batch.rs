@@ -26,7 +26,6 @@
 //!   which caches it. The scripts start with a `#!lua` shebang, which
 //!   needs Redis 7.0 or later (so do sharded channels).
 
-#[cfg(feature = "redis-cluster")]
 use std::future::Future;
 use std::sync::LazyLock;
 
@@ -115,7 +114,9 @@ return renewed";
 /// [`stampede`](super::stampede): a fill stores and releases only while
 /// the token holds the lock and always notifies `filled`; an abandon
 /// releases its own lock and notifies `failed`, or only `filled` when the
-/// lock was no longer its own. 1 where a value was stored, else 0.
+/// lock was no longer its own. 1 where a value was stored, else 0; a fill
+/// sent again (redis-rs re-sends a node's pipeline after a redirection)
+/// finds its lock gone and its value there, and reports 1 again.
 static SETTLE_MANY: BatchScript = BatchScript {
     body: SETTLE_MANY_BODY,
     script: LazyLock::new(|| Script::new(SETTLE_MANY_BODY)),
@@ -131,6 +132,8 @@ for i = 1, #KEYS / 2 do
     if ours then
       redis.call('SET', KEYS[2 * i - 1], ARGV[a + 4], 'PX', ARGV[a + 5])
       redis.call('DEL', KEYS[2 * i])
+      stored[i] = 1
+    elseif redis.call('EXISTS', KEYS[2 * i]) == 0 and redis.call('GET', KEYS[2 * i - 1]) == ARGV[a + 4] then
       stored[i] = 1
     end
     redis.call(publish, ARGV[a + 2], 'filled')
@@ -209,37 +212,74 @@ impl RedisBackend {
         }
     }
 
-    /// One server: every call in one pipeline of `EVALSHA`s; the calls the
-    /// server refuses with `NOSCRIPT` once more in a pipeline of `EVAL`s.
+    /// One server: every call in one pipeline (see [`pipelined`]); any
+    /// call's error fails the batch.
     async fn run_pipelined<B: Batch>(&self, batch: &B) -> RedisResult<Vec<B::Out>> {
-        let all: Vec<usize> = (0..batch.len()).collect();
-        let calls: Vec<&[usize]> = all.chunks(MAX_KEYS_PER_COMMAND).collect();
-        let send = |which: &[usize], with_body: bool| {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            for &n in which {
-                pipe.add_command(command(batch, calls[n], with_body));
-            }
-            let mut connection = self.connection.clone();
-            async move { pipe.query_async::<Vec<RedisResult<Value>>>(&mut connection).await }
-        };
-        let everything: Vec<usize> = (0..calls.len()).collect();
-        let mut replies: Vec<Option<RedisResult<Value>>> = send(&everything, false).await?.into_iter().map(Some).collect();
-        let unknown: Vec<usize> = (0..calls.len())
-            .filter(|&n| matches!(&replies[n], Some(Err(e)) if is_noscript(e)))
+        let calls: Vec<Vec<usize>> = (0..batch.len())
+            .collect::<Vec<_>>()
+            .chunks(MAX_KEYS_PER_COMMAND)
+            .map(<[usize]>::to_vec)
             .collect();
-        if !unknown.is_empty() {
-            for (n, reply) in unknown.iter().zip(send(&unknown, true).await?) {
-                replies[*n] = Some(reply);
-            }
-        }
+        let replies = pipelined(batch, &calls, |pipe, _| {
+            let mut connection = self.connection.clone();
+            async move { pipe.query_async::<Vec<Value>>(&mut connection).await }
+        })
+        .await?;
         let mut out = Vec::with_capacity(batch.len());
-        for (call, reply) in calls.iter().zip(replies) {
-            let reply = reply.ok_or_else(|| short_reply(calls.len(), 0))?;
-            out.extend(entries::<B>(call, reply)?);
+        for reply in replies {
+            out.extend(reply?);
         }
         Ok(out)
     }
+}
+
+/// Sends the script calls `calls` (each the entries of one call) of
+/// `batch` as one pipeline through `send` (given the pipeline and its
+/// length): `EVALSHA`s, then the calls the server refused with `NOSCRIPT`
+/// once more in a pipeline of `EVAL`s with the body. One result per call,
+/// one reply element per entry; `Err` when a pipeline got no reply.
+pub(super) async fn pipelined<B, F, Fut>(
+    batch: &B,
+    calls: &[Vec<usize>],
+    send: F,
+) -> RedisResult<Vec<RedisResult<Vec<B::Out>>>>
+where
+    B: Batch,
+    F: Fn(redis::Pipeline, usize) -> Fut,
+    Fut: Future<Output = RedisResult<Vec<Value>>>,
+{
+    let run = |which: &[usize], with_body: bool| {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for &n in which {
+            pipe.add_command(command(batch, &calls[n], with_body));
+        }
+        let count = which.len();
+        let sent = send(pipe, count);
+        async move {
+            let replies = sent.await?;
+            if replies.len() != count {
+                return Err(short_reply(replies.len(), count));
+            }
+            Ok(replies.into_iter().map(Value::extract_error).collect::<Vec<_>>())
+        }
+    };
+    let all: Vec<usize> = (0..calls.len()).collect();
+    let mut replies = run(&all, false).await?;
+    let unknown: Vec<usize> = all
+        .into_iter()
+        .filter(|&n| matches!(&replies[n], Err(e) if is_noscript(e)))
+        .collect();
+    if !unknown.is_empty() {
+        for (&n, reply) in unknown.iter().zip(run(&unknown, true).await?) {
+            replies[n] = reply;
+        }
+    }
+    Ok(calls
+        .iter()
+        .zip(replies)
+        .map(|(call, reply)| entries::<B>(call, reply))
+        .collect())
 }
 
 /// The script call of `batch` carrying the entries `indices`: `EVALSHA`,
@@ -280,29 +320,11 @@ fn short_reply(got: usize, wanted: usize) -> RedisError {
 
 /// One call's reply: one element per entry of `indices`.
 fn entries<B: Batch>(indices: &[usize], reply: RedisResult<Value>) -> RedisResult<Vec<B::Out>> {
-    let values: Vec<B::Out> = redis::from_redis_value(reply.and_then(Value::extract_error)?)?;
+    let values: Vec<B::Out> = redis::from_redis_value(reply?)?;
     if values.len() != indices.len() {
         return Err(short_reply(values.len(), indices.len()));
     }
     Ok(values)
-}
-
-/// Sends the entries `indices` of `batch` (at most
-/// [`MAX_KEYS_PER_COMMAND`], of one slot) as one script call through
-/// `send`: `EVALSHA`, then `EVAL` with the body if the server does not
-/// know the script. One reply element per entry, in the order of `indices`.
-#[cfg(feature = "redis-cluster")]
-pub(super) async fn eval<B, F, Fut>(batch: &B, indices: &[usize], send: F) -> RedisResult<Vec<B::Out>>
-where
-    B: Batch,
-    F: Fn(Cmd) -> Fut,
-    Fut: Future<Output = RedisResult<Value>>,
-{
-    let reply = match send(command(batch, indices, false)).await.and_then(Value::extract_error) {
-        Err(e) if is_noscript(&e) => send(command(batch, indices, true)).await,
-        reply => reply,
-    };
-    entries::<B>(indices, reply)
 }
 
 /// A cluster's `get_many`: full keys, values in order.
