@@ -187,11 +187,7 @@ async fn a_multi_get_is_one_request() {
     }
     let before = proxy.requests();
     let got = cache.get_multi(&keys).await.unwrap();
-    assert_eq!(
-        proxy.requests() - before,
-        1,
-        "100 keys on one server: one request"
-    );
+    assert_eq!(proxy.requests() - before, 1, "100 keys on one server: one request");
     for (i, value) in got.iter().enumerate() {
         assert_eq!(
             value.as_deref(),

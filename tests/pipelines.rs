@@ -525,7 +525,13 @@ fn slots_per_master(cluster: &RedisCluster, pattern: &str) -> Vec<u64> {
             let keys: Vec<String> = ::redis::cmd("KEYS").arg(pattern).query(&mut node).unwrap();
             let slots: BTreeSet<u16> = keys
                 .iter()
-                .map(|key| ::redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query(&mut node).unwrap())
+                .map(|key| {
+                    ::redis::cmd("CLUSTER")
+                        .arg("KEYSLOT")
+                        .arg(key)
+                        .query(&mut node)
+                        .unwrap()
+                })
                 .collect();
             slots.len() as u64
         })
@@ -548,7 +554,10 @@ async fn get_m_costs_one_command_per_cluster_slot_and_step() {
     // A script declares its keys, and a cluster takes declared keys of
     // one slot per call.
     let slots = slots_per_master(&cluster, "*book*");
-    assert!(slots.iter().sum::<u64>() > 900, "the keys spread over many slots: {slots:?}");
+    assert!(
+        slots.iter().sum::<u64>() > 900,
+        "the keys spread over many slots: {slots:?}"
+    );
     let cold: Vec<u64> = slots.iter().map(|n| 3 * n).collect();
     assert_eq!(evalshas(&calls), cold, "cold: read, lock all, fill all, once per slot");
     assert_eq!(shop.take_calls().len(), 1, "one batch fetch");

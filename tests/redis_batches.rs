@@ -15,8 +15,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cacheme::{Cache, MAX_KEYS_PER_COMMAND};
 use cacheme::stampede::{Coordination, Coordinator, LockRequest, Notice, Settlement};
+use cacheme::{Cache, MAX_KEYS_PER_COMMAND};
 use cacheme_test_support::{Calls, CountingProxy, RedisCluster, RedisServer, SentCommands};
 use redis::Value;
 
@@ -628,4 +628,173 @@ async fn cluster_batches_follow_a_failover() {
         .await
         .unwrap();
     check_settled(&cache, &keys, stored).await;
+}
+
+// ---------------------------------------------------------------------------
+// A get_m of 100,000 cold keys: bounded commands, bounded fetches.
+
+/// Keys of the big `get_m`.
+const BIG: u64 = 100_000;
+
+/// A context whose fetcher counts the fetches in flight and the most seen.
+struct Big {
+    client: cacheme::Client,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl cacheme::Context for Big {
+    fn cacheme(&self) -> &cacheme::Client {
+        &self.client
+    }
+}
+
+#[cacheme::cache_store(key = "big:<id>", ttl = "5m")]
+async fn big_value(ctx: &Big, id: u64) -> Result<u64, String> {
+    use std::sync::atomic::Ordering;
+    let now = ctx.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    ctx.most.fetch_max(now, Ordering::SeqCst);
+    // Let the others run while in flight, so the fetches overlap as much
+    // as they are allowed to.
+    tokio::task::yield_now().await;
+    ctx.in_flight.fetch_sub(1, Ordering::SeqCst);
+    Ok(id * 2)
+}
+
+/// Per client command of `node`'s slow log (threshold 0): its name and
+/// how many keys it carried (`EVAL`/`EVALSHA`: its declared keys; `MGET`:
+/// its arguments).
+fn logged_commands(node: &mut redis::Connection) -> Vec<(String, u64)> {
+    let log: Vec<Vec<Value>> = redis::cmd("SLOWLOG").arg("GET").arg(-1).query(node).unwrap();
+    log.into_iter()
+        .filter_map(|entry| {
+            let args: Vec<Vec<u8>> = redis::from_redis_value(entry[3].clone()).unwrap();
+            let client: String = redis::from_redis_value(entry[4].clone()).unwrap();
+            let name = String::from_utf8_lossy(&args[0]).to_lowercase();
+            if client == "?:0" {
+                return None;
+            }
+            // The slow log keeps 31 arguments and "... (N more arguments)".
+            let more = String::from_utf8_lossy(args.last().unwrap())
+                .strip_prefix("... (")
+                .and_then(|rest| rest.strip_suffix(" more arguments)"))
+                .map_or(0, |n| n.parse::<u64>().unwrap() - 1);
+            let count = args.len() as u64 + more;
+            let keys = match name.as_str() {
+                "eval" | "evalsha" => String::from_utf8_lossy(&args[2]).parse().unwrap(),
+                "mget" => count - 1,
+                _ => 0,
+            };
+            Some((name, keys))
+        })
+        .collect()
+}
+
+fn slow_log_everything(node: &mut redis::Connection) {
+    for (name, value) in [("slowlog-log-slower-than", "0"), ("slowlog-max-len", "1000000")] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(node)
+            .unwrap();
+    }
+    let _: () = redis::cmd("SLOWLOG").arg("RESET").query(node).unwrap();
+}
+
+/// Runs the big `get_m` on `cache` and checks the commands `nodes` logged
+/// and the fetches in flight.
+async fn big_get_m_is_bounded(cache: Cache, nodes: &mut [redis::Connection]) {
+    for node in nodes.iter_mut() {
+        slow_log_everything(node);
+    }
+    let app = Big {
+        client: cacheme::Client::builder()
+            .cache(cache)
+            .fetch_concurrency(16)
+            .build()
+            .unwrap(),
+        in_flight: Default::default(),
+        most: Default::default(),
+    };
+    let mut m = BigValueStore::get_m(&app);
+    for id in 0..BIG {
+        m.add(id);
+    }
+    let got = m.run().await.unwrap();
+    assert_eq!(got.len(), BIG as usize);
+    assert_eq!(got.get(&(BIG - 1)), Some(&((BIG - 1) * 2)));
+    let most = app.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=16).contains(&most), "fetches in flight at most: {most}");
+
+    let logged: Vec<(String, u64)> = nodes.iter_mut().flat_map(logged_commands).collect();
+    let mut keys_by_command: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (name, keys) in &logged {
+        let (count, most) = keys_by_command.entry(name.clone()).or_default();
+        *count += 1;
+        *most = (*most).max(*keys);
+    }
+    // Reads carry one key per entry, locks and fills two (value and lock).
+    let per_command = MAX_KEYS_PER_COMMAND as u64;
+    for (name, (_, most)) in &keys_by_command {
+        assert!(
+            *most <= 2 * per_command,
+            "{name} carried {most} keys: {keys_by_command:?}"
+        );
+    }
+    let batch_commands: u64 = keys_by_command
+        .iter()
+        .filter(|(name, _)| ["mget", "eval", "evalsha"].contains(&name.as_str()))
+        .map(|(_, (count, _))| count)
+        .sum();
+    assert!(
+        batch_commands >= 3 * BIG / per_command,
+        "read, lock and fill in chunks: {keys_by_command:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_m_of_100000_cold_keys_is_chunked_and_fetches_16_at_a_time_on_redis() {
+    let server = RedisServer::start();
+    let cache = Cache::open(&format!("{}?prefix=big", server.url())).await.unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    big_get_m_is_bounded(cache, &mut [client.get_connection().unwrap()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_m_of_100000_cold_keys_is_chunked_and_fetches_16_at_a_time_on_a_cluster() {
+    let cluster = RedisCluster::builder().masters(3).replicas(0).start();
+    let cache = Cache::new("redis-cluster", &cluster.config("big")).await.unwrap();
+    let mut nodes: Vec<redis::Connection> = cluster
+        .masters()
+        .iter()
+        .map(|addr| cluster.node_connection(addr))
+        .collect();
+    big_get_m_is_bounded(cache, &mut nodes).await;
+}
+
+/// The README states the Redis version the scripts need (the `#!lua`
+/// shebang and `SPUBLISH` came with 7.0), and the servers the suite runs
+/// the scripts on are at least that.
+#[tokio::test]
+async fn the_minimum_redis_version_is_stated_and_met() {
+    let readme = include_str!("../README.md");
+    assert!(readme.contains("need Redis 7.0 or later"), "the README states it");
+    let server = RedisServer::start();
+    let mut node = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+    let info: String = redis::cmd("INFO").arg("server").query(&mut node).unwrap();
+    let version = info
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("redis_version:"))
+        .expect("INFO server names the version");
+    let major: u32 = version.split('.').next().unwrap().parse().unwrap();
+    assert!(major >= 7, "the scripts need Redis 7.0, the suite runs {version}");
+    // A shebang script runs there (an older server refuses the shebang).
+    let ran: i64 = redis::cmd("EVAL")
+        .arg("#!lua\nreturn #KEYS")
+        .arg(1)
+        .arg("k")
+        .query(&mut node)
+        .unwrap();
+    assert_eq!(ran, 1);
 }

@@ -558,3 +558,36 @@ impl Batch for RenewBatch<'_> {
         self.coordinator.renew(request.key, request.token, request.ttl)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commands the scripts call on keys.
+    const KEY_COMMANDS: [&str; 5] = ["GET", "SET", "DEL", "EXISTS", "PEXPIRE"];
+
+    /// Every `redis.call` / `redis.pcall` of a key command in every batch
+    /// script takes its key from `KEYS`, never from `ARGV` or a local.
+    #[test]
+    fn every_key_a_script_touches_is_declared_in_keys() {
+        let mut checked = 0;
+        for body in scripts() {
+            assert!(body.starts_with("#!lua"), "a shebang (Redis 7.0): {body}");
+            for call in body.split("redis.").skip(1) {
+                let Some(args) = call.strip_prefix("call(").or_else(|| call.strip_prefix("pcall(")) else {
+                    continue;
+                };
+                let mut args = args.split(',').map(str::trim);
+                let command = args.next().unwrap_or("").trim_matches('\'');
+                if KEY_COMMANDS.contains(&command) {
+                    let key = args.next().unwrap_or("");
+                    assert!(key.starts_with("KEYS["), "{command} of {key:?} in {body}");
+                    checked += 1;
+                } else {
+                    assert!(command == "publish", "an unknown command {command:?} in {body}");
+                }
+            }
+        }
+        assert!(checked >= 10, "the check saw the scripts' calls: {checked}");
+    }
+}

@@ -79,7 +79,10 @@ pub(crate) async fn try_lock_each<C: Coordinator + ?Sized>(
 
 /// [`Coordinator::renew_many`]'s default: every renewal concurrently; the
 /// first error fails the whole batch.
-pub(crate) async fn renew_each<C: Coordinator + ?Sized>(coordinator: &C, requests: &[LockRequest<'_>]) -> Result<Vec<bool>> {
+pub(crate) async fn renew_each<C: Coordinator + ?Sized>(
+    coordinator: &C,
+    requests: &[LockRequest<'_>],
+) -> Result<Vec<bool>> {
     join_all(requests.iter().map(|r| coordinator.renew(r.key, r.token, r.ttl)))
         .await
         .into_iter()

@@ -128,16 +128,24 @@ fn redirected(error: &Error) -> bool {
     })
 }
 
+/// A node (its index in the [`SlotMap`]) and its script calls, each the
+/// entries it carries.
+type NodeCalls = (usize, Vec<Vec<usize>>);
+
 /// The script calls of the entries `indices`, by node: `(node, calls)`,
 /// each call's entries of one slot and at most [`MAX_KEYS_PER_COMMAND`],
 /// in node order; and the entries whose slot the map does not know.
-fn group<B: Batch>(map: &SlotMap, batch: &B, indices: &[usize]) -> (Vec<(usize, Vec<Vec<usize>>)>, Vec<usize>) {
+fn group<B: Batch>(map: &SlotMap, batch: &B, indices: &[usize]) -> (Vec<NodeCalls>, Vec<usize>) {
     let mut by_slot: HashMap<Slot, (usize, Vec<usize>)> = HashMap::new();
     let mut unknown = Vec::new();
     for &i in indices {
         let key = batch.slot_key(i);
         match map.node_of(key) {
-            Some(node) => by_slot.entry(Slot::for_key(key)).or_insert((node, Vec::new())).1.push(i),
+            Some(node) => by_slot
+                .entry(Slot::for_key(key))
+                .or_insert((node, Vec::new()))
+                .1
+                .push(i),
             None => unknown.push(i),
         }
     }
@@ -151,7 +159,7 @@ fn group<B: Batch>(map: &SlotMap, batch: &B, indices: &[usize]) -> (Vec<(usize, 
         })
         .collect();
     calls.sort_by_key(|(node, entries)| (*node, entries[0]));
-    let mut nodes: Vec<(usize, Vec<Vec<usize>>)> = Vec::new();
+    let mut nodes: Vec<NodeCalls> = Vec::new();
     for (node, entries) in calls {
         match nodes.last_mut() {
             Some((last, calls)) if *last == node => calls.push(entries),
