@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cacheme::{Cache, Client, Context, Error, Pipeline, PromiseError, cache_store};
-use cacheme_test_support::{Calls, CountingProxy, MemcachedServer, RedisCluster, RedisServer, SentCommands};
+use cacheme::{Cache, Client, Context, Error, MAX_KEYS_PER_COMMAND, Pipeline, PromiseError, cache_store};
+use cacheme_test_support::{Calls, CountingProxy, CpuLoad, MemcachedServer, RedisCluster, RedisServer, SentCommands};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -421,28 +421,39 @@ async fn load_scripts(shop: &Shop) {
     shop.take_calls();
 }
 
+/// Commands (or memcached exchanges) a batch of `keys` keys takes per step.
+fn chunks(keys: usize) -> u64 {
+    keys.div_ceil(MAX_KEYS_PER_COMMAND) as u64
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn warm_get_m_of_1000_keys_is_one_round_trip_on_redis() {
+async fn warm_get_m_of_1000_keys_is_one_request_per_chunk_on_redis() {
+    let _load = CpuLoad::start();
     let (shop, proxy) = counted_redis().await;
     let mut m = BookStore::get_m(&shop);
     for id in 0..1000 {
         m.add(id);
     }
-    let before = proxy.round_trips();
+    let before = proxy.requests();
     assert_eq!(m.run().await.unwrap().len(), 1000);
-    assert_eq!(proxy.round_trips() - before, 3, "cold: read, lock all, fill all");
+    assert_eq!(
+        proxy.requests() - before,
+        3 * chunks(1000),
+        "cold: read, lock all, fill all, each in chunks"
+    );
     assert_eq!(shop.take_calls().len(), 1, "one batch fetch");
 
     for id in 0..1000 {
         m.add(id);
     }
-    let before = proxy.round_trips();
+    let before = proxy.requests();
     assert_eq!(m.run().await.unwrap().len(), 1000);
-    assert_eq!(proxy.round_trips() - before, 1, "warm: one MGET");
+    assert_eq!(proxy.requests() - before, chunks(1000), "warm: one MGET per chunk");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_of_three_stores_is_one_round_trip_warm_and_three_cold_on_redis() {
+    let _load = CpuLoad::start();
     let (shop, proxy) = counted_redis().await;
     for (round, expected) in [(0, 3), (1, 1)] {
         let mut pipeline = Pipeline::new();
@@ -451,9 +462,9 @@ async fn a_pipeline_of_three_stores_is_one_round_trip_warm_and_three_cold_on_red
             .map(|n| AuthorStore::get_p(&shop, &mut pipeline, format!("author{n}")))
             .collect();
         let stock = StockStore::get_p(&shop, &mut pipeline, 1, "x".to_owned());
-        let before = proxy.round_trips();
+        let before = proxy.requests();
         pipeline.execute().await.unwrap();
-        assert_eq!(proxy.round_trips() - before, expected, "round {round}");
+        assert_eq!(proxy.requests() - before, expected, "round {round}");
         assert!(promises.into_iter().all(|p| p.into_result().is_ok()));
         assert!(authors.into_iter().all(|p| p.into_result().is_ok()));
         assert_eq!(stock.into_result().unwrap(), 101);
@@ -461,7 +472,8 @@ async fn a_pipeline_of_three_stores_is_one_round_trip_warm_and_three_cold_on_red
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn warm_get_m_of_1000_keys_is_one_round_trip_on_memcached() {
+async fn warm_get_m_of_1000_keys_is_one_multi_get_per_chunk_on_memcached() {
+    let _load = CpuLoad::start();
     let server = MemcachedServer::start();
     let proxy = CountingProxy::start(server.port());
     let cache = Cache::open(&format!("memcache://127.0.0.1:{}", proxy.port()))
@@ -484,9 +496,9 @@ async fn warm_get_m_of_1000_keys_is_one_round_trip_on_memcached() {
     for id in 0..1000 {
         m.add(id);
     }
-    let before = proxy.round_trips();
+    let before = proxy.requests();
     assert_eq!(m.run().await.unwrap().len(), 1000);
-    assert_eq!(proxy.round_trips() - before, 1, "one multi-get");
+    assert_eq!(proxy.requests() - before, chunks(1000), "one multi-get per chunk");
 }
 
 /// What each master received: only `EVALSHA`s (one per batch step).
@@ -501,8 +513,33 @@ fn evalshas(calls: &Calls) -> Vec<u64> {
     calls.values().map(|node| node["evalsha"]).collect()
 }
 
+/// Per master (in address order), how many slots its keys matching
+/// `pattern` hash to.
+fn slots_per_master(cluster: &RedisCluster, pattern: &str) -> Vec<u64> {
+    let mut masters = cluster.masters();
+    masters.sort();
+    masters
+        .iter()
+        .map(|addr| {
+            let mut node = cluster.node_connection(addr);
+            let keys: Vec<String> = ::redis::cmd("KEYS").arg(pattern).query(&mut node).unwrap();
+            let slots: BTreeSet<u16> = keys
+                .iter()
+                .map(|key| {
+                    ::redis::cmd("CLUSTER")
+                        .arg("KEYSLOT")
+                        .arg(key)
+                        .query(&mut node)
+                        .unwrap()
+                })
+                .collect();
+            slots.len() as u64
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_m_costs_one_command_per_cluster_node_and_step() {
+async fn get_m_costs_one_command_per_cluster_slot_and_step() {
     let cluster = RedisCluster::builder().replicas(0).start();
     let shop = Shop::on(Cache::open(&cluster.url()).await.unwrap());
     load_scripts(&shop).await;
@@ -514,11 +551,15 @@ async fn get_m_costs_one_command_per_cluster_node_and_step() {
     }
     let (values, calls) = sent.of(m.run()).await;
     assert_eq!(values.unwrap().len(), 1000);
-    assert_eq!(
-        evalshas(&calls),
-        [3, 3, 3],
-        "cold: read, lock all, fill all, once per node"
+    // A script declares its keys, and a cluster takes declared keys of
+    // one slot per call.
+    let slots = slots_per_master(&cluster, "*book*");
+    assert!(
+        slots.iter().sum::<u64>() > 900,
+        "the keys spread over many slots: {slots:?}"
     );
+    let cold: Vec<u64> = slots.iter().map(|n| 3 * n).collect();
+    assert_eq!(evalshas(&calls), cold, "cold: read, lock all, fill all, once per slot");
     assert_eq!(shop.take_calls().len(), 1, "one batch fetch");
 
     for id in 0..1000 {
@@ -526,5 +567,5 @@ async fn get_m_costs_one_command_per_cluster_node_and_step() {
     }
     let (values, calls) = sent.of(m.run()).await;
     assert_eq!(values.unwrap().len(), 1000);
-    assert_eq!(evalshas(&calls), [1, 1, 1], "warm: one read per node");
+    assert_eq!(evalshas(&calls), slots, "warm: one read per slot");
 }

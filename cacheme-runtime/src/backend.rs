@@ -32,6 +32,15 @@ pub type KeyFilter<'a> = dyn Fn(&str) -> bool + Send + Sync + 'a;
 /// Receives, key by key, what [`Backend::scan_keys`] finds.
 pub type KeyVisitor<'a> = dyn FnMut(&str) + Send + 'a;
 
+/// The most keys one backend command carries: batches (`get_many`, a
+/// `get_m` or pipeline's reads, stampede locks, fills and lock renewals)
+/// are cut into commands of at most this many keys, so a batch of 100,000
+/// keys never blocks a single-threaded Redis with one huge command nor
+/// waits for one huge reply. On one Redis server the commands of a batch
+/// still go out together, as one pipeline; in a cluster and on memcached
+/// each node or server gets its own, sent concurrently.
+pub const MAX_KEYS_PER_COMMAND: usize = 500;
+
 /// A cache backend: storage for bytes under string keys.
 ///
 /// Implement this to add a provider and make it available by name with
@@ -93,7 +102,8 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
 
     /// Reads many keys, keeping their order; a missing key is `None` in its
     /// place. The default calls [`get`](Backend::get) for each key in turn;
-    /// providers with a batch read (MGET, pipelines) override it.
+    /// providers with a batch read (MGET, pipelines) override it, sending
+    /// at most [`MAX_KEYS_PER_COMMAND`] keys per command.
     fn get_many<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>>> {
         Box::pin(async move {
             let mut out = Vec::with_capacity(keys.len());

@@ -64,6 +64,8 @@ struct Inner {
     breaker: Breaker,
     /// Permits for fills running off the callers' path.
     fills: Arc<Semaphore>,
+    /// How many per-key fetches one batch runs at once.
+    fetch_concurrency: usize,
 }
 
 /// The budget of a typed call's cache work, by default.
@@ -71,6 +73,10 @@ pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How many fills may run off the callers' path at once, by default.
 pub const DEFAULT_MAX_PENDING_FILLS: usize = 1024;
+
+/// How many per-key fetches one `get_m` or pipeline runs at once, unless
+/// [`ClientBuilder::fetch_concurrency`] says otherwise.
+pub const DEFAULT_FETCH_CONCURRENCY: usize = 64;
 
 /// Builds a [`Client`].
 #[derive(Default)]
@@ -86,6 +92,7 @@ pub struct ClientBuilder {
     fetch_timeout: Option<Duration>,
     breaker: Option<(u32, Duration)>,
     max_pending_fills: Option<usize>,
+    fetch_concurrency: Option<usize>,
 }
 
 impl ClientBuilder {
@@ -177,6 +184,17 @@ impl ClientBuilder {
         self
     }
 
+    /// How many per-key fetches one batch (a `get_m`, a pipeline) runs at
+    /// once: its missed keys of stores without `fetch_many` are fetched
+    /// this many at a time (default [`DEFAULT_FETCH_CONCURRENCY`], 64), so
+    /// a `get_m` of 100,000 cold keys never sends 100,000 queries to the
+    /// source at once. A store's `fetch_many` is called once per batch,
+    /// whatever this says. Zero counts as one.
+    pub fn fetch_concurrency(mut self, fetches: usize) -> Self {
+        self.fetch_concurrency = Some(fetches);
+        self
+    }
+
     /// Builds the client, refusing duplicate or overlapping stores.
     pub fn build(self) -> Result<Client> {
         check_unique(&STORES)?;
@@ -203,6 +221,7 @@ impl ClientBuilder {
                 fills: Arc::new(Semaphore::new(
                     self.max_pending_fills.unwrap_or(DEFAULT_MAX_PENDING_FILLS),
                 )),
+                fetch_concurrency: self.fetch_concurrency.unwrap_or(DEFAULT_FETCH_CONCURRENCY).max(1),
                 codec: self.codec.unwrap_or(cache.codec()),
                 cache,
                 logger: self.logger,
@@ -318,6 +337,11 @@ impl Client {
             _ if !was_open => self.log(EventKind::BackendError, spec, key, Some(error)),
             _ => tracing::debug!(target: "cacheme", store = spec.name, key, %error, "BACKEND_ERROR while degraded"),
         }
+    }
+
+    /// How many per-key fetches one batch runs at once.
+    pub(crate) fn fetch_concurrency(&self) -> usize {
+        self.inner.fetch_concurrency
     }
 
     pub(crate) fn generations(&self) -> Option<&Generations> {

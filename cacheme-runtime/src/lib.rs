@@ -48,9 +48,11 @@ pub use crate::file::FileBackend;
 pub use crate::memcached::MemcachedBackend;
 #[cfg(feature = "redis")]
 pub use crate::redis::RedisBackend;
-pub use backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, Ttl};
+pub use backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, MAX_KEYS_PER_COMMAND, Ttl};
 pub use cache::Cache;
-pub use client::{Client, ClientBuilder, Context, DEFAULT_CACHE_TIMEOUT, DEFAULT_MAX_PENDING_FILLS};
+pub use client::{
+    Client, ClientBuilder, Context, DEFAULT_CACHE_TIMEOUT, DEFAULT_FETCH_CONCURRENCY, DEFAULT_MAX_PENDING_FILLS,
+};
 pub use codec::Codec;
 pub use config::ProviderConfig;
 pub use error::{BoxError, Error, Op, Result};

@@ -17,6 +17,7 @@
 pub mod child;
 pub mod conformance;
 mod counting_proxy;
+mod cpu_load;
 mod file_fixture;
 mod logs;
 mod memcached_server;
@@ -27,6 +28,7 @@ mod redis_server;
 mod sent_commands;
 
 pub use counting_proxy::CountingProxy;
+pub use cpu_load::CpuLoad;
 pub use file_fixture::FileFixture;
 pub use logs::CapturedLogs;
 pub use memcached_server::{MemcachedFixture, MemcachedServer, MemcachedServerBuilder};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::protocol::{self, ProtocolError, Status};
 use super::{CAS_ATTEMPTS, MemcachedBackend, PROVIDER, expiry, fail, is_live, keys, unexpected};
-use crate::backend::{Backend, BoxFuture, Ttl};
+use crate::backend::{Backend, BoxFuture, MAX_KEYS_PER_COMMAND, Ttl};
 use crate::counter;
 use crate::error::{Op, Result};
 
@@ -110,8 +110,9 @@ impl MemcachedBackend {
         }
     }
 
-    /// One round trip per server holding any of the keys (all of them in
-    /// one when there is one server), the servers asked concurrently.
+    /// One exchange (`mg ... q` per key, then `mn`) per server holding any
+    /// of the keys and per [`MAX_KEYS_PER_COMMAND`] of its keys, all of
+    /// them concurrently (each on a connection of the server's pool).
     async fn get_items(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, ProtocolError> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -126,7 +127,11 @@ impl MemcachedBackend {
             let server = self.inner.ring.server_for(wire);
             batches.entry(server).or_default().push((position, wire));
         }
-        let reads = batches.iter().map(|(&server, wires)| self.read_batch(server, wires));
+        let chunks: Vec<(usize, &[(usize, &str)])> = batches
+            .iter()
+            .flat_map(|(&server, wires)| wires.chunks(MAX_KEYS_PER_COMMAND).map(move |chunk| (server, chunk)))
+            .collect();
+        let reads = chunks.iter().map(|&(server, chunk)| self.read_batch(server, chunk));
         let mut found = vec![None; keys.len()];
         let now = expiry::now_ms();
         for batch in join_all(reads).await {

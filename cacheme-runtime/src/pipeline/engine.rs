@@ -11,10 +11,14 @@
 //! 3. The remaining misses try their stampede locks in one
 //!    [`Coordinator::try_lock_many`] (one script per Redis node).
 //! 4. Concurrently: the won keys are fetched (the store's `fetch_many`
-//!    once per store, else one fetch per key, concurrently) with their
-//!    locks renewed, then filled or abandoned in one
-//!    [`Coordinator::settle_many`]; the lost keys wait for their holders as
-//!    a single `get` does; flight followers wait for their leaders.
+//!    once per store, else one fetch per key, at most
+//!    [`fetch_concurrency`](crate::ClientBuilder::fetch_concurrency) of
+//!    the batch's at a time) with their locks renewed in one
+//!    [`Coordinator::renew_many`] per period, then filled or abandoned in
+//!    one [`Coordinator::settle_many`]; the lost keys wait for their
+//!    holders as a single `get` does; flight followers wait for their
+//!    leaders. (Backends cut each batch command into commands of at most
+//!    [`MAX_KEYS_PER_COMMAND`](crate::MAX_KEYS_PER_COMMAND) keys.)
 //!
 //! A read or lock failure fails the batch (nothing has been fetched yet);
 //! a failed fill is logged, releases the batch's locks at once, and the
@@ -26,7 +30,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use futures_util::future::{Either, join_all, join3, select};
+use tokio::sync::Semaphore;
 
 use crate::client::Client;
 use crate::error::Result;
@@ -80,12 +86,11 @@ pub(crate) async fn run<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) ->
             }
         }
     }
-    join_all(
-        undecodable
-            .iter()
-            .map(|(n, bytes)| discard(client, groups[misses[*n].g].spec(), &misses[*n].key, bytes)),
-    )
-    .await;
+    futures_util::stream::iter(&undecodable)
+        .for_each_concurrent(client.fetch_concurrency(), |(n, bytes)| {
+            discard(client, groups[misses[*n].g].spec(), &misses[*n].key, bytes)
+        })
+        .await;
 
     let mut loads = Vec::new();
     let mut followers: Vec<(Slot<'_>, Follower)> = Vec::new();
@@ -104,13 +109,16 @@ pub(crate) async fn run<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) ->
         Some(coordinator) => lock(client, coordinator, groups, loads).await?,
         None => (recheck(client, groups, loads).await, Vec::new()),
     };
+    // Every fetch of the batch (won keys, waiters that fetch by
+    // themselves, followers whose leader failed) holds one of these.
+    let limit = Semaphore::new(client.fetch_concurrency());
     join3(
-        fetch_won(client, groups, won),
-        wait_lost(client, groups, lost),
-        follow(client, groups, followers),
+        fetch_won(client, groups, &limit, won),
+        wait_lost(client, groups, &limit, lost),
+        follow(client, groups, &limit, followers),
     )
     .await;
-    join_all(repeated.iter().map(|s| groups[s.g].load(client, s.i, &s.key))).await;
+    join_all(repeated.iter().map(|s| groups[s.g].load(client, &limit, s.i, &s.key))).await;
     Ok(())
 }
 
@@ -221,7 +229,7 @@ struct GroupFetch<'k> {
 /// Fetches the won keys (each store's once), renewing their locks, then
 /// fills or abandons them in one call (or, with no coordinator, writes the
 /// values) and hands the values to this process's followers.
-async fn fetch_won(client: &Client, groups: &[&dyn Group<'_>], won: Vec<Load<'_, '_>>) {
+async fn fetch_won(client: &Client, groups: &[&dyn Group<'_>], limit: &Semaphore, won: Vec<Load<'_, '_>>) {
     if won.is_empty() {
         return;
     }
@@ -242,16 +250,17 @@ async fn fetch_won(client: &Client, groups: &[&dyn Group<'_>], won: Vec<Load<'_,
         per_group[at].which.push((load.slot.i, &load.slot.key));
         per_group[at].order.push(n);
     }
-    let fetches = join_all(per_group.iter().map(|f| groups[f.g].fetch(client, &f.which)));
+    let fetches = join_all(per_group.iter().map(|f| groups[f.g].fetch(client, limit, &f.which)));
     let coordinator = client.coordinator();
     let fetched = match coordinator {
         Some(coordinator) => {
             let mut abandon = AbandonMany::new(coordinator, &won);
-            let locks: Vec<(&str, &str, Duration)> = won
+            let locks: Vec<LockRequest<'_>> = won
                 .iter()
-                .map(|l| {
-                    let ttl = driver::lock_ttl(client, groups[l.slot.g].spec());
-                    (&*l.slot.key, l.token.as_str(), ttl)
+                .map(|l| LockRequest {
+                    key: &l.slot.key,
+                    token: &l.token,
+                    ttl: driver::lock_ttl(client, groups[l.slot.g].spec()),
                 })
                 .collect();
             let fetched = renewing(&**coordinator, &locks, fetches).await;
@@ -344,13 +353,13 @@ fn land(flight: LeaderGuard<'_>, fetched: Fetched) {
 
 /// The keys whose locks another process holds: each waits as a single
 /// `get` would, then hands its value to this process's followers.
-async fn wait_lost(client: &Client, groups: &[&dyn Group<'_>], lost: Vec<Load<'_, '_>>) {
+async fn wait_lost(client: &Client, groups: &[&dyn Group<'_>], limit: &Semaphore, lost: Vec<Load<'_, '_>>) {
     let Some(coordinator) = client.coordinator() else {
         return;
     };
     join_all(lost.into_iter().map(|load| async move {
         let fetched = groups[load.slot.g]
-            .wait_lost(client, coordinator, load.slot.i, &load.slot.key)
+            .wait_lost(client, coordinator, limit, load.slot.i, &load.slot.key)
             .await;
         if let Some(flight) = load.flight {
             land(flight, fetched);
@@ -361,7 +370,7 @@ async fn wait_lost(client: &Client, groups: &[&dyn Group<'_>], lost: Vec<Load<'_
 
 /// Keys another task of this process is loading: take its value, or (if it
 /// failed) load them as a single `get` would.
-async fn follow(client: &Client, groups: &[&dyn Group<'_>], followers: Vec<(Slot<'_>, Follower)>) {
+async fn follow(client: &Client, groups: &[&dyn Group<'_>], limit: &Semaphore, followers: Vec<(Slot<'_>, Follower)>) {
     join_all(followers.into_iter().map(|(slot, mut follower)| async move {
         let group = groups[slot.g];
         match follower.outcome().await {
@@ -369,33 +378,22 @@ async fn follow(client: &Client, groups: &[&dyn Group<'_>], followers: Vec<(Slot
             Landed::Failed(Some(error)) if group.fail_with(slot.i, &error) => return,
             _ => {}
         }
-        group.load(client, slot.i, &slot.key).await;
+        group.load(client, limit, slot.i, &slot.key).await;
     }))
     .await;
 }
 
-/// Runs `fetch`, renewing every lock of `locks` every third of the
-/// shortest lock TTL until it ends.
-async fn renewing<T>(
-    coordinator: &dyn Coordinator,
-    locks: &[(&str, &str, Duration)],
-    fetch: impl Future<Output = T>,
-) -> T {
-    let shortest = locks.iter().map(|l| l.2).min().unwrap_or(Duration::from_secs(1));
+/// Runs `fetch`, renewing every lock of `locks` (in one
+/// [`Coordinator::renew_many`]) every third of the shortest lock TTL until
+/// it ends.
+async fn renewing<T>(coordinator: &dyn Coordinator, locks: &[LockRequest<'_>], fetch: impl Future<Output = T>) -> T {
+    let shortest = locks.iter().map(|l| l.ttl).min().unwrap_or(Duration::from_secs(1));
     let renew = async {
         let every = (shortest / 3).max(Duration::from_millis(1));
         loop {
             tokio::time::sleep(every).await;
-            let renewed = join_all(
-                locks
-                    .iter()
-                    .map(|&(key, token, ttl)| coordinator.renew(key, token, ttl)),
-            )
-            .await;
-            for (result, (key, ..)) in renewed.into_iter().zip(locks) {
-                if let Err(error) = result {
-                    tracing::warn!(key, %error, "could not renew the fetch lock");
-                }
+            if let Err(error) = coordinator.renew_many(locks).await {
+                tracing::warn!(locks = locks.len(), %error, "could not renew the batch's fetch locks");
             }
         }
     };

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures_util::future::join_all;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
 
 use crate::backend::BoxFuture;
 use crate::client::Client;
@@ -136,15 +137,23 @@ pub(crate) trait Group<'a>: Send + Sync {
 
     /// Fetches the entries `which` (`(entry, cache key)`): the batch
     /// fetcher once if the store has one, else one fetch per key,
-    /// concurrently. Resolves each and returns how each ended, in order.
-    fn fetch<'f>(&'f self, client: &'f Client, which: &'f [(usize, &'f str)]) -> BoxFuture<'f, Vec<Fetched>>;
+    /// concurrently but each holding a permit of `limit`. Resolves each and
+    /// returns how each ended, in order.
+    fn fetch<'f>(
+        &'f self,
+        client: &'f Client,
+        limit: &'f Semaphore,
+        which: &'f [(usize, &'f str)],
+    ) -> BoxFuture<'f, Vec<Fetched>>;
 
     /// Entry `i` lost its lock to another fetch: waits for it as a single
-    /// get does (the stampede protocol from its waiting step).
+    /// get does (the stampede protocol from its waiting step). A fetch of
+    /// its own holds a permit of `limit`.
     fn wait_lost<'f>(
         &'f self,
         client: &'f Client,
         coordinator: &'f Arc<dyn Coordinator>,
+        limit: &'f Semaphore,
         i: usize,
         key: &'f str,
     ) -> BoxFuture<'f, Fetched>;
@@ -154,8 +163,9 @@ pub(crate) trait Group<'a>: Send + Sync {
     fn fail_with(&self, i: usize, error: &SharedError) -> bool;
 
     /// Resolves entry `i` through the whole single-key miss path
-    /// (singleflight, then the stampede protocol).
-    fn load<'f>(&'f self, client: &'f Client, i: usize, key: &'f str) -> BoxFuture<'f, ()>;
+    /// (singleflight, then the stampede protocol); a fetch holds a permit
+    /// of `limit`.
+    fn load<'f>(&'f self, client: &'f Client, limit: &'f Semaphore, i: usize, key: &'f str) -> BoxFuture<'f, ()>;
 
     /// For pipelines: adds `params` (a `P`) and a promise cell (an
     /// `Arc<Cell<V, E>>`); gives them back if they are not this group's
@@ -254,8 +264,17 @@ where
         (self.fetchers.one)(self.entries[i].params.clone())
     }
 
+    /// [`fetch_one`](Self::fetch_one) once a permit of `limit` is free: the
+    /// fetcher is not even called before (the batch's bound on fetches in
+    /// flight, [`ClientBuilder::fetch_concurrency`](crate::ClientBuilder::fetch_concurrency)).
+    async fn fetch_limited(&self, limit: &Semaphore, i: usize) -> Result<V, E> {
+        // The batch owns the semaphore and never closes it.
+        let _permit = limit.acquire().await.ok();
+        self.fetch_one(i).await
+    }
+
     /// The batch fetcher's results for `which`, or `None` without one.
-    async fn fetch_batch(&self, which: &[(usize, &str)]) -> Option<Vec<Result<V, E>>> {
+    async fn fetch_batch(&self, limit: &Semaphore, which: &[(usize, &str)]) -> Option<Vec<Result<V, E>>> {
         let many = self.fetchers.many.as_ref()?;
         let params = which.iter().map(|&(i, _)| self.entries[i].params.clone()).collect();
         let found = match (many.fetch)(params).await {
@@ -273,7 +292,7 @@ where
         // Keys the batch did not return are fetched one by one, so their
         // error (not found, ...) is the one the store's fetcher gives.
         let missing: Vec<usize> = (0..which.len()).filter(|&n| out[n].is_none()).collect();
-        let fetched = join_all(missing.iter().map(|&n| self.fetch_one(which[n].0))).await;
+        let fetched = join_all(missing.iter().map(|&n| self.fetch_limited(limit, which[n].0))).await;
         for (n, result) in missing.into_iter().zip(fetched) {
             out[n] = Some(result);
         }
@@ -310,14 +329,19 @@ where
         true
     }
 
-    fn fetch<'f>(&'f self, client: &'f Client, which: &'f [(usize, &'f str)]) -> BoxFuture<'f, Vec<Fetched>> {
+    fn fetch<'f>(
+        &'f self,
+        client: &'f Client,
+        limit: &'f Semaphore,
+        which: &'f [(usize, &'f str)],
+    ) -> BoxFuture<'f, Vec<Fetched>> {
         Box::pin(async move {
             for &(_, key) in which {
                 client.log(EventKind::Fetch, self.spec, key, None);
             }
-            let results = match self.fetch_batch(which).await {
+            let results = match self.fetch_batch(limit, which).await {
                 Some(results) => results,
-                None => join_all(which.iter().map(|&(i, _)| self.fetch_one(i))).await,
+                None => join_all(which.iter().map(|&(i, _)| self.fetch_limited(limit, i))).await,
             };
             which
                 .iter()
@@ -345,11 +369,12 @@ where
         &'f self,
         client: &'f Client,
         coordinator: &'f Arc<dyn Coordinator>,
+        limit: &'f Semaphore,
         i: usize,
         key: &'f str,
     ) -> BoxFuture<'f, Fetched> {
         Box::pin(async move {
-            let mut fetch = || self.fetch_one(i);
+            let mut fetch = || self.fetch_limited(limit, i);
             match driver::load_after_lost(client, coordinator, self.spec, key, &mut fetch).await {
                 Ok((value, bytes)) => {
                     if let Some(bytes) = &bytes {
@@ -375,11 +400,12 @@ where
         true
     }
 
-    fn load<'f>(&'f self, client: &'f Client, i: usize, key: &'f str) -> BoxFuture<'f, ()> {
+    fn load<'f>(&'f self, client: &'f Client, limit: &'f Semaphore, i: usize, key: &'f str) -> BoxFuture<'f, ()> {
         Box::pin(async move {
             let sharing = self.fetchers.sharing;
             let deadline = tokio::time::Instant::now() + client.cache_timeout();
-            let outcome = match load(client, self.spec, key, || self.fetch_one(i), sharing, deadline).await {
+            let fetch = || self.fetch_limited(limit, i);
+            let outcome = match load(client, self.spec, key, fetch, sharing, deadline).await {
                 Ok(value) => Outcome::Value(value),
                 Err(error) => Outcome::Fetch(error),
             };

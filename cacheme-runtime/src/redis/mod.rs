@@ -46,7 +46,7 @@ use self::connection::Connection;
 use self::notify::{Notifier, PushConnection};
 use self::stampede::RedisCoordinator;
 
-use crate::backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, Ttl};
+use crate::backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, MAX_KEYS_PER_COMMAND, Ttl};
 use crate::config::ProviderConfig;
 use crate::error::{Error, Op, Result};
 use crate::stampede::Coordination;
@@ -333,11 +333,22 @@ impl Backend for RedisBackend {
                 let keys = keys.iter().map(|key| self.full_key(key)).collect();
                 return self.run_batch(&batch::GetBatch { backend: self, keys }).await;
             }
-            let mut cmd = redis::cmd("MGET");
-            for key in keys {
-                cmd.arg(self.full_key(key));
+            // One MGET per MAX_KEYS_PER_COMMAND keys, all in one pipeline:
+            // one round trip, and the server serves other clients between
+            // the MGETs of a big batch.
+            let mut pipe = redis::pipe();
+            for chunk in keys.chunks(MAX_KEYS_PER_COMMAND) {
+                let mget = pipe.cmd("MGET");
+                for key in chunk {
+                    mget.arg(self.full_key(key));
+                }
             }
-            self.query(&cmd, Op::GetMany, None).await
+            let mut connection = self.connection.clone();
+            let chunks: Vec<Vec<Option<Vec<u8>>>> = pipe
+                .query_async(&mut connection)
+                .await
+                .map_err(|e| Error::backend(self.provider, Op::GetMany, None, e))?;
+            Ok(chunks.into_iter().flatten().collect())
         })
     }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use redis::{ErrorKind, FromRedisValue, Script, ServerErrorKind, ToRedisArgs};
 
-use super::batch::{LockBatch, SettleBatch};
+use super::batch::{LockBatch, RenewBatch, SettleBatch};
 use super::{RedisBackend, ttl_millis};
 use crate::backend::BoxFuture;
 use crate::error::{Error, Op, Result};
@@ -324,13 +324,22 @@ impl Coordinator for RedisCoordinator {
         })
     }
 
-    /// One script on one server, one per node of a cluster (see
+    /// One script per [`MAX_KEYS_PER_COMMAND`](crate::MAX_KEYS_PER_COMMAND)
+    /// keys, pipelined on one server; per slot in a cluster (see
     /// [`batch`](super::batch)).
     fn try_lock_many<'a>(&'a self, requests: &'a [LockRequest<'a>]) -> BoxFuture<'a, Result<Vec<bool>>> {
         Box::pin(async move { self.backend.run_batch(&LockBatch::new(self, requests)).await })
     }
 
-    /// One script on one server, one per node of a cluster (see
+    /// One script per [`MAX_KEYS_PER_COMMAND`](crate::MAX_KEYS_PER_COMMAND)
+    /// locks, pipelined on one server; per slot in a cluster (see
+    /// [`batch`](super::batch)).
+    fn renew_many<'a>(&'a self, requests: &'a [LockRequest<'a>]) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(async move { self.backend.run_batch(&RenewBatch::new(self, requests)).await })
+    }
+
+    /// One script per [`MAX_KEYS_PER_COMMAND`](crate::MAX_KEYS_PER_COMMAND)
+    /// keys, pipelined on one server; per slot in a cluster (see
     /// [`batch`](super::batch)).
     fn settle_many<'a>(&'a self, settlements: &'a [Settlement<'a>]) -> BoxFuture<'a, Result<Vec<bool>>> {
         Box::pin(async move { self.backend.run_batch(&SettleBatch::new(self, settlements)).await })

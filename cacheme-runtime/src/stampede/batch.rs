@@ -1,7 +1,8 @@
 //! The batch form of the stampede protocol's lock and fill steps, used by
 //! pipelines and `get_m`: the misses of a batch try their locks in one
 //! call ([`Coordinator::try_lock_many`]) and the won ones are filled or
-//! abandoned in one more ([`Coordinator::settle_many`]). Coordinators that
+//! abandoned in one more ([`Coordinator::settle_many`]), their locks
+//! renewed meanwhile by [`Coordinator::renew_many`]. Coordinators that
 //! can do either in one round trip (Redis: one script per node) override
 //! them; the defaults run the single-key steps concurrently.
 
@@ -71,6 +72,18 @@ pub(crate) async fn try_lock_each<C: Coordinator + ?Sized>(
     requests: &[LockRequest<'_>],
 ) -> Result<Vec<bool>> {
     join_all(requests.iter().map(|r| coordinator.try_lock(r.key, r.token, r.ttl)))
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// [`Coordinator::renew_many`]'s default: every renewal concurrently; the
+/// first error fails the whole batch.
+pub(crate) async fn renew_each<C: Coordinator + ?Sized>(
+    coordinator: &C,
+    requests: &[LockRequest<'_>],
+) -> Result<Vec<bool>> {
+    join_all(requests.iter().map(|r| coordinator.renew(r.key, r.token, r.ttl)))
         .await
         .into_iter()
         .collect()

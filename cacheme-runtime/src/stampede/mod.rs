@@ -209,6 +209,17 @@ pub trait Coordinator: fmt::Debug + Send + Sync + 'static {
         Box::pin(batch::try_lock_each(self, requests))
     }
 
+    /// Renews many locks at once (those of a batch whose fetch runs): one
+    /// result per request, in order, `true` where `token` still held the
+    /// lock and it now lives `ttl` from now, as [`renew`](Coordinator::renew).
+    ///
+    /// The default runs [`renew`](Coordinator::renew) for every request
+    /// concurrently; Redis does them in one script per node (and per
+    /// [`MAX_KEYS_PER_COMMAND`](crate::MAX_KEYS_PER_COMMAND) locks).
+    fn renew_many<'a>(&'a self, requests: &'a [LockRequest<'a>]) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(batch::renew_each(self, requests))
+    }
+
     /// Fills or abandons many locked keys at once: one result per
     /// settlement, in order, `true` where a value was stored (always
     /// `false` for an abandon). Waiters are notified as by

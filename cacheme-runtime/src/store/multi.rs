@@ -105,7 +105,8 @@ where
     let pending = group.pending();
     if !pending.is_empty() {
         let which: Vec<(usize, &str)> = pending.iter().map(|&i| (i, pipeline::Group::key(&group, i))).collect();
-        pipeline::Group::fetch(&group, client, &which).await;
+        let limit = tokio::sync::Semaphore::new(client.fetch_concurrency());
+        pipeline::Group::fetch(&group, client, &limit, &which).await;
     }
     let key_of = group.key_of();
     let (outcomes, index) = group.into_outcomes();

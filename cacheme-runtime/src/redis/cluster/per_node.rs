@@ -1,6 +1,8 @@
-//! A [`Batch`] on a cluster: its entries grouped by the node that serves
-//! each key's slot (from the cached [`SlotMap`]), one script per node,
-//! the nodes concurrently, the replies put back in entry order.
+//! A [`Batch`] on a cluster: its entries grouped by the slot of each key
+//! (a script may only declare keys of one slot), each slot's entries cut
+//! into calls of at most [`MAX_KEYS_PER_COMMAND`], the calls of each node
+//! (from the cached [`SlotMap`]) sent to it as one pipeline: one request
+//! per node, the nodes concurrently, the replies put back in entry order.
 //!
 //! When a node refuses its script because the map is stale (a key it does
 //! not serve, `MOVED`/`ASK`, the cluster down, no connection to that
@@ -20,16 +22,20 @@
 
 use futures_util::future::join_all;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use std::collections::HashMap;
+
+use redis::cluster_routing::{SingleNodeRoutingInfo, Slot};
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 use super::slots::SlotMap;
+use crate::backend::MAX_KEYS_PER_COMMAND;
 use crate::error::{Error, Result};
 use crate::redis::RedisBackend;
-use crate::redis::batch::{Batch, eval};
+use crate::redis::batch::{Batch, pipelined};
 
 impl RedisBackend {
-    /// Runs `batch` on `cluster`, one script per node (see the module docs).
+    /// Runs `batch` on `cluster`, one script call per slot and chunk (see
+    /// the module docs).
     pub(in crate::redis) async fn run_per_node<B: Batch>(
         &self,
         cluster: &ClusterConnection,
@@ -40,22 +46,29 @@ impl RedisBackend {
         let mut map = self.slots.get(cluster).await;
         for attempt in 0..2 {
             let Ok(current) = &map else { break };
-            let (groups, unknown) = group(current, batch, &pending);
+            let (nodes, unknown) = group(current, batch, &pending);
             let sent = join_all(
-                groups
+                nodes
                     .iter()
-                    .map(|(node, indices)| run_on(cluster, current.node(*node), batch, indices)),
+                    .map(|(node, calls)| run_on(cluster, current.node(*node), batch, calls)),
             )
             .await;
             pending = unknown;
-            for ((_, indices), sent) in groups.into_iter().zip(sent) {
-                match sent {
-                    Ok(values) => place(&mut replies, &indices, values),
-                    Err(e) if is_stale(&e) => {
-                        tracing::debug!(error = %e, entries = indices.len(), "batch refused by a node");
-                        pending.extend(indices);
+            for ((_, calls), sent) in nodes.into_iter().zip(sent) {
+                let sent = match sent {
+                    Ok(sent) => sent,
+                    // The node could not be asked at all: every call of it.
+                    Err(e) => calls.iter().map(|_| Err(e.clone())).collect(),
+                };
+                for (indices, sent) in calls.into_iter().zip(sent) {
+                    match sent {
+                        Ok(values) => place(&mut replies, &indices, values),
+                        Err(e) if is_stale(&e) => {
+                            tracing::debug!(error = %e, entries = indices.len(), "batch refused by a node");
+                            pending.extend(indices);
+                        }
+                        Err(e) => return Err(Error::backend(self.provider, B::OP, None, e)),
                     }
-                    Err(e) => return Err(Error::backend(self.provider, B::OP, None, e)),
                 }
             }
             if pending.is_empty() {
@@ -115,40 +128,63 @@ fn redirected(error: &Error) -> bool {
     })
 }
 
-/// The entries `indices` by node, in node order, and those whose slot the
-/// map does not know.
-fn group<B: Batch>(map: &SlotMap, batch: &B, indices: &[usize]) -> (Vec<(usize, Vec<usize>)>, Vec<usize>) {
-    let mut by_node: Vec<Vec<usize>> = vec![Vec::new(); map.len()];
+/// A node (its index in the [`SlotMap`]) and its script calls, each the
+/// entries it carries.
+type NodeCalls = (usize, Vec<Vec<usize>>);
+
+/// The script calls of the entries `indices`, by node: `(node, calls)`,
+/// each call's entries of one slot and at most [`MAX_KEYS_PER_COMMAND`],
+/// in node order; and the entries whose slot the map does not know.
+fn group<B: Batch>(map: &SlotMap, batch: &B, indices: &[usize]) -> (Vec<NodeCalls>, Vec<usize>) {
+    let mut by_slot: HashMap<Slot, (usize, Vec<usize>)> = HashMap::new();
     let mut unknown = Vec::new();
     for &i in indices {
-        match map.node_of(batch.slot_key(i)) {
-            Some(node) => by_node[node].push(i),
+        let key = batch.slot_key(i);
+        match map.node_of(key) {
+            Some(node) => by_slot
+                .entry(Slot::for_key(key))
+                .or_insert((node, Vec::new()))
+                .1
+                .push(i),
             None => unknown.push(i),
         }
     }
-    let groups = by_node
-        .into_iter()
-        .enumerate()
-        .filter(|(_, indices)| !indices.is_empty())
+    let mut calls: Vec<(usize, Vec<usize>)> = by_slot
+        .into_values()
+        .flat_map(|(node, entries)| {
+            entries
+                .chunks(MAX_KEYS_PER_COMMAND)
+                .map(|chunk| (node, chunk.to_vec()))
+                .collect::<Vec<_>>()
+        })
         .collect();
-    (groups, unknown)
+    calls.sort_by_key(|(node, entries)| (*node, entries[0]));
+    let mut nodes: Vec<NodeCalls> = Vec::new();
+    for (node, entries) in calls {
+        match nodes.last_mut() {
+            Some((last, calls)) if *last == node => calls.push(entries),
+            _ => nodes.push((node, vec![entries])),
+        }
+    }
+    (nodes, unknown)
 }
 
-/// One script with the entries `indices`, routed to the node at `addr`.
+/// The script calls `calls` of `batch` as one pipeline routed to the node
+/// at `addr`: one result per call. `Err` when the node could not be asked.
 async fn run_on<B: Batch>(
     cluster: &ClusterConnection,
     (host, port): &(String, u16),
     batch: &B,
-    indices: &[usize],
-) -> redis::RedisResult<Vec<B::Out>> {
-    let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+    calls: &[Vec<usize>],
+) -> redis::RedisResult<Vec<redis::RedisResult<Vec<B::Out>>>> {
+    let node = SingleNodeRoutingInfo::ByAddress {
         host: host.clone(),
         port: *port,
-    });
-    eval(batch, indices, |cmd| {
+    };
+    pipelined(batch, calls, |pipe, count| {
         let mut cluster = cluster.clone();
         let node = node.clone();
-        async move { cluster.route_command(cmd, node).await }
+        async move { cluster.route_pipeline(pipe, 0, count, node).await }
     })
     .await
 }
