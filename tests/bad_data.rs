@@ -315,6 +315,8 @@ async fn a_refused_fill_leaves_no_lock(first: App, second: App) {
     let second = App { big: 1 << 20, ..second };
     let value = BigStore::get(&first, 1).await.unwrap();
     assert_eq!(value.len(), 1 << 20);
+    // The refused fill closed the connection; its release reconnects.
+    first.client.flush().await;
     assert_eq!(first.stored(&BigStore::key(&1)).await, None, "the fill was refused");
     let started = Instant::now();
     assert_eq!(BigStore::get(&second, 1).await.unwrap().len(), 1 << 20);

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cacheme::{Cache, Client, Context, Error, MAX_KEYS_PER_COMMAND, Pipeline, PromiseError, cache_store};
+use cacheme::{Cache, Client, Context, MAX_KEYS_PER_COMMAND, Pipeline, PromiseError, cache_store};
 use cacheme_test_support::{Calls, CountingProxy, CpuLoad, MemcachedServer, RedisCluster, RedisServer, SentCommands};
 use serde::{Deserialize, Serialize};
 
@@ -360,7 +360,7 @@ async fn concurrent_get_m_of_the_same_keys_in_any_order_run_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backend_that_cannot_be_read_fails_the_pipeline_clearly() {
+async fn a_backend_that_cannot_be_read_serves_every_promise_from_the_source() {
     let mut server = RedisServer::start();
     let shop = Shop::on(Cache::open(&server.url()).await.unwrap());
     assert_eq!(BookStore::get(&shop, 1).await.unwrap(), book_of(1));
@@ -370,21 +370,15 @@ async fn a_backend_that_cannot_be_read_fails_the_pipeline_clearly() {
     let mut pipeline = Pipeline::new();
     let one = BookStore::get_p(&shop, &mut pipeline, 1);
     let author = AuthorStore::get_p(&shop, &mut pipeline, "ursula".to_owned());
-    let error = pipeline.execute().await.unwrap_err();
-    assert!(matches!(error, Error::Pipeline(_)), "{error:?}");
-    assert!(
-        error.to_string().starts_with("pipeline failed: redis cache:"),
-        "{error}"
-    );
-    for result in [one.into_result().map(drop), author.into_result().map(drop)] {
-        match result {
-            Err(PromiseError::Cache(Error::Pipeline(cause))) => {
-                assert!(cause.to_string().contains("redis cache"), "{cause}")
-            }
-            other => panic!("expected the pipeline's error, got {other:?}"),
-        }
-    }
-    assert_eq!(shop.take_calls(), Vec::<String>::new(), "nothing was fetched");
+    pipeline
+        .execute()
+        .await
+        .expect("a cache failure is not the pipeline's failure");
+    assert_eq!(one.into_result().unwrap(), book_of(1));
+    assert!(author.into_result().is_ok());
+    let mut calls = shop.take_calls();
+    calls.sort();
+    assert_eq!(calls.len(), 2, "each promise from the source once: {calls:?}");
 
     // get_m keeps get's policy: the cache is an optimisation, the source
     // still answers.
@@ -476,9 +470,10 @@ async fn warm_get_m_of_1000_keys_is_one_multi_get_per_chunk_on_memcached() {
     let _load = CpuLoad::start();
     let server = MemcachedServer::start();
     let proxy = CountingProxy::start(server.port());
-    let cache = Cache::open(&format!("memcache://127.0.0.1:{}", proxy.port()))
-        .await
-        .unwrap();
+    // Both generations (the cache's, for `clear`, and the store's) are
+    // trusted for the whole test: a re-read would be one more request.
+    let url = format!("memcache://127.0.0.1:{}?generationRefreshMs=600000", proxy.port());
+    let cache = Cache::open(&url).await.unwrap();
     let shop = Shop {
         client: Client::builder()
             .cache(cache)
@@ -493,6 +488,8 @@ async fn warm_get_m_of_1000_keys_is_one_multi_get_per_chunk_on_memcached() {
         m.add(id);
     }
     assert_eq!(m.run().await.unwrap().len(), 1000);
+    // The fills run off the caller's path: let them land before counting.
+    shop.client.flush().await;
     for id in 0..1000 {
         m.add(id);
     }

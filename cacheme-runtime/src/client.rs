@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::logger::{self, Event, EventKind, Logger};
 use crate::singleflight::Flights;
 use crate::stampede::polling::PollingCoordinator;
+use crate::stampede::renewer::Renewer;
 use crate::stampede::{Coordination, Coordinator, DEFAULT_LOCK_TTL};
 use crate::store::generation::{self, Generations};
 use crate::store::spec::{STORES, StoreSpec, check_unique};
@@ -52,6 +53,8 @@ struct Inner {
     generations: Option<Generations>,
     /// The backend's cross-process stampede coordinator, if it has one.
     coordinator: Option<Arc<dyn Coordinator>>,
+    /// Renews the fetch locks this client holds (with a coordinator).
+    renewer: Option<Renewer>,
     /// The fetch lock's TTL of stores that do not set `lock_ttl`.
     lock_ttl: Duration,
     /// The budget of one call's cache steps.
@@ -59,11 +62,11 @@ struct Inner {
     /// How long a get waits for another caller's fetch (`None`: the lock
     /// TTL of the store).
     max_wait: Option<Duration>,
-    /// How long a fetch keeps its lock (`None`: as long as it runs).
-    fetch_timeout: Option<Duration>,
     breaker: Breaker,
     /// Permits for fills running off the callers' path.
     fills: Arc<Semaphore>,
+    /// The size of `fills`.
+    max_pending_fills: u32,
     /// How many per-key fetches one batch runs at once.
     fetch_concurrency: usize,
 }
@@ -209,18 +212,24 @@ impl ClientBuilder {
             Coordination::Custom(coordinator) => Some(coordinator),
         };
         let (failures, cooldown) = self.breaker.unwrap_or((DEFAULT_FAILURE_THRESHOLD, DEFAULT_COOLDOWN));
+        let cache_timeout = self.cache_timeout.unwrap_or(DEFAULT_CACHE_TIMEOUT);
+        let max_pending_fills = u32::try_from(self.max_pending_fills.unwrap_or(DEFAULT_MAX_PENDING_FILLS))
+            .unwrap_or(u32::MAX)
+            .clamp(1, Semaphore::MAX_PERMITS as u32);
+        let renewer = coordinator
+            .as_ref()
+            .map(|c| Renewer::new(Arc::clone(c), self.fetch_timeout, cache_timeout));
         Ok(Client {
             inner: Arc::new(Inner {
                 generations,
                 coordinator,
+                renewer,
                 lock_ttl: self.lock_ttl.unwrap_or(DEFAULT_LOCK_TTL),
-                cache_timeout: self.cache_timeout.unwrap_or(DEFAULT_CACHE_TIMEOUT),
+                cache_timeout,
                 max_wait: self.max_wait,
-                fetch_timeout: self.fetch_timeout,
                 breaker: Breaker::new(failures, cooldown),
-                fills: Arc::new(Semaphore::new(
-                    self.max_pending_fills.unwrap_or(DEFAULT_MAX_PENDING_FILLS),
-                )),
+                fills: Arc::new(Semaphore::new(max_pending_fills as usize)),
+                max_pending_fills,
                 fetch_concurrency: self.fetch_concurrency.unwrap_or(DEFAULT_FETCH_CONCURRENCY).max(1),
                 codec: self.codec.unwrap_or(cache.codec()),
                 cache,
@@ -289,6 +298,11 @@ impl Client {
         self.inner.coordinator.as_ref()
     }
 
+    /// The renewer of this client's fetch locks (with a coordinator).
+    pub(crate) fn renewer(&self) -> Option<&Renewer> {
+        self.inner.renewer.as_ref()
+    }
+
     pub(crate) fn lock_ttl(&self) -> Duration {
         self.inner.lock_ttl
     }
@@ -301,12 +315,34 @@ impl Client {
         self.inner.max_wait
     }
 
-    pub(crate) fn fetch_timeout(&self) -> Option<Duration> {
-        self.inner.fetch_timeout
-    }
-
     pub(crate) fn fills(&self) -> &Arc<Semaphore> {
         &self.inner.fills
+    }
+
+    /// Waits until every write this client runs off its callers' path (the
+    /// fills of fetched values, the releases of failed fetches' locks) has
+    /// completed: before a graceful shutdown, or in a test that counts what
+    /// the backend received.
+    ///
+    /// A caller waits for its own fill one `cache_timeout` at most; a slow
+    /// backend finishes the rest in the background. Each such write is
+    /// bounded by the backend's own command timeouts, so this returns.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let client = cacheme::Client::memory()?;
+    /// client.flush().await;
+    /// # Ok::<(), cacheme::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn flush(&self) {
+        // Every permit free means no write in flight.
+        if let Ok(all) = self.inner.fills.acquire_many(self.inner.max_pending_fills).await {
+            drop(all);
+        }
+        if let Some(renewer) = &self.inner.renewer {
+            renewer.quiesce().await;
+        }
     }
 
     /// Whether the circuit breaker is open: stores skip the cache and

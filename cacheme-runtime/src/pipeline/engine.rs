@@ -3,45 +3,53 @@
 //!
 //! 1. Read every key in one [`Backend::get_many`](crate::Backend::get_many)
 //!    (one MGET on Redis, one command per node in a cluster, one multi-get
-//!    per memcached server).
-//!    A value that does not decode is a miss, and is removed (if still
-//!    the same bytes) so the lock step does not refuse its lock.
+//!    per memcached server). A value that does not decode is a miss, and
+//!    is removed (if still the same bytes) so the lock step does not
+//!    refuse its lock.
 //! 2. Misses join this process's flights: a key another task is already
 //!    loading (a `get`, another batch) is waited for, not fetched.
-//! 3. The remaining misses try their stampede locks in one
-//!    [`Coordinator::try_lock_many`] (one script per Redis node).
+//! 3. The remaining misses take their stampede locks through one set of
+//!    leases (one [`Coordinator::try_lock_many`], one script per Redis
+//!    node), armed before the command is sent.
 //! 4. Concurrently: the won keys are fetched (the store's `fetch_many`
 //!    once per store, else one fetch per key, at most
 //!    [`fetch_concurrency`](crate::ClientBuilder::fetch_concurrency) of
-//!    the batch's at a time) with their locks renewed in one
-//!    [`Coordinator::renew_many`] per period, then filled or abandoned in
-//!    one [`Coordinator::settle_many`]; the lost keys wait for their
-//!    holders as a single `get` does; flight followers wait for their
-//!    leaders. (Backends cut each batch command into commands of at most
+//!    the batch's at a time) while the client's renewer keeps their locks,
+//!    then filled or abandoned in one [`Coordinator::settle_many`] off the
+//!    caller's path; the lost keys wait for their holders as a single
+//!    `get` does; flight followers wait for their leaders. (Backends cut
+//!    each batch command into commands of at most
 //!    [`MAX_KEYS_PER_COMMAND`](crate::MAX_KEYS_PER_COMMAND) keys.)
 //!
-//! A read or lock failure fails the batch (nothing has been fetched yet);
-//! a failed fill is logged, releases the batch's locks at once, and the
-//! fetched values are still returned.
+//! The policy is `get`'s: the reads and locks share the client's
+//! `cache_timeout` (one per command chunk of keys); when the cache cannot
+//! be read in time (or locked: then the values are still written), or
+//! the client's breaker is open, every key is served from the source
+//! (still once per key in the process) and the failure is reported
+//! through the logger, never returned. A failed fill is logged and
+//! releases the batch's locks at once.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use futures_util::future::{Either, join_all, join3, select};
+use futures_util::future::{join, join_all, join3};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::client::Client;
-use crate::error::Result;
+use crate::error::{Error, Op};
 use crate::logger::EventKind;
 use crate::pipeline::group::{Fetched, Group};
 use crate::singleflight::{Follower, Landed, LeaderGuard, Role};
-use crate::stampede::{Coordinator, LockRequest, Settlement, driver, new_token};
-use crate::store::discard;
+use crate::stampede::lease::Leases;
+use crate::stampede::probe::discard;
+use crate::stampede::renewer::Renewer;
+use crate::stampede::waiter;
 use crate::store::generation::storage_key;
+use crate::write_behind::write_behind;
 
 /// One distinct key of the batch: entry `i` of group `g`, stored at `key`
 /// (borrowed from the group where the store key is the cache key).
@@ -51,26 +59,64 @@ struct Slot<'g> {
     key: Cow<'g, str>,
 }
 
-/// A miss this task loads: its flight in this process and, once
-/// taken, its lock's token.
+/// A miss this task loads, with its flight in this process.
 struct Load<'c, 'g> {
     slot: Slot<'g>,
-    flight: Option<LeaderGuard<'c>>,
-    token: String,
+    flight: LeaderGuard<'c>,
 }
 
-/// Resolves every entry of `groups` (see the module docs). `Err` when the
-/// keys could not be read or locked; entries already resolved keep their
-/// outcome, the others stay pending.
-pub(crate) async fn run<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) -> Result<()> {
-    let (slots, repeated) = locate(client, groups).await?;
+/// Whether the batch uses the cache (else every key comes from the
+/// source and nothing is written).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Cached,
+    Bypass,
+}
+
+/// Resolves every entry of `groups` (see the module docs).
+pub(crate) async fn run<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) {
+    let limit = Semaphore::new(client.fetch_concurrency());
+    if !client.cache_admits() {
+        return bypass(client, groups, &limit).await;
+    }
+    // The cache budget scales with the batch: one `cache_timeout` per
+    // command chunk of keys.
+    let keys: usize = groups.iter().map(|g| g.len()).sum();
+    let chunks = keys.div_ceil(crate::MAX_KEYS_PER_COMMAND).max(1);
+    let budget = client
+        .cache_timeout()
+        .saturating_mul(u32::try_from(chunks).unwrap_or(u32::MAX));
+    let deadline = Instant::now() + budget;
+    let (slots, repeated) = match tokio::time::timeout_at(deadline, locate(client, groups)).await {
+        Ok(Ok(located)) => located,
+        failed => {
+            report(
+                client,
+                groups,
+                failed.map_or_else(|_| timeout(client, Op::Get), |e| e.err()),
+            );
+            return bypass(client, groups, &limit).await;
+        }
+    };
     if slots.is_empty() {
-        return Ok(());
+        return;
     }
     let found = {
         let keys: Vec<&str> = slots.iter().map(|s| &*s.key).collect();
-        client.cache().backend().get_many(&keys).await?
+        match tokio::time::timeout_at(deadline, client.cache().backend().get_many(&keys)).await {
+            Ok(Ok(found)) => found,
+            failed => {
+                report(
+                    client,
+                    groups,
+                    failed.map_or_else(|_| timeout(client, Op::GetMany), |e| e.err()),
+                );
+                return bypass(client, groups, &limit).await;
+            }
+        }
     };
+    let first = groups[slots[0].g];
+    client.cache_answered(first.spec(), &slots[0].key);
     let mut misses = Vec::new();
     let mut undecodable = Vec::new();
     for (slot, bytes) in slots.into_iter().zip(found) {
@@ -92,40 +138,74 @@ pub(crate) async fn run<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) ->
         })
         .await;
 
+    let (loads, followers) = join_flights(client, misses);
+    match client.renewer() {
+        Some(renewer) => lock_and_load(client, renewer, groups, &limit, loads, followers, deadline).await,
+        None => {
+            let loads = recheck(client, groups, loads).await;
+            join(
+                fetch_unlocked(client, groups, &limit, loads, true),
+                follow(client, groups, &limit, followers, Mode::Cached),
+            )
+            .await;
+        }
+    }
+    join_all(repeated.iter().map(|s| groups[s.g].load(client, &limit, s.i, &s.key))).await;
+}
+
+/// A cache step of the batch that failed or timed out: reported once.
+fn report(client: &Client, groups: &[&dyn Group<'_>], error: Option<Error>) {
+    let Some(error) = error else { return };
+    let (spec, key) = match groups.iter().find(|g| g.len() > 0) {
+        Some(group) => (group.spec(), group.key(0)),
+        None => return,
+    };
+    client.cache_failed(spec, key, &error);
+}
+
+fn timeout(client: &Client, op: Op) -> Option<Error> {
+    Some(Error::Timeout {
+        op,
+        budget: client.cache_timeout(),
+    })
+}
+
+/// Every slot joins its key's flight: leaders load it, followers wait.
+fn join_flights<'c, 'g>(client: &'c Client, slots: Vec<Slot<'g>>) -> (Vec<Load<'c, 'g>>, Vec<(Slot<'g>, Follower)>) {
     let mut loads = Vec::new();
-    let mut followers: Vec<(Slot<'_>, Follower)> = Vec::new();
-    for slot in misses {
+    let mut followers = Vec::new();
+    for slot in slots {
         match client.flights().join(&slot.key) {
-            Role::Leader(flight) => loads.push(Load {
-                slot,
-                flight: Some(flight),
-                token: String::new(),
-            }),
+            Role::Leader(flight) => loads.push(Load { slot, flight }),
             Role::Follower(follower) => followers.push((slot, follower)),
         }
     }
+    (loads, followers)
+}
 
-    let (won, lost) = match client.coordinator() {
-        Some(coordinator) => lock(client, coordinator, groups, loads).await?,
-        None => (recheck(client, groups, loads).await, Vec::new()),
-    };
-    // Every fetch of the batch (won keys, waiters that fetch by
-    // themselves, followers whose leader failed) holds one of these.
-    let limit = Semaphore::new(client.fetch_concurrency());
-    join3(
-        fetch_won(client, groups, &limit, won),
-        wait_lost(client, groups, &limit, lost),
-        follow(client, groups, &limit, followers),
+/// Every entry from the source, nothing read or written: the breaker is
+/// open or the cache could not be read. Still one fetch per key in the
+/// process (flights named after the store key, shared with `get`'s).
+async fn bypass(client: &Client, groups: &[&dyn Group<'_>], limit: &Semaphore) {
+    let mut slots = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        for i in 0..group.len() {
+            let key = Cow::Owned(format!("{} uncached", group.key(i)));
+            slots.push(Slot { g, i, key });
+        }
+    }
+    let (loads, followers) = join_flights(client, slots);
+    join(
+        fetch_unlocked(client, groups, limit, loads, false),
+        follow(client, groups, limit, followers, Mode::Bypass),
     )
     .await;
-    join_all(repeated.iter().map(|s| groups[s.g].load(client, &limit, s.i, &s.key))).await;
-    Ok(())
 }
 
 /// Every entry's cache key. A key that appears in two groups (one store
 /// added with two contexts) is loaded once in the batch; the repeats are
 /// returned apart and loaded afterwards (then hitting the cache).
-async fn locate<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) -> Result<(Vec<Slot<'g>>, Vec<Slot<'g>>)> {
+async fn locate<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) -> crate::Result<(Vec<Slot<'g>>, Vec<Slot<'g>>)> {
     let mut slots = Vec::with_capacity(groups.iter().map(|g| g.len()).sum());
     for (g, group) in groups.iter().enumerate() {
         for i in 0..group.len() {
@@ -150,7 +230,7 @@ async fn locate<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) -> Result<
 /// joining). Reads those keys again (in memory, no round trip) and hands
 /// what is there to the followers instead of fetching it again.
 async fn recheck<'c, 'g>(client: &'c Client, groups: &[&dyn Group<'_>], loads: Vec<Load<'c, 'g>>) -> Vec<Load<'c, 'g>> {
-    if loads.iter().all(|l| l.flight.is_none()) {
+    if loads.is_empty() {
         return loads;
     }
     let found = {
@@ -165,9 +245,7 @@ async fn recheck<'c, 'g>(client: &'c Client, groups: &[&dyn Group<'_>], loads: V
         let group = groups[load.slot.g];
         match bytes {
             Some(bytes) if group.accept(client, load.slot.i, &load.slot.key, &bytes, true) => {
-                if let Some(flight) = load.flight {
-                    flight.finish(Arc::from(bytes));
-                }
+                load.flight.finish(Arc::from(bytes));
             }
             _ => left.push(load),
         }
@@ -175,169 +253,189 @@ async fn recheck<'c, 'g>(client: &'c Client, groups: &[&dyn Group<'_>], loads: V
     left
 }
 
-/// Tries every lock in one call; returns the won and the lost.
-async fn lock<'c, 'g>(
+/// Takes the locks of `loads` through one set of leases, then fetches the
+/// won keys, waits for the lost ones and follows this process's flights,
+/// all at once. If the locks cannot be taken in time, the loads are
+/// fetched and written without them.
+async fn lock_and_load<'c, 'g>(
     client: &'c Client,
-    coordinator: &Arc<dyn Coordinator>,
+    renewer: &Renewer,
     groups: &[&dyn Group<'_>],
-    mut loads: Vec<Load<'c, 'g>>,
-) -> Result<(Vec<Load<'c, 'g>>, Vec<Load<'c, 'g>>)> {
+    limit: &Semaphore,
+    loads: Vec<Load<'c, 'g>>,
+    followers: Vec<(Slot<'g>, Follower)>,
+    deadline: Instant,
+) {
     if loads.is_empty() {
-        return Ok((loads, Vec::new()));
+        return follow(client, groups, limit, followers, Mode::Cached).await;
     }
-    for load in &mut loads {
-        load.token = new_token();
-    }
-    let requests: Vec<LockRequest<'_>> = loads
-        .iter()
-        .map(|l| LockRequest {
-            key: &l.slot.key,
-            token: &l.token,
-            ttl: driver::lock_ttl(client, groups[l.slot.g].spec()),
-        })
-        .collect();
-    let taken = match coordinator.try_lock_many(&requests).await {
-        Ok(taken) => taken,
-        Err(error) => {
-            // Some locks may have been taken before the failure.
-            let abandons: Vec<Settlement<'_>> = requests
-                .iter()
-                .map(|r| Settlement::Abandon {
-                    key: r.key,
-                    token: r.token,
-                })
-                .collect();
-            if let Err(e) = coordinator.settle_many(&abandons).await {
-                tracing::warn!(error = %e, "could not release the locks of a failed batch");
-            }
-            return Err(error);
+    let mut leases = Leases::new(
+        renewer,
+        loads.iter().map(|l| {
+            (
+                l.slot.key.to_string(),
+                waiter::lock_ttl(client, groups[l.slot.g].spec()),
+            )
+        }),
+    );
+    let taken = match tokio::time::timeout_at(deadline, leases.acquire()).await {
+        Ok(Ok(taken)) => taken,
+        failed => {
+            report(
+                client,
+                groups,
+                failed.map_or_else(|_| timeout(client, Op::Lock), |e| e.err()),
+            );
+            // Dropping the leases releases what the lost answer may hold.
+            // The keys could be read: the values are still written, as a
+            // single `get` whose lock step fails writes its value.
+            drop(leases);
+            join(
+                fetch_unlocked(client, groups, limit, loads, true),
+                follow(client, groups, limit, followers, Mode::Cached),
+            )
+            .await;
+            return;
         }
     };
-    drop(requests);
-    let mut taken = taken.into_iter();
-    Ok(loads.into_iter().partition(|_| taken.next().unwrap_or(false)))
-}
-
-/// The won keys of one group: `(entry, cache key)` and their places in
-/// the won list.
-struct GroupFetch<'k> {
-    g: usize,
-    which: Vec<(usize, &'k str)>,
-    order: Vec<usize>,
-}
-
-/// Fetches the won keys (each store's once), renewing their locks, then
-/// fills or abandons them in one call (or, with no coordinator, writes the
-/// values) and hands the values to this process's followers.
-async fn fetch_won(client: &Client, groups: &[&dyn Group<'_>], limit: &Semaphore, won: Vec<Load<'_, '_>>) {
-    if won.is_empty() {
-        return;
+    let (mut won, mut lost) = (Vec::new(), Vec::new());
+    for (n, load) in loads.into_iter().enumerate() {
+        if taken.get(n).copied().unwrap_or(false) {
+            won.push(load);
+        } else {
+            lost.push(load);
+        }
     }
-    // Per group, its entries and keys; `order` maps them back to `won`.
+    join3(
+        fetch_won(client, groups, limit, won, leases),
+        wait_lost(client, renewer, groups, limit, lost),
+        follow(client, groups, limit, followers, Mode::Cached),
+    )
+    .await;
+}
+
+/// One group's share of a fetch: the group, its `(entry, cache key)`s and
+/// their places in the fetched loads.
+type GroupFetch<'k> = (usize, Vec<(usize, &'k str)>, Vec<usize>);
+
+/// Fetches `loads` (each store's at once: its `fetch_many`, else one fetch
+/// per key within `limit`) and returns how each ended, in order.
+async fn fetch_loads(
+    client: &Client,
+    groups: &[&dyn Group<'_>],
+    limit: &Semaphore,
+    loads: &[Load<'_, '_>],
+) -> Vec<Fetched> {
+    // Per group, its entries and keys, and their places in `loads`.
     let mut per_group: Vec<GroupFetch<'_>> = Vec::new();
-    for (n, load) in won.iter().enumerate() {
-        let at = match per_group.iter().position(|f| f.g == load.slot.g) {
+    for (n, load) in loads.iter().enumerate() {
+        let at = match per_group.iter().position(|f| f.0 == load.slot.g) {
             Some(at) => at,
             None => {
-                per_group.push(GroupFetch {
-                    g: load.slot.g,
-                    which: Vec::new(),
-                    order: Vec::new(),
-                });
+                per_group.push((load.slot.g, Vec::new(), Vec::new()));
                 per_group.len() - 1
             }
         };
-        per_group[at].which.push((load.slot.i, &load.slot.key));
-        per_group[at].order.push(n);
+        per_group[at].1.push((load.slot.i, &load.slot.key));
+        per_group[at].2.push(n);
     }
-    let fetches = join_all(per_group.iter().map(|f| groups[f.g].fetch(client, limit, &f.which)));
-    let coordinator = client.coordinator();
-    let fetched = match coordinator {
-        Some(coordinator) => {
-            let mut abandon = AbandonMany::new(coordinator, &won);
-            let locks: Vec<LockRequest<'_>> = won
-                .iter()
-                .map(|l| LockRequest {
-                    key: &l.slot.key,
-                    token: &l.token,
-                    ttl: driver::lock_ttl(client, groups[l.slot.g].spec()),
-                })
-                .collect();
-            let fetched = renewing(&**coordinator, &locks, fetches).await;
-            abandon.disarm();
-            fetched
-        }
-        None => fetches.await,
-    };
-    let mut slots: Vec<Option<Fetched>> = won.iter().map(|_| None).collect();
-    for (f, results) in per_group.iter().zip(fetched) {
-        for (&n, result) in f.order.iter().zip(results) {
-            slots[n] = Some(result);
+    let fetched = join_all(
+        per_group
+            .iter()
+            .map(|(g, which, _)| groups[*g].fetch(client, limit, which)),
+    )
+    .await;
+    let mut out: Vec<Option<Fetched>> = loads.iter().map(|_| None).collect();
+    for ((_, _, order), results) in per_group.iter().zip(fetched) {
+        for (&n, result) in order.iter().zip(results) {
+            out[n] = Some(result);
         }
     }
-    let outcomes: Vec<Fetched> = slots.into_iter().map(|f| f.unwrap_or(Fetched::Value(None))).collect();
+    out.into_iter().map(|f| f.unwrap_or(Fetched::Value(None))).collect()
+}
 
-    match coordinator {
-        Some(coordinator) => {
-            let settlements: Vec<Settlement<'_>> = won
-                .iter()
-                .zip(&outcomes)
-                .map(|(l, f)| match f.bytes() {
-                    Some(value) => Settlement::Fill {
-                        key: &l.slot.key,
-                        token: &l.token,
-                        value,
-                        ttl: groups[l.slot.g].spec().ttl,
-                    },
-                    None => Settlement::Abandon {
-                        key: &l.slot.key,
-                        token: &l.token,
-                    },
-                })
-                .collect();
-            if let Err(error) = coordinator.settle_many(&settlements).await {
-                let spec = groups[won[0].slot.g].spec();
-                client.log(EventKind::BackendError, spec, &won[0].slot.key, Some(&error));
-                // Refused (a value too large for the server, ...) or of
-                // unknown fate: release every lock still held, so waiters
-                // take them at once instead of waiting for them to expire.
-                let abandons: Vec<Settlement<'_>> = settlements
-                    .iter()
-                    .map(|s| Settlement::Abandon {
-                        key: s.key(),
-                        token: s.token(),
-                    })
-                    .collect();
-                // The failure may have closed the connection (a value over
-                // Redis's `proto-max-bulk-len` does): the first command
-                // after it reconnects, so a release that fails is tried
-                // once more (releases are idempotent).
-                let released = match coordinator.settle_many(&abandons).await {
-                    Err(_) => coordinator.settle_many(&abandons).await,
-                    released => released,
-                };
-                if let Err(error) = released {
-                    client.log(EventKind::BackendError, spec, &won[0].slot.key, Some(&error));
-                }
-            }
+/// Fetches the won keys, settles their leases in one call off the
+/// caller's path, and hands the outcomes to this process's followers.
+async fn fetch_won(
+    client: &Client,
+    groups: &[&dyn Group<'_>],
+    limit: &Semaphore,
+    won: Vec<Load<'_, '_>>,
+    leases: Leases,
+) {
+    if won.is_empty() {
+        return; // the leases hold nothing
+    }
+    let outcomes = fetch_loads(client, groups, limit, &won).await;
+    // The leases were made for every load, won or lost, in order: line the
+    // won keys' values up with them by key.
+    let mut values: Vec<Option<Arc<[u8]>>> = vec![None; leases.len()];
+    let mut ttls: Vec<Duration> = vec![Duration::ZERO; leases.len()];
+    let mut at = 0;
+    for (load, fetched) in won.iter().zip(&outcomes) {
+        while at < leases.len() && leases.key(at) != load.slot.key {
+            at += 1;
         }
-        None => {
-            let backend = client.cache().backend();
-            let writes = won.iter().zip(&outcomes).filter_map(|(l, f)| {
-                let spec = groups[l.slot.g].spec();
-                f.bytes().map(|value| async move {
-                    if let Err(error) = backend.set(&l.slot.key, value, Some(spec.ttl)).await {
-                        client.log(EventKind::BackendError, spec, &l.slot.key, Some(&error));
-                    }
-                })
-            });
-            join_all(writes).await;
+        if at < leases.len() {
+            values[at] = fetched.bytes().cloned();
+            ttls[at] = groups[load.slot.g].spec().ttl;
         }
     }
-    for (load, fetched) in won.into_iter().zip(outcomes) {
-        if let Some(flight) = load.flight {
-            land(flight, fetched);
+    let spec = groups[won[0].slot.g].spec();
+    let key = won[0].slot.key.to_string();
+    let owner = client.clone();
+    let deadline = Instant::now() + client.cache_timeout();
+    write_behind(client, spec, &won[0].slot.key, deadline, async move {
+        if let Err(error) = leases.settle(&values, &ttls).await {
+            // The dropped leases release the locks.
+            owner.log(EventKind::BackendError, spec, &key, Some(&error));
         }
+    })
+    .await;
+    for (load, fetched) in won.into_iter().zip(outcomes) {
+        land(load.flight, fetched);
+    }
+}
+
+/// Fetches `loads` without locks; with `write`, stores what was fetched
+/// (off the caller's path).
+async fn fetch_unlocked(
+    client: &Client,
+    groups: &[&dyn Group<'_>],
+    limit: &Semaphore,
+    loads: Vec<Load<'_, '_>>,
+    write: bool,
+) {
+    if loads.is_empty() {
+        return;
+    }
+    let outcomes = fetch_loads(client, groups, limit, &loads).await;
+    if write && !client.is_degraded() {
+        let writes: Vec<(String, Arc<[u8]>, Duration)> = loads
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|(l, f)| {
+                let value = f.bytes()?;
+                Some((l.slot.key.to_string(), Arc::clone(value), groups[l.slot.g].spec().ttl))
+            })
+            .collect();
+        if !writes.is_empty() {
+            let spec = groups[loads[0].slot.g].spec();
+            let owner = client.clone();
+            let deadline = Instant::now() + client.cache_timeout();
+            write_behind(client, spec, &loads[0].slot.key, deadline, async move {
+                let backend = owner.cache().backend();
+                for (key, value, ttl) in &writes {
+                    if let Err(error) = backend.set(key, value, Some(*ttl)).await {
+                        owner.log(EventKind::BackendError, spec, key, Some(&error));
+                    }
+                }
+            })
+            .await;
+        }
+    }
+    for (load, fetched) in loads.into_iter().zip(outcomes) {
+        land(load.flight, fetched);
     }
 }
 
@@ -353,24 +451,32 @@ fn land(flight: LeaderGuard<'_>, fetched: Fetched) {
 
 /// The keys whose locks another process holds: each waits as a single
 /// `get` would, then hands its value to this process's followers.
-async fn wait_lost(client: &Client, groups: &[&dyn Group<'_>], limit: &Semaphore, lost: Vec<Load<'_, '_>>) {
-    let Some(coordinator) = client.coordinator() else {
-        return;
-    };
+async fn wait_lost(
+    client: &Client,
+    renewer: &Renewer,
+    groups: &[&dyn Group<'_>],
+    limit: &Semaphore,
+    lost: Vec<Load<'_, '_>>,
+) {
     join_all(lost.into_iter().map(|load| async move {
         let fetched = groups[load.slot.g]
-            .wait_lost(client, coordinator, limit, load.slot.i, &load.slot.key)
+            .wait_lost(client, renewer, limit, load.slot.i, &load.slot.key)
             .await;
-        if let Some(flight) = load.flight {
-            land(flight, fetched);
-        }
+        land(load.flight, fetched);
     }))
     .await;
 }
 
-/// Keys another task of this process is loading: take its value, or (if it
-/// failed) load them as a single `get` would.
-async fn follow(client: &Client, groups: &[&dyn Group<'_>], limit: &Semaphore, followers: Vec<(Slot<'_>, Follower)>) {
+/// Keys another task of this process is loading: take its value or its
+/// shared error, or (if it went away) load them as a single `get` would
+/// (in bypass mode, from the source).
+async fn follow(
+    client: &Client,
+    groups: &[&dyn Group<'_>],
+    limit: &Semaphore,
+    followers: Vec<(Slot<'_>, Follower)>,
+    mode: Mode,
+) {
     join_all(followers.into_iter().map(|(slot, mut follower)| async move {
         let group = groups[slot.g];
         match follower.outcome().await {
@@ -378,70 +484,10 @@ async fn follow(client: &Client, groups: &[&dyn Group<'_>], limit: &Semaphore, f
             Landed::Failed(Some(error)) if group.fail_with(slot.i, &error) => return,
             _ => {}
         }
-        group.load(client, limit, slot.i, &slot.key).await;
+        match mode {
+            Mode::Cached => group.load(client, limit, slot.i, &slot.key).await,
+            Mode::Bypass => drop(group.fetch(client, limit, &[(slot.i, &slot.key)]).await),
+        }
     }))
     .await;
-}
-
-/// Runs `fetch`, renewing every lock of `locks` (in one
-/// [`Coordinator::renew_many`]) every third of the shortest lock TTL until
-/// it ends.
-async fn renewing<T>(coordinator: &dyn Coordinator, locks: &[LockRequest<'_>], fetch: impl Future<Output = T>) -> T {
-    let shortest = locks.iter().map(|l| l.ttl).min().unwrap_or(Duration::from_secs(1));
-    let renew = async {
-        let every = (shortest / 3).max(Duration::from_millis(1));
-        loop {
-            tokio::time::sleep(every).await;
-            if let Err(error) = coordinator.renew_many(locks).await {
-                tracing::warn!(locks = locks.len(), %error, "could not renew the batch's fetch locks");
-            }
-        }
-    };
-    let (fetch, renew) = (std::pin::pin!(fetch), std::pin::pin!(renew));
-    match select(fetch, renew).await {
-        Either::Left((value, _)) => value,
-        Either::Right(((), _)) => unreachable!("the renewal loop never ends"),
-    }
-}
-
-/// Releases a batch's locks if its fetch is cancelled or panics, so other
-/// processes' waiters hear of it at once (as the single-key `Abandon`).
-struct AbandonMany {
-    coordinator: Arc<dyn Coordinator>,
-    locks: Vec<(String, String)>,
-}
-
-impl AbandonMany {
-    fn new(coordinator: &Arc<dyn Coordinator>, won: &[Load<'_, '_>]) -> Self {
-        AbandonMany {
-            coordinator: Arc::clone(coordinator),
-            locks: won.iter().map(|l| (l.slot.key.to_string(), l.token.clone())).collect(),
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.locks.clear();
-    }
-}
-
-impl Drop for AbandonMany {
-    fn drop(&mut self) {
-        if self.locks.is_empty() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let coordinator = Arc::clone(&self.coordinator);
-        let locks = std::mem::take(&mut self.locks);
-        runtime.spawn(async move {
-            let abandons: Vec<Settlement<'_>> = locks
-                .iter()
-                .map(|(key, token)| Settlement::Abandon { key, token })
-                .collect();
-            if let Err(error) = coordinator.settle_many(&abandons).await {
-                tracing::warn!(%error, "could not release the fetch locks of a cancelled batch");
-            }
-        });
-    }
 }

@@ -18,10 +18,11 @@ use crate::client::Client;
 use crate::error::Error;
 use crate::logger::EventKind;
 use crate::pipeline::promise::{Cell, PromiseError};
-use crate::stampede::{Coordinator, driver};
+use crate::stampede::renewer::Renewer;
+use crate::stampede::waiter::Waiter;
 use crate::store::sharing::{ErrorSharing, SharedError};
 use crate::store::spec::StoreSpec;
-use crate::store::{decode, encode, load};
+use crate::store::{decode, encode, load, wait_then_load};
 
 /// A store's single-key fetcher, bound to its context.
 type FetchOne<'a, P, V, E> = Box<dyn Fn(P) -> BoxFuture<'a, Result<V, E>> + Send + Sync + 'a>;
@@ -152,7 +153,7 @@ pub(crate) trait Group<'a>: Send + Sync {
     fn wait_lost<'f>(
         &'f self,
         client: &'f Client,
-        coordinator: &'f Arc<dyn Coordinator>,
+        renewer: &'f Renewer,
         limit: &'f Semaphore,
         i: usize,
         key: &'f str,
@@ -368,14 +369,15 @@ where
     fn wait_lost<'f>(
         &'f self,
         client: &'f Client,
-        coordinator: &'f Arc<dyn Coordinator>,
+        renewer: &'f Renewer,
         limit: &'f Semaphore,
         i: usize,
         key: &'f str,
     ) -> BoxFuture<'f, Fetched> {
         Box::pin(async move {
             let mut fetch = || self.fetch_limited(limit, i);
-            match driver::load_after_lost(client, coordinator, self.spec, key, &mut fetch).await {
+            let waiter = Waiter::new(client, renewer, self.spec, key);
+            match wait_then_load(client, waiter, &mut fetch).await {
                 Ok((value, bytes)) => {
                     if let Some(bytes) = &bytes {
                         self.keep_bytes(i, bytes);

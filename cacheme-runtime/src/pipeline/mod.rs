@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::client::Client;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::spec::StoreSpec;
 
 pub(crate) use engine::run;
@@ -79,12 +79,15 @@ impl<'a> Pipeline<'a> {
 
     /// Resolves every promise (see the [module docs](self)).
     ///
-    /// `Err` ([`Error::Pipeline`]) when a backend could not be read or
-    /// locked; promises it had not resolved then hold the same error.
-    /// Fetch errors are not errors of the pipeline: they are in their own
-    /// promises. If this future is dropped before it completes, promises
-    /// not yet resolved report [`PromiseError::NotExecuted`] and the
-    /// locks taken are released.
+    /// Each promise gets its own outcome: its value, or its own fetch's
+    /// error. A cache that cannot be read or locked (down, slow past the
+    /// client's `cache_timeout`, or skipped by its breaker) does not fail
+    /// the pipeline: every promise is then served from the source, as a
+    /// store's `get` is, and the failure is reported through the logger.
+    /// The `Result` is kept for future use; today it is always `Ok`. If
+    /// this future is dropped before it completes, promises not yet
+    /// resolved report [`PromiseError::NotExecuted`] and the locks taken
+    /// are released.
     pub async fn execute(self) -> Result<()> {
         let Pipeline { mut members, .. } = self;
         let mut clients: Vec<&Client> = Vec::new();
@@ -93,7 +96,7 @@ impl<'a> Pipeline<'a> {
                 clients.push(member.client);
             }
         }
-        let outcomes: Vec<std::result::Result<(), Arc<Error>>> = {
+        {
             let members = &members;
             let runs = clients.iter().map(|&client| async move {
                 let groups: Vec<&dyn Group<'a>> = members
@@ -101,25 +104,13 @@ impl<'a> Pipeline<'a> {
                     .filter(|m| m.client.same(client))
                     .map(|m| &*m.group)
                     .collect();
-                run(client, &groups).await.map_err(Arc::new)
+                run(client, &groups).await
             });
-            join_all(runs).await
-        };
-        let mut first_error = None;
-        let mut deliveries = Vec::new();
-        for member in &mut members {
-            let at = clients.iter().position(|c| c.same(member.client));
-            let failed = at.and_then(|at| outcomes[at].as_ref().err());
-            if first_error.is_none() {
-                first_error = failed.cloned();
-            }
-            deliveries.push(member.group.deliver(member.client, failed));
+            join_all(runs).await;
         }
+        let deliveries = members.iter_mut().map(|m| m.group.deliver(m.client, None));
         join_all(deliveries).await;
-        match first_error {
-            Some(error) => Err(Error::Pipeline(error)),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// Adds one key of a store; what a store's `get_p` calls.

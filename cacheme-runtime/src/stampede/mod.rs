@@ -38,10 +38,12 @@
 //! process only (every miss is coalesced in the process by the store layer).
 
 mod batch;
-pub(crate) mod driver;
 pub(crate) mod lease;
 pub(crate) mod polling;
+pub(crate) mod probe;
+pub(crate) mod renewer;
 mod token;
+pub(crate) mod waiter;
 
 use std::fmt;
 use std::sync::Arc;
@@ -53,8 +55,8 @@ use crate::backend::BoxFuture;
 use crate::error::Result;
 
 pub use batch::{LockRequest, Settlement};
-pub use driver::DEFAULT_MAX_WAIT;
 pub(crate) use token::new_token;
+pub use waiter::DEFAULT_MAX_WAIT;
 
 /// How long a fetch lock lives when the store does not say (`lock_ttl`).
 pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(10);

@@ -11,6 +11,7 @@
 
 pub(crate) mod generation;
 pub mod key;
+mod miss;
 mod multi;
 pub mod sharing;
 pub mod spec;
@@ -26,10 +27,10 @@ use crate::client::Client;
 use crate::codec::Codec;
 use crate::error::{Error, Op, Result};
 use crate::logger::EventKind;
-use crate::singleflight::{Landed, Role};
-use crate::stampede;
-use crate::write_behind::write_behind;
+use crate::stampede::probe::{Probe, discard, probe};
 pub use generation::storage_key;
+pub(crate) use miss::wait_then_load;
+use miss::{Step, coalesced};
 pub use sharing::ErrorSharing;
 use spec::StoreSpec;
 
@@ -67,60 +68,33 @@ fn codec(client: &Client, spec: &StoreSpec) -> Codec {
 
 /// What reading a key found.
 pub(crate) enum Read<V> {
-    /// The value and its bytes.
-    Hit(V, Vec<u8>),
-    /// Nothing there, or a value that did not decode (then removed, see
-    /// [`discard`]).
+    /// The value.
+    Hit(V),
+    /// Nothing there, or a value that did not decode (then removed).
     Miss,
     /// The backend failed or did not answer by the deadline (reported to
     /// the client's breaker).
     Failed,
 }
 
-/// Reads `key` by `deadline`; on a hit decodes it and returns the value
-/// with its bytes.
+/// Reads `key` by `deadline`; on a hit decodes it. A value that does not decode is a miss, and is removed
+/// so the lock step can be taken over it.
 pub(crate) async fn read<V: DeserializeOwned>(
     client: &Client,
     spec: &StoreSpec,
     key: &str,
     deadline: Instant,
 ) -> Read<V> {
-    match tokio::time::timeout_at(deadline, client.cache().backend().get(key)).await {
-        Ok(Ok(found)) => {
-            client.cache_answered(spec, key);
-            let Some(bytes) = found else {
-                return Read::Miss;
-            };
-            match decode(client, spec, key, &bytes, true) {
-                Some(value) => Read::Hit(value, bytes),
-                None => {
-                    discard(client, spec, key, &bytes).await;
-                    Read::Miss
-                }
+    match probe(client, spec, key, deadline).await {
+        Probe::Found(bytes) => match decode(client, spec, key, &bytes, true) {
+            Some(value) => Read::Hit(value),
+            None => {
+                discard(client, spec, key, &bytes).await;
+                Read::Miss
             }
-        }
-        Ok(Err(error)) => {
-            client.cache_failed(spec, key, &error);
-            Read::Failed
-        }
-        Err(_) => {
-            let budget = client.cache_timeout();
-            client.cache_failed(spec, key, &Error::Timeout { op: Op::Get, budget });
-            Read::Failed
-        }
-    }
-}
-
-/// Removes a value that did not decode, if it is still those bytes.
-///
-/// An undecodable value is a miss for every step, the stampede lock
-/// included: lock steps refuse a lock over a value that exists (it may
-/// have landed since the caller's miss), so a bad value left in place
-/// would keep every caller waiting for a fill that never comes. The
-/// compare-and-delete leaves a good value another process wrote meanwhile.
-pub(crate) async fn discard(client: &Client, spec: &StoreSpec, key: &str, bytes: &[u8]) {
-    if let Err(error) = client.cache().backend().delete_if_equals(key, bytes).await {
-        client.log(EventKind::BackendError, spec, key, Some(&error));
+        },
+        Probe::Missing => Read::Miss,
+        Probe::Failed => Read::Failed,
     }
 }
 
@@ -172,13 +146,14 @@ where
         return coalesced(client, spec, key, Step::Uncached, fetch, sharing, Instant::now()).await;
     }
     let deadline = Instant::now() + client.cache_timeout();
+    let store_key = key;
     let located = tokio::time::timeout_at(deadline, storage_key(client, spec, key)).await;
     let failure = match located {
         Ok(Ok(key)) => {
             return match read(client, spec, &key, deadline).await {
-                Read::Hit(value, _) => Ok(value),
+                Read::Hit(value) => Ok(value),
                 Read::Miss => load(client, spec, &key, fetch, sharing, deadline).await,
-                Read::Failed => coalesced(client, spec, &key, Step::Uncached, fetch, sharing, deadline).await,
+                Read::Failed => coalesced(client, spec, store_key, Step::Uncached, fetch, sharing, deadline).await,
             };
         }
         Ok(Err(error)) => error,
@@ -212,180 +187,6 @@ where
 {
     client.log(EventKind::Miss, spec, key, None);
     coalesced(client, spec, key, Step::Cached, fetch, sharing, deadline).await
-}
-
-/// What the leader of a flight does.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Step {
-    /// The stampede protocol, then the value is stored.
-    Cached,
-    /// A plain fetch: the cache cannot be addressed.
-    Uncached,
-}
-
-/// Runs `step` for `key` once in this process: the first caller leads,
-/// concurrent ones follow and get its value or, when it can be shared,
-/// its error. A leader that goes away without an outcome (cancelled,
-/// panicked) lets the followers compete again; one that has not answered
-/// within the store's `max_wait` is replaced by its first follower to
-/// give up (the others follow the new flight).
-async fn coalesced<V, E, F, Fut>(
-    client: &Client,
-    spec: &'static StoreSpec,
-    key: &str,
-    step: Step,
-    mut fetch: F,
-    sharing: ErrorSharing<E>,
-    deadline: Instant,
-) -> Result<V, E>
-where
-    V: Serialize + DeserializeOwned,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<V, E>>,
-{
-    // Store keys hold no whitespace: this flight never meets a cached one.
-    let uncached_key;
-    let flight_key = match step {
-        Step::Cached => key,
-        Step::Uncached => {
-            uncached_key = format!("{key} uncached");
-            &uncached_key
-        }
-    };
-    let max_wait = stampede::driver::max_wait(client, spec);
-    let mut role = client.flights().join(flight_key);
-    loop {
-        let mut follower = match role {
-            Role::Leader(guard) => {
-                let led = match step {
-                    Step::Cached => fill(client, spec, key, &mut fetch, deadline).await,
-                    Step::Uncached => fetch_uncached(client, spec, key, &mut fetch).await,
-                };
-                return match led {
-                    Ok((value, bytes)) => {
-                        if let Some(bytes) = bytes {
-                            guard.finish(bytes);
-                        }
-                        Ok(value)
-                    }
-                    Err(error) => {
-                        guard.fail(sharing.share(&error));
-                        Err(error)
-                    }
-                };
-            }
-            Role::Follower(follower) => follower,
-        };
-        match tokio::time::timeout(max_wait, follower.outcome()).await {
-            Ok(Landed::Value(bytes)) => {
-                if let Some(value) = decode(client, spec, key, &bytes, false) {
-                    return Ok(value);
-                }
-            }
-            Ok(Landed::Failed(Some(error))) => {
-                if let Some(error) = sharing.restore(&error) {
-                    return Err(error);
-                }
-            }
-            Ok(Landed::Failed(None)) => {
-                // Its error cannot be handed over: fetch once by ourselves,
-                // alongside the other followers, rather than fail one after
-                // another behind new leaders.
-                return match step {
-                    Step::Cached => fetch_and_store(client, spec, key, &mut fetch).await,
-                    Step::Uncached => fetch_uncached(client, spec, key, &mut fetch).await,
-                }
-                .map(|(value, _)| value);
-            }
-            Ok(Landed::Abandoned) => {}
-            Err(_) => {
-                // The leader hangs: lead a new flight in its place.
-                role = client.flights().take_over(flight_key, &follower);
-                continue;
-            }
-        }
-        // The leader went away without a value: it may still have been
-        // stored by someone, else compete for the lead.
-        if step == Step::Cached
-            && let Read::Hit(value, _) = read(client, spec, key, Instant::now() + client.cache_timeout()).await
-        {
-            return Ok(value);
-        }
-        role = client.flights().join(flight_key);
-    }
-}
-
-/// The leader's fetch when the cache cannot be addressed: nothing stored,
-/// the value encoded only to hand it to the followers.
-async fn fetch_uncached<V, E, F, Fut>(
-    client: &Client,
-    spec: &StoreSpec,
-    key: &str,
-    fetch: &mut F,
-) -> Result<(V, Option<Arc<[u8]>>), E>
-where
-    V: Serialize,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<V, E>>,
-{
-    client.log(EventKind::Fetch, spec, key, None);
-    let value = fetch().await?;
-    let bytes = encode(client, spec, key, &value);
-    Ok((value, bytes))
-}
-
-/// Calls the fetcher, encodes and writes the value, with no cross-process
-/// coordination. Returns the value and its encoding (`None` if it could not
-/// be encoded). The write runs off the caller's path (waited for one cache
-/// budget at most) and is skipped while the breaker is open; encode and
-/// write failures are logged, not returned: the caller still gets its value.
-pub(crate) async fn fetch_and_store<V, E, F, Fut>(
-    client: &Client,
-    spec: &'static StoreSpec,
-    key: &str,
-    fetch: &mut F,
-) -> Result<(V, Option<Arc<[u8]>>), E>
-where
-    V: Serialize,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<V, E>>,
-{
-    client.log(EventKind::Fetch, spec, key, None);
-    let value = fetch().await?;
-    let Some(bytes) = encode(client, spec, key, &value) else {
-        return Ok((value, None));
-    };
-    if !client.is_degraded() {
-        let deadline = Instant::now() + client.cache_timeout();
-        let (owner, at, value) = (client.clone(), key.to_owned(), Arc::clone(&bytes));
-        write_behind(client, spec, key, deadline, async move {
-            if let Err(error) = owner.cache().backend().set(&at, &value, Some(spec.ttl)).await {
-                owner.log(EventKind::BackendError, spec, &at, Some(&error));
-            }
-        })
-        .await;
-    }
-    Ok((value, Some(bytes)))
-}
-
-/// A flight leader's miss path: through the backend's stampede
-/// coordinator when it has one, else a plain fetch and store.
-async fn fill<V, E, F, Fut>(
-    client: &Client,
-    spec: &'static StoreSpec,
-    key: &str,
-    fetch: &mut F,
-    deadline: Instant,
-) -> Result<(V, Option<Arc<[u8]>>), E>
-where
-    V: Serialize + DeserializeOwned,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<V, E>>,
-{
-    match client.coordinator() {
-        Some(coordinator) => stampede::driver::load(client, coordinator, spec, key, fetch, deadline).await,
-        None => fetch_and_store(client, spec, key, fetch).await,
-    }
 }
 
 /// Encodes a fetched value; a failure is logged and gives `None`.

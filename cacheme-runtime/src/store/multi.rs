@@ -16,7 +16,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::client::Client;
-use crate::logger::EventKind;
 use crate::pipeline::{self, Fetchers, Outcome, StoreGroup};
 use crate::singleflight::Role;
 use crate::store::spec::StoreSpec;
@@ -93,14 +92,7 @@ where
     } else {
         None
     };
-    if let Err(error) = pipeline::run(client, &[&group]).await {
-        let key = if pipeline::Group::len(&group) > 0 {
-            pipeline::Group::key(&group, 0)
-        } else {
-            ""
-        };
-        client.log(EventKind::BackendError, spec, key, Some(&error));
-    }
+    pipeline::run(client, &[&group]).await;
     // What the cache could not serve (it failed) comes from the source.
     let pending = group.pending();
     if !pending.is_empty() {

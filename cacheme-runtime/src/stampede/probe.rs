@@ -1,0 +1,64 @@
+//! Reading a key within a deadline, and removing a value that turned out
+//! not to decode: the two backend steps every part of the miss path shares.
+
+use tokio::time::Instant;
+
+use crate::client::Client;
+use crate::error::{Error, Op};
+use crate::store::spec::StoreSpec;
+
+/// What reading a key found, before decoding.
+pub(crate) enum Probe {
+    /// The stored bytes.
+    Found(Vec<u8>),
+    /// Nothing stored.
+    Missing,
+    /// The backend failed or did not answer by the deadline (reported to
+    /// the client's breaker).
+    Failed,
+}
+
+/// Reads `key` by `deadline`.
+pub(crate) async fn probe(client: &Client, spec: &StoreSpec, key: &str, deadline: Instant) -> Probe {
+    match tokio::time::timeout_at(deadline, client.cache().backend().get(key)).await {
+        Ok(Ok(found)) => {
+            client.cache_answered(spec, key);
+            found.map_or(Probe::Missing, Probe::Found)
+        }
+        Ok(Err(error)) => {
+            client.cache_failed(spec, key, &error);
+            Probe::Failed
+        }
+        Err(_) => {
+            let budget = client.cache_timeout();
+            client.cache_failed(spec, key, &Error::Timeout { op: Op::Get, budget });
+            Probe::Failed
+        }
+    }
+}
+
+/// Removes a value that did not decode, if it is still those bytes.
+///
+/// An undecodable value is a miss for every step, the stampede lock
+/// included: lock steps refuse a lock over a value that exists (it may
+/// have landed since the caller's miss), so a bad value left in place
+/// would keep every caller waiting for a fill that never comes. The
+/// compare-and-delete leaves a good value another process wrote meanwhile.
+pub(crate) async fn discard(client: &Client, spec: &StoreSpec, key: &str, bytes: &[u8]) {
+    let removal = client.cache().backend().delete_if_equals(key, bytes);
+    match tokio::time::timeout(client.cache_timeout(), removal).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => client.cache_failed(spec, key, &error),
+        Err(_) => {
+            let budget = client.cache_timeout();
+            client.cache_failed(
+                spec,
+                key,
+                &Error::Timeout {
+                    op: Op::DeleteIfEquals,
+                    budget,
+                },
+            );
+        }
+    }
+}

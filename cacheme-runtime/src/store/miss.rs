@@ -1,0 +1,273 @@
+//! The typed miss path of a single key: coalesced in the process
+//! (flights), coordinated across processes through leases and waiters
+//! (see [`stampede`](crate::stampede)), fetched here and settled off the
+//! caller's path. The batch path (`get_m`, pipelines) shares the waiting
+//! ([`wait_then_load`]) and the leases.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use super::{ErrorSharing, Read, decode, encode, read};
+use crate::client::Client;
+use crate::error::{Error, Op};
+use crate::logger::EventKind;
+use crate::singleflight::{Landed, Role};
+use crate::stampede::lease::Leases;
+use crate::stampede::waiter::{self, Waited, Waiter};
+use crate::store::spec::StoreSpec;
+use crate::write_behind::write_behind;
+
+/// What the leader of a flight does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// The stampede protocol, then the value is stored.
+    Cached,
+    /// A plain fetch: the cache cannot be addressed.
+    Uncached,
+}
+
+/// Runs `step` for `key` once in this process: the first caller leads,
+/// concurrent ones follow and get its value or, when it can be shared,
+/// its error. A leader that goes away without an outcome (cancelled,
+/// panicked) lets the followers compete again; one that has not answered
+/// within the store's `max_wait` is replaced by its first follower to
+/// give up (the others follow the new flight).
+pub(super) async fn coalesced<V, E, F, Fut>(
+    client: &Client,
+    spec: &'static StoreSpec,
+    key: &str,
+    step: Step,
+    mut fetch: F,
+    sharing: ErrorSharing<E>,
+    deadline: Instant,
+) -> Result<V, E>
+where
+    V: Serialize + DeserializeOwned,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    // Store keys hold no whitespace: this flight never meets a cached one.
+    let uncached_key;
+    let flight_key = match step {
+        Step::Cached => key,
+        Step::Uncached => {
+            uncached_key = format!("{key} uncached");
+            &uncached_key
+        }
+    };
+    let max_wait = waiter::max_wait(client, spec);
+    let mut role = client.flights().join(flight_key);
+    loop {
+        let mut follower = match role {
+            Role::Leader(guard) => {
+                let led = match step {
+                    Step::Cached => fill(client, spec, key, &mut fetch, deadline).await,
+                    Step::Uncached => fetch_uncached(client, spec, key, &mut fetch).await,
+                };
+                return match led {
+                    Ok((value, bytes)) => {
+                        if let Some(bytes) = bytes {
+                            guard.finish(bytes);
+                        }
+                        Ok(value)
+                    }
+                    Err(error) => {
+                        guard.fail(sharing.share(&error));
+                        Err(error)
+                    }
+                };
+            }
+            Role::Follower(follower) => follower,
+        };
+        match tokio::time::timeout(max_wait, follower.outcome()).await {
+            Ok(Landed::Value(bytes)) => {
+                if let Some(value) = decode(client, spec, key, &bytes, false) {
+                    return Ok(value);
+                }
+            }
+            Ok(Landed::Failed(Some(error))) => {
+                if let Some(error) = sharing.restore(&error) {
+                    return Err(error);
+                }
+            }
+            Ok(Landed::Failed(None)) => {
+                // Its error cannot be handed over: fetch once by ourselves,
+                // alongside the other followers, rather than fail one after
+                // another behind new leaders.
+                return match step {
+                    Step::Cached => fetch_and_store(client, spec, key, &mut fetch).await,
+                    Step::Uncached => fetch_uncached(client, spec, key, &mut fetch).await,
+                }
+                .map(|(value, _)| value);
+            }
+            Ok(Landed::Abandoned) => {}
+            Err(_) => {
+                // The leader hangs: lead a new flight in its place.
+                role = client.flights().take_over(flight_key, &follower);
+                continue;
+            }
+        }
+        // The leader went away without a value: it may still have been
+        // stored by someone, else compete for the lead.
+        if step == Step::Cached
+            && let Read::Hit(value) = read(client, spec, key, Instant::now() + client.cache_timeout()).await
+        {
+            return Ok(value);
+        }
+        role = client.flights().join(flight_key);
+    }
+}
+
+/// The leader's fetch when the cache cannot be addressed: nothing stored,
+/// the value encoded only to hand it to the followers.
+async fn fetch_uncached<V, E, F, Fut>(
+    client: &Client,
+    spec: &StoreSpec,
+    key: &str,
+    fetch: &mut F,
+) -> Result<(V, Option<Arc<[u8]>>), E>
+where
+    V: Serialize,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    client.log(EventKind::Fetch, spec, key, None);
+    let value = fetch().await?;
+    let bytes = encode(client, spec, key, &value);
+    Ok((value, bytes))
+}
+
+/// Calls the fetcher, encodes and writes the value, with no cross-process
+/// coordination. Returns the value and its encoding (`None` if it could not
+/// be encoded). The write runs off the caller's path (waited for one cache
+/// budget at most) and is skipped while the breaker is open; encode and
+/// write failures are logged, not returned: the caller still gets its value.
+pub(crate) async fn fetch_and_store<V, E, F, Fut>(
+    client: &Client,
+    spec: &'static StoreSpec,
+    key: &str,
+    fetch: &mut F,
+) -> Result<(V, Option<Arc<[u8]>>), E>
+where
+    V: Serialize,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    client.log(EventKind::Fetch, spec, key, None);
+    let value = fetch().await?;
+    let Some(bytes) = encode(client, spec, key, &value) else {
+        return Ok((value, None));
+    };
+    if !client.is_degraded() {
+        let deadline = Instant::now() + client.cache_timeout();
+        let (owner, at, value) = (client.clone(), key.to_owned(), Arc::clone(&bytes));
+        write_behind(client, spec, key, deadline, async move {
+            if let Err(error) = owner.cache().backend().set(&at, &value, Some(spec.ttl)).await {
+                owner.log(EventKind::BackendError, spec, &at, Some(&error));
+            }
+        })
+        .await;
+    }
+    Ok((value, Some(bytes)))
+}
+
+/// A flight leader's miss path: through the stampede protocol when the
+/// backend coordinates across processes, else a plain fetch and store.
+async fn fill<V, E, F, Fut>(
+    client: &Client,
+    spec: &'static StoreSpec,
+    key: &str,
+    fetch: &mut F,
+    deadline: Instant,
+) -> Result<(V, Option<Arc<[u8]>>), E>
+where
+    V: Serialize + DeserializeOwned,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    let Some(renewer) = client.renewer() else {
+        return fetch_and_store(client, spec, key, fetch).await;
+    };
+    let mut leases = Leases::new(renewer, [(key.to_owned(), waiter::lock_ttl(client, spec))]);
+    let budget = client.cache_timeout();
+    match tokio::time::timeout_at(deadline, leases.acquire()).await {
+        Ok(Ok(taken)) => {
+            client.cache_answered(spec, key);
+            if taken.first() == Some(&true) {
+                return lead(client, spec, leases, fetch).await;
+            }
+        }
+        Ok(Err(error)) => {
+            // The cache cannot coordinate: serve the source (the dropped
+            // leases release a lock the lost answer may have taken).
+            client.cache_failed(spec, key, &error);
+            return fetch_and_store(client, spec, key, fetch).await;
+        }
+        Err(_) => {
+            client.cache_failed(spec, key, &Error::Timeout { op: Op::Lock, budget });
+            return fetch_and_store(client, spec, key, fetch).await;
+        }
+    }
+    wait_then_load(client, Waiter::new(client, renewer, spec, key), fetch).await
+}
+
+/// Waits for another process's fetch of the waiter's key; fetches itself
+/// if the wait ends with the lock or gives up.
+pub(crate) async fn wait_then_load<V, E, F, Fut>(
+    client: &Client,
+    waiter: Waiter<'_>,
+    fetch: &mut F,
+) -> Result<(V, Option<Arc<[u8]>>), E>
+where
+    V: Serialize + DeserializeOwned,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    let (spec, key) = (waiter.spec(), waiter.key().to_owned());
+    let mut accept = |bytes: &[u8]| decode::<V>(client, spec, &key, bytes, true);
+    match waiter.wait(&mut accept).await {
+        Waited::Hit(value, bytes) => Ok((value, Some(bytes))),
+        Waited::Lease(leases) => lead(client, spec, leases, fetch).await,
+        Waited::GiveUp => fetch_and_store(client, spec, &key, fetch).await,
+    }
+}
+
+/// The lock holder: fetch (the client's renewer keeps the lock alive),
+/// then fill, or abandon on failure, off the caller's path. Cancellation
+/// or a panic during the fetch drops the leases, which release the lock.
+async fn lead<V, E, F, Fut>(
+    client: &Client,
+    spec: &'static StoreSpec,
+    leases: Leases,
+    fetch: &mut F,
+) -> Result<(V, Option<Arc<[u8]>>), E>
+where
+    V: Serialize,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    let key = leases.key(0).to_owned();
+    client.log(EventKind::Fetch, spec, &key, None);
+    let fetched = fetch().await;
+    let bytes = match &fetched {
+        Ok(value) => encode(client, spec, &key, value),
+        Err(_) => None,
+    };
+    let deadline = Instant::now() + client.cache_timeout();
+    let (owner, value) = (client.clone(), bytes.clone());
+    write_behind(client, spec, &key, deadline, async move {
+        let key = leases.key(0).to_owned();
+        match leases.settle(&[value], &[spec.ttl]).await {
+            Ok(_) => {}
+            // The dropped leases release the lock (a refused value, such
+            // as one too large for the server, must not hold the key).
+            Err(error) => owner.log(EventKind::BackendError, spec, &key, Some(&error)),
+        }
+    })
+    .await;
+    fetched.map(|value| (value, bytes))
+}
