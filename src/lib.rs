@@ -1,10 +1,12 @@
 #![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub use cacheme_runtime::{
     Backend, BoxError, BoxFuture, Cache, Client, ClientBuilder, Codec, Context, DEFAULT_CAPACITY, Error, Event,
-    EventKind, Factory, KeyFilter, KeyVisitor, Logger, MemoryBackend, MultiResult, Op, Pipeline, Promise, PromiseError,
-    ProviderConfig, Result, StoreSpec, Ttl, UpdateError, config, counter, pipeline, providers, register, stampede,
+    EventKind, Factory, KeyFilter, KeyVisitor, Logger, MAX_LOCK_TTL, MAX_TTL, MIN_LOCK_TTL, MemoryBackend, MultiResult,
+    Op, Pipeline, Promise, PromiseError, ProviderConfig, Result, StoreSpec, Ttl, UpdateError, config, counter,
+    pipeline, providers, register, stampede,
 };
 
 #[doc = include_str!("../docs/cache_store.md")]

@@ -8,6 +8,8 @@
 //! `child_reader`): an abort fails the parent's test instead of killing the
 //! test runner.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::cache::Cache;
 use crate::codec::Codec;
-use crate::error::Result;
+use crate::error::{Error, Op, Result};
 use crate::logger::{self, Event, EventKind, Logger};
 use crate::singleflight::Flights;
 use crate::stampede::polling::PollingCoordinator;
@@ -51,6 +51,17 @@ struct Inner {
     /// The fetch lock's TTL of stores that do not set `lock_ttl`.
     lock_ttl: Duration,
 }
+
+/// The shortest fetch lock [`ClientBuilder::lock_ttl`] and a store's
+/// `lock_ttl` accept: 100 ms. A shorter lock expires before its holder's
+/// first renewal reaches the server, so other processes take it and fetch
+/// the same key again.
+pub const MIN_LOCK_TTL: Duration = Duration::from_millis(100);
+
+/// The longest fetch lock accepted: one day. The holder renews its lock
+/// while it fetches, so a long fetch needs no long lock; a long lock only
+/// makes waiters wait longer when a holder dies.
+pub const MAX_LOCK_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Builds a [`Client`].
 #[derive(Default)]
@@ -96,14 +107,30 @@ impl ClientBuilder {
     /// How long a cross-process fetch lock lives for stores that do not set
     /// `lock_ttl` (default 10 s). The holder renews it while its fetch
     /// runs; if the holder dies, waiters take over after this long.
+    ///
+    /// Must lie between [`MIN_LOCK_TTL`] (100 ms) and [`MAX_LOCK_TTL`]
+    /// (one day): [`build`](Self::build) refuses anything else (zero
+    /// included) with [`Error::InvalidArgument`](crate::Error::InvalidArgument).
     pub fn lock_ttl(mut self, ttl: Duration) -> Self {
         self.lock_ttl = Some(ttl);
         self
     }
 
-    /// Builds the client, refusing duplicate stores.
+    /// Builds the client, refusing duplicate stores and a `lock_ttl` (the
+    /// client's or a store's) outside [`MIN_LOCK_TTL`]..=[`MAX_LOCK_TTL`].
     pub fn build(self) -> Result<Client> {
         check_unique(&STORES)?;
+        if let Some(ttl) = self.lock_ttl {
+            check_lock_ttl(ttl, "ClientBuilder::lock_ttl")?;
+        }
+        for spec in STORES.iter() {
+            if let Some(ttl) = spec.lock_ttl {
+                check_lock_ttl(
+                    ttl,
+                    &format!("the lock_ttl of {} ({}:{})", spec.name, spec.file, spec.line),
+                )?;
+            }
+        }
         let cache = self
             .cache
             .unwrap_or_else(|| Cache::from_backend(crate::MemoryBackend::with_capacity(crate::DEFAULT_CAPACITY)));
@@ -126,6 +153,18 @@ impl ClientBuilder {
             }),
         })
     }
+}
+
+/// Refuses a fetch lock TTL outside [`MIN_LOCK_TTL`]..=[`MAX_LOCK_TTL`];
+/// `what` names where it was set.
+fn check_lock_ttl(ttl: Duration, what: &str) -> Result<()> {
+    if (MIN_LOCK_TTL..=MAX_LOCK_TTL).contains(&ttl) {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument {
+        op: Op::Lock,
+        reason: format!("{what} is {ttl:?}; a fetch lock must live between {MIN_LOCK_TTL:?} and {MAX_LOCK_TTL:?}"),
+    })
 }
 
 impl Client {
@@ -248,5 +287,27 @@ impl Context for Client {
 impl<T: Context + ?Sized> Context for Arc<T> {
     fn cacheme(&self) -> &Client {
         (**self).cacheme()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_ttls_are_checked_against_both_bounds_naming_where_they_were_set() {
+        for ttl in [MIN_LOCK_TTL, Duration::from_secs(10), MAX_LOCK_TTL] {
+            check_lock_ttl(ttl, "x").unwrap();
+        }
+        for ttl in [
+            Duration::ZERO,
+            Duration::from_millis(99),
+            MAX_LOCK_TTL * 2,
+            Duration::MAX,
+        ] {
+            let error = check_lock_ttl(ttl, "the lock_ttl of BookStore (src/lib.rs:3)").unwrap_err();
+            assert!(matches!(error, Error::InvalidArgument { op: Op::Lock, .. }), "{error}");
+            assert!(error.to_string().contains("BookStore (src/lib.rs:3)"), "{error}");
+        }
     }
 }
