@@ -16,6 +16,7 @@
 //! Only the `cacheme` crate is semver-stable; this crate's library API may
 //! change in any release.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod check;

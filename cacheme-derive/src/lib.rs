@@ -8,6 +8,8 @@
 //! emitted, so users see the real mistakes rather than a cascade of
 //! "cannot find" errors.
 
+#![forbid(unsafe_code)]
+
 mod expand;
 
 use proc_macro::TokenStream;

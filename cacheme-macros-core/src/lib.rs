@@ -11,6 +11,7 @@
 //! the offending tokens) into a [`Store`]; [`template`] and [`duration`]
 //! are the pure helpers it uses. Code generation stays in the macro crate.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod ast;

@@ -23,8 +23,22 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// `None` in [`Backend::set`] means "no expiry". A `Duration` below one
 /// millisecond is rounded *up* to one millisecond by backends whose
 /// resolution is milliseconds; it is never rounded down to zero or replaced
-/// by a default.
+/// by a default. A `Duration` above [`MAX_TTL`] (up to `Duration::MAX`)
+/// is clamped to [`MAX_TTL`] by the built-in backends.
 pub type Ttl = Option<Duration>;
+
+/// The longest TTL the built-in backends keep: 100 years (of 365 days).
+///
+/// A longer TTL, up to `Duration::MAX`, is clamped to this, never an error
+/// or a panic: to a cache it means "practically forever", and no clock or
+/// server can represent every `Duration`. memcached keeps such a value
+/// until the latest time it can express (January 2038, a 32-bit unix time).
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// `ttl`, clamped to [`MAX_TTL`]: what a built-in backend stores.
+pub(crate) fn clamp_ttl(ttl: Duration) -> Duration {
+    ttl.min(MAX_TTL)
+}
 
 /// Decides, key by key, what [`Backend::delete_matching`] deletes.
 pub type KeyFilter<'a> = dyn Fn(&str) -> bool + Send + Sync + 'a;
@@ -54,7 +68,9 @@ pub const MAX_KEYS_PER_COMMAND: usize = 500;
 /// - `get_many` returns one entry per requested key, in order; a missing key
 ///   is `None` in its place.
 /// - `set` with `Some(ttl)` expires after `ttl` (sub-second TTLs included);
-///   with `None` it never expires.
+///   with `None` it never expires. Any `Duration` is accepted: one beyond
+///   what the backend can represent is clamped (see [`MAX_TTL`]), never a
+///   panic.
 /// - `exists` is `false` once a key has expired.
 /// - `incr_by` treats an absent key as 0 and stores the result as a decimal
 ///   integer; a non-integer value gives [`Error::NotAnInteger`] and an

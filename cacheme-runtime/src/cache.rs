@@ -150,7 +150,9 @@ impl Cache {
 
     /// Stores `value` under `key` for `ttl`. Sub-second TTLs are honoured;
     /// a zero TTL is an [`Error::InvalidArgument`] (use
-    /// [`put_forever`](Cache::put_forever) for no expiry).
+    /// [`put_forever`](Cache::put_forever) for no expiry). A TTL longer than
+    /// [`MAX_TTL`](crate::MAX_TTL) (100 years), up to `Duration::MAX`, is
+    /// clamped to it by the built-in backends.
     pub async fn put(&self, key: &str, value: impl AsRef<[u8]>, ttl: Duration) -> Result<()> {
         check_ttl(ttl)?;
         self.backend.set(key, value.as_ref(), Some(ttl)).await
@@ -218,7 +220,9 @@ impl Cache {
     }
 
     /// The value under `key` decoded as `T`. Bytes that do not decode as `T`
-    /// are an [`Error::Codec`] naming the key, never a garbage value.
+    /// are an [`Error::Codec`] naming the key, never a garbage value; so are
+    /// bytes whose length prefixes claim more than they hold (decoding is
+    /// bounded by the input: hostile bytes cannot panic or exhaust memory).
     pub async fn get_as<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         match self.backend.get(key).await? {
             None => Ok(None),

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use crate::breaker::{Breaker, DEFAULT_COOLDOWN, DEFAULT_FAILURE_THRESHOLD, Transition};
 use crate::cache::Cache;
 use crate::codec::Codec;
-use crate::error::{Error, Result};
+use crate::error::{Error, Op, Result};
 use crate::logger::{self, Event, EventKind, Logger};
 use crate::singleflight::Flights;
 use crate::stampede::polling::PollingCoordinator;
@@ -81,6 +81,17 @@ pub const DEFAULT_MAX_PENDING_FILLS: usize = 1024;
 /// [`ClientBuilder::fetch_concurrency`] says otherwise.
 pub const DEFAULT_FETCH_CONCURRENCY: usize = 64;
 
+/// The shortest fetch lock [`ClientBuilder::lock_ttl`] and a store's
+/// `lock_ttl` accept: 100 ms. A shorter lock expires before its holder's
+/// first renewal reaches the server, so other processes take it and fetch
+/// the same key again.
+pub const MIN_LOCK_TTL: Duration = Duration::from_millis(100);
+
+/// The longest fetch lock accepted: one day. The holder renews its lock
+/// while it fetches, so a long fetch needs no long lock; a long lock only
+/// makes waiters wait longer when a holder dies.
+pub const MAX_LOCK_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Builds a [`Client`].
 #[derive(Default)]
 #[must_use]
@@ -131,6 +142,10 @@ impl ClientBuilder {
     /// How long a cross-process fetch lock lives for stores that do not set
     /// `lock_ttl` (default 10 s). The holder renews it while its fetch
     /// runs; if the holder dies, waiters take over after this long.
+    ///
+    /// Must lie between [`MIN_LOCK_TTL`] (100 ms) and [`MAX_LOCK_TTL`]
+    /// (one day): [`build`](Self::build) refuses anything else (zero
+    /// included) with [`Error::InvalidArgument`](crate::Error::InvalidArgument).
     pub fn lock_ttl(mut self, ttl: Duration) -> Self {
         self.lock_ttl = Some(ttl);
         self
@@ -141,7 +156,9 @@ impl ClientBuilder {
     /// in time is abandoned and the caller is served from the source, as
     /// when the backend fails; the value's write then happens off the
     /// caller's path. Waiting for another caller's fetch is not cache
-    /// work: [`max_wait`](Self::max_wait) bounds it.
+    /// work: [`max_wait`](Self::max_wait) bounds it. Like every time
+    /// setting of the builder but `lock_ttl`, it is clamped to between
+    /// 1 ms and one day.
     pub fn cache_timeout(mut self, budget: Duration) -> Self {
         self.cache_timeout = Some(budget);
         self
@@ -198,9 +215,22 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client, refusing duplicate or overlapping stores.
+    /// Builds the client, refusing duplicate or overlapping stores and a
+    /// `lock_ttl` (the client's or a store's) outside
+    /// [`MIN_LOCK_TTL`]..=[`MAX_LOCK_TTL`].
     pub fn build(self) -> Result<Client> {
         check_unique(&STORES)?;
+        if let Some(ttl) = self.lock_ttl {
+            check_lock_ttl(ttl, "ClientBuilder::lock_ttl")?;
+        }
+        for spec in STORES.iter() {
+            if let Some(ttl) = spec.lock_ttl {
+                check_lock_ttl(
+                    ttl,
+                    &format!("the lock_ttl of {} ({}:{})", spec.name, spec.file, spec.line),
+                )?;
+            }
+        }
         let cache = self
             .cache
             .unwrap_or_else(|| Cache::from_backend(crate::MemoryBackend::with_capacity(crate::DEFAULT_CAPACITY)));
@@ -211,14 +241,20 @@ impl ClientBuilder {
             Coordination::Polling => Some(Arc::new(PollingCoordinator::new(Arc::clone(cache.backend()))) as _),
             Coordination::Custom(coordinator) => Some(coordinator),
         };
+        // Time settings are clamped to [1 ms, one day]: no deadline of the
+        // miss path can overflow, and a zero budget cannot skip the cache.
+        let bounded = |d: Duration| d.clamp(Duration::from_millis(1), MAX_LOCK_TTL);
         let (failures, cooldown) = self.breaker.unwrap_or((DEFAULT_FAILURE_THRESHOLD, DEFAULT_COOLDOWN));
-        let cache_timeout = self.cache_timeout.unwrap_or(DEFAULT_CACHE_TIMEOUT);
+        let cooldown = bounded(cooldown);
+        let cache_timeout = bounded(self.cache_timeout.unwrap_or(DEFAULT_CACHE_TIMEOUT));
+        let max_wait = self.max_wait.map(bounded);
+        let fetch_timeout = self.fetch_timeout.map(bounded);
         let max_pending_fills = u32::try_from(self.max_pending_fills.unwrap_or(DEFAULT_MAX_PENDING_FILLS))
             .unwrap_or(u32::MAX)
             .clamp(1, Semaphore::MAX_PERMITS as u32);
         let renewer = coordinator
             .as_ref()
-            .map(|c| Renewer::new(Arc::clone(c), self.fetch_timeout, cache_timeout));
+            .map(|c| Renewer::new(Arc::clone(c), fetch_timeout, cache_timeout));
         Ok(Client {
             inner: Arc::new(Inner {
                 generations,
@@ -226,7 +262,7 @@ impl ClientBuilder {
                 renewer,
                 lock_ttl: self.lock_ttl.unwrap_or(DEFAULT_LOCK_TTL),
                 cache_timeout,
-                max_wait: self.max_wait,
+                max_wait,
                 breaker: Breaker::new(failures, cooldown),
                 fills: Arc::new(Semaphore::new(max_pending_fills as usize)),
                 max_pending_fills,
@@ -238,6 +274,18 @@ impl ClientBuilder {
             }),
         })
     }
+}
+
+/// Refuses a fetch lock TTL outside [`MIN_LOCK_TTL`]..=[`MAX_LOCK_TTL`];
+/// `what` names where it was set.
+fn check_lock_ttl(ttl: Duration, what: &str) -> Result<()> {
+    if (MIN_LOCK_TTL..=MAX_LOCK_TTL).contains(&ttl) {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument {
+        op: Op::Lock,
+        reason: format!("{what} is {ttl:?}; a fetch lock must live between {MIN_LOCK_TTL:?} and {MAX_LOCK_TTL:?}"),
+    })
 }
 
 impl Client {
@@ -438,5 +486,27 @@ impl Context for Client {
 impl<T: Context + ?Sized> Context for Arc<T> {
     fn cacheme(&self) -> &Client {
         (**self).cacheme()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_ttls_are_checked_against_both_bounds_naming_where_they_were_set() {
+        for ttl in [MIN_LOCK_TTL, Duration::from_secs(10), MAX_LOCK_TTL] {
+            check_lock_ttl(ttl, "x").unwrap();
+        }
+        for ttl in [
+            Duration::ZERO,
+            Duration::from_millis(99),
+            MAX_LOCK_TTL * 2,
+            Duration::MAX,
+        ] {
+            let error = check_lock_ttl(ttl, "the lock_ttl of BookStore (src/lib.rs:3)").unwrap_err();
+            assert!(matches!(error, Error::InvalidArgument { op: Op::Lock, .. }), "{error}");
+            assert!(error.to_string().contains("BookStore (src/lib.rs:3)"), "{error}");
+        }
     }
 }

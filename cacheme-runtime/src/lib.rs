@@ -15,6 +15,7 @@
 //! - [`ProviderConfig`] and the registry: providers by name, configured by
 //!   Beego-style JSON or by URL.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod backend;
@@ -48,10 +49,11 @@ pub use crate::file::FileBackend;
 pub use crate::memcached::MemcachedBackend;
 #[cfg(feature = "redis")]
 pub use crate::redis::RedisBackend;
-pub use backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, MAX_KEYS_PER_COMMAND, Ttl};
+pub use backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, MAX_KEYS_PER_COMMAND, MAX_TTL, Ttl};
 pub use cache::Cache;
 pub use client::{
     Client, ClientBuilder, Context, DEFAULT_CACHE_TIMEOUT, DEFAULT_FETCH_CONCURRENCY, DEFAULT_MAX_PENDING_FILLS,
+    MAX_LOCK_TTL, MIN_LOCK_TTL,
 };
 pub use codec::Codec;
 pub use config::ProviderConfig;

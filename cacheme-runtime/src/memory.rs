@@ -15,7 +15,7 @@ use moka::Expiry;
 use moka::future::Cache as Moka;
 use moka::ops::compute::Op as Compute;
 
-use crate::backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, Ttl};
+use crate::backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, Ttl, clamp_ttl};
 use crate::config::ProviderConfig;
 use crate::counter;
 use crate::error::Result;
@@ -35,7 +35,9 @@ impl Entry {
     fn new(value: &[u8], ttl: Ttl) -> Self {
         Entry {
             value: value.into(),
-            expires_at: ttl.map(|ttl| Instant::now() + ttl),
+            // Clamped, so the addition cannot overflow; were it to, the
+            // entry would simply not expire.
+            expires_at: ttl.and_then(|ttl| Instant::now().checked_add(clamp_ttl(ttl))),
         }
     }
 
@@ -280,6 +282,16 @@ impl Backend for MemoryBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_ttl_of_any_duration_is_clamped_not_a_panic() {
+        let memory = MemoryBackend::with_capacity(10);
+        memory.set("k", b"v", Some(Duration::MAX)).await.unwrap();
+        assert!(memory.set_if_absent("l", b"t", Some(Duration::MAX)).await.unwrap());
+        let left = memory.ttl("k").await.unwrap().unwrap().unwrap();
+        assert!(left <= crate::MAX_TTL && left > crate::MAX_TTL / 2, "{left:?}");
+        assert_eq!(memory.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    }
 
     #[tokio::test]
     async fn ttl_and_scan_keys_see_only_live_entries() {

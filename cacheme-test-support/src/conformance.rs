@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cacheme_runtime::{BoxFuture, Cache, Error};
+use cacheme_runtime::{BoxFuture, Cache, Error, MAX_TTL};
 
 use crate::RedisServer;
 
@@ -99,7 +99,8 @@ macro_rules! conformance_suite {
             unusual_keys_are_distinct,
             concurrent_incr_sums_exactly,
             set_if_absent_and_delete_if_equals,
-            typed_values_round_trip
+            typed_values_round_trip,
+            any_duration_is_a_ttl
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {
@@ -445,4 +446,39 @@ pub async fn typed_values_round_trip(f: &impl Fixture) {
         cache.get_as::<u64>("n").await.unwrap_err(),
         Error::Codec { .. }
     ));
+}
+
+/// Every `Duration` is a TTL, up to `Duration::MAX`: one too long for the
+/// backend is clamped to [`MAX_TTL`] (memcached: its own latest time),
+/// never a panic or an error, on every write path.
+pub async fn any_duration_is_a_ttl(f: &impl Fixture) {
+    let cache = f.cache("long-ttl").await;
+    let backend = cache.backend();
+    let huge = [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX),
+        Duration::from_millis(u64::MAX),
+        MAX_TTL + Duration::from_nanos(1),
+        MAX_TTL,
+    ];
+    for (i, ttl) in huge.into_iter().enumerate() {
+        let key = format!("k{i}");
+        cache.put(&key, b"v", ttl).await.unwrap();
+        assert_eq!(cache.get(&key).await.unwrap().as_deref(), Some(&b"v"[..]), "{ttl:?}");
+        assert!(cache.exists(&key).await.unwrap(), "{ttl:?}");
+        cache.put_as(&key, &(1u8, 2u8), ttl).await.unwrap();
+        assert_eq!(cache.get_as::<(u8, u8)>(&key).await.unwrap(), Some((1, 2)), "{ttl:?}");
+        let lock = format!("lock{i}");
+        assert!(backend.set_if_absent(&lock, b"t", Some(ttl)).await.unwrap(), "{ttl:?}");
+        assert!(!backend.set_if_absent(&lock, b"u", Some(ttl)).await.unwrap(), "{ttl:?}");
+        match backend.ttl(&key).await {
+            Ok(Some(Some(left))) => assert!(
+                left <= MAX_TTL && left > Duration::from_secs(365 * 24 * 60 * 60),
+                "{ttl:?} left {left:?}"
+            ),
+            Ok(other) => panic!("{ttl:?}: a live key with a TTL reports {other:?}"),
+            Err(Error::Unsupported { .. }) => {}
+            Err(e) => panic!("{ttl:?}: {e}"),
+        }
+    }
 }

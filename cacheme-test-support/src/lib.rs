@@ -14,6 +14,8 @@
 //!   against every provider through [`conformance_suite!`].
 //! - [`CapturedLogs`]: what cacheme logged, for tests that check it.
 
+#![forbid(unsafe_code)]
+
 pub mod child;
 pub mod conformance;
 mod counting_proxy;

@@ -1,5 +1,7 @@
 //! The `cargo-cacheme` binary: run as `cargo cacheme <command>`.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 
 fn main() {

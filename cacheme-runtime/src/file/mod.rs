@@ -287,10 +287,11 @@ fn flatten<T>(op: Op, key: Option<&str>, outcome: Result<io::Result<T>, tokio::t
 }
 
 /// A TTL as an absolute deadline in unix ms: rounded up to whole
-/// milliseconds, never zero.
+/// milliseconds, never zero, clamped to [`MAX_TTL`](crate::MAX_TTL).
 fn deadline(ttl: Ttl) -> Option<u64> {
     ttl.map(|ttl| {
-        let millis = u64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+        let millis = crate::backend::clamp_ttl(ttl).as_nanos().div_ceil(1_000_000);
+        let millis = u64::try_from(millis).unwrap_or(u64::MAX);
         now_ms().saturating_add(millis.max(1))
     })
 }

@@ -67,7 +67,7 @@ impl Stamp {
 /// The stamp of a value written now with `ttl`. A TTL under a millisecond
 /// counts as one millisecond.
 pub(crate) fn stamp(ttl: Ttl, now_ms: i64) -> Stamp {
-    let Some(ttl) = ttl else {
+    let Some(ttl) = ttl.map(crate::backend::clamp_ttl) else {
         return Stamp::FOREVER;
     };
     if ttl > PRECISE_LIMIT {
@@ -188,6 +188,9 @@ mod tests {
         assert_eq!(s.exptime, 1_700_000_000 + 40 * 86_400);
         let s = stamp(Some(Duration::from_secs(200 * 365 * 86_400)), now);
         assert_eq!(s.exptime, i32::MAX as u64, "capped at what memcached parses");
+        for huge in [Duration::MAX, Duration::from_secs(u64::MAX)] {
+            assert_eq!(stamp(Some(huge), now).exptime, i32::MAX as u64, "{huge:?}");
+        }
         assert_eq!(stamp(None, now), Stamp::FOREVER);
         assert!(is_live(0, 5, now) && is_live(0, -1, now));
     }

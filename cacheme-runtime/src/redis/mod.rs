@@ -274,9 +274,11 @@ impl RedisBackend {
     }
 }
 
-/// A TTL in whole milliseconds, rounded up and never zero.
+/// A TTL in whole milliseconds, rounded up and never zero, clamped to
+/// [`MAX_TTL`](crate::MAX_TTL) (Redis refuses a `PX` that overflows its
+/// clock). Every `PX` cacheme sends, values and locks, goes through here.
 fn ttl_millis(ttl: Duration) -> u64 {
-    let millis = ttl.as_nanos().div_ceil(1_000_000).max(1);
+    let millis = crate::backend::clamp_ttl(ttl).as_nanos().div_ceil(1_000_000).max(1);
     u64::try_from(millis).unwrap_or(u64::MAX)
 }
 
@@ -513,6 +515,14 @@ mod tests {
         assert_eq!(ttl_millis(Duration::from_micros(1500)), 2);
         assert_eq!(ttl_millis(Duration::from_millis(1500)), 1500);
         assert_eq!(ttl_millis(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn ttls_beyond_max_ttl_are_clamped_to_it() {
+        let max = u64::try_from(crate::MAX_TTL.as_millis()).unwrap();
+        for huge in [Duration::MAX, Duration::from_secs(u64::MAX), crate::MAX_TTL * 2] {
+            assert_eq!(ttl_millis(huge), max, "{huge:?}");
+        }
     }
 
     #[test]
