@@ -45,6 +45,9 @@ const BREAKER: (u32, Duration) = (3, Duration::from_secs(1));
 const KEYS: u64 = 8;
 /// The store's TTL (as in its declaration).
 const TTL: Duration = Duration::from_millis(500);
+/// The stampede lock's TTL. A holder renews its lock every third of it,
+/// so a lock with less than half of it left has no live holder.
+const LOCK_TTL: Duration = Duration::from_secs(10);
 /// A call running longer is dropped and counted as stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(5);
 
@@ -83,6 +86,7 @@ impl App {
         let client = Client::builder()
             .cache(cache)
             .cache_timeout(CACHE_TIMEOUT)
+            .lock_ttl(LOCK_TTL)
             .breaker(BREAKER.0, BREAKER.1)
             .build()
             .expect("client");
@@ -118,7 +122,7 @@ fn start_load(app: &Arc<App>, first: &str, settings: &LoadSettings) -> Load {
             let app = caller.clone();
             async move {
                 let id = ((task as u64 + n) % KEYS) as u32;
-                match ItemStore::get(&*app, id).await {
+                match ItemStore::get(&app, id).await {
                     Ok(value) if value == source_value(id, app.version.load(Ordering::SeqCst)) => Outcome::Right,
                     Ok(value) => Outcome::Wrong(value),
                     Err(error) => Outcome::Error(error),
@@ -145,6 +149,10 @@ struct Targets<'a> {
     faulty: &'a [&'a str],
     /// Phases where the cache works: the fetch rate is the TTL's.
     caching: &'a [&'a str],
+    /// Locks found abandoned (see [`abandoned`]) once the server was back
+    /// for [`RECOVERY`]: held through the outage by no one, they stall
+    /// their keys' callers until they expire. Empty where not looked at.
+    abandoned: Vec<String>,
 }
 
 /// The fetches a working cache makes in `seconds`: one per key per TTL,
@@ -156,7 +164,13 @@ fn caching_fetch_bound(seconds: f64) -> u64 {
 /// Checks the targets of the module docs on `report`; `lock_keys` lists
 /// the stampede locks on the server. Prints the table, and fails with it
 /// and every missed target.
-async fn check(title: &str, app: &Arc<App>, report: &Report, targets: Targets<'_>, lock_keys: impl Fn() -> Vec<String>) {
+async fn check(
+    title: &str,
+    app: &Arc<App>,
+    report: &Report,
+    targets: Targets<'_>,
+    lock_keys: impl Fn() -> Vec<String>,
+) {
     let table = report.table(title);
     println!("{table}");
     let mut missed = Vec::new();
@@ -190,6 +204,12 @@ async fn check(title: &str, app: &Arc<App>, report: &Report, targets: Targets<'_
                 phase.seconds
             ));
         }
+    }
+    if !targets.abandoned.is_empty() {
+        missed.push(format!(
+            "locks abandoned through the outage, still held {RECOVERY:?} after it: {:?}",
+            targets.abandoned
+        ));
     }
     if app.client.is_degraded() {
         missed.push("the breaker is still open at the end".to_owned());
@@ -225,11 +245,11 @@ async fn nothing_stale(app: &Arc<App>) -> Result<(), String> {
     let version = app.version.fetch_add(1, Ordering::SeqCst) + 1;
     for id in 0..KEYS as u32 {
         if id % 2 == 0 {
-            ItemStore::invalidate(&**app, id)
+            ItemStore::invalidate(app, id)
                 .await
                 .map_err(|e| format!("invalidate after recovery failed: {e}"))?;
         } else {
-            let value = ItemStore::update(&**app, id)
+            let value = ItemStore::update(app, id)
                 .await
                 .map_err(|e| format!("update after recovery failed: {e}"))?;
             if value != source_value(id, version) {
@@ -254,6 +274,44 @@ async fn nothing_stale(app: &Arc<App>) -> Result<(), String> {
 /// `*:lock` keys on a Redis server.
 fn redis_locks(server: &RedisServer) -> Vec<String> {
     server.keys("*:lock")
+}
+
+/// Locks with less than half their TTL left: a live holder renews every
+/// third of it (and the source answers in milliseconds), so these were
+/// taken long ago and never released.
+fn abandoned(locks: impl IntoIterator<Item = (String, Duration)>) -> Vec<String> {
+    locks
+        .into_iter()
+        .filter(|(_, left)| *left < LOCK_TTL / 2)
+        .map(|(lock, left)| format!("{lock} ({left:?} left)"))
+        .collect()
+}
+
+/// [`abandoned`] locks on a Redis server.
+fn redis_abandoned(server: &RedisServer) -> Vec<String> {
+    let mut connection = server.connection();
+    let locks = redis_locks(server).into_iter().filter_map(|lock| {
+        let left: i64 = redis::cmd("PTTL").arg(&lock).query(&mut connection).ok()?;
+        // -2: gone since KEYS; -1: no TTL at all, the worst case.
+        let left = match left {
+            -2 => return None,
+            -1 => Duration::ZERO,
+            ms => Duration::from_millis(ms.unsigned_abs()),
+        };
+        Some((lock, left))
+    });
+    abandoned(locks.collect::<Vec<_>>())
+}
+
+/// [`abandoned`] locks on memcached (expiry known to the second).
+fn memcached_abandoned(server: &MemcachedServer) -> Vec<String> {
+    let now = cacheme_test_support::child::unix_ms() / 1000;
+    let locks = server
+        .items()
+        .into_iter()
+        .filter(|(key, _)| key.contains("%23"))
+        .map(|(key, expires)| (key, Duration::from_secs(expires.map_or(0, |at| at.saturating_sub(now)))));
+    abandoned(locks.collect::<Vec<_>>())
 }
 
 /// Stampede locks on memcached: hashed keys (a lock's name holds a space,
@@ -281,6 +339,7 @@ async fn redis_killed_and_restarted() {
     let targets = Targets {
         faulty: &["down", "recovering"],
         caching: &["healthy", "recovered"],
+        abandoned: Vec::new(),
     };
     check("Redis killed and restarted", &app, &report, targets, || {
         redis_locks(&server)
@@ -300,12 +359,14 @@ async fn redis_frozen_then_resumed() {
     let server = blocking(server, RedisServer::thaw).await;
     load.phase("recovering");
     sleep(RECOVERY).await;
+    let abandoned = redis_abandoned(&server);
     load.phase("recovered");
     sleep(AFTER).await;
     let report = load.finish().await;
     let targets = Targets {
         faulty: &["frozen", "recovering"],
         caching: &["healthy", "recovered"],
+        abandoned,
     };
     check("Redis frozen (SIGSTOP) then resumed", &app, &report, targets, || {
         redis_locks(&server)
@@ -334,6 +395,7 @@ async fn redis_cluster_master_killed() {
     let targets = Targets {
         faulty: &["failover", "recovering"],
         caching: &["healthy", "recovered"],
+        abandoned: Vec::new(),
     };
     check("Redis Cluster: a master killed", &app, &report, targets, || {
         cluster.keys("*:lock")
@@ -359,10 +421,42 @@ async fn memcached_killed_and_restarted() {
     let targets = Targets {
         faulty: &["down", "recovering"],
         caching: &["healthy", "recovered"],
+        abandoned: Vec::new(),
     };
     check("memcached killed and restarted", &app, &report, targets, || {
         memcached_locks(&server)
     })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_frozen_then_resumed() {
+    let server = MemcachedServer::start();
+    let app = App::new(Cache::open(&server.url()).await.expect("open memcached"));
+    let load = start_load(&app, "healthy", &settings());
+    sleep(WARMUP).await;
+    load.phase("frozen");
+    let server = blocking(server, MemcachedServer::freeze).await;
+    sleep(OUTAGE).await;
+    let server = blocking(server, MemcachedServer::thaw).await;
+    load.phase("recovering");
+    sleep(RECOVERY).await;
+    let abandoned = memcached_abandoned(&server);
+    load.phase("recovered");
+    sleep(AFTER).await;
+    let report = load.finish().await;
+    let targets = Targets {
+        faulty: &["frozen", "recovering"],
+        caching: &["healthy", "recovered"],
+        abandoned,
+    };
+    check(
+        "memcached frozen (SIGSTOP) then resumed",
+        &app,
+        &report,
+        targets,
+        || memcached_locks(&server),
+    )
     .await;
 }
 
@@ -397,6 +491,7 @@ async fn unreachable_at_start(title: &str, port: u16, serve: impl FnOnce() -> Re
     let targets = Targets {
         faulty: &["unreachable", "recovering"],
         caching: &["recovered"],
+        abandoned: Vec::new(),
     };
     check(title, &app, &report, targets, || redis_locks(&server)).await;
 }

@@ -69,13 +69,7 @@ impl Load {
     /// `n`th call until [`finish`](Load::finish), in a first phase called
     /// `first`. `degraded` is asked before every call (e.g.
     /// `Client::is_degraded`); `fetches` is the source's fetch counter.
-    pub fn start<C, Fut, D>(
-        settings: &LoadSettings,
-        first: &str,
-        fetches: Arc<AtomicU64>,
-        degraded: D,
-        call: C,
-    ) -> Load
+    pub fn start<C, Fut, D>(settings: &LoadSettings, first: &str, fetches: Arc<AtomicU64>, degraded: D, call: C) -> Load
     where
         C: Fn(usize, u64) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Outcome> + Send + 'static,

@@ -138,13 +138,22 @@ impl MemcachedServer {
     }
 
     /// Every live item's key (`lru_crawler metadump all`, keys as memcached
-    /// writes them there: URL-encoded, so a `#` reads `%23`).
+    /// writes them there: URL-encoded, so `:` reads `%3A` and `#` `%23`).
     pub fn keys(&self) -> Vec<String> {
+        self.items().into_iter().map(|(key, _)| key).collect()
+    }
+
+    /// Every live item's key (as in [`keys`](MemcachedServer::keys)) and
+    /// when it expires, in seconds since the Unix epoch (`None`: never).
+    pub fn items(&self) -> Vec<(String, Option<u64>)> {
         let dump = self.command(b"lru_crawler metadump all\r\n", "END\r\n");
         String::from_utf8_lossy(&dump)
             .lines()
-            .filter_map(|line| line.strip_prefix("key="))
-            .map(|rest| rest.split(' ').next().unwrap_or_default().to_owned())
+            .filter_map(|line| {
+                let field = |name: &str| line.split(' ').find_map(|part| part.strip_prefix(name));
+                let key = field("key=")?.to_owned();
+                Some((key, field("exp=").and_then(|exp| exp.parse().ok())))
+            })
             .collect()
     }
 }

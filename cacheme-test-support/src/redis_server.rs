@@ -214,17 +214,22 @@ impl RedisServer {
         self.process.is_frozen()
     }
 
-    /// The keys matching `pattern` (`KEYS`, for the small data sets of
-    /// tests), through a connection of its own (no password). Panics if
-    /// the server does not answer within 5 s.
-    pub fn keys(&self, pattern: &str) -> Vec<String> {
-        let mut connection = redis::Client::open(self.url())
+    /// A plain connection (no password; reads time out after 5 s), to look
+    /// at what the server holds. Panics if the server does not answer.
+    pub fn connection(&self) -> redis::Connection {
+        let connection = redis::Client::open(self.url())
             .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(5)))
             .unwrap_or_else(|e| panic!("connect to {}: {e}", self.addr()));
         let _ = connection.set_read_timeout(Some(Duration::from_secs(5)));
+        connection
+    }
+
+    /// The keys matching `pattern` (`KEYS`, for the small data sets of
+    /// tests). Panics if the server does not answer within 5 s.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
         redis::cmd("KEYS")
             .arg(pattern)
-            .query(&mut connection)
+            .query(&mut self.connection())
             .unwrap_or_else(|e| panic!("KEYS {pattern} on {}: {e}", self.addr()))
     }
 }
