@@ -13,6 +13,9 @@
 //! - [`conformance`]: the backend conformance suite, written once and run
 //!   against every provider through [`conformance_suite!`].
 //! - [`CapturedLogs`]: what cacheme logged, for tests that check it.
+//! - [`Load`]: many tasks calling a store while a test breaks a server,
+//!   with a [`Report`] (calls, errors, latency percentiles, fetches) per
+//!   phase; [`SilentServer`]: a port that accepts and never answers.
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +24,7 @@ pub mod conformance;
 mod counting_proxy;
 mod cpu_load;
 mod file_fixture;
+mod load;
 mod logs;
 mod memcached_server;
 mod ports;
@@ -28,13 +32,16 @@ mod process;
 mod redis_cluster;
 mod redis_server;
 mod sent_commands;
+mod silent_server;
 
 pub use counting_proxy::CountingProxy;
 pub use cpu_load::CpuLoad;
 pub use file_fixture::FileFixture;
+pub use load::{Load, LoadSettings, Outcome, Report, Stats, percentile};
 pub use logs::CapturedLogs;
 pub use memcached_server::{MemcachedFixture, MemcachedServer, MemcachedServerBuilder};
 pub use ports::free_port;
 pub use redis_cluster::{RedisCluster, RedisClusterBuilder, RedisClusterFixture};
 pub use redis_server::{RedisServer, RedisServerBuilder};
 pub use sent_commands::{Calls, SentCommands};
+pub use silent_server::SilentServer;

@@ -34,7 +34,7 @@ impl MemcachedServerBuilder {
     /// Starts the server and waits until it answers.
     pub fn start(self) -> MemcachedServer {
         MemcachedServer {
-            process: ServerProcess::start(self, |_| {}),
+            process: ServerProcess::start(self, None, |_| {}),
         }
     }
 }
@@ -122,6 +122,39 @@ impl MemcachedServer {
     /// the same port.
     pub fn restart(&mut self) {
         self.process.restart();
+    }
+
+    /// Freezes the server (SIGSTOP): its port still accepts connections
+    /// and its clients' connections stay open, but nothing is answered
+    /// until [`thaw`](MemcachedServer::thaw). A server still frozen when
+    /// it is stopped or dropped is thawed first.
+    pub fn freeze(&mut self) {
+        self.process.freeze();
+    }
+
+    /// Resumes a [`freeze`](MemcachedServer::freeze)d server (SIGCONT).
+    pub fn thaw(&mut self) {
+        self.process.thaw();
+    }
+
+    /// Every live item's key (`lru_crawler metadump all`, keys as memcached
+    /// writes them there: URL-encoded, so `:` reads `%3A` and `#` `%23`).
+    pub fn keys(&self) -> Vec<String> {
+        self.items().into_iter().map(|(key, _)| key).collect()
+    }
+
+    /// Every live item's key (as in [`keys`](MemcachedServer::keys)) and
+    /// when it expires, in seconds since the Unix epoch (`None`: never).
+    pub fn items(&self) -> Vec<(String, Option<u64>)> {
+        let dump = self.command(b"lru_crawler metadump all\r\n", "END\r\n");
+        String::from_utf8_lossy(&dump)
+            .lines()
+            .filter_map(|line| {
+                let field = |name: &str| line.split(' ').find_map(|part| part.strip_prefix(name));
+                let key = field("key=")?.to_owned();
+                Some((key, field("exp=").and_then(|exp| exp.parse().ok())))
+            })
+            .collect()
     }
 }
 

@@ -1,6 +1,8 @@
 //! What every real server of the test support shares: a process on a free
 //! loopback port, in its own temp dir, started until it answers, stopped
-//! (SIGKILL) on demand and on drop, restartable on the same port.
+//! (SIGKILL) on demand and on drop, restartable on the same port, and
+//! frozen (SIGSTOP) and thawed (SIGCONT) on demand; a frozen server is
+//! thawed before it is stopped, so none is left stopped behind a test.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -33,12 +35,15 @@ pub(crate) struct ServerProcess<L: Launch> {
     child: Option<Child>,
     port: u16,
     dir: TempDir,
+    /// Whether the process was sent SIGSTOP and not yet SIGCONT.
+    frozen: bool,
 }
 
 impl<L: Launch> ServerProcess<L> {
     /// Makes the temp dir, lets `prepare` put files in it, then starts the
-    /// server on a free port (another one if the port was taken meanwhile).
-    pub(crate) fn start(launch: L, prepare: impl FnOnce(&Path)) -> Self {
+    /// server on `port`, or on a free port (another one if the port was
+    /// taken meanwhile) when `port` is `None`.
+    pub(crate) fn start(launch: L, port: Option<u16>, prepare: impl FnOnce(&Path)) -> Self {
         let dir = tempfile::Builder::new()
             .prefix(&format!("cacheme-{}-", L::BINARY))
             .tempdir()
@@ -49,7 +54,13 @@ impl<L: Launch> ServerProcess<L> {
             child: None,
             port: 0,
             dir,
+            frozen: false,
         };
+        if let Some(port) = port {
+            server.port = port;
+            server.restart();
+            return server;
+        }
         let mut last_error = String::new();
         for _ in 0..5 {
             server.port = free_port();
@@ -76,6 +87,11 @@ impl<L: Launch> ServerProcess<L> {
     /// Kills the server (SIGKILL) and waits for it to exit. The port stays
     /// reserved for [`restart`](Self::restart).
     pub(crate) fn stop(&mut self) {
+        // SIGKILL ends a stopped process too; thawing first keeps the
+        // bookkeeping true and never panics (this runs on drop).
+        if std::mem::take(&mut self.frozen) {
+            let _ = self.signal("-CONT");
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -93,6 +109,44 @@ impl<L: Launch> ServerProcess<L> {
                 Err(e) if Instant::now() > deadline => panic!("{} did not restart: {e}", L::BINARY),
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): it keeps its port and connections
+    /// but answers nothing until [`thaw`](Self::thaw)ed.
+    pub(crate) fn freeze(&mut self) {
+        if self.child.is_some() && !self.frozen {
+            self.signal("-STOP").unwrap_or_else(|e| panic!("{e}"));
+            self.frozen = true;
+        }
+    }
+
+    /// Resumes a [`freeze`](Self::freeze)d server (SIGCONT).
+    pub(crate) fn thaw(&mut self) {
+        if self.frozen {
+            self.signal("-CONT").unwrap_or_else(|e| panic!("{e}"));
+            self.frozen = false;
+        }
+    }
+
+    pub(crate) fn is_frozen(&self) -> bool {
+        self.frozen
+    }
+
+    /// Sends `signal` (`"-STOP"`, `"-CONT"`) with `kill(1)`.
+    fn signal(&self, signal: &str) -> Result<(), String> {
+        let Some(child) = &self.child else {
+            return Ok(());
+        };
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run kill {signal}: {e}"))?;
+        match status.success() {
+            true => Ok(()),
+            false => Err(format!("kill {signal} {} failed: {status}", child.id())),
         }
     }
 

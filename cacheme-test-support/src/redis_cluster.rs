@@ -154,6 +154,21 @@ impl RedisCluster {
         self.connect(port).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The keys matching `pattern` on every running master (`KEYS`, for
+    /// the small data sets of tests). Panics if a master does not answer.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        for master in self.masters() {
+            let mut connection = self.node_connection(&master);
+            let found: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query(&mut connection)
+                .unwrap_or_else(|e| panic!("KEYS {pattern} on {master}: {e}"));
+            keys.extend(found);
+        }
+        keys
+    }
+
     /// Kills (SIGKILL) the node at `addr` and returns its address. Panics
     /// if no running node has that address.
     pub fn kill(&mut self, addr: &str) -> String {

@@ -21,6 +21,7 @@ pub struct RedisServerBuilder {
     users: Vec<(String, String)>,
     args: Vec<String>,
     tls: bool,
+    port: Option<u16>,
 }
 
 impl RedisServerBuilder {
@@ -56,11 +57,21 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Listens on `port` (waiting up to 10 s for it to be free) instead of
+    /// a free port of its own choosing: for a server that appears where a
+    /// client already expects one ([`free_port`](crate::free_port) gives
+    /// an address nothing listens on yet).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     /// Starts the server and waits until it answers.
     pub fn start(self) -> RedisServer {
         let tls = self.tls;
+        let port = self.port;
         RedisServer {
-            process: ServerProcess::start(self, |dir| {
+            process: ServerProcess::start(self, port, |dir| {
                 if tls {
                     make_certificates(dir);
                 }
@@ -182,6 +193,44 @@ impl RedisServer {
     /// the same port.
     pub fn restart(&mut self) {
         self.process.restart();
+    }
+
+    /// Freezes the server (SIGSTOP): its port still accepts connections
+    /// and its clients' connections stay open, but nothing is answered
+    /// until [`thaw`](RedisServer::thaw). A server still frozen when it is
+    /// stopped or dropped is thawed first.
+    pub fn freeze(&mut self) {
+        self.process.freeze();
+    }
+
+    /// Resumes a [`freeze`](RedisServer::freeze)d server (SIGCONT): it
+    /// answers what was sent meanwhile.
+    pub fn thaw(&mut self) {
+        self.process.thaw();
+    }
+
+    /// Whether the server is [`freeze`](RedisServer::freeze)d.
+    pub fn is_frozen(&self) -> bool {
+        self.process.is_frozen()
+    }
+
+    /// A plain connection (no password; reads time out after 5 s), to look
+    /// at what the server holds. Panics if the server does not answer.
+    pub fn connection(&self) -> redis::Connection {
+        let connection = redis::Client::open(self.url())
+            .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(5)))
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.addr()));
+        let _ = connection.set_read_timeout(Some(Duration::from_secs(5)));
+        connection
+    }
+
+    /// The keys matching `pattern` (`KEYS`, for the small data sets of
+    /// tests). Panics if the server does not answer within 5 s.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg(pattern)
+            .query(&mut self.connection())
+            .unwrap_or_else(|e| panic!("KEYS {pattern} on {}: {e}", self.addr()))
     }
 }
 
