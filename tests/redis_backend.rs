@@ -505,9 +505,18 @@ async fn a_port_that_never_answers_fails_open_within_the_connect_timeout() {
 #[tokio::test]
 async fn a_value_over_the_limit_is_refused_before_it_is_sent_and_the_connection_stays_usable() {
     let server = RedisServer::builder().args(["--proto-max-bulk-len", "1mb"]).start();
-    let cache = Cache::open(&format!("{}?maxValueSize=1m", server.url())).await.unwrap();
     let mut conn = raw(&server.url()).await;
+    // Configured, or the server's own `proto-max-bulk-len`, asked when
+    // connecting.
+    for url in [format!("{}?maxValueSize=1m", server.url()), server.url()] {
+        refuses_what_the_server_would_refuse(&url, &mut conn).await;
+    }
+}
+
+async fn refuses_what_the_server_would_refuse(url: &str, conn: &mut redis::aio::MultiplexedConnection) {
+    let cache = Cache::open(url).await.unwrap();
     let too_big = vec![7u8; 1536 * 1024];
+    let sets = calls(conn, "set").await;
 
     for err in [
         cache.put("big", &too_big, Duration::from_secs(60)).await.unwrap_err(),
@@ -522,13 +531,18 @@ async fn a_value_over_the_limit_is_refused_before_it_is_sent_and_the_connection_
     // Every command is checked, scripts included.
     let err = cache.backend().delete_if_equals("big", &too_big).await.unwrap_err();
     assert!(err.to_string().contains("too large"), "{err}");
-    assert_eq!(calls(&mut conn, "set").await, 0, "nothing was sent");
-    assert_eq!(calls(&mut conn, "evalsha").await + calls(&mut conn, "eval").await, 0);
+    let sets = calls(conn, "set").await;
+    assert_eq!(
+        calls(conn, "evalsha").await + calls(conn, "eval").await,
+        0,
+        "nothing was sent"
+    );
 
     // The connection was never broken: the next calls work.
     let fits = vec![7u8; 512 * 1024];
     cache.put("big", &fits, Duration::from_secs(60)).await.unwrap();
     assert_eq!(cache.get("big").await.unwrap().map(|v| v.len()), Some(fits.len()));
+    assert_eq!(calls(conn, "set").await, sets + 1, "only the value that fits was sent");
 }
 
 #[tokio::test]

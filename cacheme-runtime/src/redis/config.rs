@@ -75,6 +75,9 @@ pub(crate) struct Settings {
     pub(crate) address: String,
     pub(crate) prefix: String,
     pub(crate) limits: Limits,
+    /// No `maxValueSize` was given: ask the server for its
+    /// `proto-max-bulk-len` (see `Limits::with_server_limit`).
+    pub(crate) limits_from_server: bool,
 }
 
 pub(crate) fn settings(config: &ProviderConfig) -> Result<Settings> {
@@ -114,6 +117,7 @@ fn from_json(config: &ProviderConfig) -> Result<Settings> {
         address: format!("{host}:{port}/{db}"),
         prefix,
         limits: limits(config)?,
+        limits_from_server: config.raw("maxValueSize").is_none(),
     })
 }
 
@@ -141,6 +145,7 @@ fn from_url(config: &ProviderConfig, url: &Url) -> Result<Settings> {
         address,
         prefix,
         limits: limits(config)?,
+        limits_from_server: config.raw("maxValueSize").is_none(),
     })
 }
 

@@ -12,8 +12,10 @@
 //! way on both deployments ([`Limits`]):
 //!
 //! - an argument larger than `maxValueSize` is refused before anything is
-//!   sent (Redis would read up to its `proto-max-bulk-len` and then close
-//!   the connection, failing the commands of every other caller on it);
+//!   sent (Redis would refuse it and close the connection, failing the
+//!   commands of every other caller on it). Unless configured, the limit
+//!   is one server's own `proto-max-bulk-len`, asked when connecting, or
+//!   Redis's default 512 MiB on a cluster or when the server does not say;
 //! - the reply must arrive within `timeout` plus the time what the command
 //!   sends takes at [`TRANSFER_RATE`](crate::config::TRANSFER_RATE)
 //!   ([`scaled_timeout`]). A command that runs out of time fails with an
@@ -114,6 +116,30 @@ impl Limits {
         tokio::time::timeout(limit, command)
             .await
             .unwrap_or_else(|_| Err(timed_out("no reply", limit)))
+    }
+
+    /// These limits with `max_value_size` set to the server's
+    /// `proto-max-bulk-len` (`CONFIG GET`), so a value the server would
+    /// refuse by closing the connection is refused before it is sent. A
+    /// server that does not say (`CONFIG` renamed or not allowed, as on
+    /// many managed services) keeps the configured limit.
+    pub(crate) async fn with_server_limit(self, connection: &mut ConnectionManager) -> Limits {
+        let mut ask = redis::cmd("CONFIG");
+        ask.arg("GET").arg("proto-max-bulk-len");
+        let asked = self
+            .bounded(0, ask.query_async::<std::collections::HashMap<String, u64>>(connection))
+            .await;
+        match asked.map(|reply| reply.get("proto-max-bulk-len").copied()) {
+            Ok(Some(limit)) => Limits {
+                max_value_size: limit,
+                ..self
+            },
+            Ok(None) => self,
+            Err(e) => {
+                tracing::debug!(error = %e, "the server did not give its proto-max-bulk-len; keeping maxValueSize");
+                self
+            }
+        }
     }
 
     /// Opening a connection (`connecting`), failed with a "timed out" I/O

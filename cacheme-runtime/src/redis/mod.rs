@@ -137,9 +137,13 @@ impl RedisBackend {
         );
         RedisBackend::connect(PROVIDER, settings.address, &settings.prefix, notifier, async move {
             let client = redis::Client::open(info)?;
-            let manager = limits
+            let mut manager = limits
                 .connecting(ConnectionManager::new_with_config(client, manager_config(None)))
                 .await?;
+            let limits = match settings.limits_from_server {
+                true => limits.with_server_limit(&mut manager).await,
+                false => limits,
+            };
             Ok(Connection::Node(Bounded::new(manager, limits)))
         })
         .await
