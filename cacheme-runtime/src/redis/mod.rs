@@ -69,6 +69,23 @@ const CLEAR_BATCH: usize = 1000;
 ///
 /// `rediss://` needs the `redis-tls` feature (`rediss://...#insecure` skips
 /// certificate verification, for tests only).
+///
+/// # Timeouts and value sizes
+///
+/// Fields of both forms (JSON keys, URL query parameters):
+///
+/// | field | default | meaning |
+/// |---|---|---|
+/// | `timeout` | `500ms` | one command, plus the time what it sends takes at 32 MiB/s ([`scaled_timeout`](crate::config::scaled_timeout)); milliseconds (`250`) or a Go-style duration (`"250ms"`, `"2s"`) |
+/// | `connectTimeout` | `2s` | opening the client: connecting, the handshake, redis-rs's retries and the first PING |
+/// | `maxValueSize` | the server's `proto-max-bulk-len`, else 512 MiB | the largest argument sent; a larger value is refused before it is sent with [`Error::TooLarge`] |
+///
+/// A command that runs out of time fails with [`Error::Backend`] ("no reply
+/// within ..."); the connection stays usable (its late reply is dropped).
+/// A reply is given `timeout` whatever its size: reading values whose
+/// transfer takes longer needs a larger `timeout`. On a cluster each
+/// attempt of a command is bounded by `timeout` too, and the value limit is
+/// not asked from the nodes.
 #[derive(Clone)]
 pub struct RedisBackend {
     connection: Connection,
