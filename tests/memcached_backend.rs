@@ -97,9 +97,35 @@ async fn keys_memcached_cannot_carry_are_hashed_not_rejected() {
 }
 
 #[tokio::test]
-async fn a_value_over_the_item_size_is_an_error_that_says_so() {
+async fn a_value_over_max_value_size_is_refused_before_it_is_sent() {
     let server = MemcachedServer::builder().item_size("1m").start();
+    // maxValueSize defaults to memcached's default item size, 1 MiB.
     let cache = Cache::open(&server.url()).await.unwrap();
+    let too_big = vec![7u8; 1536 * 1024];
+    let stores_before = stat(&server, "cmd_set");
+    for err in [
+        cache.put("big", &too_big, Duration::from_secs(60)).await.unwrap_err(),
+        cache.backend().set_if_absent("big", &too_big, None).await.unwrap_err(),
+    ] {
+        assert!(err.to_string().contains("too large"), "{err}");
+        assert!(
+            matches!(err, Error::TooLarge { size: 1_572_864, limit: 1_048_576, key: Some(ref k), .. } if k == "big"),
+            "{err:?}"
+        );
+    }
+    assert_eq!(stat(&server, "cmd_set"), stores_before, "nothing was sent");
+    // The connection stays usable and smaller values still fit.
+    let fits = vec![7u8; 512 * 1024];
+    cache.put("big", &fits, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(stat(&server, "cmd_set"), stores_before + 1, "a store is counted");
+    assert_eq!(cache.get("big").await.unwrap().map(|v| v.len()), Some(fits.len()));
+}
+
+#[tokio::test]
+async fn a_value_the_server_refuses_is_an_error_that_says_so() {
+    // maxValueSize above the server's item size: the server refuses.
+    let server = MemcachedServer::builder().item_size("1m").start();
+    let cache = Cache::open(&format!("{}?maxValueSize=2m", server.url())).await.unwrap();
     let too_big = vec![7u8; 1536 * 1024];
     for err in [
         cache.put("big", &too_big, Duration::from_secs(60)).await.unwrap_err(),
@@ -115,10 +141,43 @@ async fn a_value_over_the_item_size_is_an_error_that_says_so() {
             "{err:?}"
         );
     }
-    // The connection stays usable and smaller values still fit.
     let fits = vec![7u8; 512 * 1024];
     cache.put("big", &fits, Duration::from_secs(60)).await.unwrap();
     assert_eq!(cache.get("big").await.unwrap().map(|v| v.len()), Some(fits.len()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_fails_calls_within_the_timeout_pool_wait_included() {
+    let server = MemcachedServer::start();
+    let timeout = Duration::from_millis(300);
+    // A pool of 2: most of the 20 calls below wait for a connection.
+    let cache = Cache::open(&format!("{}?timeout=300ms&poolSize=2", server.url()))
+        .await
+        .unwrap();
+    cache.put("k", b"v", Duration::from_secs(60)).await.unwrap();
+
+    server.freeze();
+    let started = std::time::Instant::now();
+    let calls = (0..20).map(|_| {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let outcome = cache.get("k").await;
+            (outcome, started.elapsed())
+        })
+    });
+    for call in futures_util::future::join_all(calls).await {
+        let (outcome, took) = call.unwrap();
+        let err = outcome.unwrap_err();
+        assert!(err.to_string().contains("no reply within"), "{err}");
+        assert!(took < timeout * 5, "a get on a frozen server took {took:?}");
+    }
+    assert!(started.elapsed() < timeout * 5, "{:?}", started.elapsed());
+    server.thaw();
+
+    // The same cache serves again (the timed-out connections were closed).
+    cache.put("k", b"w", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"w"[..]));
 }
 
 #[tokio::test]

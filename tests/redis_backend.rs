@@ -436,3 +436,128 @@ async fn ttl_scan_keys_and_memory_used_for_tools() {
 
     assert!(backend.memory_used().await.unwrap() > 0);
 }
+
+// ---- timeouts and value sizes ----
+
+/// How long a call on a frozen server may take with a `timeout` of
+/// `timeout`: generous (5x) for a loaded machine, far below the seconds a
+/// call took before commands had their own timeout.
+fn frozen_bound(timeout: Duration) -> Duration {
+    timeout * 5
+}
+
+#[tokio::test]
+async fn a_frozen_server_fails_calls_within_the_timeout_and_the_connection_recovers() {
+    let server = RedisServer::start();
+    let timeout = Duration::from_millis(300);
+    let cache = Cache::open(&format!("{}?timeout=300ms", server.url())).await.unwrap();
+    cache.put("k", b"v", Duration::from_secs(60)).await.unwrap();
+
+    server.freeze();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let err = cache.get("k").await.unwrap_err();
+        let took = started.elapsed();
+        assert!(took < frozen_bound(timeout), "a get on a frozen server took {took:?}");
+        assert!(matches!(err, Error::Backend { op: Op::Get, .. }), "{err:?}");
+        assert!(err.to_string().contains("no reply within"), "{err}");
+        let started = Instant::now();
+        cache.put("k", b"w", Duration::from_secs(60)).await.unwrap_err();
+        assert!(started.elapsed() < frozen_bound(timeout), "{:?}", started.elapsed());
+    }
+    server.thaw();
+
+    // The same client: the late replies of the abandoned commands are
+    // dropped, each new command gets its own reply.
+    for i in 0..20 {
+        let value = format!("value-{i}");
+        cache.put("k", value.as_bytes(), Duration::from_secs(60)).await.unwrap();
+        assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(value.as_bytes()));
+    }
+}
+
+#[tokio::test]
+async fn a_port_that_never_answers_fails_open_within_the_connect_timeout() {
+    // The kernel completes the TCP handshake for the listen backlog; nothing
+    // ever reads or answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    for (url, connect_timeout) in [
+        (
+            format!("redis://{addr}?connectTimeout=500ms"),
+            Duration::from_millis(500),
+        ),
+        // The default connect timeout (2 s).
+        (format!("redis://{addr}"), Duration::from_secs(2)),
+    ] {
+        let started = Instant::now();
+        let err = Cache::open(&url).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            took >= connect_timeout / 2 && took < connect_timeout * 3,
+            "{url}: failed after {took:?}"
+        );
+        assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_value_over_the_limit_is_refused_before_it_is_sent_and_the_connection_stays_usable() {
+    let server = RedisServer::builder().args(["--proto-max-bulk-len", "1mb"]).start();
+    let mut conn = raw(&server.url()).await;
+    // Configured, or the server's own `proto-max-bulk-len`, asked when
+    // connecting.
+    for url in [format!("{}?maxValueSize=1m", server.url()), server.url()] {
+        refuses_what_the_server_would_refuse(&url, &mut conn).await;
+    }
+}
+
+async fn refuses_what_the_server_would_refuse(url: &str, conn: &mut redis::aio::MultiplexedConnection) {
+    let cache = Cache::open(url).await.unwrap();
+    let too_big = vec![7u8; 1536 * 1024];
+    let sets = calls(conn, "set").await;
+
+    for err in [
+        cache.put("big", &too_big, Duration::from_secs(60)).await.unwrap_err(),
+        cache.backend().set_if_absent("big", &too_big, None).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, Error::TooLarge { size: 1_572_864, limit: 1_048_576, key: Some(ref k), .. } if k == "big"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("too large"), "{err}");
+    }
+    // Every command is checked, scripts included.
+    let err = cache.backend().delete_if_equals("big", &too_big).await.unwrap_err();
+    assert!(err.to_string().contains("too large"), "{err}");
+    assert_eq!(calls(conn, "set").await, sets, "nothing was sent");
+    assert_eq!(calls(conn, "evalsha").await + calls(conn, "eval").await, 0);
+
+    // The connection was never broken: the next calls work.
+    let fits = vec![7u8; 512 * 1024];
+    cache.put("big", &fits, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(cache.get("big").await.unwrap().map(|v| v.len()), Some(fits.len()));
+    assert_eq!(calls(conn, "set").await, sets + 1, "only the value that fits was sent");
+}
+
+#[tokio::test]
+async fn a_200_mib_value_is_written_with_the_default_timeout_and_read_with_a_configured_one() {
+    let server = RedisServer::start();
+    let writer = Cache::open(&server.url()).await.unwrap();
+    let value: Vec<u8> = (0..200 * 1024 * 1024).map(|i: usize| (i % 251) as u8).collect();
+    // A command's timeout grows with what it sends (500 ms + 6.25 s at
+    // 32 MiB/s here): the default is enough to write it.
+    writer.put("huge", &value, Duration::from_secs(60)).await.unwrap();
+    // A reply's size is not known before it arrives: reading values this
+    // large takes a `timeout` that covers their transfer.
+    let reader = Cache::open(&format!("{}?timeout=20s", server.url())).await.unwrap();
+    let read = reader.get("huge").await.unwrap().expect("stored");
+    assert!(read == value, "the value came back changed ({} bytes)", read.len());
+    drop(read);
+    // Both connections serve small commands right after.
+    for cache in [&writer, &reader] {
+        cache.put("small", b"s", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(cache.get("small").await.unwrap().as_deref(), Some(&b"s"[..]));
+    }
+}

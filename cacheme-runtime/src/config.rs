@@ -6,6 +6,7 @@
 //! registered by a user) validates both the same way.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use url::Url;
@@ -133,6 +134,57 @@ impl ProviderConfig {
             Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad(&format!("{s:?}"))),
             Some(other) => Err(bad(kind_of(&other))),
         }
+    }
+
+    /// A timeout field: a number of milliseconds (`250`, or `"250"` as
+    /// Beego writes numbers), or a duration written as Go writes one, the
+    /// form of Beego's `timeout` (`"250ms"`, `"1.5s"`, `"2m"`, `"1m30s"`;
+    /// units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`). Zero is refused: a
+    /// timeout that fires at once would make every command fail.
+    pub fn timeout(&self, field: &str) -> Result<Option<Duration>> {
+        let bad = |got: &str| {
+            let got = crate::redact::shown_value(&self.provider, field, got);
+            self.error(
+                field,
+                format!("expected a timeout in milliseconds or with a unit (\"250ms\", \"2s\"), got {got}"),
+            )
+        };
+        let timeout = match self.raw(field) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Duration::from_millis)
+                .ok_or_else(|| bad(&n.to_string()))?,
+            Some(Value::String(s)) => parse_duration(&s).ok_or_else(|| bad(&format!("{s:?}")))?,
+            Some(other) => return Err(bad(kind_of(&other))),
+        };
+        if timeout.is_zero() {
+            return Err(self.error(field, "must be more than zero"));
+        }
+        Ok(Some(timeout))
+    }
+
+    /// A size in bytes: a number, or a number with a binary unit
+    /// (`"512k"`, `"1m"`, `"1MiB"`, `"2g"`; `k`/`kb`/`kib` are all 1024),
+    /// as memcached's `-I` is written. Zero is refused.
+    pub fn byte_size(&self, field: &str) -> Result<Option<u64>> {
+        let bad = |got: &str| {
+            let got = crate::redact::shown_value(&self.provider, field, got);
+            self.error(
+                field,
+                format!("expected a size in bytes, or with a unit (\"512k\", \"1m\"), got {got}"),
+            )
+        };
+        let size = match self.raw(field) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Number(n)) => n.as_u64().ok_or_else(|| bad(&n.to_string()))?,
+            Some(Value::String(s)) => parse_byte_size(&s).ok_or_else(|| bad(&format!("{s:?}")))?,
+            Some(other) => return Err(bad(kind_of(&other))),
+        };
+        if size == 0 {
+            return Err(self.error(field, "must be more than zero"));
+        }
+        Ok(Some(size))
     }
 
     /// The key prefix (the namespace) in `field` (`key` in Beego JSON,
@@ -268,6 +320,73 @@ pub(crate) fn hosts_of(url: &Url) -> Option<Vec<String>> {
     })
 }
 
+/// Bytes per second a transfer is assumed to reach at worst when a
+/// command's timeout grows with what it sends: a quarter of a 1 Gbit/s
+/// link, so a value that is legal for the server is never cut off by a
+/// timeout sized for small commands.
+pub const TRANSFER_RATE: u64 = 32 * 1024 * 1024;
+
+/// The time allowed for a command that sends `bytes`: `base`, plus the
+/// time `bytes` take at [`TRANSFER_RATE`] (for example 500 ms + 6.25 s for
+/// a 200 MiB value).
+pub fn scaled_timeout(base: Duration, bytes: usize) -> Duration {
+    let micros = (bytes as u128) * 1_000_000 / u128::from(TRANSFER_RATE);
+    base.saturating_add(Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX)))
+}
+
+/// `"250ms"`, `"1.5s"`, `"1m30s"` (Go's `time.ParseDuration` form) or a
+/// bare number of milliseconds (`"250"`).
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().ok().map(Duration::from_millis);
+    }
+    let mut rest = text;
+    let mut total = Duration::ZERO;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(number_end);
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_end);
+        let number: f64 = number.parse().ok()?;
+        let seconds_per_unit = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total = total.checked_add(Duration::try_from_secs_f64(number * seconds_per_unit).ok()?)?;
+        rest = tail;
+    }
+    Some(total)
+}
+
+/// `"1048576"`, `"512k"`, `"1m"`, `"1MiB"`, `"2g"`: binary units.
+fn parse_byte_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    number.checked_mul(1u64 << shift)
+}
+
 /// A secret string (a password) whose `Debug` and `Display` print
 /// [`REDACTED`].
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -323,6 +442,53 @@ mod tests {
         assert_eq!(cfg.unsigned("dbNum").unwrap(), Some(3));
         assert_eq!(cfg.unsigned("n").unwrap(), Some(4));
         assert_eq!(cfg.unsigned("absent").unwrap(), None);
+    }
+
+    #[test]
+    fn timeouts_are_milliseconds_or_go_durations() {
+        let cfg = ProviderConfig::from_json(
+            "redis",
+            r#"{"a":250,"b":"250","c":"250ms","d":"1.5s","e":"1m30s","f":"180s","g":"0","h":"soon","i":"5 parsecs","j":-1,"k":"2x"}"#,
+        )
+        .unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(cfg.timeout("a").unwrap(), Some(ms(250)));
+        assert_eq!(cfg.timeout("b").unwrap(), Some(ms(250)));
+        assert_eq!(cfg.timeout("c").unwrap(), Some(ms(250)));
+        assert_eq!(cfg.timeout("d").unwrap(), Some(ms(1500)));
+        assert_eq!(cfg.timeout("e").unwrap(), Some(ms(90_000)));
+        assert_eq!(cfg.timeout("f").unwrap(), Some(ms(180_000)));
+        assert_eq!(cfg.timeout("absent").unwrap(), None);
+        for bad in ["g", "h", "i", "j", "k"] {
+            let err = cfg.timeout(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("(field \"{bad}\")")), "{err}");
+        }
+        let url = ProviderConfig::from_url("redis", Url::parse("redis://h?timeout=250ms&other=2s").unwrap());
+        assert_eq!(url.timeout("timeout").unwrap(), Some(ms(250)));
+        assert_eq!(url.timeout("other").unwrap(), Some(ms(2000)));
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        let cfg = ProviderConfig::from_json(
+            "memcache",
+            r#"{"a":1024,"b":"512k","c":"1m","d":"1MiB","e":"2g","f":"0","g":"1t"}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.byte_size("a").unwrap(), Some(1024));
+        assert_eq!(cfg.byte_size("b").unwrap(), Some(512 * 1024));
+        assert_eq!(cfg.byte_size("c").unwrap(), Some(1 << 20));
+        assert_eq!(cfg.byte_size("d").unwrap(), Some(1 << 20));
+        assert_eq!(cfg.byte_size("e").unwrap(), Some(2 << 30));
+        assert!(cfg.byte_size("f").is_err() && cfg.byte_size("g").is_err());
+    }
+
+    #[test]
+    fn timeouts_grow_with_what_a_command_sends() {
+        let base = Duration::from_millis(500);
+        assert_eq!(scaled_timeout(base, 0), base);
+        assert_eq!(scaled_timeout(base, 200 << 20), base + Duration::from_millis(6250));
+        assert!(scaled_timeout(base, usize::MAX) > Duration::from_secs(3600));
     }
 
     #[test]

@@ -152,6 +152,27 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// A value is larger than the backend accepts (Redis's bulk limit,
+    /// memcached's item size, or the configured `maxValueSize`). It was
+    /// refused before anything was sent, so the connection stays usable.
+    #[error(
+        "{provider} cache: {op}{}: the value ({size} bytes) is too large: the limit is {limit} bytes \
+         (set maxValueSize to what the server accepts)",
+        key_suffix(key)
+    )]
+    TooLarge {
+        /// The provider that refused it.
+        provider: &'static str,
+        /// What was being done.
+        op: Op,
+        /// The key, when there is one.
+        key: Option<String>,
+        /// Bytes in the refused value.
+        size: usize,
+        /// The largest value accepted, in bytes.
+        limit: u64,
+    },
+
     /// `incr`/`decr` found a value that is not a decimal 64-bit integer.
     #[error("{provider} cache: incr/decr of key {key:?}: the stored value is not a decimal 64-bit integer")]
     NotAnInteger {

@@ -19,21 +19,47 @@ use url::Url;
 /// What is shown in place of a secret.
 pub const REDACTED: &str = "<redacted>";
 
-const REDIS_FIELDS: &[&str] = &["key", "prefix", "conn", "dbNum", "user", "maxIdle", "timeout"];
+const REDIS_FIELDS: &[&str] = &[
+    "key",
+    "prefix",
+    "conn",
+    "dbNum",
+    "user",
+    "maxIdle",
+    "timeout",
+    "connectTimeout",
+    "maxValueSize",
+];
 
 /// The fields known to be harmless, by provider (and URL scheme).
 const SHOWN: &[(&str, &[&str])] = &[
     ("memory", &["capacity", "interval"]),
     (
         "file",
-        &["CachePath", "FileSuffix", "DirectoryLevel", "EmbedExpiry", "interval"],
+        &[
+            "CachePath",
+            "FileSuffix",
+            "DirectoryLevel",
+            "EmbedExpiry",
+            "interval",
+            "timeout",
+        ],
     ),
     ("redis", REDIS_FIELDS),
     ("rediss", REDIS_FIELDS),
     ("redis-cluster", REDIS_FIELDS),
     (
         "memcache",
-        &["conn", "key", "prefix", "poolSize", "timeoutMs", "generationRefreshMs"],
+        &[
+            "conn",
+            "key",
+            "prefix",
+            "poolSize",
+            "timeout",
+            "timeoutMs",
+            "maxValueSize",
+            "generationRefreshMs",
+        ],
     ),
 ];
 

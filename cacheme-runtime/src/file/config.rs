@@ -17,11 +17,22 @@ pub(super) const DEFAULT_LEVELS: usize = 2;
 pub(super) const MAX_LEVELS: usize = 4;
 /// Seconds between sweeps of expired files when `interval` is not given.
 pub(super) const DEFAULT_INTERVAL_SECS: u64 = 60;
+/// The time a call on one key may take when `timeout` is not given: a
+/// local disk answers in milliseconds; this bounds a lock held by a
+/// stopped process or a hung network file system.
+pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// JSON keys: Beego's four, plus `interval` (as the memory provider's).
-const JSON_FIELDS: &[&str] = &["CachePath", "FileSuffix", "DirectoryLevel", "EmbedExpiry", "interval"];
+const JSON_FIELDS: &[&str] = &[
+    "CachePath",
+    "FileSuffix",
+    "DirectoryLevel",
+    "EmbedExpiry",
+    "interval",
+    "timeout",
+];
 /// URL query parameters: the path is the URL's own.
-const URL_FIELDS: &[&str] = &["FileSuffix", "DirectoryLevel", "EmbedExpiry", "interval"];
+const URL_FIELDS: &[&str] = &["FileSuffix", "DirectoryLevel", "EmbedExpiry", "interval", "timeout"];
 
 /// The validated settings.
 #[derive(Debug)]
@@ -32,6 +43,7 @@ pub(super) struct Settings {
     pub(super) levels: usize,
     /// `None` when sweeping is off (`interval` 0).
     pub(super) sweep: Option<Duration>,
+    pub(super) timeout: Duration,
 }
 
 pub(super) fn settings(config: &ProviderConfig) -> Result<Settings> {
@@ -86,6 +98,7 @@ pub(super) fn settings(config: &ProviderConfig) -> Result<Settings> {
         suffix,
         levels,
         sweep: (interval > 0).then(|| Duration::from_secs(interval)),
+        timeout: config.timeout("timeout")?.unwrap_or(DEFAULT_TIMEOUT),
     })
 }
 
@@ -166,6 +179,13 @@ mod tests {
             json(r#"{"CachePath":"./c","FileSuffix":".cache","DirectoryLevel":"1","EmbedExpiry":"0","interval":0}"#)
                 .unwrap();
         assert_eq!((s.suffix.as_str(), s.levels, s.sweep), (".cache", 1, None));
+        assert_eq!(s.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(
+            json(r#"{"timeout":"750ms"}"#).unwrap().timeout,
+            Duration::from_millis(750)
+        );
+        let config = ProviderConfig::from_url("file", crate::config::parse_url("file:///tmp/c?timeout=5s").unwrap());
+        assert_eq!(settings(&config).unwrap().timeout, Duration::from_secs(5));
     }
 
     #[test]
@@ -201,6 +221,8 @@ mod tests {
             (r#"{"CachePath":7}"#, "CachePath"),
             (r#"{"EmbedExpiry":-1}"#, "EmbedExpiry"),
             (r#"{"cachepath":"x"}"#, "cachepath"),
+            (r#"{"timeout":"0s"}"#, "timeout"),
+            (r#"{"timeout":"later"}"#, "timeout"),
         ] {
             let err = json(text).unwrap_err().to_string();
             assert!(err.contains(&format!("{field:?}")), "{text}: {err}");

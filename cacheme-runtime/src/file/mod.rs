@@ -23,7 +23,13 @@
 //!   (default 60; 0 turns it off). The sweeper holds only a weak reference
 //!   and ends when the backend is dropped.
 //! - **Blocking I/O** runs on Tokio's blocking pool, never on a runtime
-//!   worker.
+//!   worker. A call on one key (or one `get_many`) must finish within
+//!   `timeout` (2 s by default, plus the time what it writes takes at 32
+//!   MiB/s), waiting for a key's lock included: a lock held by a stopped
+//!   process or a hung network file system fails the call with a "not
+//!   done within" [`Error::Backend`] instead of blocking it. `clear`,
+//!   `delete_matching` and the sweep walk the whole cache and are not
+//!   bounded.
 
 mod config;
 mod format;
@@ -34,6 +40,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::backend::{Backend, BoxFuture, KeyFilter, Ttl};
@@ -56,6 +63,10 @@ const PROVIDER: &str = "file";
 /// `".bin"`, `DirectoryLevel` 2 (0 to 4 accepted).
 ///
 /// URL: `file:///absolute/path?FileSuffix=.cache&DirectoryLevel=2&interval=60`.
+///
+/// `timeout` (JSON or URL; milliseconds, or with a unit: `"500ms"`, `"2s"`;
+/// default 2 s) bounds a call on one key, waiting for its lock included
+/// (see the module docs).
 ///
 /// - A relative `CachePath` is relative to the working directory when the
 ///   backend is built (later `chdir`s do not move it). The directory is
@@ -100,6 +111,20 @@ const PROVIDER: &str = "file";
 #[derive(Clone)]
 pub struct FileBackend {
     store: Arc<Store>,
+    /// `timeout`: the time a call on one key may take (see [`Limit`]).
+    timeout: Duration,
+}
+
+/// How long a blocking step may take.
+#[derive(Clone, Copy, Debug)]
+enum Limit {
+    /// A call on one key (or the keys of one `get_many`): `timeout`, plus
+    /// the time the `sends` bytes it writes take (see
+    /// [`scaled_timeout`](crate::config::scaled_timeout)).
+    Call { sends: usize },
+    /// A walk over the whole cache (`clear`, `delete_matching`, the
+    /// sweep): not bounded, its length grows with the cache.
+    Walk,
 }
 
 impl FileBackend {
@@ -107,7 +132,8 @@ impl FileBackend {
     /// starts the background sweep, if any.
     pub async fn from_config(config: ProviderConfig) -> Result<Self> {
         let settings = config::settings(&config)?;
-        let backend = Self::build(settings.path, settings.suffix, settings.levels).await?;
+        let mut backend = Self::build(settings.path, settings.suffix, settings.levels).await?;
+        backend.timeout = settings.timeout;
         if let Some(interval) = settings.sweep {
             backend.sweep_every(interval);
         }
@@ -127,6 +153,7 @@ impl FileBackend {
         tracing::debug!(provider = PROVIDER, root = %root.display(), suffix, levels, "opened");
         Ok(FileBackend {
             store: Arc::new(Store::new(root, suffix, levels)),
+            timeout: config::DEFAULT_TIMEOUT,
         })
     }
 
@@ -146,11 +173,17 @@ impl FileBackend {
     /// runtime; without one nothing is spawned (expired entries are still
     /// misses and are removed when read).
     pub fn sweep_every(&self, interval: Duration) {
-        crate::sweeper::every(PROVIDER, interval, Arc::downgrade(&self.store), |store| async move {
-            if let Err(e) = (FileBackend { store }).sweep().await {
-                tracing::warn!(provider = PROVIDER, error = %e, "sweep of expired files failed");
-            }
-        });
+        let timeout = self.timeout;
+        crate::sweeper::every(
+            PROVIDER,
+            interval,
+            Arc::downgrade(&self.store),
+            move |store| async move {
+                if let Err(e) = (FileBackend { store, timeout }).sweep().await {
+                    tracing::warn!(provider = PROVIDER, error = %e, "sweep of expired files failed");
+                }
+            },
+        );
     }
 
     /// Removes every expired entry (and temp files left by crashed
@@ -164,11 +197,11 @@ impl FileBackend {
     /// meanwhile is never lost to a stale decision.
     async fn remove_files(&self, all: bool) -> Result<usize> {
         let op = if all { Op::Clear } else { Op::Delete };
-        let found = self.blocking(op, None, walk::our_files).await?;
+        let found = self.blocking(op, None, Limit::Walk, walk::our_files).await?;
         let mut removed = 0;
         for (stripe, files) in found {
             removed += self
-                .locked(op, None, stripe, move |store| {
+                .locked(op, None, stripe, Limit::Walk, move |store| {
                     let mut removed = 0;
                     for file in &files {
                         let remove = all || file.kind == Kind::Temp || store.expired_at(&file.path)?;
@@ -187,7 +220,7 @@ impl FileBackend {
     async fn delete_where(&self, filter: &KeyFilter<'_>) -> Result<u64> {
         const BATCH: usize = 512;
         let (found, mut keys) = tokio::sync::mpsc::channel::<(String, PathBuf)>(BATCH);
-        let walker = self.blocking(Op::DeleteMatching, None, move |store| {
+        let walker = self.blocking(Op::DeleteMatching, None, Limit::Walk, move |store| {
             walk::for_each_file(store, |_, file| {
                 if file.kind == Kind::Temp {
                     return Ok(true);
@@ -213,7 +246,7 @@ impl FileBackend {
                 if batch.len() == BATCH || (done && !batch.is_empty()) {
                     let paths = std::mem::take(&mut batch);
                     removed += self
-                        .blocking(Op::DeleteMatching, None, move |store| {
+                        .blocking(Op::DeleteMatching, None, Limit::Walk, move |store| {
                             let mut removed = 0;
                             for path in &paths {
                                 if store.remove(path)? {
@@ -235,46 +268,95 @@ impl FileBackend {
         Ok(removed)
     }
 
-    /// Runs blocking `f` on the blocking pool.
+    /// Runs blocking `f` on the blocking pool, within `limit`.
     async fn blocking<T: Send + 'static>(
         &self,
         op: Op,
         key: Option<&str>,
+        limit: Limit,
         f: impl FnOnce(&Store) -> io::Result<T> + Send + 'static,
     ) -> Result<T> {
         let store = Arc::clone(&self.store);
-        let outcome = tokio::task::spawn_blocking(move || f(&store)).await;
-        flatten(op, key, outcome)
+        self.within(op, key, limit, async move {
+            tokio::task::spawn_blocking(move || f(&store)).await
+        })
+        .await
     }
 
     /// Runs blocking `f` holding `stripe`'s lock, in this process and
-    /// across processes.
+    /// across processes, within `limit`. A call that runs out of time while
+    /// waiting for the lock (another process holds it: stopped, or on a
+    /// hung network file system) fails, and `f` is then not run when the
+    /// lock comes; once `f` has started it completes in the background.
     async fn locked<T: Send + 'static>(
         &self,
         op: Op,
         key: Option<&str>,
         stripe: u8,
+        limit: Limit,
         f: impl FnOnce(&Store) -> io::Result<T> + Send + 'static,
     ) -> Result<T> {
-        // Waiting here is async; only the holder parks a blocking thread on
-        // the file lock (waiting for other processes).
-        let guard = Arc::clone(&self.store.stripes[usize::from(stripe)]).lock_owned().await;
-        let store = Arc::clone(&self.store);
-        let outcome = tokio::task::spawn_blocking(move || {
-            let _guard = guard;
-            let _flock = store.flock(stripe)?;
-            f(&store)
-        })
-        .await;
-        flatten(op, key, outcome)
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let work = {
+            let abandoned = Arc::clone(&abandoned);
+            async move {
+                // Waiting here is async; only the holder parks a blocking
+                // thread on the file lock (waiting for other processes).
+                let guard = Arc::clone(&self.store.stripes[usize::from(stripe)]).lock_owned().await;
+                let store = Arc::clone(&self.store);
+                tokio::task::spawn_blocking(move || {
+                    let _guard = guard;
+                    let _flock = store.flock(stripe)?;
+                    if abandoned.load(Ordering::Acquire) {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "the caller gave up waiting"));
+                    }
+                    f(&store)
+                })
+                .await
+            }
+        };
+        let outcome = self.within(op, key, limit, work).await;
+        if outcome.is_err() {
+            abandoned.store(true, Ordering::Release);
+        }
+        outcome
+    }
+
+    /// `work` (a blocking task's outcome), failed with a "timed out"
+    /// [`Error::Backend`] when it takes longer than `limit` allows.
+    async fn within<T>(
+        &self,
+        op: Op,
+        key: Option<&str>,
+        limit: Limit,
+        work: impl std::future::Future<Output = Result<io::Result<T>, tokio::task::JoinError>>,
+    ) -> Result<T> {
+        let limit = match limit {
+            Limit::Walk => return flatten(op, key, work.await),
+            Limit::Call { sends } => crate::config::scaled_timeout(self.timeout, sends),
+        };
+        match tokio::time::timeout(limit, work).await {
+            Ok(outcome) => flatten(op, key, outcome),
+            Err(_) => Err(Error::backend(
+                PROVIDER,
+                op,
+                key,
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("not done within {limit:?} (the file provider's `timeout`)"),
+                ),
+            )),
+        }
     }
 
     /// Removes `slot`'s file if it is still expired (a read found it so).
     async fn remove_expired(&self, op: Op, slot: Slot) -> Result<()> {
         let key = slot.key.clone();
-        self.locked(op, Some(&key), slot.stripe, move |store| store.remove_if_expired(&slot))
-            .await
-            .map(drop)
+        self.locked(op, Some(&key), slot.stripe, Limit::Call { sends: 0 }, move |store| {
+            store.remove_if_expired(&slot)
+        })
+        .await
+        .map(drop)
     }
 }
 
@@ -315,7 +397,10 @@ impl Backend for FileBackend {
         Box::pin(async move {
             let slot = self.store.slot(key);
             let read = slot.clone();
-            match self.blocking(Op::Get, Some(key), move |s| s.read(&read)).await? {
+            match self
+                .blocking(Op::Get, Some(key), Limit::Call { sends: 0 }, move |s| s.read(&read))
+                .await?
+            {
                 Found::Live(entry) => Ok(Some(entry.value)),
                 Found::Expired => self.remove_expired(Op::Get, slot).await.map(|()| None),
                 Found::Missing | Found::Unreadable => Ok(None),
@@ -328,7 +413,7 @@ impl Backend for FileBackend {
             let slots: Vec<Slot> = keys.iter().map(|key| self.store.slot(key)).collect();
             let read = slots.clone();
             let found = self
-                .blocking(Op::GetMany, None, move |s| {
+                .blocking(Op::GetMany, None, Limit::Call { sends: 0 }, move |s| {
                     read.iter().map(|slot| s.read(slot)).collect::<io::Result<Vec<_>>>()
                 })
                 .await?;
@@ -350,9 +435,10 @@ impl Backend for FileBackend {
     fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let slot = self.store.slot(key);
+            let sends = Limit::Call { sends: value.len() };
             let value = value.to_vec();
             let expires_at = deadline(ttl);
-            self.locked(Op::Set, Some(key), slot.stripe, move |s| {
+            self.locked(Op::Set, Some(key), slot.stripe, sends, move |s| {
                 s.write(&slot, &value, expires_at)
             })
             .await
@@ -362,7 +448,7 @@ impl Backend for FileBackend {
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let slot = self.store.slot(key);
-            self.locked(Op::Delete, Some(key), slot.stripe, move |s| {
+            self.locked(Op::Delete, Some(key), slot.stripe, Limit::Call { sends: 0 }, move |s| {
                 match s.read_header(&slot)? {
                     // Missing also covers a file holding another key: not ours to remove.
                     Found::Missing => Ok(false),
@@ -379,7 +465,9 @@ impl Backend for FileBackend {
             let slot = self.store.slot(key);
             let read = slot.clone();
             match self
-                .blocking(Op::Exists, Some(key), move |s| s.read_header(&read))
+                .blocking(Op::Exists, Some(key), Limit::Call { sends: 0 }, move |s| {
+                    s.read_header(&read)
+                })
                 .await?
             {
                 Found::Live(_) => Ok(true),
@@ -392,7 +480,7 @@ impl Backend for FileBackend {
     fn incr_by<'a>(&'a self, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64>> {
         Box::pin(async move {
             let slot = self.store.slot(key);
-            self.locked(Op::Incr, Some(key), slot.stripe, move |s| {
+            self.locked(Op::Incr, Some(key), slot.stripe, Limit::Call { sends: 0 }, move |s| {
                 let current = match s.read(&slot)? {
                     Found::Live(entry) => Some(entry),
                     Found::Missing | Found::Expired | Found::Unreadable => None,
@@ -435,9 +523,10 @@ impl Backend for FileBackend {
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let slot = self.store.slot(key);
+            let sends = Limit::Call { sends: value.len() };
             let value = value.to_vec();
             let expires_at = deadline(ttl);
-            self.locked(Op::SetIfAbsent, Some(key), slot.stripe, move |s| {
+            self.locked(Op::SetIfAbsent, Some(key), slot.stripe, sends, move |s| {
                 if let Found::Live(_) = s.read_header(&slot)? {
                     return Ok(false);
                 }
@@ -451,12 +540,16 @@ impl Backend for FileBackend {
         Box::pin(async move {
             let slot = self.store.slot(key);
             let expected = expected.to_vec();
-            self.locked(Op::DeleteIfEquals, Some(key), slot.stripe, move |s| {
-                match s.read(&slot)? {
+            self.locked(
+                Op::DeleteIfEquals,
+                Some(key),
+                slot.stripe,
+                Limit::Call { sends: 0 },
+                move |s| match s.read(&slot)? {
                     Found::Live(entry) if entry.value == expected => s.remove(&slot.path),
                     _ => Ok(false),
-                }
-            })
+                },
+            )
             .await
         })
     }

@@ -17,9 +17,14 @@ pub const DEFAULT_PORT: u16 = 11211;
 /// Connections per server in use at once, unless `poolSize` says otherwise.
 pub const DEFAULT_POOL_SIZE: u64 = 16;
 
-/// Time allowed for one exchange with a server (connecting included),
-/// unless `timeoutMs` says otherwise.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for one exchange with a server (waiting for a pooled
+/// connection, connecting, sending and reading the reply), plus what its
+/// size adds, unless `timeout` (or `timeoutMs`) says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The largest value sent, unless `maxValueSize` says otherwise:
+/// memcached's default item size (`-I 1m`).
+pub const DEFAULT_MAX_VALUE_SIZE: u64 = 1024 * 1024;
 
 /// How long the namespace generation is cached in the process, unless
 /// `generationRefreshMs` says otherwise.
@@ -27,10 +32,25 @@ pub const DEFAULT_GENERATION_REFRESH: Duration = Duration::from_secs(1);
 
 /// JSON keys the provider accepts (`conn` is Beego's; `key` is the prefix,
 /// as for Beego's redis).
-pub const JSON_FIELDS: &[&str] = &["conn", "key", "poolSize", "timeoutMs", "generationRefreshMs"];
+pub const JSON_FIELDS: &[&str] = &[
+    "conn",
+    "key",
+    "poolSize",
+    "timeout",
+    "timeoutMs",
+    "maxValueSize",
+    "generationRefreshMs",
+];
 
 /// URL query parameters the provider accepts.
-pub const URL_FIELDS: &[&str] = &["prefix", "poolSize", "timeoutMs", "generationRefreshMs"];
+pub const URL_FIELDS: &[&str] = &[
+    "prefix",
+    "poolSize",
+    "timeout",
+    "timeoutMs",
+    "maxValueSize",
+    "generationRefreshMs",
+];
 
 /// Everything needed to build the backend.
 #[derive(Debug)]
@@ -40,6 +60,7 @@ pub(crate) struct Settings {
     pub(crate) prefix: String,
     pub(crate) pool_size: usize,
     pub(crate) timeout: Duration,
+    pub(crate) max_value_size: u64,
     pub(crate) generation_refresh: Duration,
 }
 
@@ -69,11 +90,16 @@ pub(crate) fn settings(config: &ProviderConfig) -> Result<Settings> {
     if pool_size == 0 || pool_size > 10_000 {
         return Err(config.error("poolSize", "must be between 1 and 10000"));
     }
-    let timeout = match config.unsigned("timeoutMs")? {
-        None => DEFAULT_TIMEOUT,
-        Some(0) => return Err(config.error("timeoutMs", "must be at least 1")),
-        Some(ms) => Duration::from_millis(ms),
+    let timeout = match (config.timeout("timeout")?, config.unsigned("timeoutMs")?) {
+        (Some(_), Some(_)) => {
+            return Err(config.error("timeoutMs", "give `timeout` or `timeoutMs`, not both"));
+        }
+        (Some(timeout), None) => timeout,
+        (None, Some(0)) => return Err(config.error("timeoutMs", "must be at least 1")),
+        (None, Some(ms)) => Duration::from_millis(ms),
+        (None, None) => DEFAULT_TIMEOUT,
     };
+    let max_value_size = config.byte_size("maxValueSize")?.unwrap_or(DEFAULT_MAX_VALUE_SIZE);
     let generation_refresh = config
         .unsigned("generationRefreshMs")?
         .map_or(DEFAULT_GENERATION_REFRESH, Duration::from_millis);
@@ -82,6 +108,7 @@ pub(crate) fn settings(config: &ProviderConfig) -> Result<Settings> {
         prefix,
         pool_size: usize::try_from(pool_size).unwrap_or(usize::MAX),
         timeout,
+        max_value_size,
         generation_refresh,
     })
 }
@@ -200,6 +227,15 @@ mod tests {
         assert_eq!(s.prefix, "app");
         assert_eq!((s.pool_size, s.timeout), (4, Duration::from_millis(250)));
         assert_eq!(s.generation_refresh, Duration::ZERO);
+        assert_eq!(s.max_value_size, DEFAULT_MAX_VALUE_SIZE);
+        let s = json(r#"{"conn":":1","timeout":"1.5s","maxValueSize":"2m"}"#).unwrap();
+        assert_eq!((s.timeout, s.max_value_size), (Duration::from_millis(1500), 2 << 20));
+        let url = ProviderConfig::from_url(
+            "memcache",
+            crate::config::parse_url("memcache://h:1?timeout=250&maxValueSize=4194304").unwrap(),
+        );
+        let s = settings(&url).unwrap();
+        assert_eq!((s.timeout, s.max_value_size), (Duration::from_millis(250), 4 << 20));
     }
 
     #[test]
@@ -215,6 +251,10 @@ mod tests {
             (r#"{"conn":":1","key":""}"#, "key"),
             (r#"{"conn":":1","poolSize":0}"#, "poolSize"),
             (r#"{"conn":":1","timeoutMs":0}"#, "timeoutMs"),
+            (r#"{"conn":":1","timeout":"0ms"}"#, "timeout"),
+            (r#"{"conn":":1","timeout":"soon"}"#, "timeout"),
+            (r#"{"conn":":1","timeout":"1s","timeoutMs":5}"#, "timeoutMs"),
+            (r#"{"conn":":1","maxValueSize":"1x"}"#, "maxValueSize"),
             (r#"{"conn":":1","prefix":"x"}"#, "prefix"),
         ] {
             let err = json(text).unwrap_err().to_string();

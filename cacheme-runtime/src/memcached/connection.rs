@@ -19,6 +19,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Semaphore;
 
 use super::protocol::{ProtocolError, Reply, Status, read_reply};
+use crate::config::scaled_timeout;
 
 /// How an exchange knows it has read everything.
 #[derive(Clone, Copy, Debug)]
@@ -95,8 +96,9 @@ pub(crate) struct Server {
 
 impl Server {
     /// A server at `addr` (`host:port`) with at most `pool_size` connections
-    /// in use at once; each exchange (connecting included) must finish
-    /// within `timeout`.
+    /// in use at once; each exchange (waiting for a connection of the pool
+    /// and connecting included) must finish within `timeout` plus what its
+    /// request adds ([`scaled_timeout`]).
     pub(crate) fn new(addr: String, pool_size: usize, timeout: Duration) -> Self {
         Server {
             addr,
@@ -114,9 +116,12 @@ impl Server {
 
     /// Sends `request` and reads its replies on a pooled connection.
     pub(crate) async fn exchange(&self, request: &[u8], expect: Expect) -> Result<Vec<Reply>, ProtocolError> {
-        // The semaphore is never closed, so acquiring only fails if it were.
-        let _permit = self.permits.acquire().await.map_err(|_| ProtocolError::Closed)?;
         let work = async {
+            // Inside the timeout: with the server frozen, every connection
+            // of the pool is stuck in an exchange, and a caller waiting for
+            // one must give up as soon as one that holds one does.
+            // The semaphore is never closed, so acquiring only fails if it were.
+            let _permit = self.permits.acquire().await.map_err(|_| ProtocolError::Closed)?;
             let mut connection = match self.take_idle() {
                 Some(connection) => connection,
                 None => Connection::open(&self.addr).await?,
@@ -131,9 +136,10 @@ impl Server {
             }
             outcome
         };
-        tokio::time::timeout(self.timeout, work)
+        let limit = scaled_timeout(self.timeout, request.len());
+        tokio::time::timeout(limit, work)
             .await
-            .unwrap_or(Err(ProtocolError::Timeout(self.timeout)))
+            .unwrap_or(Err(ProtocolError::Timeout(limit)))
     }
 
     fn take_idle(&self) -> Option<Connection> {

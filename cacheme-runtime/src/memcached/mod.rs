@@ -59,7 +59,9 @@ const CAS_ATTEMPTS: u32 = 1000;
 /// |---|---|---|
 /// | `key` (JSON) / `prefix` (URL) | `cacheme` | first segment of every key; printable ASCII, no `:`, `{` or `}` (see `check_prefix`) |
 /// | `poolSize` | 16 | connections per server in use at once |
-/// | `timeoutMs` | 5000 | time allowed for one exchange, connecting included |
+/// | `timeout` | `500ms` | time allowed for one exchange: waiting for a pooled connection, connecting, sending and reading the reply; grows with what the exchange sends (see [`scaled_timeout`](crate::config::scaled_timeout)). Milliseconds (`250`) or with a unit (`"250ms"`, `"2s"`) |
+/// | `timeoutMs` | | the same in milliseconds (older name; give one of the two) |
+/// | `maxValueSize` | `1m` | the largest value sent (memcached's `-I`); a larger one is refused before it is sent. Bytes, or `"512k"`, `"2m"` |
 /// | `generationRefreshMs` | 1000 | how long the namespace generation is cached in the process; 0 reads it before every operation |
 ///
 /// ```no_run
@@ -87,10 +89,23 @@ const CAS_ATTEMPTS: u32 = 1000;
 ///
 /// # Item size
 ///
-/// A value larger than the server's item size (memcached's `-I`, 1 MiB by
-/// default, including the key and a few dozen bytes of overhead) fails
-/// with an [`Error::Backend`] whose message says the value is too large for
-/// the server's item size.
+/// A value larger than `maxValueSize` (1 MiB unless configured: memcached's
+/// default `-I`) is refused before it is sent, with [`Error::TooLarge`]. A
+/// value just under it may still exceed the server's item size, which
+/// counts the key and a few dozen bytes of overhead too: the server
+/// refuses it with an [`Error::Backend`] whose message says the value is
+/// too large for the server's item size. Either way the connection stays
+/// usable. Set `maxValueSize` to the server's `-I` when it is not 1 MiB.
+///
+/// # Timeouts
+///
+/// Every exchange with a server gets `timeout` (500 ms by default) plus the
+/// time what it sends takes at 32 MiB/s, so a large legal value is not cut
+/// off; a reply is not scaled (a `timeout` for values near the item size
+/// on a slow link must be configured). A server that stops answering
+/// (frozen, unplugged) fails the call with [`Error::Backend`] ("no reply
+/// within ...") after that time, and the connection it was using is
+/// closed, never reused out of step.
 #[derive(Clone)]
 pub struct MemcachedBackend {
     inner: Arc<Inner>,
@@ -104,6 +119,8 @@ struct Inner {
     /// The generation and when it was read.
     generation: Mutex<Option<(u64, Instant)>>,
     generation_refresh: Duration,
+    /// `maxValueSize`: larger values are refused before they are sent.
+    max_value_size: u64,
     /// Striped by key: `incr_by` calls on one key in this process take
     /// turns, so their compare-and-swap loops only race other processes.
     counter_locks: Vec<tokio::sync::Mutex<()>>,
@@ -125,6 +142,7 @@ impl MemcachedBackend {
             prefix: settings.prefix,
             generation: Mutex::new(None),
             generation_refresh: settings.generation_refresh,
+            max_value_size: settings.max_value_size,
             counter_locks: (0..COUNTER_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
         };
         for server in &inner.servers {
@@ -170,6 +188,22 @@ impl MemcachedBackend {
     /// `prefix:generation:#<sha256>` for a key memcached cannot carry.
     pub async fn memcached_key(&self, key: &str) -> Result<String> {
         self.wire_key(key).await.map_err(fail(Op::Get, Some(key)))
+    }
+
+    /// Refuses a value over `maxValueSize` before anything is sent, with
+    /// [`Error::TooLarge`].
+    fn check_size(&self, op: Op, key: &str, value: &[u8]) -> Result<()> {
+        let limit = self.inner.max_value_size;
+        if value.len() as u64 > limit {
+            return Err(Error::TooLarge {
+                provider: PROVIDER,
+                op,
+                key: Some(key.to_owned()),
+                size: value.len(),
+                limit,
+            });
+        }
+        Ok(())
     }
 
     fn server_for(&self, wire: &str) -> &Server {

@@ -24,6 +24,7 @@ impl Backend for MemcachedBackend {
 
     fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            self.check_size(Op::Set, key, value)?;
             let wire = self.wire_key(key).await.map_err(fail(Op::Set, Some(key)))?;
             let stamp = expiry::stamp(ttl, expiry::now_ms());
             let mut request = Vec::with_capacity(value.len() + 300);
@@ -81,6 +82,7 @@ impl Backend for MemcachedBackend {
 
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
+            self.check_size(Op::SetIfAbsent, key, value)?;
             self.add_item(key, value, ttl)
                 .await
                 .map_err(|e| e.for_value_of(value.len()))

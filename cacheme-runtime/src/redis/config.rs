@@ -1,7 +1,10 @@
 //! Reading the redis provider's configuration: Beego's JSON keys or a
 //! `redis://` URL, into redis-rs connection settings plus a key prefix.
 //! The pieces the cluster provider reads the same way (`key`/`prefix`,
-//! `host:port`, `user`/`password`) are `pub(super)` here.
+//! `host:port`, `user`/`password`, the timeouts and the value size limit)
+//! are `pub(super)` here.
+
+use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 use url::Url;
@@ -12,13 +15,58 @@ use crate::error::{Error, Result};
 /// The prefix used when none is configured: keys are `cacheme:<key>`.
 pub const DEFAULT_PREFIX: &str = "cacheme";
 
-/// JSON keys the redis provider accepts. `maxIdle` and `timeout` are
-/// Beego's pool settings: accepted so Beego configs load unchanged, and
-/// ignored because the connection is multiplexed (there is no pool).
-pub const JSON_FIELDS: &[&str] = &["key", "conn", "dbNum", "password", "user", "maxIdle", "timeout"];
+/// The time one command may take, plus what its size adds (see
+/// [`scaled_timeout`](crate::config::scaled_timeout)), unless `timeout`
+/// says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The time opening the connection may take (connecting, the handshake
+/// and the first PING), unless `connectTimeout` says otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Redis's default `proto-max-bulk-len`: the largest argument it reads.
+pub const DEFAULT_MAX_VALUE_SIZE: u64 = 512 * 1024 * 1024;
+
+/// JSON keys the redis provider accepts. `maxIdle` is Beego's pool
+/// setting: accepted so Beego configs load unchanged, and ignored because
+/// the connection is multiplexed (there is no pool). `timeout` is the
+/// per-command timeout (in Beego it was the pool's idle timeout).
+pub const JSON_FIELDS: &[&str] = &[
+    "key",
+    "conn",
+    "dbNum",
+    "password",
+    "user",
+    "maxIdle",
+    "timeout",
+    "connectTimeout",
+    "maxValueSize",
+];
 
 /// URL query parameters the redis provider accepts.
-pub const URL_FIELDS: &[&str] = &["prefix"];
+pub const URL_FIELDS: &[&str] = &["prefix", "timeout", "connectTimeout", "maxValueSize"];
+
+/// How long commands may take and how large a value may be: the same
+/// fields for one server and for a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// `timeout`: the time a command sending nothing large may take.
+    pub(crate) timeout: Duration,
+    /// `connectTimeout`: the time opening the connection may take.
+    pub(crate) connect_timeout: Duration,
+    /// `maxValueSize`: the largest argument sent; a larger one is refused
+    /// before it is sent (Redis would close the connection).
+    pub(crate) max_value_size: u64,
+}
+
+/// The [`Limits`] of `config` (JSON or URL, the same field names).
+pub(super) fn limits(config: &ProviderConfig) -> Result<Limits> {
+    Ok(Limits {
+        timeout: config.timeout("timeout")?.unwrap_or(DEFAULT_TIMEOUT),
+        connect_timeout: config.timeout("connectTimeout")?.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        max_value_size: config.byte_size("maxValueSize")?.unwrap_or(DEFAULT_MAX_VALUE_SIZE),
+    })
+}
 
 /// Everything needed to connect, with the password kept out of `Debug`.
 pub(crate) struct Settings {
@@ -26,6 +74,10 @@ pub(crate) struct Settings {
     /// `host:port/db`, safe to show: no user name, no password.
     pub(crate) address: String,
     pub(crate) prefix: String,
+    pub(crate) limits: Limits,
+    /// No `maxValueSize` was given: ask the server for its
+    /// `proto-max-bulk-len` (see `Limits::with_server_limit`).
+    pub(crate) limits_from_server: bool,
 }
 
 pub(crate) fn settings(config: &ProviderConfig) -> Result<Settings> {
@@ -64,6 +116,8 @@ fn from_json(config: &ProviderConfig) -> Result<Settings> {
         info,
         address: format!("{host}:{port}/{db}"),
         prefix,
+        limits: limits(config)?,
+        limits_from_server: config.raw("maxValueSize").is_none(),
     })
 }
 
@@ -86,7 +140,13 @@ fn from_url(config: &ProviderConfig, url: &Url) -> Result<Settings> {
         reason: e.to_string(),
     })?;
     let address = format!("{}/{}", info.addr(), info.redis_settings().db());
-    Ok(Settings { info, address, prefix })
+    Ok(Settings {
+        info,
+        address,
+        prefix,
+        limits: limits(config)?,
+        limits_from_server: config.raw("maxValueSize").is_none(),
+    })
 }
 
 /// The JSON `user` and `password`; empty strings count as absent (Beego
@@ -116,4 +176,53 @@ pub(super) fn host_and_port(config: &ProviderConfig, field: &str, conn: &str) ->
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let host = if host.is_empty() { "127.0.0.1" } else { host };
     Ok((host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_url;
+
+    #[test]
+    fn timeouts_and_the_value_limit_come_from_json_or_the_url() {
+        let defaults = settings(&ProviderConfig::from_json("redis", r#"{"conn":":6379"}"#).unwrap()).unwrap();
+        assert_eq!(
+            defaults.limits,
+            Limits {
+                timeout: DEFAULT_TIMEOUT,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            }
+        );
+        let json = ProviderConfig::from_json(
+            "redis",
+            r#"{"conn":":6379","timeout":"250ms","connectTimeout":1500,"maxValueSize":"64m"}"#,
+        )
+        .unwrap();
+        let url = ProviderConfig::from_url(
+            "redis",
+            parse_url("redis://127.0.0.1:6379/0?timeout=250&connectTimeout=1.5s&maxValueSize=67108864").unwrap(),
+        );
+        for config in [json, url] {
+            assert_eq!(
+                settings(&config).unwrap().limits,
+                Limits {
+                    timeout: Duration::from_millis(250),
+                    connect_timeout: Duration::from_millis(1500),
+                    max_value_size: 64 << 20,
+                }
+            );
+        }
+        for bad in [
+            r#"{"conn":":1","timeout":"0"}"#,
+            r#"{"conn":":1","timeout":"fast"}"#,
+            r#"{"conn":":1","connectTimeout":"1d"}"#,
+            r#"{"conn":":1","maxValueSize":"big"}"#,
+        ] {
+            let err = settings(&ProviderConfig::from_json("redis", bad).unwrap())
+                .err()
+                .unwrap();
+            assert!(matches!(err, Error::Config { field: Some(_), .. }), "{bad}: {err}");
+        }
+    }
 }

@@ -7,30 +7,178 @@
 //! `MOVED`/`ASK` redirections, refreshes its slot map when a node fails
 //! over, and splits multi-key commands (MGET, UNLINK) by slot and puts the
 //! answers back in the order of the keys.
+//!
+//! Every command sent through a [`Connection`] is bounded here, the same
+//! way on both deployments ([`Limits`]):
+//!
+//! - an argument larger than `maxValueSize` is refused before anything is
+//!   sent (Redis would refuse it and close the connection, failing the
+//!   commands of every other caller on it). Unless configured, the limit
+//!   is one server's own `proto-max-bulk-len`, asked when connecting, or
+//!   Redis's default 512 MiB on a cluster or when the server does not say;
+//! - the reply must arrive within `timeout` plus the time what the command
+//!   sends takes at [`TRANSFER_RATE`](crate::config::TRANSFER_RATE)
+//!   ([`scaled_timeout`]). A command that runs out of time fails with an
+//!   I/O "timed out" error; the connection stays usable: its late reply is
+//!   matched to the abandoned request and dropped, so the next command
+//!   gets its own reply.
+
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 #[cfg(feature = "redis-cluster")]
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+
+pub(crate) use super::config::Limits;
+use crate::config::scaled_timeout;
 
 /// A multiplexed connection to one server, or to every node of a cluster.
 /// Cheap to clone: clones share the underlying connections.
 #[derive(Clone)]
 pub(crate) enum Connection {
     /// One server; reconnects by itself.
-    Node(ConnectionManager),
+    Node(Bounded<ConnectionManager>),
     /// A Redis Cluster: a connection per node, routed by slot.
     #[cfg(feature = "redis-cluster")]
-    Cluster(ClusterConnection),
+    Cluster(Bounded<ClusterConnection>),
+}
+
+/// A redis-rs connection and the [`Limits`] its commands are held to when
+/// sent through [`Connection`]. Dereferences to the connection, for the
+/// cluster's routed commands, which apply the limits with
+/// [`Limits::bounded`].
+#[derive(Clone)]
+pub(crate) struct Bounded<C> {
+    inner: C,
+    pub(crate) limits: Limits,
+}
+
+impl<C> Bounded<C> {
+    pub(crate) fn new(inner: C, limits: Limits) -> Self {
+        Bounded { inner, limits }
+    }
+}
+
+impl<C> Deref for Bounded<C> {
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        &self.inner
+    }
+}
+
+impl<C> DerefMut for Bounded<C> {
+    fn deref_mut(&mut self) -> &mut C {
+        &mut self.inner
+    }
+}
+
+impl Connection {
+    /// The limits every command on this connection is held to.
+    pub(crate) fn limits(&self) -> Limits {
+        match self {
+            Connection::Node(node) => node.limits,
+            #[cfg(feature = "redis-cluster")]
+            Connection::Cluster(cluster) => cluster.limits,
+        }
+    }
+}
+
+impl Limits {
+    /// The bytes `commands` send, or a "too large" error naming the first
+    /// argument over `max_value_size`.
+    pub(crate) fn check<'c>(&self, commands: impl IntoIterator<Item = &'c Cmd>) -> RedisResult<usize> {
+        let mut total = 0usize;
+        for cmd in commands {
+            for arg in cmd.args_iter() {
+                if let Arg::Simple(bytes) = arg {
+                    if bytes.len() as u64 > self.max_value_size {
+                        return Err(too_large(bytes.len(), self.max_value_size));
+                    }
+                    total = total.saturating_add(bytes.len());
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// `command` (which sends `sent` bytes), failed with a "timed out" I/O
+    /// error when it takes longer than [`scaled_timeout`] allows.
+    pub(crate) async fn bounded<T>(
+        &self,
+        sent: usize,
+        command: impl Future<Output = RedisResult<T>>,
+    ) -> RedisResult<T> {
+        let limit = scaled_timeout(self.timeout, sent);
+        tokio::time::timeout(limit, command)
+            .await
+            .unwrap_or_else(|_| Err(timed_out("no reply", limit)))
+    }
+
+    /// These limits with `max_value_size` set to the server's
+    /// `proto-max-bulk-len` (`CONFIG GET`), so a value the server would
+    /// refuse by closing the connection is refused before it is sent. A
+    /// server that does not say (`CONFIG` renamed or not allowed, as on
+    /// many managed services) keeps the configured limit.
+    pub(crate) async fn with_server_limit(self, connection: &mut ConnectionManager) -> Limits {
+        let mut ask = redis::cmd("CONFIG");
+        ask.arg("GET").arg("proto-max-bulk-len");
+        let asked = self
+            .bounded(0, ask.query_async::<std::collections::HashMap<String, u64>>(connection))
+            .await;
+        match asked.map(|reply| reply.get("proto-max-bulk-len").copied()) {
+            Ok(Some(limit)) => Limits {
+                max_value_size: limit,
+                ..self
+            },
+            Ok(None) => self,
+            Err(e) => {
+                tracing::debug!(error = %e, "the server did not give its proto-max-bulk-len; keeping maxValueSize");
+                self
+            }
+        }
+    }
+
+    /// Opening a connection (`connecting`), failed with a "timed out" I/O
+    /// error after `connect_timeout`, whatever redis-rs retries inside.
+    pub(crate) async fn connecting<T>(&self, connecting: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
+        tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .unwrap_or_else(|_| Err(timed_out("no connection", self.connect_timeout)))
+    }
+}
+
+fn timed_out(what: &str, limit: Duration) -> RedisError {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{what} within {limit:?} (the timeout; see the redis provider's `timeout` and `connectTimeout`)"),
+    )
+    .into()
+}
+
+fn too_large(size: usize, limit: u64) -> RedisError {
+    RedisError::from((
+        ErrorKind::Client,
+        "value too large",
+        format!("an argument of {size} bytes is over the limit of {limit} bytes (maxValueSize); nothing was sent"),
+    ))
 }
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Connection::Node(node) => node.req_packed_command(cmd),
-            #[cfg(feature = "redis-cluster")]
-            Connection::Cluster(cluster) => cluster.req_packed_command(cmd),
-        }
+        let limits = self.limits();
+        Box::pin(async move {
+            let sent = limits.check([cmd])?;
+            let reply = match self {
+                Connection::Node(node) => node.inner.req_packed_command(cmd),
+                #[cfg(feature = "redis-cluster")]
+                Connection::Cluster(cluster) => cluster.inner.req_packed_command(cmd),
+            };
+            limits.bounded(sent, reply).await
+        })
     }
 
     fn req_packed_commands<'a>(
@@ -39,11 +187,16 @@ impl ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Connection::Node(node) => node.req_packed_commands(pipeline, offset, count),
-            #[cfg(feature = "redis-cluster")]
-            Connection::Cluster(cluster) => cluster.req_packed_commands(pipeline, offset, count),
-        }
+        let limits = self.limits();
+        Box::pin(async move {
+            let sent = limits.check(pipeline.cmd_iter())?;
+            let replies = match self {
+                Connection::Node(node) => node.inner.req_packed_commands(pipeline, offset, count),
+                #[cfg(feature = "redis-cluster")]
+                Connection::Cluster(cluster) => cluster.inner.req_packed_commands(pipeline, offset, count),
+            };
+            limits.bounded(sent, replies).await
+        })
     }
 
     fn get_db(&self) -> i64 {
@@ -52,5 +205,48 @@ impl ConnectionLike for Connection {
             #[cfg(feature = "redis-cluster")]
             Connection::Cluster(cluster) => cluster.get_db(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(2),
+            max_value_size: 1024,
+        }
+    }
+
+    #[test]
+    fn arguments_over_the_limit_are_refused_and_the_rest_counted() {
+        let mut fits = redis::cmd("SET");
+        fits.arg("k").arg(vec![0u8; 1024]);
+        assert_eq!(limits().check([&fits]).unwrap(), 3 + 1 + 1024);
+        let mut over = redis::cmd("SET");
+        over.arg("k").arg(vec![0u8; 1025]);
+        let err = limits().check([&fits, &over]).unwrap_err();
+        assert!(
+            err.to_string().contains("too large") && err.to_string().contains("1025 bytes"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_command_runs_out_of_time_scaled_by_what_it_sends() {
+        let never = std::future::pending::<RedisResult<()>>;
+        let started = tokio::time::Instant::now();
+        let err = limits().bounded(0, never()).await.unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+        let started = tokio::time::Instant::now();
+        limits().bounded(64 << 20, never()).await.unwrap_err();
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(2500),
+            "500 ms + 64 MiB at 32 MiB/s"
+        );
     }
 }

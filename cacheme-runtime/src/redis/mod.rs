@@ -42,7 +42,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, RedisError, RedisResult, Script};
 
-use self::connection::Connection;
+use self::connection::{Bounded, Connection};
 use self::notify::{Notifier, PushConnection};
 use self::stampede::RedisCoordinator;
 
@@ -69,6 +69,23 @@ const CLEAR_BATCH: usize = 1000;
 ///
 /// `rediss://` needs the `redis-tls` feature (`rediss://...#insecure` skips
 /// certificate verification, for tests only).
+///
+/// # Timeouts and value sizes
+///
+/// Fields of both forms (JSON keys, URL query parameters):
+///
+/// | field | default | meaning |
+/// |---|---|---|
+/// | `timeout` | `500ms` | one command, plus the time what it sends takes at 32 MiB/s ([`scaled_timeout`](crate::config::scaled_timeout)); milliseconds (`250`) or a Go-style duration (`"250ms"`, `"2s"`) |
+/// | `connectTimeout` | `2s` | opening the client: connecting, the handshake, redis-rs's retries and the first PING |
+/// | `maxValueSize` | the server's `proto-max-bulk-len`, else 512 MiB | the largest argument sent; a larger value is refused before it is sent with [`Error::TooLarge`] |
+///
+/// A command that runs out of time fails with [`Error::Backend`] ("no reply
+/// within ..."); the connection stays usable (its late reply is dropped).
+/// A reply is given `timeout` whatever its size: reading values whose
+/// transfer takes longer needs a larger `timeout`. On a cluster each
+/// attempt of a command is bounded by `timeout` too, and the value limit is
+/// not asked from the nodes.
 #[derive(Clone)]
 pub struct RedisBackend {
     connection: Connection,
@@ -100,9 +117,15 @@ impl RedisBackend {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let info = settings.info;
-        let manager_config = || {
+        let limits = settings.limits;
+        // Each connection attempt within `connectTimeout` (and opening,
+        // retries included, within it too: see `Limits::connecting`).
+        // `response` is redis-rs's own bound on a reply: none for the data
+        // connection, whose commands `Connection` bounds by their size.
+        let manager_config = move |response: Option<Duration>| {
             ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(5)))
+                .set_connection_timeout(Some(limits.connect_timeout))
+                .set_response_timeout(response)
                 .set_number_of_retries(2)
                 .set_max_delay(Duration::from_millis(500))
         };
@@ -116,7 +139,7 @@ impl RedisBackend {
         let (pushes_in, pushes) = tokio::sync::mpsc::unbounded_channel();
         let notifier = Notifier::new(
             Box::new(move || {
-                let config = manager_config()
+                let config = manager_config(Some(limits.timeout))
                     .set_push_sender(pushes_in.clone())
                     .set_automatic_resubscription();
                 let info = push_info.clone();
@@ -131,8 +154,14 @@ impl RedisBackend {
         );
         RedisBackend::connect(PROVIDER, settings.address, &settings.prefix, notifier, async move {
             let client = redis::Client::open(info)?;
-            let manager = ConnectionManager::new_with_config(client, manager_config()).await?;
-            Ok(Connection::Node(manager))
+            let mut manager = limits
+                .connecting(ConnectionManager::new_with_config(client, manager_config(None)))
+                .await?;
+            let limits = match settings.limits_from_server {
+                true => limits.with_server_limit(&mut manager).await,
+                false => limits,
+            };
+            Ok(Connection::Node(Bounded::new(manager, limits)))
         })
         .await
     }
@@ -264,6 +293,22 @@ impl RedisBackend {
         }
     }
 
+    /// Refuses a value over `maxValueSize` before anything is sent (Redis
+    /// would close the connection on it), with [`Error::TooLarge`].
+    fn check_size(&self, op: Op, key: &str, value: &[u8]) -> Result<()> {
+        let limit = self.connection.limits().max_value_size;
+        if value.len() as u64 > limit {
+            return Err(Error::TooLarge {
+                provider: self.provider,
+                op,
+                key: Some(key.to_owned()),
+                size: value.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     fn set_cmd(&self, key: &str, value: &[u8], ttl: Ttl) -> Cmd {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.full_key(key)).arg(value);
@@ -355,7 +400,10 @@ impl Backend for RedisBackend {
     }
 
     fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.query(&self.set_cmd(key, value, ttl), Op::Set, Some(key)).await })
+        Box::pin(async move {
+            self.check_size(Op::Set, key, value)?;
+            self.query(&self.set_cmd(key, value, ttl), Op::Set, Some(key)).await
+        })
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
@@ -420,6 +468,7 @@ impl Backend for RedisBackend {
 
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
+            self.check_size(Op::SetIfAbsent, key, value)?;
             let mut cmd = self.set_cmd(key, value, ttl);
             cmd.arg("NX");
             let reply: Option<String> = self.query(&cmd, Op::SetIfAbsent, Some(key)).await?;

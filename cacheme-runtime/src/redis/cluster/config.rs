@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::config::{ProviderConfig, Secret};
 use crate::error::Result;
-use crate::redis::config::{DEFAULT_PREFIX, JSON_FIELDS, URL_FIELDS, host_and_port, json_credentials};
+use crate::redis::config::{DEFAULT_PREFIX, JSON_FIELDS, Limits, URL_FIELDS, host_and_port, json_credentials, limits};
 
 /// Everything needed to reach a cluster, with the password kept out of
 /// `Debug`.
@@ -25,6 +25,9 @@ pub(crate) struct ClusterSettings {
     /// `host:port,host:port`, safe to show: no user name, no password.
     pub(crate) address: String,
     pub(crate) prefix: String,
+    /// `timeout`, `connectTimeout` and `maxValueSize`, read as for one
+    /// server.
+    pub(crate) limits: Limits,
 }
 
 pub(crate) fn settings(config: &ProviderConfig) -> Result<ClusterSettings> {
@@ -46,6 +49,7 @@ pub(crate) fn settings(config: &ProviderConfig) -> Result<ClusterSettings> {
         password,
         address,
         prefix,
+        limits: limits(config)?,
     })
 }
 
@@ -187,6 +191,12 @@ mod tests {
         let single = url("redis-cluster://:secret@h:7000/0").unwrap();
         assert_eq!(single.seeds, [("h".to_owned(), 7000)]);
         assert_eq!(single.user, None);
+        let bounded = url("redis-cluster://h:7000?timeout=300ms&connectTimeout=1s&maxValueSize=1m").unwrap();
+        assert_eq!(bounded.limits.timeout, std::time::Duration::from_millis(300));
+        assert_eq!(bounded.limits.connect_timeout, std::time::Duration::from_secs(1));
+        assert_eq!(bounded.limits.max_value_size, 1 << 20);
+        let json = json(r#"{"conn":["h:7000"],"timeout":"2s"}"#).unwrap();
+        assert_eq!(json.limits.timeout, std::time::Duration::from_secs(2));
     }
 
     #[test]

@@ -32,15 +32,13 @@ mod config;
 pub(super) mod per_node;
 pub(super) mod slots;
 
-use std::time::Duration;
-
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{RedisError, Value};
 
 use super::RedisBackend;
-use super::connection::Connection;
+use super::connection::{Bounded, Connection};
 use super::notify::{Notifier, PushConnection};
 use crate::backend::KeyFilter;
 use crate::config::ProviderConfig;
@@ -61,13 +59,18 @@ impl RedisBackend {
     /// an [`Error::Connect`] naming the seeds.
     pub async fn from_cluster_config(config: ProviderConfig) -> Result<Self> {
         let settings = config::settings(&config)?;
+        let limits = settings.limits;
         let builder = |seeds: Vec<(String, u16)>| {
             let mut builder = ClusterClientBuilder::new(seeds)
-                .connection_timeout(Duration::from_secs(2))
-                .response_timeout(Duration::from_secs(5))
-                // Room for a failover: node timeout + election take a few
-                // seconds, during which requests to the lost master retry.
-                .overall_response_timeout(Some(Duration::from_secs(15)))
+                .connection_timeout(limits.connect_timeout)
+                // Per attempt, so redis-rs sees a node that stopped
+                // answering and refreshes its slot map. The whole call,
+                // retries included, is bounded by `Connection` (or
+                // `Limits::bounded` for routed commands) to `timeout` plus
+                // what its size adds; a retry fits when an attempt failed
+                // fast (MOVED, a refused connection).
+                .response_timeout(limits.timeout)
+                .overall_response_timeout(None)
                 .retries(12)
                 .min_retry_wait(20)
                 .max_retry_wait(1000);
@@ -101,7 +104,8 @@ impl RedisBackend {
         let main = builder(settings.seeds.clone());
         RedisBackend::connect(PROVIDER, settings.address, &settings.prefix, notifier, async move {
             let client = main.build()?;
-            Ok(Connection::Cluster(client.get_async_connection().await?))
+            let cluster = limits.connecting(client.get_async_connection()).await?;
+            Ok(Connection::Cluster(Bounded::new(cluster, limits)))
         })
         .await
     }
@@ -117,7 +121,9 @@ impl RedisBackend {
         op: Op,
     ) -> Result<u64> {
         let mut removed = 0;
-        let nodes = masters(cluster)
+        let limits = self.connection.limits();
+        let nodes = limits
+            .bounded(0, masters(cluster))
             .await
             .map_err(|e| Error::backend(self.provider, op, None, e))?;
         for (host, port) in nodes {
@@ -127,7 +133,7 @@ impl RedisBackend {
                     let mut cluster = cluster.clone();
                     let node = node.clone();
                     async move {
-                        let page = cluster.route_command(scan, node).await?;
+                        let page = limits.bounded(0, cluster.route_command(scan, node)).await?;
                         Ok(redis::from_redis_value(page)?)
                     }
                 })
@@ -141,16 +147,17 @@ impl RedisBackend {
     /// The `INFO section` report of every master.
     pub(super) async fn info_of_masters(&self, cluster: &ClusterConnection, section: &str) -> Result<Vec<String>> {
         let mut reports = Vec::new();
-        let nodes = masters(cluster)
+        let limits = self.connection.limits();
+        let nodes = limits
+            .bounded(0, masters(cluster))
             .await
             .map_err(|e| Error::backend(self.provider, Op::MemoryUsed, None, e))?;
         for (host, port) in nodes {
             let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
             let mut cluster = cluster.clone();
             let report = async {
-                let reply = cluster
-                    .route_command(redis::cmd("INFO").arg(section).clone(), node)
-                    .await?;
+                let info = cluster.route_command(redis::cmd("INFO").arg(section).clone(), node);
+                let reply = limits.bounded(0, info).await?;
                 Ok::<String, RedisError>(redis::from_redis_value(reply)?)
             };
             reports.push(

@@ -32,6 +32,7 @@ use crate::backend::MAX_KEYS_PER_COMMAND;
 use crate::error::{Error, Result};
 use crate::redis::RedisBackend;
 use crate::redis::batch::{Batch, pipelined};
+use crate::redis::connection::Limits;
 
 impl RedisBackend {
     /// Runs `batch` on `cluster`, one script call per slot and chunk (see
@@ -43,14 +44,17 @@ impl RedisBackend {
     ) -> Result<Vec<B::Out>> {
         let mut replies: Vec<Option<B::Out>> = (0..batch.len()).map(|_| None).collect();
         let mut pending: Vec<usize> = (0..batch.len()).collect();
-        let mut map = self.slots.get(cluster).await;
+        // Every request to the cluster is bounded as `Connection` bounds
+        // its own (see `connection`).
+        let limits = self.connection.limits();
+        let mut map = limits.bounded(0, self.slots.get(cluster)).await;
         for attempt in 0..2 {
             let Ok(current) = &map else { break };
             let (nodes, unknown) = group(current, batch, &pending);
             let sent = join_all(
                 nodes
                     .iter()
-                    .map(|(node, calls)| run_on(cluster, current.node(*node), batch, calls)),
+                    .map(|(node, calls)| run_on(cluster, limits, current.node(*node), batch, calls)),
             )
             .await;
             pending = unknown;
@@ -75,7 +79,7 @@ impl RedisBackend {
                 break;
             }
             if attempt == 0 {
-                map = self.slots.refresh(cluster, current).await;
+                map = limits.bounded(0, self.slots.refresh(cluster, current)).await;
             }
         }
         if let Err(e) = &map {
@@ -173,6 +177,7 @@ fn group<B: Batch>(map: &SlotMap, batch: &B, indices: &[usize]) -> (Vec<NodeCall
 /// at `addr`: one result per call. `Err` when the node could not be asked.
 async fn run_on<B: Batch>(
     cluster: &ClusterConnection,
+    limits: Limits,
     (host, port): &(String, u16),
     batch: &B,
     calls: &[Vec<usize>],
@@ -184,7 +189,10 @@ async fn run_on<B: Batch>(
     pipelined(batch, calls, |pipe, count| {
         let mut cluster = cluster.clone();
         let node = node.clone();
-        async move { cluster.route_pipeline(pipe, 0, count, node).await }
+        async move {
+            let sent = limits.check(pipe.cmd_iter())?;
+            limits.bounded(sent, cluster.route_pipeline(pipe, 0, count, node)).await
+        }
     })
     .await
 }
