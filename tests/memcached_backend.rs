@@ -148,7 +148,7 @@ async fn a_value_the_server_refuses_is_an_error_that_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_server_fails_calls_within_the_timeout_pool_wait_included() {
-    let server = MemcachedServer::start();
+    let mut server = MemcachedServer::start();
     let timeout = Duration::from_millis(300);
     // A pool of 2: most of the 20 calls below wait for a connection.
     let cache = Cache::open(&format!("{}?timeout=300ms&poolSize=2", server.url()))

@@ -448,7 +448,7 @@ fn frozen_bound(timeout: Duration) -> Duration {
 
 #[tokio::test]
 async fn a_frozen_server_fails_calls_within_the_timeout_and_the_connection_recovers() {
-    let server = RedisServer::start();
+    let mut server = RedisServer::start();
     let timeout = Duration::from_millis(300);
     let cache = Cache::open(&format!("{}?timeout=300ms", server.url())).await.unwrap();
     cache.put("k", b"v", Duration::from_secs(60)).await.unwrap();

@@ -112,18 +112,6 @@ impl MemcachedServer {
         reply
     }
 
-    /// Freezes the server (SIGSTOP): it keeps its port and connections
-    /// and answers nothing until [`thaw`](MemcachedServer::thaw), as a server
-    /// stuck in a long pause would. Still killed on drop.
-    pub fn freeze(&self) {
-        self.process.freeze();
-    }
-
-    /// Resumes a [`freeze`](MemcachedServer::freeze)n server (SIGCONT).
-    pub fn thaw(&self) {
-        self.process.thaw();
-    }
-
     /// Kills the server (SIGKILL) and waits for it to exit. The port stays
     /// reserved for [`restart`](MemcachedServer::restart).
     pub fn stop(&mut self) {

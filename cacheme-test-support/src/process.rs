@@ -98,31 +98,6 @@ impl<L: Launch> ServerProcess<L> {
         }
     }
 
-    /// Freezes the server (SIGSTOP): it keeps its port and its
-    /// connections but answers nothing until [`thaw`](Self::thaw). A
-    /// frozen server is still killed on drop.
-    pub(crate) fn freeze(&self) {
-        self.signal("-STOP");
-    }
-
-    /// Resumes a [`freeze`](Self::freeze)n server (SIGCONT).
-    pub(crate) fn thaw(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        let child = self
-            .child
-            .as_ref()
-            .unwrap_or_else(|| panic!("{} is not running", L::BINARY));
-        let status = Command::new("kill")
-            .arg(signal)
-            .arg(child.id().to_string())
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run kill {signal}: {e}"));
-        assert!(status.success(), "kill {signal} {} failed: {status}", child.id());
-    }
-
     /// Stops the server, then starts a fresh one (empty, same settings) on
     /// the same port.
     pub(crate) fn restart(&mut self) {

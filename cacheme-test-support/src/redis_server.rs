@@ -183,18 +183,6 @@ impl RedisServer {
         self.process.dir().join("ca.crt")
     }
 
-    /// Freezes the server (SIGSTOP): it keeps its port and connections
-    /// and answers nothing until [`thaw`](RedisServer::thaw), as a server
-    /// stuck in a long pause would. Still killed on drop.
-    pub fn freeze(&self) {
-        self.process.freeze();
-    }
-
-    /// Resumes a [`freeze`](RedisServer::freeze)n server (SIGCONT).
-    pub fn thaw(&self) {
-        self.process.thaw();
-    }
-
     /// Kills the server (SIGKILL) and waits for it to exit. The port stays
     /// reserved for [`restart`](RedisServer::restart).
     pub fn stop(&mut self) {
