@@ -82,6 +82,21 @@ impl<L: Launch> ServerProcess<L> {
         }
     }
 
+    /// Sends `signal` (`"STOP"`, `"CONT"`) to the running server with
+    /// `kill(1)`. Panics if it is not running or the signal fails.
+    pub(crate) fn signal(&self, signal: &str) {
+        let child = self
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} is not running", L::BINARY));
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+        assert!(status.success(), "kill -{signal} {} failed: {status}", child.id());
+    }
+
     /// Stops the server, then starts a fresh one (empty, same settings) on
     /// the same port.
     pub(crate) fn restart(&mut self) {

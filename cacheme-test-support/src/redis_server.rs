@@ -179,9 +179,21 @@ impl RedisServer {
     }
 
     /// Stops the server, then starts a fresh one (empty, same settings) on
-    /// the same port.
+    /// the same port. A cluster node keeps its `nodes.conf` (in the same
+    /// temp dir), so it rejoins its cluster with its slots.
     pub fn restart(&mut self) {
         self.process.restart();
+    }
+
+    /// Freezes the server (SIGSTOP): connections are still accepted by the
+    /// kernel, but nothing is answered until [`thaw`](RedisServer::thaw).
+    pub fn freeze(&self) {
+        self.process.signal("STOP");
+    }
+
+    /// Resumes a [`freeze`](RedisServer::freeze)d server (SIGCONT).
+    pub fn thaw(&self) {
+        self.process.signal("CONT");
     }
 }
 

@@ -27,10 +27,10 @@ pub const DEFAULT_GENERATION_REFRESH: Duration = Duration::from_secs(1);
 
 /// JSON keys the provider accepts (`conn` is Beego's; `key` is the prefix,
 /// as for Beego's redis).
-pub const JSON_FIELDS: &[&str] = &["conn", "key", "poolSize", "timeoutMs", "generationRefreshMs"];
+pub const JSON_FIELDS: &[&str] = &["conn", "key", "poolSize", "timeoutMs", "generationRefreshMs", "connect"];
 
 /// URL query parameters the provider accepts.
-pub const URL_FIELDS: &[&str] = &["prefix", "poolSize", "timeoutMs", "generationRefreshMs"];
+pub const URL_FIELDS: &[&str] = &["prefix", "poolSize", "timeoutMs", "generationRefreshMs", "connect"];
 
 /// Everything needed to build the backend.
 #[derive(Debug)]

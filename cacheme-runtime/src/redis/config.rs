@@ -15,10 +15,14 @@ pub const DEFAULT_PREFIX: &str = "cacheme";
 /// JSON keys the redis provider accepts. `maxIdle` and `timeout` are
 /// Beego's pool settings: accepted so Beego configs load unchanged, and
 /// ignored because the connection is multiplexed (there is no pool).
-pub const JSON_FIELDS: &[&str] = &["key", "conn", "dbNum", "password", "user", "maxIdle", "timeout"];
+/// `connect` is the [`ConnectMode`](crate::ConnectMode).
+pub const JSON_FIELDS: &[&str] = &[
+    "key", "conn", "dbNum", "password", "user", "maxIdle", "timeout", "connect",
+];
 
-/// URL query parameters the redis provider accepts.
-pub const URL_FIELDS: &[&str] = &["prefix"];
+/// URL query parameters the redis provider accepts (`connect`: the
+/// [`ConnectMode`](crate::ConnectMode)).
+pub const URL_FIELDS: &[&str] = &["prefix", "connect"];
 
 /// Everything needed to connect, with the password kept out of `Debug`.
 pub(crate) struct Settings {

@@ -40,14 +40,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, RedisError, RedisResult, Script};
+use redis::{AsyncConnectionConfig, Cmd, RedisError, RedisResult, Script};
 
-use self::connection::Connection;
+use self::connection::{Connection, Link};
 use self::notify::{Notifier, PushConnection};
 use self::stampede::RedisCoordinator;
 
 use crate::backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, MAX_KEYS_PER_COMMAND, Ttl};
 use crate::config::ProviderConfig;
+use crate::connect::{self, Attempt, ConnectMode, Failure, Lazy};
 use crate::error::{Error, Op, Result};
 use crate::stampede::Coordination;
 
@@ -89,9 +90,11 @@ pub struct RedisBackend {
 
 impl RedisBackend {
     /// Connects with the given configuration (see the type docs). An
-    /// unreachable server is an [`Error::Connect`] naming the address.
+    /// unreachable server is an [`Error::Connect`] naming the address,
+    /// unless the configuration says `connect=lazy` (see [`ConnectMode`]).
     pub async fn from_config(config: ProviderConfig) -> Result<Self> {
         let settings = config::settings(&config)?;
+        let mode = ConnectMode::from_config(&config)?;
         #[cfg(feature = "redis-tls")]
         if matches!(settings.info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
             // redis-rs builds a rustls `ClientConfig` with the process-wide
@@ -129,44 +132,52 @@ impl RedisBackend {
             }),
             pushes,
         );
-        RedisBackend::connect(PROVIDER, settings.address, &settings.prefix, notifier, async move {
-            let client = redis::Client::open(info)?;
-            let manager = ConnectionManager::new_with_config(client, manager_config()).await?;
-            Ok(Connection::Node(manager))
-        })
-        .await
+        let db = info.redis_settings().db();
+        let connecting = checked(move || {
+            let info = info.clone();
+            async move {
+                let client = redis::Client::open(info)?;
+                let config = manager_config();
+                // One plain connection first: it fails at once when the
+                // server is down or refuses the password, where the manager
+                // would retry (its retries are for reconnecting later).
+                let probe = AsyncConnectionConfig::new()
+                    .set_connection_timeout(config.connection_timeout())
+                    .set_response_timeout(config.response_timeout());
+                let mut probe = client.get_multiplexed_async_connection_with_config(&probe).await?;
+                let _: String = redis::cmd("PING").query_async(&mut probe).await?;
+                drop(probe);
+                Ok(Link::Node(ConnectionManager::new_with_config(client, config).await?))
+            }
+        });
+        let opening = Opening {
+            provider: PROVIDER,
+            address: settings.address,
+            mode,
+            db,
+        };
+        RedisBackend::connect(opening, &settings.prefix, notifier, connecting).await
     }
 
-    /// The backend over the connection `connecting` makes, once a PING went
-    /// through: the handshake does not prove we may run commands (a server
-    /// with `requirepass` accepts the connection, then refuses everything),
-    /// so a missing or wrong password becomes a connect error here. Any
-    /// failure is an [`Error::Connect`] naming `address`.
-    async fn connect(
-        provider: &'static str,
-        address: String,
-        prefix: &str,
-        notifier: Notifier,
-        connecting: impl Future<Output = RedisResult<Connection>>,
-    ) -> Result<Self> {
-        let checked = async {
-            let mut connection = connecting.await?;
-            let _: String = redis::cmd("PING").query_async(&mut connection).await?;
-            Ok::<_, RedisError>(connection)
-        };
-        let connection = match checked.await {
-            Ok(connection) => connection,
-            Err(source) => {
-                return Err(Error::Connect {
-                    provider,
-                    address,
-                    source: source.into(),
-                });
-            }
-        };
-        tracing::debug!(provider, address = %address, prefix = %prefix, "connected");
+    /// The backend over the connection `connecting` makes (see
+    /// [`checked`]), made now or, in lazy mode, possibly in the background
+    /// (see [`connect`](crate::connect)). A failure of the first attempt is
+    /// an [`Error::Connect`] naming the address, in lazy mode only when the
+    /// server answered and refused.
+    async fn connect(opening: Opening, prefix: &str, notifier: Notifier, connecting: Attempt<Link>) -> Result<Self> {
+        let Opening {
+            provider,
+            address,
+            mode,
+            db,
+        } = opening;
+        let lazy = Lazy::new(provider, address.clone());
+        lazy.connect(mode, connecting).await?;
+        if lazy.get().is_some() {
+            tracing::debug!(provider, address = %address, prefix = %prefix, "connected");
+        }
         Ok(RedisBackend {
-            connection,
+            connection: Connection::new(lazy, db),
             provider,
             key_prefix: format!("{prefix}:"),
             address,
@@ -181,13 +192,18 @@ impl RedisBackend {
         &self.key_prefix[..self.key_prefix.len() - 1]
     }
 
-    /// Whether this backend runs on a Redis Cluster.
+    /// Whether this backend runs on a Redis Cluster (known before it is
+    /// connected).
     fn is_cluster(&self) -> bool {
-        match self.connection {
-            Connection::Node(_) => false,
-            #[cfg(feature = "redis-cluster")]
-            Connection::Cluster(_) => true,
-        }
+        self.provider != PROVIDER
+    }
+
+    /// The connection's link, or the error of a lazily opened backend that
+    /// is not connected yet.
+    fn link(&self, op: Op) -> Result<&Link> {
+        self.connection
+            .link()
+            .map_err(|e| Error::backend(self.provider, op, None, e))
     }
 
     /// How many pub/sub channels this backend's notification connection is
@@ -214,8 +230,8 @@ impl RedisBackend {
     /// Removes the keys under `prefix:glob` that `filter` accepts, from the
     /// one server or from every master of a cluster; returns how many.
     async fn scan_unlink(&self, glob: &str, filter: &KeyFilter<'_>, op: Op) -> Result<u64> {
-        match &self.connection {
-            Connection::Node(_) => {
+        match self.link(op)? {
+            Link::Node(_) => {
                 self.scan_node(glob, filter, op, |scan| async move {
                     let mut connection = self.connection.clone();
                     scan.query_async(&mut connection).await
@@ -223,7 +239,7 @@ impl RedisBackend {
                 .await
             }
             #[cfg(feature = "redis-cluster")]
-            Connection::Cluster(cluster) => self.scan_cluster(cluster, glob, filter, op).await,
+            Link::Cluster(cluster) => self.scan_cluster(cluster, glob, filter, op).await,
         }
     }
 
@@ -272,6 +288,62 @@ impl RedisBackend {
         }
         cmd
     }
+}
+
+/// Where and how a backend connects: what [`RedisBackend::connect`] needs
+/// besides the connection itself.
+struct Opening {
+    provider: &'static str,
+    /// Where, without credentials.
+    address: String,
+    mode: ConnectMode,
+    /// The database (0 on a cluster).
+    db: i64,
+}
+
+/// One connection attempt: the link `connecting` makes, once a PING went
+/// through. The handshake does not prove we may run commands (a server with
+/// `requirepass` accepts the connection, then refuses everything), so a
+/// missing or wrong password fails the attempt here, as one that must not
+/// be retried (see [`unreachable`]).
+fn checked<F, Fut>(connecting: F) -> Attempt<Link>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = RedisResult<Link>> + Send + 'static,
+{
+    connect::attempt(move || {
+        let connecting = connecting();
+        async move {
+            let checked = async {
+                let mut link = connecting.await?;
+                let _: String = redis::cmd("PING").query_async(&mut link).await?;
+                Ok::<_, RedisError>(link)
+            };
+            checked.await.map_err(|error| Failure {
+                retry: unreachable(&error),
+                error: error.into(),
+            })
+        }
+    })
+}
+
+/// Whether a failed connection attempt means the server could not be
+/// reached, or is not ready yet (loading, a cluster without all its slots
+/// served), rather than that it answered and refused (a wrong password, a
+/// database it does not have, a bad TLS setting).
+fn unreachable(error: &RedisError) -> bool {
+    // redis-rs's cluster client reports a node's refusal inside an I/O
+    // error ("Failed to create initial connections - Io: Password
+    // authentication failed - AuthenticationFailed"): look at the words.
+    let text = error.to_string();
+    let refused = ["AuthenticationFailed", "NOAUTH", "WRONGPASS", "NOPERM"]
+        .iter()
+        .any(|word| text.contains(word));
+    !refused
+        && (matches!(
+            error.kind(),
+            redis::ErrorKind::Io | redis::ErrorKind::ClusterConnectionNotFound
+        ) || matches!(error.retry_method(), redis::RetryMethod::WaitAndRetry))
 }
 
 /// A TTL in whole milliseconds, rounded up and never zero.
@@ -480,13 +552,13 @@ impl Backend for RedisBackend {
     /// `INFO memory`'s `used_memory`, summed over a cluster's masters.
     fn memory_used(&self) -> BoxFuture<'_, Result<u64>> {
         Box::pin(async move {
-            let reports: Vec<String> = match &self.connection {
-                Connection::Node(_) => vec![
+            let reports: Vec<String> = match self.link(Op::MemoryUsed)? {
+                Link::Node(_) => vec![
                     self.query(redis::cmd("INFO").arg("memory"), Op::MemoryUsed, None)
                         .await?,
                 ],
                 #[cfg(feature = "redis-cluster")]
-                Connection::Cluster(cluster) => self.info_of_masters(cluster, "memory").await?,
+                Link::Cluster(cluster) => self.info_of_masters(cluster, "memory").await?,
             };
             reports.iter().try_fold(0u64, |sum, report| {
                 let used = info_field(report, "used_memory").ok_or_else(|| {
