@@ -478,3 +478,163 @@ fn bytes(value: &Value) -> Option<&[u8]> {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use cacheme_test_support::RedisServer;
+    use redis::aio::ConnectionManagerConfig;
+
+    use super::*;
+
+    /// A notifier on `server`, made the way the backend makes it.
+    fn notifier(server: &RedisServer) -> Notifier {
+        let client = redis::Client::open(format!("{}/?protocol=resp3", server.url())).unwrap();
+        let (pushes_in, pushes) = unbounded_channel();
+        Notifier::new(
+            Box::new(move || {
+                let client = client.clone();
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_number_of_retries(1)
+                    .set_push_sender(pushes_in.clone())
+                    .set_automatic_resubscription();
+                Box::pin(async move {
+                    Ok(PushConnection::Node(
+                        ConnectionManager::new_with_config(client, config).await?,
+                    ))
+                })
+            }),
+            pushes,
+        )
+    }
+
+    async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(server.url()).unwrap();
+        client.get_multiplexed_async_connection().await.unwrap()
+    }
+
+    /// `cmdstat_<command>` calls from `INFO commandstats`.
+    async fn calls(raw: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query_async(raw).await.unwrap();
+        let needle = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(&needle))
+            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    }
+
+    /// Publishes a fill notice on `channel` until a subscriber receives it
+    /// (a resubscription may still be on its way), for at most 10 s.
+    async fn publish(raw: &mut redis::aio::MultiplexedConnection, channel: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let heard: u64 = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg("filled")
+                .query_async(raw)
+                .await
+                .unwrap();
+            if heard > 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nobody subscribed to {channel}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for `watch`'s notice; it must come well within a second.
+    async fn woken(watch: &mut Watch) {
+        let started = Instant::now();
+        let notice = watch.wait(Duration::from_secs(5)).await;
+        assert_eq!(notice, Notice::Filled);
+        assert!(started.elapsed() < Duration::from_secs(1), "woken after {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn many_channels_are_subscribed_with_one_command() {
+        let server = RedisServer::start();
+        let mut raw = raw(&server).await;
+        let notifier = notifier(&server);
+        let names: Vec<String> = (0..200).map(|i| format!("app:{{k{i}}}:done")).collect();
+        let channels: Vec<&str> = names.iter().map(String::as_str).collect();
+
+        let before = calls(&mut raw, "subscribe").await;
+        let mut watches = notifier.watch_many(&channels).await.unwrap();
+        assert_eq!(calls(&mut raw, "subscribe").await - before, 1, "one SUBSCRIBE for 200 channels");
+        assert_eq!(notifier.subscribed().await, 200);
+        assert_eq!(notifier.waiting(), 200);
+
+        // A channel this process already has subscribed costs no command.
+        let mut again = notifier.watch(channels[7]).await.unwrap();
+        assert_eq!(calls(&mut raw, "subscribe").await - before, 1);
+
+        publish(&mut raw, channels[7]).await;
+        woken(&mut watches[7]).await;
+        woken(&mut again).await;
+        assert_eq!(
+            watches[8].wait(Duration::from_millis(50)).await,
+            Notice::Quiet,
+            "only the published channel's waiters are woken"
+        );
+
+        drop(watches);
+        drop(again);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left: Vec<String> = redis::cmd("PUBSUB").arg("CHANNELS").query_async(&mut raw).await.unwrap();
+            if left.is_empty() && notifier.subscribed().await == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "still subscribed: {}", left.len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(notifier.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_first_subscribe_does_not_disable_notifications() {
+        let mut server = RedisServer::start();
+        let notifier = notifier(&server);
+        server.stop();
+        assert!(notifier.watch("app:{k}:done").await.is_err(), "no server");
+        server.restart();
+        let mut raw = raw(&server).await;
+        let mut watch = notifier.watch("app:{k}:done").await.unwrap();
+        publish(&mut raw, "app:{k}:done").await;
+        woken(&mut watch).await;
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_first_subscribe_does_not_disable_notifications() {
+        let server = RedisServer::start();
+        let notifier = notifier(&server);
+        server.freeze();
+        let cancelled = tokio::time::timeout(Duration::from_millis(300), notifier.watch("app:{k}:done")).await;
+        assert!(cancelled.is_err(), "a frozen server cannot confirm a subscription");
+        server.thaw();
+        let mut raw = raw(&server).await;
+        let mut watch = notifier.watch("app:{k}:done").await.unwrap();
+        publish(&mut raw, "app:{k}:done").await;
+        woken(&mut watch).await;
+    }
+
+    #[tokio::test]
+    async fn a_killed_subscription_connection_is_resubscribed() {
+        let server = RedisServer::start();
+        let notifier = notifier(&server);
+        let mut raw = raw(&server).await;
+        let mut watch = notifier.watch("app:{k}:done").await.unwrap();
+        let killed: u64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(killed, 1);
+        // `publish` retries until the resubscribed connection hears it.
+        publish(&mut raw, "app:{k}:done").await;
+        woken(&mut watch).await;
+    }
+}
