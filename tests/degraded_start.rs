@@ -41,7 +41,10 @@ async fn serves_eventually(cache: &Cache) {
     loop {
         match cache.put("k", b"v", Duration::from_secs(60)).await {
             Ok(()) => break,
-            Err(error) => assert!(Instant::now() < deadline, "still failing after {SERVES_WITHIN:?}: {error}"),
+            Err(error) => assert!(
+                Instant::now() < deadline,
+                "still failing after {SERVES_WITHIN:?}: {error}"
+            ),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

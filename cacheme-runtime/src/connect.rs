@@ -299,7 +299,10 @@ mod tests {
     fn retry_delays_are_spread_below_the_delay() {
         for _ in 0..100 {
             let spread = spread(Duration::from_secs(2));
-            assert!(spread <= Duration::from_secs(2) && spread >= Duration::from_millis(1500), "{spread:?}");
+            assert!(
+                spread <= Duration::from_secs(2) && spread >= Duration::from_millis(1500),
+                "{spread:?}"
+            );
         }
         assert_eq!(spread(Duration::ZERO), Duration::ZERO);
     }
@@ -344,7 +347,10 @@ mod tests {
                 })
             });
             let err = lazy.connect(mode, refused).await.unwrap_err();
-            assert!(matches!(err, Error::Connect { .. }) && err.to_string().contains("WRONGPASS"), "{err}");
+            assert!(
+                matches!(err, Error::Connect { .. }) && err.to_string().contains("WRONGPASS"),
+                "{err}"
+            );
         }
         let lazy: Lazy<()> = Lazy::new("test", "h:1".to_owned());
         let unreachable = attempt(|| async {

@@ -298,11 +298,7 @@ async fn handshake(inner: Weak<Inner>) -> Result<(), Failure> {
     }
     backend.read_generation().await.map_err(|e| Failure {
         retry: true,
-        error: format!(
-            "{}: {e}",
-            backend.server_for(&backend.inner.generation_key).addr()
-        )
-        .into(),
+        error: format!("{}: {e}", backend.server_for(&backend.inner.generation_key).addr()).into(),
     })?;
     Ok(())
 }

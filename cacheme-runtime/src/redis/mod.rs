@@ -17,6 +17,10 @@
 //!   the call that sees it fails with [`Error::Backend`] and the manager
 //!   reconnects in the background, so the same client serves again once the
 //!   server is back. The cluster connection is described in [`cluster`].
+//! - `connect=lazy` ([`ConnectMode::Lazy`]) opens the backend while its
+//!   server is unreachable: calls fail fast until a background task has
+//!   made the connection (see [`connect`](crate::connect)). A password the
+//!   server refuses is never retried as "unreachable": it fails the open.
 //! - `rediss://` (TLS) needs the `redis-tls` feature: rustls with the ring
 //!   provider, trusting the system's root certificates. The ring provider is
 //!   installed as rustls's process default unless the application installed
@@ -62,7 +66,8 @@ const CLEAR_BATCH: usize = 1000;
 /// Beego JSON: `{"key":"app","conn":"127.0.0.1:6379","dbNum":"0","password":"...","user":"..."}`
 /// where `key` is the key prefix (default `cacheme`) and `conn`
 /// may be Beego's host-less `":6379"`. URL:
-/// `redis://[user][:password@]host:port[/db][?prefix=app]`.
+/// `redis://[user][:password@]host:port[/db][?prefix=app][&connect=lazy]`
+/// (`connect`: see [`ConnectMode`]; also a JSON field).
 ///
 /// The same type serves a Redis Cluster, built by
 /// [`from_cluster_config`](RedisBackend::from_cluster_config) (provider
@@ -136,15 +141,19 @@ impl RedisBackend {
         let connecting = checked(move || {
             let info = info.clone();
             async move {
-                let client = redis::Client::open(info)?;
+                let client = redis::Client::open(info.clone())?;
                 let config = manager_config();
                 // One plain connection first: it fails at once when the
                 // server is down or refuses the password, where the manager
-                // would retry (its retries are for reconnecting later).
+                // would retry (its retries are for reconnecting later). On
+                // db 0, so `SELECT` stays once per connection of the manager.
+                let probe_info = info.clone().set_redis_settings(info.redis_settings().clone().set_db(0));
                 let probe = AsyncConnectionConfig::new()
                     .set_connection_timeout(config.connection_timeout())
                     .set_response_timeout(config.response_timeout());
-                let mut probe = client.get_multiplexed_async_connection_with_config(&probe).await?;
+                let mut probe = redis::Client::open(probe_info)?
+                    .get_multiplexed_async_connection_with_config(&probe)
+                    .await?;
                 let _: String = redis::cmd("PING").query_async(&mut probe).await?;
                 drop(probe);
                 Ok(Link::Node(ConnectionManager::new_with_config(client, config).await?))

@@ -490,7 +490,11 @@ mod tests {
 
     /// A notifier on `server`, made the way the backend makes it.
     fn notifier(server: &RedisServer) -> Notifier {
-        let client = redis::Client::open(format!("{}/?protocol=resp3", server.url())).unwrap();
+        notifier_at(&format!("{}/?protocol=resp3", server.url()))
+    }
+
+    fn notifier_at(url: &str) -> Notifier {
+        let client = redis::Client::open(url).unwrap();
         let (pushes_in, pushes) = unbounded_channel();
         Notifier::new(
             Box::new(move || {
@@ -548,7 +552,11 @@ mod tests {
         let started = Instant::now();
         let notice = watch.wait(Duration::from_secs(5)).await;
         assert_eq!(notice, Notice::Filled);
-        assert!(started.elapsed() < Duration::from_secs(1), "woken after {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "woken after {:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
@@ -561,7 +569,11 @@ mod tests {
 
         let before = calls(&mut raw, "subscribe").await;
         let mut watches = notifier.watch_many(&channels).await.unwrap();
-        assert_eq!(calls(&mut raw, "subscribe").await - before, 1, "one SUBSCRIBE for 200 channels");
+        assert_eq!(
+            calls(&mut raw, "subscribe").await - before,
+            1,
+            "one SUBSCRIBE for 200 channels"
+        );
         assert_eq!(notifier.subscribed().await, 200);
         assert_eq!(notifier.waiting(), 200);
 
@@ -582,7 +594,11 @@ mod tests {
         drop(again);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let left: Vec<String> = redis::cmd("PUBSUB").arg("CHANNELS").query_async(&mut raw).await.unwrap();
+            let left: Vec<String> = redis::cmd("PUBSUB")
+                .arg("CHANNELS")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
             if left.is_empty() && notifier.subscribed().await == 0 {
                 break;
             }
@@ -600,6 +616,32 @@ mod tests {
         assert!(notifier.watch("app:{k}:done").await.is_err(), "no server");
         server.restart();
         let mut raw = raw(&server).await;
+        let mut watch = notifier.watch("app:{k}:done").await.unwrap();
+        publish(&mut raw, "app:{k}:done").await;
+        woken(&mut watch).await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_first_subscribe_does_not_disable_notifications() {
+        let server = RedisServer::builder().acl_user("b", "b-pw").start();
+        let mut raw = raw(&server).await;
+        let notifier = notifier_at(&format!("redis://b:b-pw@{}/?protocol=resp3", server.addr()));
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("b")
+            .arg("resetchannels")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let refused = notifier.watch("app:{k}:done").await;
+        assert!(refused.is_err_and(|e| e.to_string().contains("NoPerm")));
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("b")
+            .arg("allchannels")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
         let mut watch = notifier.watch("app:{k}:done").await.unwrap();
         publish(&mut raw, "app:{k}:done").await;
         woken(&mut watch).await;

@@ -101,11 +101,13 @@ impl RedisBackend {
             }),
             pushes,
         );
-        let main = builder(settings.seeds.clone()).build().map_err(|source| Error::Connect {
-            provider: PROVIDER,
-            address: settings.address.clone(),
-            source: source.into(),
-        })?;
+        let main = builder(settings.seeds.clone())
+            .build()
+            .map_err(|source| Error::Connect {
+                provider: PROVIDER,
+                address: settings.address.clone(),
+                source: source.into(),
+            })?;
         let connecting = checked(move || {
             let main = main.clone();
             async move { Ok(Link::Cluster(main.get_async_connection().await?)) }
