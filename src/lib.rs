@@ -2,10 +2,10 @@
 #![warn(missing_docs)]
 
 pub use cacheme_runtime::{
-    Backend, BoxError, BoxFuture, Cache, Client, ClientBuilder, Codec, Context, DEFAULT_CAPACITY,
+    Backend, BoxError, BoxFuture, Cache, Client, ClientBuilder, Codec, ConnectMode, Context, DEFAULT_CAPACITY,
     DEFAULT_FETCH_CONCURRENCY, Error, Event, EventKind, Factory, KeyFilter, KeyVisitor, Logger, MAX_KEYS_PER_COMMAND,
     MemoryBackend, MultiResult, Op, Pipeline, Promise, PromiseError, ProviderConfig, Result, StoreSpec, Ttl,
-    UpdateError, config, counter, pipeline, providers, register, stampede,
+    UpdateError, config, connect, counter, pipeline, providers, register, stampede,
 };
 
 #[doc = include_str!("../docs/cache_store.md")]

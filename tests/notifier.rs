@@ -76,13 +76,13 @@ async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
 async fn wait_behind(holder: &Arc<App>, waiter: &Arc<App>, id: u64) -> tokio::task::JoinHandle<Result<u64, String>> {
     let fetched = holder.fetches.load(Ordering::SeqCst);
     let held = Arc::clone(holder);
-    tokio::spawn(async move { SlowStore::get(&*held, id).await });
+    tokio::spawn(async move { SlowStore::get(&held, id).await });
     until("the holder's fetch", async || {
         holder.fetches.load(Ordering::SeqCst) > fetched
     })
     .await;
     let waiting = Arc::clone(waiter);
-    tokio::spawn(async move { SlowStore::get(&*waiting, id).await })
+    tokio::spawn(async move { SlowStore::get(&waiting, id).await })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,11 +3,11 @@
 //! providers.
 //!
 //! A provider keeps what connecting made (a connection, or just the fact
-//! that its servers answered) in a [`Lazy`]. In [`ConnectMode::Eager`] the
+//! that its servers answered) in a `Lazy` cell. In [`ConnectMode::Eager`] the
 //! provider's factory fails when the first attempt fails, as it always
 //! has. In [`ConnectMode::Lazy`] the factory returns at once even when the
 //! server cannot be reached: every call fails fast with the reason (an
-//! [`Error::Backend`](crate::Error::Backend), which typed stores answer
+//! [`Error::Backend`], which typed stores answer
 //! from the source) while a task connects in the background with
 //! exponential backoff; once it succeeds the same backend serves, without
 //! being rebuilt.
