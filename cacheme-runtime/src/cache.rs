@@ -79,6 +79,11 @@ impl Cache {
     /// provider registered as `name`. `rediss://` is Redis over TLS with the
     /// `redis-tls` feature, and a config error saying TLS is not compiled in
     /// without it.
+    ///
+    /// A server that cannot be reached is an [`Error::Connect`], unless the
+    /// URL says `connect=lazy` (redis, redis-cluster, memcache): then the
+    /// cache is returned at once and connects in the background (see
+    /// [`ConnectMode`](crate::ConnectMode)).
     pub async fn open(url: &str) -> Result<Self> {
         let parsed = parse_url(url).map_err(|e| Error::Config {
             // Only a scheme-like start is named: text that does not parse

@@ -13,7 +13,8 @@
 //! - [`Cache`]: Beego's cache API (get / get_multi / put / delete / incr /
 //!   decr / exists / clear) over any backend, with serde-typed helpers.
 //! - [`ProviderConfig`] and the registry: providers by name, configured by
-//!   Beego-style JSON or by URL.
+//!   Beego-style JSON or by URL; [`ConnectMode`] lets a server backend open
+//!   while its server is down.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -24,6 +25,11 @@ mod cache;
 mod client;
 mod codec;
 pub mod config;
+#[cfg_attr(
+    not(any(feature = "redis", feature = "memcached")),
+    allow(dead_code, reason = "only servers are connected to")
+)]
+pub mod connect;
 pub mod counter;
 mod error;
 #[cfg(feature = "file")]
@@ -57,6 +63,7 @@ pub use client::{
 };
 pub use codec::Codec;
 pub use config::ProviderConfig;
+pub use connect::ConnectMode;
 pub use error::{BoxError, Error, Op, Result};
 pub use logger::{Event, EventKind, Logger};
 pub use memory::{DEFAULT_CAPACITY, MemoryBackend};

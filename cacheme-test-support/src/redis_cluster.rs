@@ -181,6 +181,25 @@ impl RedisCluster {
         addr.to_owned()
     }
 
+    /// Kills every node (SIGKILL); [`restart_all`](RedisCluster::restart_all)
+    /// brings them back. Returns their addresses.
+    pub fn kill_all(&mut self) -> Vec<String> {
+        let addrs = self.addrs();
+        for node in &mut self.nodes {
+            node.stop();
+        }
+        addrs
+    }
+
+    /// Restarts every stopped node on its port. Each keeps its cluster
+    /// config (`nodes.conf`), so the cluster comes back with the same slots
+    /// (and no data); wait for it with [`wait_until_ok`](RedisCluster::wait_until_ok).
+    pub fn restart_all(&mut self) {
+        for node in self.nodes.iter_mut().filter(|node| !node.is_running()) {
+            node.restart();
+        }
+    }
+
     /// Kills one master (the first running one) and returns its address.
     pub fn kill_a_master(&mut self) -> String {
         let master = self.masters().into_iter().next().expect("the cluster has a master");

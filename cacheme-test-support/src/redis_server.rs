@@ -190,7 +190,8 @@ impl RedisServer {
     }
 
     /// Stops the server, then starts a fresh one (empty, same settings) on
-    /// the same port.
+    /// the same port. A cluster node keeps its `nodes.conf` (in the same
+    /// temp dir), so it rejoins its cluster with its slots.
     pub fn restart(&mut self) {
         self.process.restart();
     }

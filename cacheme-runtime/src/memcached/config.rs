@@ -40,6 +40,7 @@ pub const JSON_FIELDS: &[&str] = &[
     "timeoutMs",
     "maxValueSize",
     "generationRefreshMs",
+    "connect",
 ];
 
 /// URL query parameters the provider accepts.
@@ -50,6 +51,7 @@ pub const URL_FIELDS: &[&str] = &[
     "timeoutMs",
     "maxValueSize",
     "generationRefreshMs",
+    "connect",
 ];
 
 /// Everything needed to build the backend.

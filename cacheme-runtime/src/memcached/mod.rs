@@ -31,13 +31,14 @@ mod protocol;
 mod ring;
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use self::connection::{Expect, Server};
 use self::protocol::{ProtocolError, Reply, Status};
 use self::ring::Ring;
 use crate::config::ProviderConfig;
+use crate::connect::{self, ConnectMode, Failure, Lazy};
 use crate::error::{Error, Op, Result};
 
 const PROVIDER: &str = "memcache";
@@ -63,6 +64,7 @@ const CAS_ATTEMPTS: u32 = 1000;
 /// | `timeoutMs` | | the same in milliseconds (older name; give one of the two) |
 /// | `maxValueSize` | `1m` | the largest value sent (memcached's `-I`); a larger one is refused before it is sent. Bytes, or `"512k"`, `"2m"` |
 /// | `generationRefreshMs` | 1000 | how long the namespace generation is cached in the process; 0 reads it before every operation |
+/// | `connect` | `eager` | `lazy`: open even if a server is down (see [`ConnectMode`]) |
 ///
 /// ```no_run
 /// # async fn demo() -> cacheme_runtime::Result<()> {
@@ -75,7 +77,10 @@ const CAS_ATTEMPTS: u32 = 1000;
 /// ```
 ///
 /// Every server must answer when the backend is built (an
-/// [`Error::Connect`] names the one that did not). Later, a server that
+/// [`Error::Connect`] names the one that did not), unless `connect` is
+/// `lazy`: then the backend is returned at once, its calls fail fast with
+/// [`Error::Backend`] until every server has answered (checked in the
+/// background, with backoff), and it serves from then on. Later, a server that
 /// goes away fails the calls for its keys with [`Error::Backend`] and is
 /// reconnected to by the next call once it is back.
 ///
@@ -124,17 +129,22 @@ struct Inner {
     /// Striped by key: `incr_by` calls on one key in this process take
     /// turns, so their compare-and-swap loops only race other processes.
     counter_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Set once every server answered and the generation was read; until
+    /// then (lazy mode) every call fails fast.
+    ready: Lazy<()>,
 }
 
 impl MemcachedBackend {
     /// Connects with the given configuration (see the type docs).
     pub async fn from_config(config: ProviderConfig) -> Result<Self> {
         let settings = config::settings(&config)?;
+        let mode = ConnectMode::from_config(&config)?;
         let servers: Vec<Server> = settings
             .servers
             .iter()
             .map(|addr| Server::new(addr.clone(), settings.pool_size, settings.timeout))
             .collect();
+        let ready = Lazy::new(PROVIDER, settings.servers.join(","));
         let inner = Inner {
             ring: Ring::new(&settings.servers),
             servers,
@@ -144,32 +154,18 @@ impl MemcachedBackend {
             generation_refresh: settings.generation_refresh,
             max_value_size: settings.max_value_size,
             counter_locks: (0..COUNTER_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            ready: ready.clone(),
         };
-        for server in &inner.servers {
-            let mut ping = Vec::new();
-            protocol::mn(&mut ping);
-            server
-                .exchange(&ping, Expect::Replies(1))
-                .await
-                .map_err(|e| match e {
-                    ProtocolError::Server(reply) => ProtocolError::Unexpected(format!(
-                        "{reply}: the server does not speak the meta protocol (memcached 1.6 or later is needed)"
-                    )),
-                    other => other,
-                })
-                .map_err(|e| Error::Connect {
-                    provider: PROVIDER,
-                    address: server.addr().to_owned(),
-                    source: e.into(),
-                })?;
-        }
         let backend = MemcachedBackend { inner: Arc::new(inner) };
-        backend.generation().await.map_err(|e| Error::Connect {
-            provider: PROVIDER,
-            address: backend.server_for(&backend.inner.generation_key).addr().to_owned(),
-            source: e.into(),
-        })?;
-        tracing::debug!(provider = PROVIDER, servers = ?settings.servers, prefix = %backend.inner.prefix, "connected");
+        // The attempt must not keep the backend alive: the background task
+        // ends when the backend is dropped.
+        let weak = Arc::downgrade(&backend.inner);
+        ready
+            .connect(mode, connect::attempt(move || handshake(weak.clone())))
+            .await?;
+        if ready.get().is_some() {
+            tracing::debug!(provider = PROVIDER, servers = ?settings.servers, prefix = %backend.inner.prefix, "connected");
+        }
         Ok(backend)
     }
 
@@ -221,9 +217,26 @@ impl MemcachedBackend {
         Ok(keys::data_key(&self.inner.prefix, generation, key))
     }
 
+    /// Fails fast while a lazily opened backend has not reached its servers.
+    fn check_ready(&self) -> Result<(), ProtocolError> {
+        match self.inner.ready.get() {
+            Some(()) => Ok(()),
+            None => Err(ProtocolError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                self.inner.ready.not_connected(),
+            ))),
+        }
+    }
+
     /// The current generation: the cached one if fresh, else read from the
     /// server (and created there if missing, e.g. after a restart).
     async fn generation(&self) -> Result<u64, ProtocolError> {
+        self.check_ready()?;
+        self.read_generation().await
+    }
+
+    /// [`generation`](Self::generation), connected or not.
+    async fn read_generation(&self) -> Result<u64, ProtocolError> {
         let cached = *self.inner.generation.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((generation, read_at)) = cached
             && read_at.elapsed() < self.inner.generation_refresh
@@ -282,6 +295,46 @@ impl MemcachedBackend {
             })
             .collect()
     }
+}
+
+/// One connection attempt: every server answers a no-op in the meta
+/// protocol, and the generation is read (created if missing). A server
+/// that answers but does not speak the meta protocol is refused for good
+/// (it will not learn it); the rest may be retried.
+async fn handshake(inner: Weak<Inner>) -> Result<(), Failure> {
+    let Some(inner) = inner.upgrade() else {
+        return Err(Failure {
+            retry: false,
+            error: "the cache was dropped".into(),
+        });
+    };
+    let backend = MemcachedBackend { inner };
+    for server in &backend.inner.servers {
+        let mut ping = Vec::new();
+        protocol::mn(&mut ping);
+        server
+            .exchange(&ping, Expect::Replies(1))
+            .await
+            .map_err(|e| match e {
+                ProtocolError::Server(reply) => Failure {
+                    retry: false,
+                    error: format!(
+                        "{}: the server replied {reply:?}: it does not speak the meta protocol (memcached 1.6 or later is needed)",
+                        server.addr()
+                    )
+                    .into(),
+                },
+                other => Failure {
+                    retry: true,
+                    error: format!("{}: {other}", server.addr()).into(),
+                },
+            })?;
+    }
+    backend.read_generation().await.map_err(|e| Failure {
+        retry: true,
+        error: format!("{}: {e}", backend.server_for(&backend.inner.generation_key).addr()).into(),
+    })?;
+    Ok(())
 }
 
 fn parse_generation(key: &str, value: Option<Vec<u8>>) -> Result<u64, ProtocolError> {

@@ -284,6 +284,7 @@ impl MemcachedBackend {
     /// `clear`: adds one to the generation counter (creating it if it was
     /// lost) and starts using the new generation at once.
     async fn bump_generation(&self) -> Result<(), ProtocolError> {
+        self.check_ready()?;
         let key = &self.inner.generation_key;
         for _ in 0..CAS_ATTEMPTS {
             let mut request = Vec::new();

@@ -31,7 +31,7 @@ use std::sync::LazyLock;
 
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
-use super::connection::Connection;
+use super::connection::Link;
 use super::stampede::RedisCoordinator;
 use super::{RedisBackend, ttl_millis};
 use crate::backend::{BoxFuture, MAX_KEYS_PER_COMMAND};
@@ -202,13 +202,13 @@ impl RedisBackend {
         if batch.len() == 0 {
             return Ok(Vec::new());
         }
-        match &self.connection {
-            Connection::Node(_) => self
+        match self.link(B::OP)? {
+            Link::Node(_) => self
                 .run_pipelined(batch)
                 .await
                 .map_err(|e| Error::backend(self.provider, B::OP, None, e)),
             #[cfg(feature = "redis-cluster")]
-            Connection::Cluster(cluster) => self.run_per_node(cluster, batch).await,
+            Link::Cluster(cluster) => self.run_per_node(cluster, batch).await,
         }
     }
 

@@ -31,6 +31,7 @@ pub const DEFAULT_MAX_VALUE_SIZE: u64 = 512 * 1024 * 1024;
 /// setting: accepted so Beego configs load unchanged, and ignored because
 /// the connection is multiplexed (there is no pool). `timeout` is the
 /// per-command timeout (in Beego it was the pool's idle timeout).
+/// `connect` is the [`ConnectMode`](crate::ConnectMode).
 pub const JSON_FIELDS: &[&str] = &[
     "key",
     "conn",
@@ -41,10 +42,12 @@ pub const JSON_FIELDS: &[&str] = &[
     "timeout",
     "connectTimeout",
     "maxValueSize",
+    "connect",
 ];
 
-/// URL query parameters the redis provider accepts.
-pub const URL_FIELDS: &[&str] = &["prefix", "timeout", "connectTimeout", "maxValueSize"];
+/// URL query parameters the redis provider accepts (`connect`: the
+/// [`ConnectMode`](crate::ConnectMode)).
+pub const URL_FIELDS: &[&str] = &["prefix", "timeout", "connectTimeout", "maxValueSize", "connect"];
 
 /// How long commands may take and how large a value may be: the same
 /// fields for one server and for a cluster.

@@ -22,6 +22,11 @@
 //!   I/O "timed out" error; the connection stays usable: its late reply is
 //!   matched to the abandoned request and dropped, so the next command
 //!   gets its own reply.
+//!
+//! A backend opened with [`ConnectMode::Lazy`](crate::ConnectMode::Lazy)
+//! may have no connection yet ([`Lazy`]): then every command fails at once
+//! with the reason, without touching the network, until the background
+//! task has connected.
 
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
@@ -34,11 +39,12 @@ use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
 
 pub(crate) use super::config::Limits;
 use crate::config::scaled_timeout;
+use crate::connect::Lazy;
 
 /// A multiplexed connection to one server, or to every node of a cluster.
 /// Cheap to clone: clones share the underlying connections.
 #[derive(Clone)]
-pub(crate) enum Connection {
+pub(crate) enum Link {
     /// One server; reconnects by itself.
     Node(Bounded<ConnectionManager>),
     /// A Redis Cluster: a connection per node, routed by slot.
@@ -76,13 +82,13 @@ impl<C> DerefMut for Bounded<C> {
     }
 }
 
-impl Connection {
-    /// The limits every command on this connection is held to.
+impl Link {
+    /// The limits every command on this link is held to.
     pub(crate) fn limits(&self) -> Limits {
         match self {
-            Connection::Node(node) => node.limits,
+            Link::Node(node) => node.limits,
             #[cfg(feature = "redis-cluster")]
-            Connection::Cluster(cluster) => cluster.limits,
+            Link::Cluster(cluster) => cluster.limits,
         }
     }
 }
@@ -167,15 +173,100 @@ fn too_large(size: usize, limit: u64) -> RedisError {
     ))
 }
 
+/// The backend's [`Link`], once connected. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    /// The configured limits, for the time before the link exists.
+    limits: Limits,
+    lazy: Lazy<Link>,
+    /// This clone's copy of the link, taken on its first command.
+    link: Option<Link>,
+    /// The database (always 0 on a cluster), known before connecting.
+    db: i64,
+}
+
+impl Connection {
+    /// A connection that `lazy` will hold once connected, to database `db`,
+    /// configured with `limits` (the link may refine them, see
+    /// [`Limits::with_server_limit`]).
+    pub(crate) fn new(lazy: Lazy<Link>, db: i64, limits: Limits) -> Self {
+        Connection {
+            limits,
+            lazy,
+            link: None,
+            db,
+        }
+    }
+
+    /// The limits every command is held to: the link's once connected.
+    pub(crate) fn limits(&self) -> Limits {
+        self.lazy.get().map_or(self.limits, Link::limits)
+    }
+
+    /// The link, or the error every command gets while there is none.
+    pub(crate) fn link(&self) -> Result<&Link, RedisError> {
+        self.lazy.get().ok_or_else(|| self.not_connected())
+    }
+
+    fn not_connected(&self) -> RedisError {
+        not_connected(&self.lazy)
+    }
+
+    /// Takes this clone's copy of the link from the shared one, once there
+    /// is one.
+    fn take_link(&mut self) {
+        if self.link.is_none() {
+            self.link = self.lazy.get().cloned();
+        }
+    }
+}
+
+fn not_connected(lazy: &Lazy<Link>) -> RedisError {
+    RedisError::from((ErrorKind::Io, "not connected", lazy.not_connected().to_string()))
+}
+
 impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.take_link();
+        match &mut self.link {
+            Some(link) => link.req_packed_command(cmd),
+            None => {
+                let error = not_connected(&self.lazy);
+                Box::pin(async move { Err(error) })
+            }
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.take_link();
+        match &mut self.link {
+            Some(link) => link.req_packed_commands(pipeline, offset, count),
+            None => {
+                let error = not_connected(&self.lazy);
+                Box::pin(async move { Err(error) })
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        self.db
+    }
+}
+
+impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         let limits = self.limits();
         Box::pin(async move {
             let sent = limits.check([cmd])?;
             let reply = match self {
-                Connection::Node(node) => node.inner.req_packed_command(cmd),
+                Link::Node(node) => node.inner.req_packed_command(cmd),
                 #[cfg(feature = "redis-cluster")]
-                Connection::Cluster(cluster) => cluster.inner.req_packed_command(cmd),
+                Link::Cluster(cluster) => cluster.inner.req_packed_command(cmd),
             };
             limits.bounded(sent, reply).await
         })
@@ -191,9 +282,9 @@ impl ConnectionLike for Connection {
         Box::pin(async move {
             let sent = limits.check(pipeline.cmd_iter())?;
             let replies = match self {
-                Connection::Node(node) => node.inner.req_packed_commands(pipeline, offset, count),
+                Link::Node(node) => node.inner.req_packed_commands(pipeline, offset, count),
                 #[cfg(feature = "redis-cluster")]
-                Connection::Cluster(cluster) => cluster.inner.req_packed_commands(pipeline, offset, count),
+                Link::Cluster(cluster) => cluster.inner.req_packed_commands(pipeline, offset, count),
             };
             limits.bounded(sent, replies).await
         })
@@ -201,9 +292,9 @@ impl ConnectionLike for Connection {
 
     fn get_db(&self) -> i64 {
         match self {
-            Connection::Node(node) => node.get_db(),
+            Link::Node(node) => node.inner.get_db(),
             #[cfg(feature = "redis-cluster")]
-            Connection::Cluster(cluster) => cluster.get_db(),
+            Link::Cluster(cluster) => cluster.inner.get_db(),
         }
     }
 }

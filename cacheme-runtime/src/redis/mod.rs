@@ -17,6 +17,10 @@
 //!   the call that sees it fails with [`Error::Backend`] and the manager
 //!   reconnects in the background, so the same client serves again once the
 //!   server is back. The cluster connection is described in [`cluster`].
+//! - `connect=lazy` ([`ConnectMode::Lazy`]) opens the backend while its
+//!   server is unreachable: calls fail fast until a background task has
+//!   made the connection (see [`connect`](crate::connect)). A password the
+//!   server refuses is never retried as "unreachable": it fails the open.
 //! - `rediss://` (TLS) needs the `redis-tls` feature: rustls with the ring
 //!   provider, trusting the system's root certificates. The ring provider is
 //!   installed as rustls's process default unless the application installed
@@ -40,14 +44,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, RedisError, RedisResult, Script};
+use redis::{AsyncConnectionConfig, Cmd, RedisError, RedisResult, Script};
 
-use self::connection::{Bounded, Connection};
+use self::connection::{Bounded, Connection, Limits, Link};
 use self::notify::{Notifier, PushConnection};
 use self::stampede::RedisCoordinator;
 
 use crate::backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, MAX_KEYS_PER_COMMAND, Ttl};
 use crate::config::ProviderConfig;
+use crate::connect::{self, Attempt, ConnectMode, Failure, Lazy};
 use crate::error::{Error, Op, Result};
 use crate::stampede::Coordination;
 
@@ -61,7 +66,8 @@ const CLEAR_BATCH: usize = 1000;
 /// Beego JSON: `{"key":"app","conn":"127.0.0.1:6379","dbNum":"0","password":"...","user":"..."}`
 /// where `key` is the key prefix (default `cacheme`) and `conn`
 /// may be Beego's host-less `":6379"`. URL:
-/// `redis://[user][:password@]host:port[/db][?prefix=app]`.
+/// `redis://[user][:password@]host:port[/db][?prefix=app][&connect=lazy]`
+/// (`connect`: see [`ConnectMode`]; also a JSON field).
 ///
 /// The same type serves a Redis Cluster, built by
 /// [`from_cluster_config`](RedisBackend::from_cluster_config) (provider
@@ -106,9 +112,11 @@ pub struct RedisBackend {
 
 impl RedisBackend {
     /// Connects with the given configuration (see the type docs). An
-    /// unreachable server is an [`Error::Connect`] naming the address.
+    /// unreachable server is an [`Error::Connect`] naming the address,
+    /// unless the configuration says `connect=lazy` (see [`ConnectMode`]).
     pub async fn from_config(config: ProviderConfig) -> Result<Self> {
         let settings = config::settings(&config)?;
+        let mode = ConnectMode::from_config(&config)?;
         #[cfg(feature = "redis-tls")]
         if matches!(settings.info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
             // redis-rs builds a rustls `ClientConfig` with the process-wide
@@ -152,50 +160,66 @@ impl RedisBackend {
             }),
             pushes,
         );
-        RedisBackend::connect(PROVIDER, settings.address, &settings.prefix, notifier, async move {
-            let client = redis::Client::open(info)?;
-            let mut manager = limits
-                .connecting(ConnectionManager::new_with_config(client, manager_config(None)))
-                .await?;
-            let limits = match settings.limits_from_server {
-                true => limits.with_server_limit(&mut manager).await,
-                false => limits,
-            };
-            Ok(Connection::Node(Bounded::new(manager, limits)))
-        })
-        .await
+        let db = info.redis_settings().db();
+        let limits_from_server = settings.limits_from_server;
+        let connecting = checked(move || {
+            let info = info.clone();
+            async move {
+                let client = redis::Client::open(info.clone())?;
+                let config = manager_config(None);
+                // One plain connection first: it fails at once when the
+                // server is down or refuses the password, where the manager
+                // would retry (its retries are for reconnecting later). On
+                // db 0, so `SELECT` stays once per connection of the manager.
+                let probe_info = info.clone().set_redis_settings(info.redis_settings().clone().set_db(0));
+                let probe = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(limits.connect_timeout))
+                    .set_response_timeout(Some(limits.connect_timeout));
+                let mut probe = limits
+                    .connecting(redis::Client::open(probe_info)?.get_multiplexed_async_connection_with_config(&probe))
+                    .await?;
+                let _: String = limits.bounded(0, redis::cmd("PING").query_async(&mut probe)).await?;
+                drop(probe);
+                let mut manager = limits
+                    .connecting(ConnectionManager::new_with_config(client, config))
+                    .await?;
+                let limits = match limits_from_server {
+                    true => limits.with_server_limit(&mut manager).await,
+                    false => limits,
+                };
+                Ok(Link::Node(Bounded::new(manager, limits)))
+            }
+        });
+        let opening = Opening {
+            provider: PROVIDER,
+            limits,
+            address: settings.address,
+            mode,
+            db,
+        };
+        RedisBackend::connect(opening, &settings.prefix, notifier, connecting).await
     }
 
-    /// The backend over the connection `connecting` makes, once a PING went
-    /// through: the handshake does not prove we may run commands (a server
-    /// with `requirepass` accepts the connection, then refuses everything),
-    /// so a missing or wrong password becomes a connect error here. Any
-    /// failure is an [`Error::Connect`] naming `address`.
-    async fn connect(
-        provider: &'static str,
-        address: String,
-        prefix: &str,
-        notifier: Notifier,
-        connecting: impl Future<Output = RedisResult<Connection>>,
-    ) -> Result<Self> {
-        let checked = async {
-            let mut connection = connecting.await?;
-            let _: String = redis::cmd("PING").query_async(&mut connection).await?;
-            Ok::<_, RedisError>(connection)
-        };
-        let connection = match checked.await {
-            Ok(connection) => connection,
-            Err(source) => {
-                return Err(Error::Connect {
-                    provider,
-                    address,
-                    source: source.into(),
-                });
-            }
-        };
-        tracing::debug!(provider, address = %address, prefix = %prefix, "connected");
+    /// The backend over the connection `connecting` makes (see
+    /// [`checked`]), made now or, in lazy mode, possibly in the background
+    /// (see [`connect`](crate::connect)). A failure of the first attempt is
+    /// an [`Error::Connect`] naming the address, in lazy mode only when the
+    /// server answered and refused.
+    async fn connect(opening: Opening, prefix: &str, notifier: Notifier, connecting: Attempt<Link>) -> Result<Self> {
+        let Opening {
+            provider,
+            limits,
+            address,
+            mode,
+            db,
+        } = opening;
+        let lazy = Lazy::new(provider, address.clone());
+        lazy.connect(mode, connecting).await?;
+        if lazy.get().is_some() {
+            tracing::debug!(provider, address = %address, prefix = %prefix, "connected");
+        }
         Ok(RedisBackend {
-            connection,
+            connection: Connection::new(lazy, db, limits),
             provider,
             key_prefix: format!("{prefix}:"),
             address,
@@ -210,13 +234,18 @@ impl RedisBackend {
         &self.key_prefix[..self.key_prefix.len() - 1]
     }
 
-    /// Whether this backend runs on a Redis Cluster.
+    /// Whether this backend runs on a Redis Cluster (known before it is
+    /// connected).
     fn is_cluster(&self) -> bool {
-        match self.connection {
-            Connection::Node(_) => false,
-            #[cfg(feature = "redis-cluster")]
-            Connection::Cluster(_) => true,
-        }
+        self.provider != PROVIDER
+    }
+
+    /// The connection's link, or the error of a lazily opened backend that
+    /// is not connected yet.
+    fn link(&self, op: Op) -> Result<&Link> {
+        self.connection
+            .link()
+            .map_err(|e| Error::backend(self.provider, op, None, e))
     }
 
     /// How many pub/sub channels this backend's notification connection is
@@ -243,8 +272,8 @@ impl RedisBackend {
     /// Removes the keys under `prefix:glob` that `filter` accepts, from the
     /// one server or from every master of a cluster; returns how many.
     async fn scan_unlink(&self, glob: &str, filter: &KeyFilter<'_>, op: Op) -> Result<u64> {
-        match &self.connection {
-            Connection::Node(_) => {
+        match self.link(op)? {
+            Link::Node(_) => {
                 self.scan_node(glob, filter, op, |scan| async move {
                     let mut connection = self.connection.clone();
                     scan.query_async(&mut connection).await
@@ -252,7 +281,7 @@ impl RedisBackend {
                 .await
             }
             #[cfg(feature = "redis-cluster")]
-            Connection::Cluster(cluster) => self.scan_cluster(cluster, glob, filter, op).await,
+            Link::Cluster(cluster) => self.scan_cluster(cluster, glob, filter, op).await,
         }
     }
 
@@ -317,6 +346,64 @@ impl RedisBackend {
         }
         cmd
     }
+}
+
+/// Where and how a backend connects: what [`RedisBackend::connect`] needs
+/// besides the connection itself.
+struct Opening {
+    provider: &'static str,
+    /// The configured command limits.
+    limits: Limits,
+    /// Where, without credentials.
+    address: String,
+    mode: ConnectMode,
+    /// The database (0 on a cluster).
+    db: i64,
+}
+
+/// One connection attempt: the link `connecting` makes, once a PING went
+/// through. The handshake does not prove we may run commands (a server with
+/// `requirepass` accepts the connection, then refuses everything), so a
+/// missing or wrong password fails the attempt here, as one that must not
+/// be retried (see [`unreachable`]).
+fn checked<F, Fut>(connecting: F) -> Attempt<Link>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = RedisResult<Link>> + Send + 'static,
+{
+    connect::attempt(move || {
+        let connecting = connecting();
+        async move {
+            let checked = async {
+                let mut link = connecting.await?;
+                let _: String = redis::cmd("PING").query_async(&mut link).await?;
+                Ok::<_, RedisError>(link)
+            };
+            checked.await.map_err(|error| Failure {
+                retry: unreachable(&error),
+                error: error.into(),
+            })
+        }
+    })
+}
+
+/// Whether a failed connection attempt means the server could not be
+/// reached, or is not ready yet (loading, a cluster without all its slots
+/// served), rather than that it answered and refused (a wrong password, a
+/// database it does not have, a bad TLS setting).
+fn unreachable(error: &RedisError) -> bool {
+    // redis-rs's cluster client reports a node's refusal inside an I/O
+    // error ("Failed to create initial connections - Io: Password
+    // authentication failed - AuthenticationFailed"): look at the words.
+    let text = error.to_string();
+    let refused = ["AuthenticationFailed", "NOAUTH", "WRONGPASS", "NOPERM"]
+        .iter()
+        .any(|word| text.contains(word));
+    !refused
+        && (matches!(
+            error.kind(),
+            redis::ErrorKind::Io | redis::ErrorKind::ClusterConnectionNotFound
+        ) || matches!(error.retry_method(), redis::RetryMethod::WaitAndRetry))
 }
 
 /// A TTL in whole milliseconds, rounded up and never zero, clamped to
@@ -531,13 +618,13 @@ impl Backend for RedisBackend {
     /// `INFO memory`'s `used_memory`, summed over a cluster's masters.
     fn memory_used(&self) -> BoxFuture<'_, Result<u64>> {
         Box::pin(async move {
-            let reports: Vec<String> = match &self.connection {
-                Connection::Node(_) => vec![
+            let reports: Vec<String> = match self.link(Op::MemoryUsed)? {
+                Link::Node(_) => vec![
                     self.query(redis::cmd("INFO").arg("memory"), Op::MemoryUsed, None)
                         .await?,
                 ],
                 #[cfg(feature = "redis-cluster")]
-                Connection::Cluster(cluster) => self.info_of_masters(cluster, "memory").await?,
+                Link::Cluster(cluster) => self.info_of_masters(cluster, "memory").await?,
             };
             reports.iter().try_fold(0u64, |sum, report| {
                 let used = info_field(report, "used_memory").ok_or_else(|| {

@@ -1,37 +1,56 @@
 //! Stampede notifications over Redis pub/sub: one push connection per
-//! backend (so per client), a dispatcher task, and a table of waiters per
-//! channel.
+//! backend (so per client), a table of waiters per channel, a dispatcher
+//! task that hands each message to its channel's waiters, and a subscriber
+//! task that keeps the server's subscriptions in line with the table.
 //!
-//! - A waiter registers in the table, then the channel is subscribed (if
-//!   no other waiter of this process has it) and the subscription is
-//!   confirmed by the server before [`Notifier::watch`] returns: a
-//!   notification published after that cannot be missed.
-//! - The dispatcher reads the connection's push messages and hands each
-//!   to the waiters of its channel, removing them from the table.
-//! - A waiter that leaves (notified, timed out, cancelled) is removed; the
-//!   last one of a channel unsubscribes it. Subscribes and unsubscribes go
-//!   through one async lock so they reach the server in order.
+//! - A waiter registers in the table, then asks the subscriber task for a
+//!   round and waits for it: [`Notifier::watch`] returns once the server
+//!   confirmed the channel's subscription, so a notification published
+//!   after that cannot be missed. A channel some waiter of this process
+//!   already has subscribed costs no round trip at all.
+//! - Each channel has its own state (pending, subscribed, unsubscribing);
+//!   no lock is held across a network call. The subscriber task does the
+//!   network work in rounds: each round takes every request queued so far,
+//!   and sends one `SUBSCRIBE` for every channel that has waiters and is
+//!   not subscribed and one `UNSUBSCRIBE` for every subscribed channel
+//!   whose waiters all left. So many waiters arriving together, or a batch
+//!   registering many keys at once ([`Notifier::watch_many`]), cost one
+//!   command, not one per channel; and a subscribe and an unsubscribe of
+//!   one channel reach the server in the order they were decided.
+//! - Failures do not stick: a connect or a subscribe that fails (or whose
+//!   waiter gave up or was cancelled) fails only the waiters of that round;
+//!   the next request connects or subscribes again. The dispatcher is
+//!   started before the first connect and lives as long as the notifier.
 //! - One server: `SUBSCRIBE`/`PUBLISH` on a RESP3 `ConnectionManager` that
-//!   reconnects and resubscribes by itself. A cluster: sharded
-//!   `SSUBSCRIBE`/`SPUBLISH` on a RESP3 cluster connection, so a message
-//!   travels to the channel's shard only, not to every node.
-//! - A lost message or a reconnect costs a waiter at most one wait round
-//!   (`lock_ttl` plus a margin), never an error.
+//!   reconnects and resubscribes by itself after a lost connection. A
+//!   cluster: sharded `SSUBSCRIBE`/`SPUBLISH` on a RESP3 cluster connection
+//!   (which also resubscribes), so a message travels to the channel's shard
+//!   only; Redis refuses a sharded subscribe across slots, so a round sends
+//!   one `SSUBSCRIBE` per slot.
+//! - A message published while the connection is being replaced is lost:
+//!   it costs a waiter at most one wait round (`lock_ttl` plus a margin),
+//!   never an error.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 #[cfg(feature = "redis-cluster")]
 use redis::cluster_async::ClusterConnection;
-use redis::{PushInfo, PushKind, RedisResult, Value};
-use tokio::sync::mpsc::UnboundedReceiver;
+use redis::{ErrorKind, PushInfo, PushKind, RedisError, RedisResult, Value};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::oneshot;
 
 use crate::backend::BoxFuture;
 use crate::stampede::{Notice, Watch};
+
+/// The longest a round (connecting, subscribing, unsubscribing) may take;
+/// past it the round fails and its channels are subscribed again by the
+/// next one.
+const ROUND_LIMIT: Duration = Duration::from_secs(5);
 
 /// The connection notifications arrive on.
 pub(super) enum PushConnection {
@@ -41,28 +60,81 @@ pub(super) enum PushConnection {
 }
 
 impl PushConnection {
-    async fn subscribe(&mut self, channel: &str) -> RedisResult<()> {
+    /// Subscribes to `channels`: one `SUBSCRIBE`, or in a cluster one
+    /// `SSUBSCRIBE` per slot.
+    async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
-            PushConnection::Node(node) => node.subscribe(channel).await,
+            PushConnection::Node(node) => node.subscribe(channels).await,
             #[cfg(feature = "redis-cluster")]
-            PushConnection::Cluster(cluster) => cluster.ssubscribe(channel).await,
+            PushConnection::Cluster(cluster) => {
+                per_slot(channels, |group| {
+                    let mut cluster = cluster.clone();
+                    async move { cluster.ssubscribe(group).await }
+                })
+                .await
+            }
         }
     }
 
-    async fn unsubscribe(&mut self, channel: &str) -> RedisResult<()> {
+    /// Unsubscribes from `channels`, as [`subscribe`](Self::subscribe).
+    async fn unsubscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
-            PushConnection::Node(node) => node.unsubscribe(channel).await,
+            PushConnection::Node(node) => node.unsubscribe(channels).await,
             #[cfg(feature = "redis-cluster")]
-            PushConnection::Cluster(cluster) => cluster.sunsubscribe(channel).await,
+            PushConnection::Cluster(cluster) => {
+                per_slot(channels, |group| {
+                    let mut cluster = cluster.clone();
+                    async move { cluster.sunsubscribe(group).await }
+                })
+                .await
+            }
         }
     }
 }
 
-/// Makes the push connection, on first use.
+/// Runs `command` once per slot with the channels of that slot, all slots
+/// concurrently; the first error, if any.
+#[cfg(feature = "redis-cluster")]
+async fn per_slot<F, Fut>(channels: &[String], command: F) -> RedisResult<()>
+where
+    F: Fn(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = RedisResult<()>>,
+{
+    let mut slots: HashMap<redis::cluster_routing::Slot, Vec<String>> = HashMap::new();
+    for channel in channels {
+        let slot = redis::cluster_routing::Slot::for_key(channel);
+        slots.entry(slot).or_default().push(channel.clone());
+    }
+    let sent = futures_util::future::join_all(slots.into_values().map(command)).await;
+    sent.into_iter().collect()
+}
+
+/// Makes the push connection, on first use and again after a failure.
 pub(super) type Connector = Box<dyn Fn() -> BoxFuture<'static, RedisResult<PushConnection>> + Send + Sync>;
 
-/// The waiters of one channel.
-type Waiters = Vec<(u64, oneshot::Sender<Notice>)>;
+/// Where one channel stands with the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Not subscribed, or not known to be (a round failed).
+    Pending,
+    /// Subscribed, confirmed by the server.
+    Subscribed,
+    /// An unsubscribe is on its way; a waiter arriving now needs a round.
+    Unsubscribing,
+}
+
+/// One channel: its waiters and its state. An entry lives while it has
+/// waiters or a subscription to undo.
+struct Channel {
+    waiters: Vec<(u64, oneshot::Sender<Notice>)>,
+    state: State,
+}
+
+/// Asks the subscriber task for a round; `done`, if any, hears when it
+/// ended (with its error, if it failed).
+struct Request {
+    done: Option<oneshot::Sender<RedisResult<()>>>,
+}
 
 /// Cheap to clone; clones share the connection and the table.
 #[derive(Clone)]
@@ -72,86 +144,119 @@ pub(super) struct Notifier {
 
 struct Inner {
     connect: Connector,
-    /// Push messages, until the dispatcher takes them.
-    pushes: Mutex<Option<UnboundedReceiver<PushInfo>>>,
-    table: Mutex<HashMap<String, Waiters>>,
+    /// The receivers of the two tasks, until the first watch starts them.
+    tasks: Mutex<Option<(UnboundedReceiver<PushInfo>, UnboundedReceiver<Request>)>>,
+    requests: UnboundedSender<Request>,
+    table: Mutex<HashMap<String, Channel>>,
     next_id: AtomicU64,
     /// Registrations alive.
     live: AtomicUsize,
-    subscriptions: tokio::sync::Mutex<Subscriptions>,
-}
-
-#[derive(Default)]
-struct Subscriptions {
-    connection: Option<PushConnection>,
-    /// Channel -> registrations alive that need it.
-    counts: HashMap<String, usize>,
 }
 
 impl Notifier {
     /// A notifier whose connection `connect` makes and whose messages
-    /// arrive on `pushes`.
+    /// arrive on `pushes`. Nothing connects before the first watch.
     pub(super) fn new(connect: Connector, pushes: UnboundedReceiver<PushInfo>) -> Self {
+        let (requests, queued) = unbounded_channel();
         Notifier {
             inner: Arc::new(Inner {
                 connect,
-                pushes: Mutex::new(Some(pushes)),
+                tasks: Mutex::new(Some((pushes, queued))),
+                requests,
                 table: Mutex::default(),
                 next_id: AtomicU64::new(0),
                 live: AtomicUsize::new(0),
-                subscriptions: tokio::sync::Mutex::default(),
             }),
         }
     }
 
     /// Registers for `channel`; returns once the server confirmed the
-    /// subscription.
+    /// subscription (see [`watch_many`](Self::watch_many)).
     pub(super) async fn watch(&self, channel: &str) -> RedisResult<Watch> {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tell, notice) = oneshot::channel();
-        lock(&self.inner.table)
-            .entry(channel.to_owned())
-            .or_default()
-            .push((id, tell));
-        self.inner.live.fetch_add(1, Ordering::Relaxed);
-        // From here on, dropping the registration cleans up.
-        let registration = Registration {
-            inner: Arc::clone(&self.inner),
-            channel: channel.to_owned(),
-            id,
-            counted: Arc::new(AtomicBool::new(false)),
-        };
-        self.subscribe(channel, &registration.counted).await?;
-        Ok(Watch::notified(notice, Box::new(registration)))
+        let mut watches = self.watch_many(&[channel]).await?;
+        watches
+            .pop()
+            .ok_or_else(|| RedisError::from((ErrorKind::Client, "no watch for the channel")))
     }
 
-    /// Counts a registration of `channel` (marking `counted` under the
-    /// lock, so a cancelled caller's cleanup knows), subscribing the first.
-    async fn subscribe(&self, channel: &str, counted: &AtomicBool) -> RedisResult<()> {
-        let mut subs = self.inner.subscriptions.lock().await;
-        if subs.connection.is_none() {
-            let pushes = lock(&self.inner.pushes).take();
-            let connection = (self.inner.connect)().await?;
-            if let Some(pushes) = pushes {
-                tokio::spawn(dispatch(Arc::downgrade(&self.inner), pushes));
+    /// Registers for every channel of `channels` and returns one [`Watch`]
+    /// per channel, in order, once the server confirmed every subscription:
+    /// the channels not subscribed yet go out in one `SUBSCRIBE` (in a
+    /// cluster one `SSUBSCRIBE` per slot), together with those of any other
+    /// waiter that asked meanwhile.
+    ///
+    /// An error (no connection, the server refused) fails the whole call;
+    /// the next call tries again.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future at any point leaves nothing behind: the
+    /// registrations made so far are removed, and a subscription no waiter
+    /// needs any more is undone by the subscriber task.
+    pub(crate) async fn watch_many(&self, channels: &[&str]) -> RedisResult<Vec<Watch>> {
+        self.start_tasks();
+        let mut registrations = Vec::with_capacity(channels.len());
+        let mut notices = Vec::with_capacity(channels.len());
+        let mut ready = true;
+        {
+            let mut table = lock(&self.inner.table);
+            for channel in channels {
+                let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+                let (tell, notice) = oneshot::channel();
+                let entry = table.entry((*channel).to_owned()).or_insert_with(|| Channel {
+                    waiters: Vec::new(),
+                    state: State::Pending,
+                });
+                entry.waiters.push((id, tell));
+                ready &= entry.state == State::Subscribed;
+                self.inner.live.fetch_add(1, Ordering::Relaxed);
+                // From here on, dropping the registration cleans up.
+                registrations.push(Registration {
+                    inner: Arc::clone(&self.inner),
+                    channel: (*channel).to_owned(),
+                    id,
+                });
+                notices.push(notice);
             }
-            subs.connection = Some(connection);
         }
-        let count = subs.counts.entry(channel.to_owned()).or_default();
-        *count += 1;
-        counted.store(true, Ordering::Relaxed);
-        if *count == 1 {
-            let subscribed = match subs.connection.as_mut() {
-                Some(connection) => connection.subscribe(channel).await,
-                None => Ok(()),
-            };
-            if let Err(error) = subscribed {
-                subs.counts.remove(channel);
-                counted.store(false, Ordering::Relaxed);
-                return Err(error);
+        if !ready {
+            let (done, round) = oneshot::channel();
+            self.inner
+                .requests
+                .send(Request { done: Some(done) })
+                .map_err(|_| gone())?;
+            let outcome = round.await.map_err(|_| gone())?;
+            let table = lock(&self.inner.table);
+            // A channel is covered when it is subscribed, or when its notice
+            // already came (the dispatcher took the waiter).
+            let missing = registrations.iter().any(|registration| {
+                table.get(&registration.channel).is_some_and(|entry| {
+                    entry.state != State::Subscribed && entry.waiters.iter().any(|(id, _)| *id == registration.id)
+                })
+            });
+            if missing {
+                outcome?;
+                return Err(RedisError::from((
+                    ErrorKind::Io,
+                    "not subscribed",
+                    "the subscription round did not confirm every channel".to_owned(),
+                )));
             }
         }
-        Ok(())
+        Ok(notices
+            .into_iter()
+            .zip(registrations)
+            .map(|(notice, registration)| Watch::notified(notice, Box::new(registration)))
+            .collect())
+    }
+
+    /// Starts the dispatcher and the subscriber task, once.
+    fn start_tasks(&self) {
+        let Some((pushes, requests)) = lock(&self.inner.tasks).take() else {
+            return;
+        };
+        tokio::spawn(dispatch(Arc::downgrade(&self.inner), pushes));
+        tokio::spawn(subscriber(Arc::downgrade(&self.inner), requests));
     }
 
     /// Registrations alive (waiters of this process).
@@ -159,9 +264,12 @@ impl Notifier {
         self.inner.live.load(Ordering::Relaxed)
     }
 
-    /// Channels subscribed now.
+    /// Channels subscribed now (or being unsubscribed).
     pub(super) async fn subscribed(&self) -> usize {
-        self.inner.subscriptions.lock().await.counts.len()
+        lock(&self.inner.table)
+            .values()
+            .filter(|entry| entry.state != State::Pending)
+            .count()
     }
 }
 
@@ -173,58 +281,160 @@ impl fmt::Debug for Notifier {
     }
 }
 
-/// One waiter's place in the table; dropping it leaves.
+fn gone() -> RedisError {
+    RedisError::from((ErrorKind::Client, "the notifier's subscriber task has stopped"))
+}
+
+/// One waiter's place in the table; dropping it leaves, and asks the
+/// subscriber task to undo a subscription nobody needs any more.
 struct Registration {
     inner: Arc<Inner>,
     channel: String,
     id: u64,
-    /// Whether this registration holds a count in `Subscriptions`.
-    counted: Arc<AtomicBool>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        {
+        let undo = {
             let mut table = lock(&self.inner.table);
-            if let Some(waiters) = table.get_mut(&self.channel) {
-                waiters.retain(|(id, _)| *id != self.id);
-                if waiters.is_empty() {
-                    table.remove(&self.channel);
+            match table.get_mut(&self.channel) {
+                Some(entry) => {
+                    entry.waiters.retain(|(id, _)| *id != self.id);
+                    let idle = entry.waiters.is_empty();
+                    if idle && entry.state == State::Pending {
+                        table.remove(&self.channel);
+                    }
+                    idle
                 }
+                None => false,
             }
-        }
+        };
         self.inner.live.fetch_sub(1, Ordering::Relaxed);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        if undo {
+            let _ = self.inner.requests.send(Request { done: None });
+        }
+    }
+}
+
+/// Keeps the server's subscriptions in line with the table, one round at a
+/// time (see the module docs). Ends when the notifier is dropped.
+async fn subscriber(inner: Weak<Inner>, mut requests: UnboundedReceiver<Request>) {
+    let mut connection: Option<PushConnection> = None;
+    while let Some(first) = requests.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(more) = requests.try_recv() {
+            waiting.push(more);
+        }
+        let Some(inner) = inner.upgrade() else {
             return;
         };
-        let inner = Arc::clone(&self.inner);
-        let channel = std::mem::take(&mut self.channel);
-        let counted = Arc::clone(&self.counted);
-        runtime.spawn(async move {
-            let mut subs = inner.subscriptions.lock().await;
-            if !counted.load(Ordering::Relaxed) {
-                return;
+        let outcome = match tokio::time::timeout(ROUND_LIMIT, round(&inner, &mut connection)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                settle_failed(&inner);
+                Err(RedisError::from((
+                    ErrorKind::Io,
+                    "subscription round timed out",
+                    format!("no answer within {ROUND_LIMIT:?}"),
+                )))
             }
-            let Some(count) = subs.counts.get_mut(&channel) else {
-                return;
-            };
-            *count -= 1;
-            if *count > 0 {
-                return;
+        };
+        if let Err(error) = &outcome {
+            tracing::debug!(%error, "notification subscription round failed");
+        }
+        drop(inner);
+        for request in waiting {
+            if let Some(done) = request.done {
+                let _ = done.send(outcome.clone());
             }
-            subs.counts.remove(&channel);
-            if let Some(connection) = subs.connection.as_mut()
-                && let Err(error) = connection.unsubscribe(&channel).await
-            {
-                tracing::debug!(channel, %error, "unsubscribe failed");
+        }
+    }
+}
+
+/// One round: what to subscribe and unsubscribe, decided under the table's
+/// lock, then sent (connecting first if needed) with the lock released.
+async fn round(inner: &Inner, connection: &mut Option<PushConnection>) -> RedisResult<()> {
+    let (subscribe, unsubscribe) = {
+        let mut table = lock(&inner.table);
+        let mut subscribe = Vec::new();
+        let mut unsubscribe = Vec::new();
+        for (channel, entry) in table.iter_mut() {
+            match (entry.waiters.is_empty(), entry.state) {
+                (false, State::Pending) => subscribe.push(channel.clone()),
+                (true, State::Subscribed) => {
+                    entry.state = State::Unsubscribing;
+                    unsubscribe.push(channel.clone());
+                }
+                _ => {}
             }
-        });
+        }
+        (subscribe, unsubscribe)
+    };
+    if subscribe.is_empty() && unsubscribe.is_empty() {
+        return Ok(());
+    }
+    let sent = async {
+        if connection.is_none() {
+            *connection = Some((inner.connect)().await?);
+        }
+        let Some(connection) = connection.as_mut() else {
+            return Ok(());
+        };
+        if !unsubscribe.is_empty() {
+            connection.unsubscribe(&unsubscribe).await?;
+        }
+        if !subscribe.is_empty() {
+            connection.subscribe(&subscribe).await?;
+        }
+        Ok(())
+    };
+    let outcome: RedisResult<()> = sent.await;
+    let mut table = lock(&inner.table);
+    match &outcome {
+        Ok(()) => {
+            for channel in &subscribe {
+                if let Some(entry) = table.get_mut(channel) {
+                    entry.state = State::Subscribed;
+                }
+            }
+            settle_unsubscribed(&mut table, &unsubscribe);
+        }
+        // What reached the server is unknown: both lists count as not
+        // subscribed, and the next round subscribes what has waiters.
+        Err(_) => settle_unsubscribed(&mut table, &unsubscribe),
+    }
+    outcome
+}
+
+/// After a round that timed out: nothing in flight is known to have
+/// happened.
+fn settle_failed(inner: &Inner) {
+    let mut table = lock(&inner.table);
+    let unsubscribing: Vec<String> = table
+        .iter()
+        .filter(|(_, entry)| entry.state == State::Unsubscribing)
+        .map(|(channel, _)| channel.clone())
+        .collect();
+    settle_unsubscribed(&mut table, &unsubscribing);
+}
+
+/// `channels` are no longer subscribed: drop the entries no waiter needs,
+/// and mark the others (a waiter arrived meanwhile) for the next round.
+fn settle_unsubscribed(table: &mut HashMap<String, Channel>, channels: &[String]) {
+    for channel in channels {
+        if let Some(entry) = table.get_mut(channel) {
+            if entry.waiters.is_empty() {
+                table.remove(channel);
+            } else {
+                entry.state = State::Pending;
+            }
+        }
     }
 }
 
 /// Hands each published notice to the waiters of its channel. Ends when
 /// the notifier is dropped or the connection's push sender goes away.
-async fn dispatch(inner: std::sync::Weak<Inner>, mut pushes: UnboundedReceiver<PushInfo>) {
+async fn dispatch(inner: Weak<Inner>, mut pushes: UnboundedReceiver<PushInfo>) {
     while let Some(push) = pushes.recv().await {
         let Some(inner) = inner.upgrade() else {
             return;
@@ -246,7 +456,11 @@ async fn dispatch(inner: std::sync::Weak<Inner>, mut pushes: UnboundedReceiver<P
         let Ok(channel) = std::str::from_utf8(channel) else {
             continue;
         };
-        let waiters = lock(&inner.table).remove(channel);
+        // The entry stays (with its subscription) until its waiters'
+        // registrations are dropped.
+        let waiters = lock(&inner.table)
+            .get_mut(channel)
+            .map(|entry| std::mem::take(&mut entry.waiters));
         for (_, tell) in waiters.into_iter().flatten() {
             let _ = tell.send(notice);
         }
@@ -263,4 +477,206 @@ fn bytes(value: &Value) -> Option<&[u8]> {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use cacheme_test_support::RedisServer;
+    use redis::aio::ConnectionManagerConfig;
+
+    use super::*;
+
+    /// A notifier on `server`, made the way the backend makes it.
+    fn notifier(server: &RedisServer) -> Notifier {
+        notifier_at(&format!("{}/?protocol=resp3", server.url()))
+    }
+
+    fn notifier_at(url: &str) -> Notifier {
+        let client = redis::Client::open(url).unwrap();
+        let (pushes_in, pushes) = unbounded_channel();
+        Notifier::new(
+            Box::new(move || {
+                let client = client.clone();
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_number_of_retries(1)
+                    .set_push_sender(pushes_in.clone())
+                    .set_automatic_resubscription();
+                Box::pin(async move {
+                    Ok(PushConnection::Node(
+                        ConnectionManager::new_with_config(client, config).await?,
+                    ))
+                })
+            }),
+            pushes,
+        )
+    }
+
+    async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(server.url()).unwrap();
+        client.get_multiplexed_async_connection().await.unwrap()
+    }
+
+    /// `cmdstat_<command>` calls from `INFO commandstats`.
+    async fn calls(raw: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query_async(raw).await.unwrap();
+        let needle = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(&needle))
+            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    }
+
+    /// Publishes a fill notice on `channel` until a subscriber receives it
+    /// (a resubscription may still be on its way), for at most 10 s.
+    async fn publish(raw: &mut redis::aio::MultiplexedConnection, channel: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let heard: u64 = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg("filled")
+                .query_async(raw)
+                .await
+                .unwrap();
+            if heard > 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nobody subscribed to {channel}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for `watch`'s notice; it must come well within a second.
+    async fn woken(watch: &mut Watch) {
+        let started = Instant::now();
+        let notice = watch.wait(Duration::from_secs(5)).await;
+        assert_eq!(notice, Notice::Filled);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "woken after {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn many_channels_are_subscribed_with_one_command() {
+        let server = RedisServer::start();
+        let mut raw = raw(&server).await;
+        let notifier = notifier(&server);
+        let names: Vec<String> = (0..200).map(|i| format!("app:{{k{i}}}:done")).collect();
+        let channels: Vec<&str> = names.iter().map(String::as_str).collect();
+
+        let before = calls(&mut raw, "subscribe").await;
+        let mut watches = notifier.watch_many(&channels).await.unwrap();
+        assert_eq!(
+            calls(&mut raw, "subscribe").await - before,
+            1,
+            "one SUBSCRIBE for 200 channels"
+        );
+        assert_eq!(notifier.subscribed().await, 200);
+        assert_eq!(notifier.waiting(), 200);
+
+        // A channel this process already has subscribed costs no command.
+        let mut again = notifier.watch(channels[7]).await.unwrap();
+        assert_eq!(calls(&mut raw, "subscribe").await - before, 1);
+
+        publish(&mut raw, channels[7]).await;
+        woken(&mut watches[7]).await;
+        woken(&mut again).await;
+        assert_eq!(
+            watches[8].wait(Duration::from_millis(50)).await,
+            Notice::Quiet,
+            "only the published channel's waiters are woken"
+        );
+
+        drop(watches);
+        drop(again);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left: Vec<String> = redis::cmd("PUBSUB")
+                .arg("CHANNELS")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            if left.is_empty() && notifier.subscribed().await == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "still subscribed: {}", left.len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(notifier.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_first_subscribe_does_not_disable_notifications() {
+        let mut server = RedisServer::start();
+        let notifier = notifier(&server);
+        server.stop();
+        assert!(notifier.watch("app:{k}:done").await.is_err(), "no server");
+        server.restart();
+        let mut raw = raw(&server).await;
+        let mut watch = notifier.watch("app:{k}:done").await.unwrap();
+        publish(&mut raw, "app:{k}:done").await;
+        woken(&mut watch).await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_first_subscribe_does_not_disable_notifications() {
+        let server = RedisServer::builder().acl_user("b", "b-pw").start();
+        let mut raw = raw(&server).await;
+        let notifier = notifier_at(&format!("redis://b:b-pw@{}/?protocol=resp3", server.addr()));
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("b")
+            .arg("resetchannels")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let refused = notifier.watch("app:{k}:done").await;
+        assert!(refused.is_err_and(|e| e.to_string().contains("NoPerm")));
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("b")
+            .arg("allchannels")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let mut watch = notifier.watch("app:{k}:done").await.unwrap();
+        publish(&mut raw, "app:{k}:done").await;
+        woken(&mut watch).await;
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_first_subscribe_does_not_disable_notifications() {
+        let mut server = RedisServer::start();
+        let notifier = notifier(&server);
+        server.freeze();
+        let cancelled = tokio::time::timeout(Duration::from_millis(300), notifier.watch("app:{k}:done")).await;
+        assert!(cancelled.is_err(), "a frozen server cannot confirm a subscription");
+        server.thaw();
+        let mut raw = raw(&server).await;
+        let mut watch = notifier.watch("app:{k}:done").await.unwrap();
+        publish(&mut raw, "app:{k}:done").await;
+        woken(&mut watch).await;
+    }
+
+    #[tokio::test]
+    async fn a_killed_subscription_connection_is_resubscribed() {
+        let server = RedisServer::start();
+        let notifier = notifier(&server);
+        let mut raw = raw(&server).await;
+        let mut watch = notifier.watch("app:{k}:done").await.unwrap();
+        let killed: u64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(killed, 1);
+        // `publish` retries until the resubscribed connection hears it.
+        publish(&mut raw, "app:{k}:done").await;
+        woken(&mut watch).await;
+    }
 }

@@ -37,11 +37,12 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{RedisError, Value};
 
-use super::RedisBackend;
-use super::connection::{Bounded, Connection};
+use super::connection::{Bounded, Link};
 use super::notify::{Notifier, PushConnection};
+use super::{Opening, RedisBackend, checked};
 use crate::backend::KeyFilter;
 use crate::config::ProviderConfig;
+use crate::connect::ConnectMode;
 use crate::error::{Error, Op, Result};
 
 const PROVIDER: &str = "redis-cluster";
@@ -56,10 +57,12 @@ impl RedisBackend {
     /// `redis-cluster://[user][:password@]h1:7000,h2:7001[?prefix=app]`.
     /// `key`/`prefix` is the key prefix (default `cacheme`); a `dbNum` (or
     /// URL path) other than 0 is an [`Error::Config`]. No seed answering is
-    /// an [`Error::Connect`] naming the seeds.
+    /// an [`Error::Connect`] naming the seeds, unless the configuration says
+    /// `connect=lazy` (see [`ConnectMode`]).
     pub async fn from_cluster_config(config: ProviderConfig) -> Result<Self> {
         let settings = config::settings(&config)?;
         let limits = settings.limits;
+        let mode = ConnectMode::from_config(&config)?;
         let builder = |seeds: Vec<(String, u16)>| {
             let mut builder = ClusterClientBuilder::new(seeds)
                 .connection_timeout(limits.connect_timeout)
@@ -101,13 +104,28 @@ impl RedisBackend {
             }),
             pushes,
         );
-        let main = builder(settings.seeds.clone());
-        RedisBackend::connect(PROVIDER, settings.address, &settings.prefix, notifier, async move {
-            let client = main.build()?;
-            let cluster = limits.connecting(client.get_async_connection()).await?;
-            Ok(Connection::Cluster(Bounded::new(cluster, limits)))
-        })
-        .await
+        let main = builder(settings.seeds.clone())
+            .build()
+            .map_err(|source| Error::Connect {
+                provider: PROVIDER,
+                address: settings.address.clone(),
+                source: source.into(),
+            })?;
+        let connecting = checked(move || {
+            let main = main.clone();
+            async move {
+                let cluster = limits.connecting(main.get_async_connection()).await?;
+                Ok(Link::Cluster(Bounded::new(cluster, limits)))
+            }
+        });
+        let opening = Opening {
+            provider: PROVIDER,
+            limits,
+            address: settings.address,
+            mode,
+            db: 0,
+        };
+        RedisBackend::connect(opening, &settings.prefix, notifier, connecting).await
     }
 
     /// `clear` on a cluster: every master scanned and cleaned in turn.
