@@ -6,11 +6,12 @@
 //! In a cluster, redis-rs routes each command by its key's slot, follows
 //! `MOVED`/`ASK` redirections, refreshes its slot map when a node fails
 //! over, and splits multi-key commands (MGET, UNLINK) by slot and puts the
-//! answers back in the order of the keys.
+//! answers back in the order of the keys. The cluster connection is
+//! replaced when it stops answering (see [`handle`](super::cluster::handle)).
 
-use redis::aio::{ConnectionLike, ConnectionManager};
 #[cfg(feature = "redis-cluster")]
-use redis::cluster_async::ClusterConnection;
+use super::cluster::handle::ClusterHandle;
+use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 /// A multiplexed connection to one server, or to every node of a cluster.
@@ -21,7 +22,7 @@ pub(crate) enum Connection {
     Node(ConnectionManager),
     /// A Redis Cluster: a connection per node, routed by slot.
     #[cfg(feature = "redis-cluster")]
-    Cluster(ClusterConnection),
+    Cluster(ClusterHandle),
 }
 
 impl ConnectionLike for Connection {
@@ -29,7 +30,9 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Node(node) => node.req_packed_command(cmd),
             #[cfg(feature = "redis-cluster")]
-            Connection::Cluster(cluster) => cluster.req_packed_command(cmd),
+            Connection::Cluster(cluster) => {
+                Box::pin(cluster.run(move |mut cluster| async move { cluster.req_packed_command(cmd).await }))
+            }
         }
     }
 
@@ -42,7 +45,10 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Node(node) => node.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "redis-cluster")]
-            Connection::Cluster(cluster) => cluster.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(cluster) => Box::pin(
+                cluster
+                    .run(move |mut cluster| async move { cluster.req_packed_commands(pipeline, offset, count).await }),
+            ),
         }
     }
 
@@ -50,7 +56,8 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Node(node) => node.get_db(),
             #[cfg(feature = "redis-cluster")]
-            Connection::Cluster(cluster) => cluster.get_db(),
+            // A cluster has database 0 only.
+            Connection::Cluster(_) => 0,
         }
     }
 }

@@ -3,9 +3,16 @@
 //! - The connection is redis-rs's async `ClusterConnection`: one
 //!   multiplexed connection per node, commands routed by their key's slot.
 //!   It follows `MOVED`/`ASK`, and when a node stops answering it refreshes
-//!   its slot map and retries (a few times, a few seconds at most), so after
-//!   a failover the same client serves the promoted replica without being
-//!   rebuilt.
+//!   its slot map and retries within the call's time limits (below), so
+//!   after a failover the same client serves the promoted replica without
+//!   being rebuilt. A connection that stops answering altogether (a
+//!   redis-rs deadlock after a master dies under load) is replaced by a
+//!   new one within a few seconds ([`handle`]).
+//! - Time limits: [`CONNECT_TIMEOUT`] to connect to a node,
+//!   [`RESPONSE_TIMEOUT`] for one attempt's reply, [`CALL_TIMEOUT`] for a
+//!   whole call with its retries and redirections. A call to the slots of
+//!   a dead master fails after [`CALL_TIMEOUT`] until its replica takes
+//!   over (the cluster's `cluster-node-timeout` plus an election).
 //! - `get_many` and the stampede batch steps are one script per node, sent
 //!   concurrently, whatever the number of keys ([`per_node`], with a slot
 //!   map of our own, [`slots`]).
@@ -29,16 +36,17 @@
 //! one-key script, both routed by that key.
 
 mod config;
+pub(super) mod handle;
 pub(super) mod per_node;
 pub(super) mod slots;
 
 use std::time::Duration;
 
 use redis::cluster::ClusterClientBuilder;
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{RedisError, Value};
 
+use self::handle::ClusterHandle;
 use super::RedisBackend;
 use super::connection::Connection;
 use super::notify::{Notifier, PushConnection};
@@ -47,6 +55,15 @@ use crate::config::ProviderConfig;
 use crate::error::{Error, Op, Result};
 
 const PROVIDER: &str = "redis-cluster";
+
+/// How long connecting to one node (TCP and handshake) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long one attempt of a command waits for its node's reply.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a whole call may take, retries and redirections included.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl RedisBackend {
     /// Connects to a Redis Cluster (provider `redis-cluster`): redis-rs
@@ -63,14 +80,15 @@ impl RedisBackend {
         let settings = config::settings(&config)?;
         let builder = |seeds: Vec<(String, u16)>| {
             let mut builder = ClusterClientBuilder::new(seeds)
-                .connection_timeout(Duration::from_secs(2))
-                .response_timeout(Duration::from_secs(5))
-                // Room for a failover: node timeout + election take a few
-                // seconds, during which requests to the lost master retry.
-                .overall_response_timeout(Some(Duration::from_secs(15)))
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                // A call that cannot be served soon is failed rather than
+                // retried for as long as a failover takes: the caller is
+                // served from the source meanwhile.
+                .overall_response_timeout(Some(CALL_TIMEOUT))
                 .retries(12)
                 .min_retry_wait(20)
-                .max_retry_wait(1000);
+                .max_retry_wait(500);
             if let Some(user) = &settings.user {
                 builder = builder.username(user);
             }
@@ -100,8 +118,7 @@ impl RedisBackend {
         );
         let main = builder(settings.seeds.clone());
         RedisBackend::connect(PROVIDER, settings.address, &settings.prefix, notifier, async move {
-            let client = main.build()?;
-            Ok(Connection::Cluster(client.get_async_connection().await?))
+            Ok(Connection::Cluster(ClusterHandle::open(main.build()?).await?))
         })
         .await
     }
@@ -111,7 +128,7 @@ impl RedisBackend {
     /// SCAN routed to its node.
     pub(super) async fn scan_cluster(
         &self,
-        cluster: &ClusterConnection,
+        cluster: &ClusterHandle,
         glob: &str,
         filter: &KeyFilter<'_>,
         op: Op,
@@ -124,11 +141,10 @@ impl RedisBackend {
             let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
             removed += self
                 .scan_node(glob, filter, op, |scan| {
-                    let mut cluster = cluster.clone();
                     let node = node.clone();
                     async move {
-                        let page = cluster.route_command(scan, node).await?;
-                        Ok(redis::from_redis_value(page)?)
+                        let page = cluster.run(|mut cluster| async move { cluster.route_command(scan, node).await });
+                        Ok(redis::from_redis_value(page.await?)?)
                     }
                 })
                 .await?;
@@ -139,17 +155,17 @@ impl RedisBackend {
 
 impl RedisBackend {
     /// The `INFO section` report of every master.
-    pub(super) async fn info_of_masters(&self, cluster: &ClusterConnection, section: &str) -> Result<Vec<String>> {
+    pub(super) async fn info_of_masters(&self, cluster: &ClusterHandle, section: &str) -> Result<Vec<String>> {
         let mut reports = Vec::new();
         let nodes = masters(cluster)
             .await
             .map_err(|e| Error::backend(self.provider, Op::MemoryUsed, None, e))?;
         for (host, port) in nodes {
             let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
-            let mut cluster = cluster.clone();
             let report = async {
+                let info = redis::cmd("INFO").arg(section).clone();
                 let reply = cluster
-                    .route_command(redis::cmd("INFO").arg(section).clone(), node)
+                    .run(|mut cluster| async move { cluster.route_command(info, node).await })
                     .await?;
                 Ok::<String, RedisError>(redis::from_redis_value(reply)?)
             };
@@ -166,10 +182,11 @@ impl RedisBackend {
 /// The masters as the client's slot map knows them: a PING to all masters
 /// with no response policy answers with a map from each node's
 /// `host:port` to its reply.
-async fn masters(cluster: &ClusterConnection) -> redis::RedisResult<Vec<(String, u16)>> {
-    let mut cluster = cluster.clone();
+async fn masters(cluster: &ClusterHandle) -> redis::RedisResult<Vec<(String, u16)>> {
     let all_masters = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-    let replies = cluster.route_command(redis::cmd("PING"), all_masters).await?;
+    let replies = cluster
+        .run(|mut cluster| async move { cluster.route_command(redis::cmd("PING"), all_masters).await })
+        .await?;
     let Value::Map(replies) = replies.extract_error()? else {
         return Err(unexpected("a map of node replies"));
     };
