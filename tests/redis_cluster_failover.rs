@@ -89,7 +89,7 @@ fn load(n: usize, cache: Cache, app: Arc<App>, stop: Arc<AtomicBool>) -> JoinHan
             i = i.wrapping_add(1);
             let id = (n as u32).wrapping_mul(7919).wrapping_add(i) % 500;
             let started = Instant::now();
-            let ok = if n % 2 == 0 {
+            let ok = if n.is_multiple_of(2) {
                 let key = format!("load:{id}");
                 match cache.put(&key, b"v", Duration::from_secs(5)).await {
                     Ok(()) => cache.get(&key).await.is_ok(),
@@ -207,7 +207,7 @@ async fn one_run() -> Run {
     };
     for (n, task) in tasks.into_iter().enumerate() {
         let calls = task.await.unwrap();
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             run.cache.add(calls);
         } else {
             run.typed.add(calls);

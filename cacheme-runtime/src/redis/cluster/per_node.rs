@@ -15,7 +15,7 @@
 //!
 //! Sending entries again is safe: a refused script wrote nothing (the
 //! writing scripts probe their keys first, see
-//! [`batch`](crate::redis::batch)). Only a connection lost after a script
+//! [`lock_batches`](crate::redis::lock_batches)). Only a connection lost after a script
 //! ran hides what it did; then a lock sent again reports the lock its
 //! token already holds as taken, and a settlement sent again finds its
 //! lock released: no second store, and its waiters were already told.

@@ -87,12 +87,15 @@ impl SlotMap {
     }
 }
 
+/// A map and the connection generation it was read through.
+type ReadOn = (u64, Arc<SlotMap>);
+
 /// The backend's cached [`SlotMap`]; cheap to clone, clones share it.
 #[derive(Clone, Default)]
 pub(in crate::redis) struct Slots {
     /// The map and the [generation](ClusterHandle::generation) of the
     /// connection it was read through.
-    current: Arc<Mutex<Option<(u64, Arc<SlotMap>)>>>,
+    current: Arc<Mutex<Option<ReadOn>>>,
     /// Held while re-reading, so concurrent refreshes read once.
     refreshing: Arc<tokio::sync::Mutex<()>>,
 }
