@@ -6,7 +6,8 @@
 //! In a cluster, redis-rs routes each command by its key's slot, follows
 //! `MOVED`/`ASK` redirections, refreshes its slot map when a node fails
 //! over, and splits multi-key commands (MGET, UNLINK) by slot and puts the
-//! answers back in the order of the keys.
+//! answers back in the order of the keys. The cluster connection is
+//! replaced when it stops answering (see [`handle`](super::cluster::handle)).
 //!
 //! Every command sent through a [`Connection`] is bounded here, the same
 //! way on both deployments ([`Limits`]):
@@ -33,10 +34,10 @@ use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
-#[cfg(feature = "redis-cluster")]
-use redis::cluster_async::ClusterConnection;
 use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
+#[cfg(feature = "redis-cluster")]
+use super::cluster::handle::ClusterHandle;
 pub(crate) use super::config::Limits;
 use crate::config::scaled_timeout;
 use crate::connect::Lazy;
@@ -49,7 +50,7 @@ pub(crate) enum Link {
     Node(Bounded<ConnectionManager>),
     /// A Redis Cluster: a connection per node, routed by slot.
     #[cfg(feature = "redis-cluster")]
-    Cluster(Bounded<ClusterConnection>),
+    Cluster(Bounded<ClusterHandle>),
 }
 
 /// A redis-rs connection and the [`Limits`] its commands are held to when
@@ -266,7 +267,11 @@ impl ConnectionLike for Link {
             let reply = match self {
                 Link::Node(node) => node.inner.req_packed_command(cmd),
                 #[cfg(feature = "redis-cluster")]
-                Link::Cluster(cluster) => cluster.inner.req_packed_command(cmd),
+                Link::Cluster(cluster) => Box::pin(
+                    cluster
+                        .inner
+                        .run(move |mut cluster| async move { cluster.req_packed_command(cmd).await }),
+                ),
             };
             limits.bounded(sent, reply).await
         })
@@ -281,11 +286,14 @@ impl ConnectionLike for Link {
         let limits = self.limits();
         Box::pin(async move {
             let sent = limits.check(pipeline.cmd_iter())?;
-            let replies = match self {
-                Link::Node(node) => node.inner.req_packed_commands(pipeline, offset, count),
-                #[cfg(feature = "redis-cluster")]
-                Link::Cluster(cluster) => cluster.inner.req_packed_commands(pipeline, offset, count),
-            };
+            let replies =
+                match self {
+                    Link::Node(node) => node.inner.req_packed_commands(pipeline, offset, count),
+                    #[cfg(feature = "redis-cluster")]
+                    Link::Cluster(cluster) => Box::pin(cluster.inner.run(move |mut cluster| async move {
+                        cluster.req_packed_commands(pipeline, offset, count).await
+                    })),
+                };
             limits.bounded(sent, replies).await
         })
     }
@@ -294,7 +302,8 @@ impl ConnectionLike for Link {
         match self {
             Link::Node(node) => node.inner.get_db(),
             #[cfg(feature = "redis-cluster")]
-            Link::Cluster(cluster) => cluster.inner.get_db(),
+            // A cluster has database 0 only.
+            Link::Cluster(_) => 0,
         }
     }
 }

@@ -35,8 +35,12 @@ mod batch;
 mod cluster;
 mod config;
 mod connection;
+mod lock_batches;
+mod lua;
+mod names;
 mod notify;
 mod stampede;
+mod steps;
 
 use std::fmt;
 use std::future::Future;
@@ -44,7 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncConnectionConfig, Cmd, RedisError, RedisResult, Script};
+use redis::{AsyncConnectionConfig, Cmd, RedisError, RedisResult};
 
 use self::connection::{Bounded, Connection, Limits, Link};
 use self::notify::{Notifier, PushConnection};
@@ -564,17 +568,15 @@ impl Backend for RedisBackend {
     }
 
     fn delete_if_equals<'a>(&'a self, key: &'a str, expected: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
-        static SCRIPT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-            Script::new(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
-            )
-        });
+        static SCRIPT: lua::Script = lua::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+        );
         Box::pin(async move {
             let mut connection = self.connection.clone();
-            let removed: u64 = SCRIPT
-                .key(self.full_key(key))
-                .arg(expected)
-                .invoke_async(&mut connection)
+            let mut call = SCRIPT.call();
+            call.key(self.full_key(key)).arg(expected);
+            let removed: u64 = call
+                .invoke(&mut connection)
                 .await
                 .map_err(|e| Error::backend(self.provider, Op::DeleteIfEquals, Some(key), e))?;
             Ok(removed > 0)

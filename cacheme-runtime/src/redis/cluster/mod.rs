@@ -3,9 +3,17 @@
 //! - The connection is redis-rs's async `ClusterConnection`: one
 //!   multiplexed connection per node, commands routed by their key's slot.
 //!   It follows `MOVED`/`ASK`, and when a node stops answering it refreshes
-//!   its slot map and retries (a few times, a few seconds at most), so after
-//!   a failover the same client serves the promoted replica without being
-//!   rebuilt.
+//!   its slot map and retries within the call's time limits (below), so
+//!   after a failover the same client serves the promoted replica without
+//!   being rebuilt. A connection that stops answering altogether (a
+//!   redis-rs deadlock after a master dies under load) is replaced by a
+//!   new one within a few seconds ([`handle`]).
+//! - Time limits: `connectTimeout` (at most [`CONNECT_TIMEOUT`]) to connect
+//!   to a node, the provider's `timeout` for one attempt's reply,
+//!   [`CALL_TIMEOUT`] (or `timeout` if longer) for a whole call with its
+//!   retries and redirections. A call to the slots of a dead master fails
+//!   after that until its replica takes over (the cluster's
+//!   `cluster-node-timeout` plus an election).
 //! - `get_many` and the stampede batch steps are one script per node, sent
 //!   concurrently, whatever the number of keys ([`per_node`], with a slot
 //!   map of our own, [`slots`]).
@@ -29,14 +37,17 @@
 //! one-key script, both routed by that key.
 
 mod config;
+pub(super) mod handle;
 pub(super) mod per_node;
 pub(super) mod slots;
 
+use std::time::Duration;
+
 use redis::cluster::ClusterClientBuilder;
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{RedisError, Value};
 
+use self::handle::ClusterHandle;
 use super::connection::{Bounded, Link};
 use super::notify::{Notifier, PushConnection};
 use super::{Opening, RedisBackend, checked};
@@ -46,6 +57,12 @@ use crate::connect::ConnectMode;
 use crate::error::{Error, Op, Result};
 
 const PROVIDER: &str = "redis-cluster";
+
+/// How long connecting to one node (TCP and handshake) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a whole call may take, retries and redirections included.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl RedisBackend {
     /// Connects to a Redis Cluster (provider `redis-cluster`): redis-rs
@@ -65,18 +82,19 @@ impl RedisBackend {
         let mode = ConnectMode::from_config(&config)?;
         let builder = |seeds: Vec<(String, u16)>| {
             let mut builder = ClusterClientBuilder::new(seeds)
-                .connection_timeout(limits.connect_timeout)
+                .connection_timeout(limits.connect_timeout.min(CONNECT_TIMEOUT))
                 // Per attempt, so redis-rs sees a node that stopped
-                // answering and refreshes its slot map. The whole call,
-                // retries included, is bounded by `Connection` (or
-                // `Limits::bounded` for routed commands) to `timeout` plus
-                // what its size adds; a retry fits when an attempt failed
-                // fast (MOVED, a refused connection).
+                // answering and refreshes its slot map.
                 .response_timeout(limits.timeout)
-                .overall_response_timeout(None)
+                // A call that cannot be served soon is failed rather than
+                // retried for as long as a failover takes: the caller is
+                // served from the source meanwhile. `Connection` (or
+                // `Limits::bounded` for routed commands) also bounds a call
+                // to `timeout` plus what its size adds.
+                .overall_response_timeout(Some(CALL_TIMEOUT.max(limits.timeout)))
                 .retries(12)
                 .min_retry_wait(20)
-                .max_retry_wait(1000);
+                .max_retry_wait(500);
             if let Some(user) = &settings.user {
                 builder = builder.username(user);
             }
@@ -114,7 +132,7 @@ impl RedisBackend {
         let connecting = checked(move || {
             let main = main.clone();
             async move {
-                let cluster = limits.connecting(main.get_async_connection()).await?;
+                let cluster = limits.connecting(ClusterHandle::open(main)).await?;
                 Ok(Link::Cluster(Bounded::new(cluster, limits)))
             }
         });
@@ -133,7 +151,7 @@ impl RedisBackend {
     /// SCAN routed to its node.
     pub(super) async fn scan_cluster(
         &self,
-        cluster: &ClusterConnection,
+        cluster: &ClusterHandle,
         glob: &str,
         filter: &KeyFilter<'_>,
         op: Op,
@@ -148,10 +166,10 @@ impl RedisBackend {
             let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
             removed += self
                 .scan_node(glob, filter, op, |scan| {
-                    let mut cluster = cluster.clone();
                     let node = node.clone();
                     async move {
-                        let page = limits.bounded(0, cluster.route_command(scan, node)).await?;
+                        let page = cluster.run(|mut cluster| async move { cluster.route_command(scan, node).await });
+                        let page = limits.bounded(0, page).await?;
                         Ok(redis::from_redis_value(page)?)
                     }
                 })
@@ -163,7 +181,7 @@ impl RedisBackend {
 
 impl RedisBackend {
     /// The `INFO section` report of every master.
-    pub(super) async fn info_of_masters(&self, cluster: &ClusterConnection, section: &str) -> Result<Vec<String>> {
+    pub(super) async fn info_of_masters(&self, cluster: &ClusterHandle, section: &str) -> Result<Vec<String>> {
         let mut reports = Vec::new();
         let limits = self.connection.limits();
         let nodes = limits
@@ -172,10 +190,10 @@ impl RedisBackend {
             .map_err(|e| Error::backend(self.provider, Op::MemoryUsed, None, e))?;
         for (host, port) in nodes {
             let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
-            let mut cluster = cluster.clone();
             let report = async {
-                let info = cluster.route_command(redis::cmd("INFO").arg(section).clone(), node);
-                let reply = limits.bounded(0, info).await?;
+                let info = redis::cmd("INFO").arg(section).clone();
+                let reply = cluster.run(|mut cluster| async move { cluster.route_command(info, node).await });
+                let reply = limits.bounded(0, reply).await?;
                 Ok::<String, RedisError>(redis::from_redis_value(reply)?)
             };
             reports.push(
@@ -191,10 +209,11 @@ impl RedisBackend {
 /// The masters as the client's slot map knows them: a PING to all masters
 /// with no response policy answers with a map from each node's
 /// `host:port` to its reply.
-async fn masters(cluster: &ClusterConnection) -> redis::RedisResult<Vec<(String, u16)>> {
-    let mut cluster = cluster.clone();
+async fn masters(cluster: &ClusterHandle) -> redis::RedisResult<Vec<(String, u16)>> {
     let all_masters = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-    let replies = cluster.route_command(redis::cmd("PING"), all_masters).await?;
+    let replies = cluster
+        .run(|mut cluster| async move { cluster.route_command(redis::cmd("PING"), all_masters).await })
+        .await?;
     let Value::Map(replies) = replies.extract_error()? else {
         return Err(unexpected("a map of node replies"));
     };

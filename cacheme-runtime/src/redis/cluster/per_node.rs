@@ -15,18 +15,19 @@
 //!
 //! Sending entries again is safe: a refused script wrote nothing (the
 //! writing scripts probe their keys first, see
-//! [`batch`](crate::redis::batch)). Only a connection lost after a script
+//! [`lock_batches`](crate::redis::lock_batches)). Only a connection lost after a script
 //! ran hides what it did; then a lock sent again reports the lock its
 //! token already holds as taken, and a settlement sent again finds its
 //! lock released: no second store, and its waiters were already told.
 
-use futures_util::future::join_all;
-use redis::cluster_async::ClusterConnection;
 use std::collections::HashMap;
+
+use futures_util::future::join_all;
 
 use redis::cluster_routing::{SingleNodeRoutingInfo, Slot};
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
+use super::handle::ClusterHandle;
 use super::slots::SlotMap;
 use crate::backend::MAX_KEYS_PER_COMMAND;
 use crate::error::{Error, Result};
@@ -39,7 +40,7 @@ impl RedisBackend {
     /// the module docs).
     pub(in crate::redis) async fn run_per_node<B: Batch>(
         &self,
-        cluster: &ClusterConnection,
+        cluster: &ClusterHandle,
         batch: &B,
     ) -> Result<Vec<B::Out>> {
         let mut replies: Vec<Option<B::Out>> = (0..batch.len()).map(|_| None).collect();
@@ -176,7 +177,7 @@ fn group<B: Batch>(map: &SlotMap, batch: &B, indices: &[usize]) -> (Vec<NodeCall
 /// The script calls `calls` of `batch` as one pipeline routed to the node
 /// at `addr`: one result per call. `Err` when the node could not be asked.
 async fn run_on<B: Batch>(
-    cluster: &ClusterConnection,
+    cluster: &ClusterHandle,
     limits: Limits,
     (host, port): &(String, u16),
     batch: &B,
@@ -187,11 +188,12 @@ async fn run_on<B: Batch>(
         port: *port,
     };
     pipelined(batch, calls, |pipe, count| {
-        let mut cluster = cluster.clone();
         let node = node.clone();
         async move {
             let sent = limits.check(pipe.cmd_iter())?;
-            limits.bounded(sent, cluster.route_pipeline(pipe, 0, count, node)).await
+            let routed =
+                cluster.run(move |mut cluster| async move { cluster.route_pipeline(pipe, 0, count, node).await });
+            limits.bounded(sent, routed).await
         }
     })
     .await

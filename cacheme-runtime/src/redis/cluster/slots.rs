@@ -4,9 +4,10 @@
 //! - The map is read with `CLUSTER SLOTS` on the first batch that needs
 //!   it and then kept, shared by every clone of the backend: a batch costs
 //!   no extra round trip while the topology holds still.
-//! - It is re-read only when a routed script says it is wrong (see
-//!   [`per_node`](super::per_node)); concurrent batches that hit the same
-//!   stale map re-read it once between them.
+//! - It is re-read when a routed script says it is wrong or its node
+//!   cannot be reached (see [`per_node`](super::per_node)), and after the
+//!   connection was replaced (see [`handle`](super::handle)); concurrent
+//!   batches that hit the same stale map re-read it once between them.
 //! - A slot the map does not know (a node without an address, a slot not
 //!   served) belongs to no node: its keys take the slow, always-correct
 //!   path.
@@ -14,9 +15,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{RedisError, RedisResult, Value};
+
+use super::handle::ClusterHandle;
 
 /// One reading of the cluster's slot assignment.
 #[derive(Debug)]
@@ -85,22 +87,29 @@ impl SlotMap {
     }
 }
 
+/// A map and the connection generation it was read through.
+type ReadOn = (u64, Arc<SlotMap>);
+
 /// The backend's cached [`SlotMap`]; cheap to clone, clones share it.
 #[derive(Clone, Default)]
 pub(in crate::redis) struct Slots {
-    current: Arc<Mutex<Option<Arc<SlotMap>>>>,
+    /// The map and the [generation](ClusterHandle::generation) of the
+    /// connection it was read through.
+    current: Arc<Mutex<Option<ReadOn>>>,
     /// Held while re-reading, so concurrent refreshes read once.
     refreshing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Slots {
-    /// The map, read from the cluster on first use.
-    pub(in crate::redis) async fn get(&self, cluster: &ClusterConnection) -> RedisResult<Arc<SlotMap>> {
-        if let Some(map) = self.cached() {
+    /// The map, read from the cluster on first use, and again once the
+    /// connection was replaced (a wedged connection is replaced after a
+    /// failover, when the map is likely stale too).
+    pub(in crate::redis) async fn get(&self, cluster: &ClusterHandle) -> RedisResult<Arc<SlotMap>> {
+        if let Some(map) = self.cached(cluster) {
             return Ok(map);
         }
         let _reading = self.refreshing.lock().await;
-        if let Some(map) = self.cached() {
+        if let Some(map) = self.cached(cluster) {
             return Ok(map);
         }
         self.read(cluster).await
@@ -110,32 +119,41 @@ impl Slots {
     /// batch has already replaced `stale` meanwhile.
     pub(in crate::redis) async fn refresh(
         &self,
-        cluster: &ClusterConnection,
+        cluster: &ClusterHandle,
         stale: &Arc<SlotMap>,
     ) -> RedisResult<Arc<SlotMap>> {
         let _reading = self.refreshing.lock().await;
-        match self.cached() {
+        match self.cached(cluster) {
             Some(map) if !Arc::ptr_eq(&map, stale) => Ok(map),
             _ => self.read(cluster).await,
         }
     }
 
-    fn cached(&self) -> Option<Arc<SlotMap>> {
-        self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    /// The cached map, if read through the connection in use.
+    fn cached(&self, cluster: &ClusterHandle) -> Option<Arc<SlotMap>> {
+        let generation = cluster.generation();
+        match &*self.current.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some((read_on, map)) if *read_on == generation => Some(Arc::clone(map)),
+            _ => None,
+        }
     }
 
-    async fn read(&self, cluster: &ClusterConnection) -> RedisResult<Arc<SlotMap>> {
-        let mut cluster = cluster.clone();
+    async fn read(&self, cluster: &ClusterHandle) -> RedisResult<Arc<SlotMap>> {
+        let generation = cluster.generation();
         let reply = cluster
-            .route_command(
-                redis::cmd("CLUSTER").arg("SLOTS").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
-            )
+            .run(|mut cluster| async move {
+                cluster
+                    .route_command(
+                        redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+                    )
+                    .await
+            })
             .await?
             .extract_error()?;
         let map = Arc::new(SlotMap::parse(reply)?);
         tracing::debug!(nodes = map.len(), "read the cluster's slot map");
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&map));
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((generation, Arc::clone(&map)));
         Ok(map)
     }
 }
