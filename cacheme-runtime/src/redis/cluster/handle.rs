@@ -11,10 +11,10 @@
 //! here: after a master was killed under load, the same client failed
 //! every call for more than 60 s.
 //!
-//! So every call through the handle is watched: when calls have been in
-//! flight for [`STALLED_AFTER`] and none has answered (an error reply is an
-//! answer; a timeout is not), a watchdog task sends a `PING` through the
-//! connection. No answer within [`PROBE_TIMEOUT`] means the connection is
+//! So every call through the handle is watched: when calls have been made
+//! for [`STALLED_AFTER`] and none has answered (an error reply is an
+//! answer; a timeout, or a caller that gave up waiting, is not), a
+//! watchdog task sends a `PING` through the connection. No answer within [`PROBE_TIMEOUT`] means the connection is
 //! wedged: a new one is opened from the same client (its seed nodes) and
 //! takes its place. Calls already on the old one end with their own
 //! timeouts; calls made after the swap use the new one. Nothing is sent
@@ -26,7 +26,7 @@
 //! all its clones are gone.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,9 @@ pub(in crate::redis) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the watchdog looks at the calls in flight.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 
+/// No call is waiting for an answer.
+const NONE: u64 = u64::MAX;
+
 /// How long opening a replacement connection may take.
 const REOPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -60,11 +63,11 @@ struct Shared {
     current: Mutex<(ClusterConnection, u64)>,
     /// What the times below count from.
     epoch: Instant,
-    /// Calls in flight.
-    in_flight: AtomicUsize,
-    /// Milliseconds since `epoch` of the last sign of life: an answer, or
-    /// the moment calls started being in flight after none were.
-    progress: AtomicU64,
+    /// Milliseconds since `epoch` of the first call made since the last
+    /// answer ([`NONE`] when every call since was answered). A call its
+    /// caller gave up on (a cache budget cut it short) still counts: a
+    /// wedged connection is noticed however briefly callers wait.
+    unanswered_since: AtomicU64,
     /// Whether the last reopening failed (logged once until one works).
     reopen_failing: AtomicBool,
 }
@@ -78,8 +81,7 @@ impl ClusterHandle {
             client,
             current: Mutex::new((connection, 0)),
             epoch: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            progress: AtomicU64::new(0),
+            unanswered_since: AtomicU64::new(NONE),
             reopen_failing: AtomicBool::new(false),
         });
         tokio::spawn(watch(Arc::downgrade(&shared)));
@@ -102,7 +104,7 @@ impl ClusterHandle {
         F: FnOnce(ClusterConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let _in_flight = InFlight::start(&self.shared);
+        self.shared.calling();
         let result = call(self.connection()).await;
         if !matches!(&result, Err(e) if e.is_timeout()) {
             self.shared.alive();
@@ -120,14 +122,22 @@ impl Shared {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// An answer came: nothing is waiting any more.
     fn alive(&self) {
-        self.progress.fetch_max(self.now(), Ordering::Relaxed);
+        self.unanswered_since.store(NONE, Ordering::Relaxed);
     }
 
-    /// Calls have been in flight for [`STALLED_AFTER`] with no answer.
+    /// A call starts: if none was waiting, the quiet time counts from now.
+    fn calling(&self) {
+        let _ = self
+            .unanswered_since
+            .compare_exchange(NONE, self.now(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Calls have been made for [`STALLED_AFTER`] with no answer.
     fn stalled(&self) -> bool {
-        let quiet = self.now().saturating_sub(self.progress.load(Ordering::Relaxed));
-        self.in_flight.load(Ordering::Relaxed) > 0 && quiet >= STALLED_AFTER.as_millis() as u64
+        let since = self.unanswered_since.load(Ordering::Relaxed);
+        since != NONE && self.now().saturating_sub(since) >= STALLED_AFTER.as_millis() as u64
     }
 
     /// Whether `connection` answers a `PING` (any reply but a timeout, an
@@ -175,26 +185,6 @@ impl Shared {
             generation = generation + 1,
             "redis-cluster: the connection stopped answering; replaced it with a new one"
         );
-    }
-}
-
-/// One call in flight, counted until dropped (cancelled calls included).
-struct InFlight<'a>(&'a Shared);
-
-impl<'a> InFlight<'a> {
-    fn start(shared: &'a Shared) -> Self {
-        if shared.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
-            // Quiet time counts from the moment calls wait, not from the
-            // last answer before an idle spell.
-            shared.alive();
-        }
-        InFlight(shared)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
