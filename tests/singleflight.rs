@@ -18,6 +18,8 @@ struct Source {
     panic_next: AtomicBool,
     /// While set, fetches do not answer.
     hold: AtomicBool,
+    /// When set, the next fetch never answers (once).
+    hang_next: AtomicBool,
 }
 
 impl Context for Source {
@@ -26,17 +28,21 @@ impl Context for Source {
     }
 }
 
+/// How long a get waits for another caller's fetch in these tests.
+const MAX_WAIT: Duration = Duration::from_millis(300);
+
 async fn memory() -> Arc<Source> {
     Arc::new(Source {
-        cache: Some(Client::memory().unwrap()),
+        cache: Some(Client::builder().max_wait(MAX_WAIT).build().unwrap()),
         ..Source::default()
     })
 }
 
 async fn redis() -> Arc<Source> {
     let server = RedisServer::start();
+    let cache = cacheme::Cache::open(&server.url()).await.unwrap();
     Arc::new(Source {
-        cache: Some(Client::open(&server.url()).await.unwrap()),
+        cache: Some(Client::builder().cache(cache).max_wait(MAX_WAIT).build().unwrap()),
         _server: Some(server),
         ..Source::default()
     })
@@ -61,6 +67,7 @@ on_both!(
     followers_survive_a_cancelled_leader,
     followers_survive_a_panicking_leader,
     waiters_that_time_out_leave_nothing_behind,
+    followers_of_a_hung_leader_are_released_after_max_wait,
 );
 
 #[cache_store(key = "slow:<id>", ttl = "1m", singleflight)]
@@ -68,6 +75,9 @@ async fn slow(ctx: &Source, id: u32) -> Result<String, String> {
     ctx.fetches.fetch_add(1, Ordering::SeqCst);
     if ctx.panic_next.swap(false, Ordering::SeqCst) {
         panic!("the source blew up");
+    }
+    if ctx.hang_next.swap(false, Ordering::SeqCst) {
+        std::future::pending::<()>().await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     while ctx.hold.load(Ordering::SeqCst) {
@@ -181,4 +191,39 @@ async fn waiters_that_time_out_leave_nothing_behind(src: Arc<Source>) {
         assert!(wait.await.unwrap().is_err(), "every get timed out");
     }
     assert_eq!(src.cacheme().inflight(), 0, "the table shrank back to zero");
+}
+
+/// A leader whose fetch never returns holds its followers for `max_wait`,
+/// not forever: then one of them leads a new flight (one more fetch in the
+/// process, not one per follower) and they all get its value. On Redis the
+/// hung fetch also holds (and renews) the key's lock: the new leader waits
+/// for it `max_wait` more, then fetches without it.
+async fn followers_of_a_hung_leader_are_released_after_max_wait(src: Arc<Source>) {
+    src.hang_next.store(true, Ordering::SeqCst);
+    let hung = tokio::spawn({
+        let src = src.clone();
+        async move { SlowStore::get(&src, 5).await }
+    });
+    while src.fetches.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let started = std::time::Instant::now();
+    let followers: Vec<_> = (0..20)
+        .map(|_| {
+            let src = src.clone();
+            tokio::spawn(async move { SlowStore::get(&src, 5).await })
+        })
+        .collect();
+    for follower in followers {
+        let value = tokio::time::timeout(Duration::from_secs(10), follower)
+            .await
+            .expect("a follower of a hung leader was never released")
+            .unwrap();
+        assert_eq!(value.unwrap(), "value 5");
+    }
+    // max_wait (300 ms), on Redis twice plus a random part of a wait
+    // round (at most lock_ttl / 4 = 2.5 s); hanging forever is the defect.
+    assert!(started.elapsed() < Duration::from_secs(6), "released after {:?}", started.elapsed());
+    assert_eq!(src.fetches.load(Ordering::SeqCst), 2, "the hung fetch and one replacement");
+    hung.abort();
 }
