@@ -223,7 +223,15 @@ async fn followers_of_a_hung_leader_are_released_after_max_wait(src: Arc<Source>
     }
     // max_wait (300 ms), on Redis twice plus a random part of a wait
     // round (at most lock_ttl / 4 = 2.5 s); hanging forever is the defect.
-    assert!(started.elapsed() < Duration::from_secs(6), "released after {:?}", started.elapsed());
-    assert_eq!(src.fetches.load(Ordering::SeqCst), 2, "the hung fetch and one replacement");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "released after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        src.fetches.load(Ordering::SeqCst),
+        2,
+        "the hung fetch and one replacement"
+    );
     hung.abort();
 }

@@ -235,10 +235,10 @@ pub enum Error {
         clash: String,
     },
 
-    /// A pipeline (or batch) failed as a whole: its keys could not be read
-    /// or locked. [`Pipeline::execute`](crate::Pipeline::execute) returns
-    /// it, and every promise the pipeline had not resolved holds the same
-    /// error.
+    /// A pipeline (or batch) failed as a whole. No longer returned by
+    /// [`Pipeline::execute`](crate::Pipeline::execute), which serves every
+    /// promise from the source when the cache cannot be read (as a store's
+    /// `get` does); kept so code matching on it still compiles.
     #[error("pipeline failed: {0}")]
     Pipeline(#[source] std::sync::Arc<Error>),
 

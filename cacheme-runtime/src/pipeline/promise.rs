@@ -13,9 +13,9 @@ pub enum PromiseError<E> {
     /// pipeline are not affected.
     #[error("fetch failed: {0}")]
     Fetch(#[source] E),
-    /// The pipeline as a whole failed before this key was resolved (the
-    /// backend could not be read or locked): the same error
-    /// [`Pipeline::execute`](crate::Pipeline::execute) returned.
+    /// The pipeline as a whole failed before this key was resolved. No
+    /// longer produced: a cache that cannot be read serves the promise from
+    /// the source instead. Kept so code matching on it still compiles.
     #[error(transparent)]
     Cache(Error),
     /// The pipeline was not executed, or its `execute` was cancelled
@@ -62,8 +62,7 @@ impl<V, E> Promise<V, E> {
     }
 
     /// The value, or why there is none: the fetcher's error
-    /// ([`PromiseError::Fetch`]), the pipeline's
-    /// ([`PromiseError::Cache`]), or [`PromiseError::NotExecuted`] when
+    /// ([`PromiseError::Fetch`]), or [`PromiseError::NotExecuted`] when
     /// read before the pipeline ran.
     pub fn into_result(self) -> Result<V, PromiseError<E>> {
         self.cell
