@@ -157,9 +157,8 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<V, E>>,
 {
-    client.log(EventKind::Fetch, spec, key, None);
-    let value = fetch().await?;
-    let Some(bytes) = encode(client, spec, key, &value) else {
+    let (value, bytes) = fetch_uncached(client, spec, key, fetch).await?;
+    let Some(bytes) = bytes else {
         return Ok((value, None));
     };
     if !client.is_degraded() {

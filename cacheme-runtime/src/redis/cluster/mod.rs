@@ -61,6 +61,15 @@ const PROVIDER: &str = "redis-cluster";
 /// How long connecting to one node (TCP and handshake) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The error of a client that cannot even be built for `address`.
+fn cannot_connect(address: &str, source: RedisError) -> Error {
+    Error::Connect {
+        provider: PROVIDER,
+        address: address.to_owned(),
+        source: source.into(),
+    }
+}
+
 /// How long a whole call may take, retries and redirections included.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -110,11 +119,7 @@ impl RedisBackend {
             .use_protocol(redis::ProtocolVersion::RESP3)
             .push_sender(pushes_in)
             .build()
-            .map_err(|source| Error::Connect {
-                provider: PROVIDER,
-                address: settings.address.clone(),
-                source: source.into(),
-            })?;
+            .map_err(|source| cannot_connect(&settings.address, source))?;
         let notifier = Notifier::new(
             Box::new(move || {
                 let client = push_client.clone();
@@ -124,11 +129,7 @@ impl RedisBackend {
         );
         let main = builder(settings.seeds.clone())
             .build()
-            .map_err(|source| Error::Connect {
-                provider: PROVIDER,
-                address: settings.address.clone(),
-                source: source.into(),
-            })?;
+            .map_err(|source| cannot_connect(&settings.address, source))?;
         let connecting = checked(move || {
             let main = main.clone();
             async move {
