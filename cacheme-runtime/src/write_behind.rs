@@ -35,3 +35,83 @@ where
     // Cancelling this wait leaves the task running.
     let _ = tokio::time::timeout_at(deadline, task).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::logger::{Event, Logger};
+    use crate::store::key::{KeyTemplate, Part};
+    use crate::store::spec::Version;
+
+    static SPEC: StoreSpec = StoreSpec {
+        name: "ReportStore",
+        template: KeyTemplate {
+            source: "report:<id>",
+            parts: &[Part::Lit("report:"), Part::Var("id")],
+        },
+        ttl: Duration::from_secs(60),
+        version: Version::Static("1"),
+        singleflight: false,
+        codec: None,
+        lock_ttl: None,
+        fetcher: "report",
+        file: "src/lib.rs",
+        line: 1,
+    };
+
+    #[derive(Clone, Default)]
+    struct Kinds(Arc<Mutex<Vec<EventKind>>>);
+
+    impl Logger for Kinds {
+        fn log(&self, event: &Event<'_>) {
+            self.0.lock().unwrap().push(event.kind);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_bound_writes_are_dropped_and_reported_and_callers_wait_one_budget() {
+        let kinds = Kinds::default();
+        let client = Client::builder()
+            .max_pending_fills(1)
+            .logger(kinds.clone())
+            .build_for_unit_tests()
+            .unwrap();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(500);
+        // A write that does not finish: the caller waits until its deadline.
+        write_behind(&client, &SPEC, "report:1:v1", deadline, async move {
+            let _ = released.await;
+        })
+        .await;
+        assert_eq!(
+            Instant::now(),
+            deadline,
+            "the caller waited one budget, not for the write"
+        );
+        // The one slot is taken: the next write is dropped, not queued.
+        let ran = Arc::new(Mutex::new(false));
+        let flag = ran.clone();
+        write_behind(&client, &SPEC, "report:2:v1", Instant::now(), async move {
+            *flag.lock().unwrap() = true;
+        })
+        .await;
+        assert!(!*ran.lock().unwrap());
+        assert_eq!(*kinds.0.lock().unwrap(), [EventKind::FillDropped]);
+        // Once the first write ends, flush returns and a slot is free again.
+        release.send(()).unwrap();
+        client.flush().await;
+        write_behind(
+            &client,
+            &SPEC,
+            "report:3:v1",
+            Instant::now() + Duration::from_secs(1),
+            async {},
+        )
+        .await;
+        assert_eq!(kinds.0.lock().unwrap().len(), 1, "no more drops");
+    }
+}
