@@ -7,16 +7,11 @@
 //! (`incr_by`), which are stored as decimal integers as Redis stores them.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use crate::error::{Error, Op, Result};
+pub use crate::future::BoxFuture;
 use crate::stampede::Coordination;
-
-/// A boxed, `Send` future: the return type of every [`Backend`] method, so
-/// the trait stays dyn-compatible (`Arc<dyn Backend>`).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How long a written value lives.
 ///

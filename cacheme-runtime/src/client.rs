@@ -11,13 +11,13 @@ use crate::breaker::{Breaker, DEFAULT_COOLDOWN, DEFAULT_FAILURE_THRESHOLD, Trans
 use crate::cache::Cache;
 use crate::codec::Codec;
 use crate::error::{Error, Op, Result};
+use crate::generations::{self, Generations};
 use crate::logger::{self, Event, EventKind, Logger};
+use crate::polling::PollingCoordinator;
 use crate::singleflight::Flights;
-use crate::stampede::polling::PollingCoordinator;
+use crate::spec::{STORES, StoreSpec, check_unique};
 use crate::stampede::renewer::Renewer;
 use crate::stampede::{Coordination, Coordinator, DEFAULT_LOCK_TTL};
-use crate::store::generation::{self, Generations};
-use crate::store::spec::{STORES, StoreSpec, check_unique};
 
 /// The runtime of typed stores. Cheap to clone; clones share everything.
 ///
@@ -247,7 +247,7 @@ impl ClientBuilder {
             .cache
             .unwrap_or_else(|| Cache::from_backend(crate::MemoryBackend::with_capacity(crate::DEFAULT_CAPACITY)));
         let generations = (!cache.backend().supports_delete_matching())
-            .then(|| Generations::new(self.generation_refresh.unwrap_or(generation::DEFAULT_REFRESH)));
+            .then(|| Generations::new(self.generation_refresh.unwrap_or(generations::DEFAULT_REFRESH)));
         let coordinator = match cache.backend().coordination() {
             Coordination::InProcess => None,
             Coordination::Polling => Some(Arc::new(PollingCoordinator::new(Arc::clone(cache.backend()))) as _),

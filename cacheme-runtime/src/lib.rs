@@ -34,16 +34,22 @@ pub mod counter;
 mod error;
 #[cfg(feature = "file")]
 mod file;
+mod future;
+mod generations;
+mod key;
 mod logger;
 #[cfg(feature = "memcached")]
 mod memcached;
 mod memory;
 pub mod pipeline;
+mod polling;
 mod redact;
 #[cfg(feature = "redis")]
 mod redis;
 mod registry;
+mod sharing;
 mod singleflight;
+mod spec;
 pub mod stampede;
 pub mod store;
 mod sweeper;

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::store::sharing::SharedError;
+use crate::sharing::SharedError;
 
 /// The state of one flight, as seen by its followers.
 #[derive(Clone, Debug)]
@@ -221,7 +221,7 @@ mod tests {
         let Role::Follower(mut follower) = flights.join("k") else {
             panic!()
         };
-        let sharing = crate::store::sharing::ErrorSharing::<String>::by_clone();
+        let sharing = crate::sharing::ErrorSharing::<String>::by_clone();
         leader.fail(sharing.share(&"down".to_owned()));
         let Landed::Failed(Some(error)) = follower.outcome().await else {
             panic!("the follower hears the failure")

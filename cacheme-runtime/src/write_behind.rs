@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::logger::EventKind;
-use crate::store::spec::StoreSpec;
+use crate::spec::StoreSpec;
 
 /// Runs `write` on its own task and waits for it until `deadline` at most
 /// (it goes on afterwards). Without a free slot, `write` is dropped (its

@@ -18,10 +18,10 @@ use crate::client::Client;
 use crate::error::Error;
 use crate::logger::EventKind;
 use crate::pipeline::promise::{Cell, PromiseError};
+use crate::sharing::{ErrorSharing, SharedError};
+use crate::spec::StoreSpec;
 use crate::stampede::renewer::Renewer;
 use crate::stampede::waiter::Waiter;
-use crate::store::sharing::{ErrorSharing, SharedError};
-use crate::store::spec::StoreSpec;
 use crate::store::{decode, encode, load, wait_then_load};
 
 /// A store's single-key fetcher, bound to its context.

@@ -33,7 +33,7 @@ use serde::de::DeserializeOwned;
 
 use crate::client::Client;
 use crate::error::Result;
-use crate::store::spec::StoreSpec;
+use crate::spec::StoreSpec;
 
 pub(crate) use engine::run;
 pub use group::Fetchers;

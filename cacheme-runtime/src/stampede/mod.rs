@@ -39,7 +39,6 @@
 
 mod batch;
 pub(crate) mod lease;
-pub(crate) mod polling;
 pub(crate) mod probe;
 pub(crate) mod renewer;
 mod token;
@@ -51,8 +50,8 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::backend::BoxFuture;
 use crate::error::Result;
+use crate::future::BoxFuture;
 
 pub use batch::{LockRequest, Settlement};
 pub(crate) use token::new_token;

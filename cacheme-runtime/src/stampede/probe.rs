@@ -5,7 +5,7 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::error::{Error, Op};
-use crate::store::spec::StoreSpec;
+use crate::spec::StoreSpec;
 
 /// What reading a key found, before decoding.
 pub(crate) enum Probe {

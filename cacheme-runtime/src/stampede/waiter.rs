@@ -11,11 +11,11 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::error::{Error, Op};
+use crate::spec::StoreSpec;
 use crate::stampede::lease::Leases;
 use crate::stampede::probe::{Probe, discard, probe};
 use crate::stampede::renewer::Renewer;
 use crate::stampede::{MAX_ROUNDS, Notice, Watch};
-use crate::store::spec::StoreSpec;
 
 /// The shortest wait round (a round is a quarter of `lock_ttl`).
 const MIN_ROUND: Duration = Duration::from_millis(20);

@@ -16,9 +16,9 @@ use crate::client::Client;
 use crate::error::{Error, Op};
 use crate::logger::EventKind;
 use crate::singleflight::{Landed, Role};
+use crate::spec::StoreSpec;
 use crate::stampede::lease::Leases;
 use crate::stampede::waiter::{self, Waited, Waiter};
-use crate::store::spec::StoreSpec;
 use crate::write_behind::write_behind;
 
 /// What the leader of a flight does.

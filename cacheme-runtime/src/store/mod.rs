@@ -10,11 +10,25 @@
 //! write) do return cache errors.
 
 pub(crate) mod generation;
-pub mod key;
 mod miss;
 mod multi;
-pub mod sharing;
-pub mod spec;
+
+/// The key scheme of typed stores: `template with escaped values:v{version}`
+/// (the backend adds its namespace prefix).
+pub mod key {
+    pub use crate::key::{KeyTemplate, Part, push_param};
+}
+
+/// Handing one failed fetch's error to every caller that waited for it.
+pub mod sharing {
+    pub use crate::sharing::{ErrorProbe, ErrorSharing, ShareByClone, ShareNothing};
+}
+
+/// What the `#[cache_store]` macro knows about a store, and the link-time
+/// list of every store in the program.
+pub mod spec {
+    pub use crate::spec::{STORES, StoreSpec, Version, check_unique};
+}
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,12 +41,12 @@ use crate::client::Client;
 use crate::codec::Codec;
 use crate::error::{Error, Op, Result};
 use crate::logger::EventKind;
+pub use crate::sharing::ErrorSharing;
+use crate::spec::StoreSpec;
 use crate::stampede::probe::{Probe, discard, probe};
 pub use generation::storage_key;
 pub(crate) use miss::wait_then_load;
 use miss::{Step, coalesced};
-pub use sharing::ErrorSharing;
-use spec::StoreSpec;
 
 pub use multi::{MultiResult, get_many};
 

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::client::Client;
 use crate::pipeline::{self, Fetchers, Outcome, StoreGroup};
 use crate::singleflight::Role;
-use crate::store::spec::StoreSpec;
+use crate::spec::StoreSpec;
 
 /// The results of a store's `get_m`: in the order the keys were added
 /// (duplicates included) and by parameters.

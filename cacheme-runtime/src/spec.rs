@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::codec::Codec;
 use crate::error::{Error, Result};
-use crate::store::key::{KeyTemplate, push_param};
+use crate::key::{KeyTemplate, push_param};
 
 /// A store's version: part of every key, so bumping it hides old values.
 #[derive(Clone, Copy, Debug)]
@@ -120,7 +120,7 @@ fn clash(first: &StoreSpec, second: &StoreSpec) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::key::Part;
+    use crate::key::Part;
 
     fn spec(name: &'static str, line: u32, parts: &'static [Part], version: Version) -> &'static StoreSpec {
         let source = Box::leak(

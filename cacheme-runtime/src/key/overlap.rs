@@ -224,7 +224,7 @@ fn spell(came_from: &Trail, mut pair: Pair) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::key::push_param;
+    use crate::key::push_param;
 
     /// Parses `"foo:<id>:info"` the way the macro does (enough for tests).
     fn parts(template: &'static str) -> Vec<Part> {

@@ -25,7 +25,7 @@ fn lock_key(key: &str) -> String {
     format!("{key} lock")
 }
 
-/// [`Coordination::Polling`](super::Coordination::Polling) over a backend.
+/// [`Coordination::Polling`](crate::stampede::Coordination::Polling) over a backend.
 #[derive(Debug)]
 pub(crate) struct PollingCoordinator {
     backend: Arc<dyn Backend>,
