@@ -6,7 +6,9 @@
 //! - [`FileFixture`]: file caches in a temp dir, for the conformance suite.
 //! - [`MemcachedServer`]: a real `memcached`, the same way, and
 //!   [`MemcachedFixture`] for the conformance suite.
-//! - [`CountingProxy`]: a TCP proxy that counts round trips to a server.
+//! - [`CountingProxy`]: a TCP proxy that counts round trips to a server;
+//!   [`StallingProxy`]: one that holds a server's answers from a chosen
+//!   request on, to cancel a client mid-command.
 //! - [`RedisCluster`]: a real Redis Cluster (3 masters, a replica each by
 //!   default) assembled with `redis-cli --cluster create`, killed on drop;
 //!   [`RedisClusterFixture`] runs the conformance suite on one.
@@ -33,6 +35,7 @@ mod redis_cluster;
 mod redis_server;
 mod sent_commands;
 mod silent_server;
+mod stalling_proxy;
 
 pub use counting_proxy::CountingProxy;
 pub use cpu_load::CpuLoad;
@@ -45,3 +48,4 @@ pub use redis_cluster::{RedisCluster, RedisClusterBuilder, RedisClusterFixture};
 pub use redis_server::{RedisServer, RedisServerBuilder};
 pub use sent_commands::{Calls, SentCommands};
 pub use silent_server::SilentServer;
+pub use stalling_proxy::StallingProxy;

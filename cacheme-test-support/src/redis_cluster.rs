@@ -181,6 +181,39 @@ impl RedisCluster {
         addr.to_owned()
     }
 
+    /// Freezes (SIGSTOP) the running node at `addr`: it answers nothing
+    /// until [`thaw`](RedisCluster::thaw) (see [`RedisServer::freeze`]).
+    /// Panics if no running node has that address.
+    pub fn freeze(&mut self, addr: &str) {
+        self.node_mut(addr).freeze();
+    }
+
+    /// Resumes a [`freeze`](RedisCluster::freeze)d node.
+    pub fn thaw(&mut self, addr: &str) {
+        self.node_mut(addr).thaw();
+    }
+
+    /// The master that serves `key`'s slot now (it answers a plain `EXISTS`
+    /// for the key instead of redirecting). Panics if none does.
+    pub fn master_of(&self, key: &str) -> String {
+        self.masters()
+            .into_iter()
+            .find(|master| {
+                redis::cmd("EXISTS")
+                    .arg(key)
+                    .query::<i64>(&mut self.node_connection(master))
+                    .is_ok()
+            })
+            .unwrap_or_else(|| panic!("no master serves {key}"))
+    }
+
+    fn node_mut(&mut self, addr: &str) -> &mut RedisServer {
+        self.nodes
+            .iter_mut()
+            .find(|node| node.is_running() && node.addr() == addr)
+            .unwrap_or_else(|| panic!("no running node at {addr}"))
+    }
+
     /// Kills every node (SIGKILL); [`restart_all`](RedisCluster::restart_all)
     /// brings them back. Returns their addresses.
     pub fn kill_all(&mut self) -> Vec<String> {
