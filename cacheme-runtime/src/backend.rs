@@ -164,6 +164,16 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
         false
     }
 
+    /// The longest a read of one key ([`get`](Backend::get)) can take
+    /// before the backend fails it itself, if it bounds its commands (the
+    /// default: it does not say). Typed stores arm a timer of their own for
+    /// the read only when this is longer than their `cache_timeout`, so a
+    /// backend that already bounds its commands costs one timer per read,
+    /// not two.
+    fn read_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// How this backend protects typed stores from stampedes across
     /// processes (see [`Coordination`]). The default coordinates inside the
     /// process only, which is all a backend no other process sees needs.

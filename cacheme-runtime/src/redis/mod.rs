@@ -549,6 +549,10 @@ impl Backend for RedisBackend {
         Coordination::Custom(Arc::new(RedisCoordinator { backend: self.clone() }))
     }
 
+    fn read_timeout(&self) -> Option<Duration> {
+        Some(self.connection.limits().timeout)
+    }
+
     fn supports_delete_matching(&self) -> bool {
         true
     }

@@ -5,6 +5,7 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::error::{Error, Op};
+use crate::future::within;
 use crate::spec::StoreSpec;
 
 /// What reading a key found, before decoding.
@@ -20,7 +21,21 @@ pub(crate) enum Probe {
 
 /// Reads `key` by `deadline`.
 pub(crate) async fn probe(client: &Client, spec: &StoreSpec, key: &str, deadline: Instant) -> Probe {
-    match tokio::time::timeout_at(deadline, client.cache().backend().get(key)).await {
+    let backend = client.cache().backend();
+    let read = backend.get(key);
+    // A backend that fails the read itself within one cache budget needs
+    // no second timer (the read then ends at most the time the steps
+    // before it took past the deadline: nothing, unless a generation was
+    // looked up).
+    let bounded = backend
+        .read_timeout()
+        .is_some_and(|limit| limit <= client.cache_timeout());
+    let read = if bounded {
+        Ok(read.await)
+    } else {
+        within(deadline, read).await
+    };
+    match read {
         Ok(Ok(found)) => {
             client.cache_answered(spec, key);
             found.map_or(Probe::Missing, Probe::Found)

@@ -40,6 +40,7 @@ use tokio::time::Instant;
 use crate::client::Client;
 use crate::codec::Codec;
 use crate::error::{Error, Op, Result};
+use crate::future::within;
 use crate::logger::EventKind;
 pub use crate::sharing::ErrorSharing;
 use crate::spec::StoreSpec;
@@ -161,7 +162,7 @@ where
     }
     let deadline = Instant::now() + client.cache_timeout();
     let store_key = key;
-    let located = tokio::time::timeout_at(deadline, storage_key(client, spec, key)).await;
+    let located = within(deadline, storage_key(client, spec, key)).await;
     let failure = match located {
         Ok(Ok(key)) => {
             return match read(client, spec, &key, deadline).await {
