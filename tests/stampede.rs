@@ -416,15 +416,27 @@ async fn a_lost_notification_costs_a_bounded_delay_not_an_error() {
         let other = other.clone();
         async move { ColdStore::get(&other, 5).await }
     });
-    while other.client.waiting() == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    // Cut the waiters' pub/sub connection: the fill's notice is lost.
     let mut redis = ::redis::Client::open(server.url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
+    // The waiter registers before its subscription reaches the server:
+    // wait for the server to see it subscribed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let channels: Vec<String> = ::redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if other.client.waiting() > 0 && !channels.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the waiter never subscribed");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Cut the waiters' pub/sub connection: the fill's notice is lost.
     let killed: i64 = ::redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")
