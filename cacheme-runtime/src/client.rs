@@ -390,9 +390,9 @@ impl Client {
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// let client = cacheme::Client::memory()?;
+    /// let client = cacheme_runtime::Client::memory()?;
     /// client.flush().await;
-    /// # Ok::<(), cacheme::Error>(())
+    /// # Ok::<(), cacheme_runtime::Error>(())
     /// # }).unwrap();
     /// ```
     pub async fn flush(&self) {

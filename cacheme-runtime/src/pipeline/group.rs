@@ -15,7 +15,6 @@ use tokio::sync::Semaphore;
 
 use crate::backend::BoxFuture;
 use crate::client::Client;
-use crate::error::Error;
 use crate::logger::EventKind;
 use crate::pipeline::promise::{Cell, PromiseError};
 use crate::sharing::{ErrorSharing, SharedError};
@@ -173,9 +172,9 @@ pub(crate) trait Group<'a>: Send + Sync {
     /// types.
     fn add_any(&mut self, params: Box<dyn Any>, cell: Box<dyn Any>) -> Result<(), AnyPair>;
 
-    /// For pipelines: hands every entry's outcome to its promises; `failed`
-    /// (the batch's error) goes to those left unresolved.
-    fn deliver<'f>(&'f mut self, client: &'f Client, failed: Option<&'f Arc<Error>>) -> BoxFuture<'f, ()>;
+    /// For pipelines: hands every entry's outcome to its promises (those
+    /// left unresolved, by a cancelled run, report `NotExecuted`).
+    fn deliver<'f>(&'f mut self, client: &'f Client) -> BoxFuture<'f, ()>;
 }
 
 /// One distinct key of a group.
@@ -429,7 +428,7 @@ where
         Ok(())
     }
 
-    fn deliver<'f>(&'f mut self, client: &'f Client, failed: Option<&'f Arc<Error>>) -> BoxFuture<'f, ()> {
+    fn deliver<'f>(&'f mut self, client: &'f Client) -> BoxFuture<'f, ()> {
         Box::pin(async move {
             let outcomes = std::mem::take(&mut *lock(&self.outcomes));
             let bytes = std::mem::take(&mut *lock(&self.bytes));
@@ -442,7 +441,7 @@ where
                 first.set(match outcome {
                     Outcome::Value(value) => Ok(value),
                     Outcome::Fetch(error) => Err(PromiseError::Fetch(error)),
-                    Outcome::Pending => Err(pending_error(failed)),
+                    Outcome::Pending => Err(PromiseError::NotExecuted),
                 });
                 for other in others {
                     // Another promise of the same key: its own copy of the
@@ -453,7 +452,6 @@ where
                         .and_then(|b| decode::<V>(client, self.spec, &self.entries[i].key, b, false));
                     match copy {
                         Some(value) => other.set(Ok(value)),
-                        None if failed.is_some() => other.set(Err(pending_error(failed))),
                         None => again.push((i, Arc::clone(other))),
                     }
                 }
@@ -465,13 +463,6 @@ where
                 cell.set(result.map_err(PromiseError::Fetch));
             }
         })
-    }
-}
-
-fn pending_error<E>(failed: Option<&Arc<Error>>) -> PromiseError<E> {
-    match failed {
-        Some(error) => PromiseError::Cache(Error::Pipeline(Arc::clone(error))),
-        None => PromiseError::NotExecuted,
     }
 }
 

@@ -109,7 +109,7 @@ impl<'a> Pipeline<'a> {
             });
             join_all(runs).await;
         }
-        let deliveries = members.iter_mut().map(|m| m.group.deliver(m.client, None));
+        let deliveries = members.iter_mut().map(|m| m.group.deliver(m.client));
         join_all(deliveries).await;
         Ok(())
     }
