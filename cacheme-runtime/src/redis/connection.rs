@@ -95,11 +95,15 @@ impl Link {
 }
 
 impl Limits {
-    /// The bytes `commands` send, or a "too large" error naming the first
-    /// argument over `max_value_size`.
+    /// The bytes `commands` send, plus an allowance of one millisecond of
+    /// transfer per command (a pipeline of thousands of script calls, each
+    /// over hundreds of keys, keeps the server busy for a while), or a "too
+    /// large" error naming the first argument over `max_value_size`.
     pub(crate) fn check<'c>(&self, commands: impl IntoIterator<Item = &'c Cmd>) -> RedisResult<usize> {
+        const PER_COMMAND: usize = (crate::config::TRANSFER_RATE / 1000) as usize;
         let mut total = 0usize;
         for cmd in commands {
+            total = total.saturating_add(PER_COMMAND);
             for arg in cmd.args_iter() {
                 if let Arg::Simple(bytes) = arg {
                     if bytes.len() as u64 > self.max_value_size {
@@ -324,7 +328,7 @@ mod tests {
     fn arguments_over_the_limit_are_refused_and_the_rest_counted() {
         let mut fits = redis::cmd("SET");
         fits.arg("k").arg(vec![0u8; 1024]);
-        assert_eq!(limits().check([&fits]).unwrap(), 3 + 1 + 1024);
+        assert_eq!(limits().check([&fits]).unwrap(), 32 * 1024 * 1024 / 1000 + 3 + 1 + 1024);
         let mut over = redis::cmd("SET");
         over.arg("k").arg(vec![0u8; 1025]);
         let err = limits().check([&fits, &over]).unwrap_err();

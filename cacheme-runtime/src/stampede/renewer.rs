@@ -33,6 +33,10 @@ struct Table {
     held: HashMap<u64, Held>,
     next_id: u64,
     task: Option<JoinHandle<()>>,
+    /// When the renewer will look at the table next (`None`: it is looking
+    /// now). A lock due later needs no wake-up: a batch of 100,000 locks
+    /// must not wake it (and make it scan the table) 100,000 times.
+    next_wake: Option<Instant>,
 }
 
 /// The renewer of one client (see the module docs). Cheap to clone.
@@ -87,24 +91,27 @@ impl Renewer {
         let mut table = self.table();
         let id = table.next_id;
         table.next_id += 1;
-        table.held.insert(
-            id,
-            Held {
-                key: key.to_owned(),
-                token: token.to_owned(),
-                ttl,
-                due: now + (ttl / 3).max(Duration::from_millis(1)),
-                expires: self.fetch_timeout.map(|limit| now + limit),
-            },
-        );
+        let held = Held {
+            key: key.to_owned(),
+            token: token.to_owned(),
+            ttl,
+            due: now + (ttl / 3).max(Duration::from_millis(1)),
+            expires: self.fetch_timeout.map(|limit| now + limit),
+        };
+        let first = held.expires.map_or(held.due, |at| at.min(held.due));
+        let wake = table.next_wake.is_some_and(|at| first < at);
+        table.held.insert(id, held);
         if table.task.as_ref().is_none_or(JoinHandle::is_finished)
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             let renewer = self.clone();
+            table.next_wake = None;
             table.task = Some(runtime.spawn(async move { renewer.run().await }));
         }
         drop(table);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
         id
     }
 
@@ -124,6 +131,7 @@ impl Renewer {
                 let mut table = self.table();
                 if table.held.is_empty() {
                     table.task = None;
+                    table.next_wake = None;
                     return;
                 }
                 let now = Instant::now();
@@ -145,6 +153,9 @@ impl Renewer {
                     }
                     true
                 });
+                // Set under the lock: a lock held from now on that is due
+                // before `next` wakes the renewer (see `hold`).
+                table.next_wake = (due.is_empty() && expired.is_empty()).then_some(next);
                 (due, expired, next)
             };
             let round = self.round.lock().await;
