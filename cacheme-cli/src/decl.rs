@@ -118,6 +118,7 @@ impl Declaration {
             singleflight: self.singleflight,
             codec: self.codec,
             lock_ttl: self.lock_ttl,
+            local: None,
             fetcher: leak(self.fetcher.clone()),
             file: leak(self.file.clone()),
             line: u32::try_from(self.line).unwrap_or(u32::MAX),

@@ -74,6 +74,34 @@ fn expand(s: &Store) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     let singleflight = s.singleflight;
+    let local = match &s.local {
+        Some(local) => {
+            let capacity = Literal::u64_suffixed(local.capacity);
+            let tier = quote!(#cm::LocalTier::new(#capacity));
+            match local.ttl_ms {
+                Some(ms) => {
+                    let ms = Literal::u64_suffixed(ms);
+                    quote!(::core::option::Option::Some(#tier.with_ttl(#cm::Duration::from_millis(#ms))))
+                }
+                None => quote!(::core::option::Option::Some(#tier)),
+            }
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    // A local tier holds decoded values and clones them out: the value
+    // type must allow it (checked where `local` is written).
+    let local_check = s.local.as_ref().map(|local| {
+        let value_ty = quote_spanned!(output.span()=> <#output as #cm::FetchResult>::Value);
+        quote_spanned! {local.span=>
+            const _: fn() = || {
+                fn local_tier_values_must_be_clone_send_sync_and_static<
+                    T: ::core::clone::Clone + ::core::marker::Send + ::core::marker::Sync + 'static,
+                >() {
+                }
+                local_tier_values_must_be_clone_send_sync_and_static::<#value_ty>();
+            };
+        }
+    });
     let store_name = store.to_string();
     let fetcher_name = fetcher.to_string();
 
@@ -102,6 +130,8 @@ fn expand(s: &Store) -> TokenStream {
     quote! {
         #item
 
+        #local_check
+
         #[doc = #doc_store]
         #[derive(Clone, Copy, Debug, Default)]
         #vis struct #store;
@@ -116,6 +146,7 @@ fn expand(s: &Store) -> TokenStream {
                 singleflight: #singleflight,
                 codec: #codec,
                 lock_ttl: #lock_ttl,
+                local: #local,
                 fetcher: ::core::concat!(::core::module_path!(), "::", #fetcher_name),
                 file: ::core::file!(),
                 line: ::core::line!(),
@@ -135,7 +166,7 @@ fn expand(s: &Store) -> TokenStream {
                 let __key = Self::key(#(&#names),*);
                 #cm::get(#cm::Context::cacheme(__ctx), &Self::SPEC, &__key, || {
                     #fetcher(__ctx, #(::core::clone::Clone::clone(&#names)),*)
-                }, Self::__sharing())
+                }, Self::__sharing(), Self::__keeping())
                 .await
             }
 
@@ -169,6 +200,17 @@ fn expand(s: &Store) -> TokenStream {
                 #[allow(unused_imports)]
                 use #cm::{ShareByClone as _, ShareNothing as _};
                 (&&#cm::ErrorProbe::<#error_ty>::NEW).sharing()
+            }
+
+            /// Whether this store's values can be kept decoded in process
+            /// (the memory backend, a local tier): when the value type is
+            /// `Clone + Send + Sync + 'static`.
+            #[doc(hidden)]
+            #[allow(clippy::needless_borrow)] // autoref specialization
+            #vis fn __keeping() -> #cm::ValueKeeping<#value_ty> {
+                #[allow(unused_imports)]
+                use #cm::{KeepByClone as _, KeepNothing as _};
+                (&&#cm::ValueProbe::<#value_ty>::NEW).keeping()
             }
 
             /// How this store fetches, bound to a context (`get_m`, `get_p`).

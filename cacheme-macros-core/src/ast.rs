@@ -26,6 +26,18 @@ pub struct Args {
     pub prefix: Option<LitStr>,
     /// `fetch_many = path::to::fn`: the batch fetcher.
     pub fetch_many: Option<Path>,
+    /// `local` or `local(capacity = 10_000, ttl = "30s")`: a local tier.
+    pub local: Option<LocalArg>,
+}
+
+/// The `local` option as written, with its span.
+pub struct LocalArg {
+    /// The option's span.
+    pub span: Span,
+    /// `capacity = N`.
+    pub capacity: Option<LitInt>,
+    /// `ttl = "30s"`.
+    pub ttl: Option<LitStr>,
 }
 
 /// `version = 1`, `version = "2024-06"` or `version = path::to::fn`.
@@ -38,7 +50,7 @@ pub enum VersionArg {
     Path(Path),
 }
 
-const OPTIONS: &str = "key, ttl, version, singleflight, codec, name, prefix, lock_ttl, fetch_many";
+const OPTIONS: &str = "key, ttl, version, singleflight, local, codec, name, prefix, lock_ttl, fetch_many";
 
 /// Parses the attribute's arguments. Collects one error per bad option.
 pub fn parse_args(tokens: TokenStream, errors: &mut Vec<syn::Error>) -> Args {
@@ -95,6 +107,33 @@ pub fn parse_args(tokens: TokenStream, errors: &mut Vec<syn::Error>) -> Args {
                         "`fetch_many` takes a path to the batch fetcher: `fetch_many = books`",
                     )
                 })?);
+            }
+            "local" => {
+                if args.local.is_some() {
+                    return Err(duplicate());
+                }
+                let mut local = LocalArg {
+                    span: ident.span(),
+                    capacity: None,
+                    ttl: None,
+                };
+                if meta.input.peek(syn::token::Paren) {
+                    meta.parse_nested_meta(|inner| {
+                        let what = inner.path.get_ident().map(ToString::to_string).unwrap_or_default();
+                        match what.as_str() {
+                            "capacity" if local.capacity.is_none() => local.capacity = Some(inner.value()?.parse()?),
+                            "ttl" if local.ttl.is_none() => local.ttl = Some(inner.value()?.parse()?),
+                            "capacity" | "ttl" => return Err(inner.error(format!("`{what}` is given twice"))),
+                            _ => {
+                                return Err(inner.error(
+                                    "unknown `local` option; expected `capacity = 10_000` and/or `ttl = \"30s\"`",
+                                ));
+                            }
+                        }
+                        Ok(())
+                    })?;
+                }
+                args.local = Some(local);
             }
             "singleflight" => {
                 if args.singleflight.is_some() {

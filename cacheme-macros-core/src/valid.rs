@@ -33,6 +33,8 @@ pub struct Store {
     pub version: Version,
     /// Whether concurrent gets of one key share one fetch.
     pub singleflight: bool,
+    /// The local tier, when asked for.
+    pub local: Option<Local>,
     /// The runtime `Codec` variant (`Bincode`, `Json`, `MessagePack`),
     /// spanned at the option; `None` uses the client's.
     pub codec: Option<Ident>,
@@ -44,6 +46,17 @@ pub struct Store {
     pub output: Type,
     /// The batch fetcher (`fetch_many = path`), if any.
     pub fetch_many: Option<syn::Path>,
+}
+
+/// The validated `local` option.
+pub struct Local {
+    /// Where it was written (the value type's bounds are checked there).
+    pub span: Span,
+    /// The most values held.
+    pub capacity: u64,
+    /// How long a value is served locally, in milliseconds; `None`: the
+    /// store's TTL.
+    pub ttl_ms: Option<u64>,
 }
 
 /// The validated version.
@@ -211,6 +224,23 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         }
     };
     let lock_ttl_ms = args.lock_ttl.as_ref().map(|lit| duration(lit, "lock_ttl", errors));
+    let local = args.local.map(|local| {
+        let capacity = match &local.capacity {
+            None => Some(10_000),
+            Some(int) => match int.base10_parse::<u64>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    errors.push(syn::Error::new(
+                        int.span(),
+                        "`capacity` is how many values the local tier holds: a positive integer",
+                    ));
+                    None
+                }
+            },
+        };
+        let ttl_ms = local.ttl.as_ref().map(|lit| duration(lit, "ttl", errors));
+        (local.span, capacity, ttl_ms)
+    });
     let version = match args.version {
         None => Some(Version::Static("1".to_owned())),
         Some(VersionArg::Int(int)) => match int.base10_parse::<u64>() {
@@ -272,6 +302,14 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         lock_ttl_ms: lock_ttl_ms.flatten(),
         version: version?,
         singleflight: args.singleflight.is_some_and(|(on, _)| on),
+        local: match local {
+            Some((span, capacity, ttl_ms)) => Some(Local {
+                span,
+                capacity: capacity?,
+                ttl_ms: ttl_ms.flatten(),
+            }),
+            None => None,
+        },
         codec,
         context: context?,
         params,

@@ -174,6 +174,14 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
         None
     }
 
+    /// The backend as [`Any`](std::any::Any), so the runtime recognises
+    /// its own memory backend (typed hits there skip decoding). Other
+    /// backends keep the default.
+    #[doc(hidden)]
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     /// How this backend protects typed stores from stampedes across
     /// processes (see [`Coordination`]). The default coordinates inside the
     /// process only, which is all a backend no other process sees needs.

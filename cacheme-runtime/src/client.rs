@@ -12,10 +12,13 @@ use crate::cache::Cache;
 use crate::codec::Codec;
 use crate::error::{Error, Op, Result};
 use crate::generations::{self, Generations};
+use crate::local::notices::Hearing;
+use crate::local::{self, LocalTiers};
 use crate::logger::{self, Event, EventKind, Logger};
+use crate::memory::MemoryBackend;
 use crate::polling::PollingCoordinator;
 use crate::singleflight::Flights;
-use crate::spec::{STORES, StoreSpec, check_unique};
+use crate::spec::{LocalTier, STORES, StoreSpec, check_unique};
 use crate::stampede::renewer::Renewer;
 use crate::stampede::{Coordination, Coordinator, DEFAULT_LOCK_TTL};
 
@@ -48,6 +51,15 @@ struct Inner {
     codec: Codec,
     logger: Option<Arc<dyn Logger>>,
     flights: Flights,
+    /// The stores' local tiers (over a remote backend).
+    local: LocalTiers,
+    /// Set when the backend is the memory backend: typed hits read its
+    /// entries directly (and skip decoding).
+    memory: Option<MemoryBackend>,
+    /// This client's id in local-tier announcements.
+    id: u64,
+    /// Set once this client listens for local-tier announcements.
+    hearing: std::sync::OnceLock<Hearing>,
     /// Set where the backend cannot list keys: stores invalidate by
     /// generation (see `store::generation`).
     generations: Option<Generations>,
@@ -107,6 +119,7 @@ pub struct ClientBuilder {
     breaker: Option<(u32, Duration)>,
     max_pending_fills: Option<usize>,
     fetch_concurrency: Option<usize>,
+    local: Option<LocalTier>,
 }
 
 impl ClientBuilder {
@@ -215,6 +228,27 @@ impl ClientBuilder {
         self
     }
 
+    /// A local tier for every store that does not declare its own
+    /// (`local(...)` on the store): decoded values held in this process
+    /// over a remote backend, served without a round trip (see the
+    /// `cache_store` docs for coherence across processes). Stores whose
+    /// value type is not `Clone + Send + Sync + 'static` are left without.
+    /// Ignored on the memory backend, which already serves decoded values.
+    ///
+    /// ```
+    /// use cacheme::{Client, LocalTier};
+    /// use std::time::Duration;
+    ///
+    /// let client = Client::builder()
+    ///     .local(LocalTier::new(10_000).with_ttl(Duration::from_secs(30)))
+    ///     .build()?;
+    /// # Ok::<(), cacheme::Error>(())
+    /// ```
+    pub fn local(mut self, tier: LocalTier) -> Self {
+        self.local = Some(tier);
+        self
+    }
+
     /// Builds the client, refusing duplicate or overlapping stores and a
     /// `lock_ttl` (the client's or a store's) outside
     /// [`MIN_LOCK_TTL`]..=[`MAX_LOCK_TTL`].
@@ -228,7 +262,7 @@ impl ClientBuilder {
                 )?;
             }
         }
-        self.assemble()
+        self.assemble(&STORES)
     }
 
     /// The client, without checking the program's stores. Unit tests of
@@ -236,10 +270,10 @@ impl ClientBuilder {
     /// (through the test support), which `STORES` refuses to read.
     #[cfg(test)]
     pub(crate) fn build_for_unit_tests(self) -> Result<Client> {
-        self.assemble()
+        self.assemble(&[])
     }
 
-    fn assemble(self) -> Result<Client> {
+    fn assemble(self, stores: &[&'static StoreSpec]) -> Result<Client> {
         if let Some(ttl) = self.lock_ttl {
             check_lock_ttl(ttl, "ClientBuilder::lock_ttl")?;
         }
@@ -267,6 +301,16 @@ impl ClientBuilder {
         let renewer = coordinator
             .as_ref()
             .map(|c| Renewer::new(Arc::clone(c), fetch_timeout, cache_timeout));
+        let memory = cache
+            .backend()
+            .as_any()
+            .and_then(|backend| backend.downcast_ref::<MemoryBackend>())
+            .cloned();
+        // The memory backend serves decoded values itself: no tier over it.
+        let local = match memory {
+            Some(_) => LocalTiers::new(&[], None, true),
+            None => LocalTiers::new(stores, self.local, false),
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 generations,
@@ -283,6 +327,10 @@ impl ClientBuilder {
                 cache,
                 logger: self.logger,
                 flights: Flights::default(),
+                local,
+                memory,
+                id: local::sender_id(),
+                hearing: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -333,6 +381,13 @@ impl Client {
         self.inner.flights.len()
     }
 
+    /// How many values the stores' local tiers hold now (approximately:
+    /// the count catches up with evictions and expiries lazily). Zero
+    /// without local tiers, and on the memory backend.
+    pub fn local_entries(&self) -> u64 {
+        self.inner.local.len()
+    }
+
     /// Every store declared in the program.
     pub fn stores() -> &'static [&'static StoreSpec] {
         &STORES
@@ -345,6 +400,83 @@ impl Client {
 
     pub(crate) fn flights(&self) -> &Flights {
         &self.inner.flights
+    }
+
+    /// The memory backend, when it is this client's.
+    pub(crate) fn memory_backend(&self) -> Option<&MemoryBackend> {
+        self.inner.memory.as_ref()
+    }
+
+    /// The local tiers, once they may be used: on a backend that announces
+    /// changes, this starts listening (the tiers stay unused until every
+    /// store's announcements are heard).
+    pub(crate) fn local(&self) -> &LocalTiers {
+        let local = &self.inner.local;
+        if !local.is_empty() && self.inner.hearing.get().is_none() {
+            self.start_hearing();
+        }
+        local
+    }
+
+    fn start_hearing(&self) {
+        let mut started = false;
+        let hearing = self.inner.hearing.get_or_init(|| {
+            started = true;
+            Hearing::new(self.inner.local.names().collect())
+        });
+        if !started {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let hear: crate::stampede::Hearing = Arc::new(move |heard| {
+            if let Some(inner) = weak.upgrade()
+                && let Some(hearing) = inner.hearing.get()
+            {
+                local::hear(&inner.local, &inner.flights, hearing, inner.id, heard);
+            }
+        });
+        let listening = self
+            .inner
+            .coordinator
+            .as_ref()
+            .is_some_and(|c| c.listen(hearing.stores(), hear));
+        if !listening {
+            // Nothing to hear: the tiers' TTL bounds staleness.
+            self.inner.local.vouch(true);
+        }
+    }
+
+    /// Drops what this process holds of `key` (its flight, its local
+    /// value): a get that starts after this never sees an older value.
+    pub(crate) fn forget(&self, spec: &StoreSpec, key: &str) {
+        let local = &self.inner.local;
+        self.inner.flights.detach_with(key, || local.remove(spec, key));
+    }
+
+    /// [`forget`](Self::forget) for every key of `spec`.
+    pub(crate) fn forget_store(&self, spec: &StoreSpec) {
+        let local = &self.inner.local;
+        self.inner.flights.detach_all_with(|| local.clear_store(spec));
+    }
+
+    /// Tells the other processes that `keys` of `spec` changed (all of
+    /// them when `keys` is empty), if the store has a local tier; a
+    /// failure is logged.
+    pub(crate) async fn announce(&self, spec: &StoreSpec, keys: &[&str]) {
+        let (Some(coordinator), true) = (self.coordinator(), self.inner.local.has(spec)) else {
+            return;
+        };
+        for payload in local::notices::announcements(self.inner.id, keys) {
+            if let Err(error) = coordinator.announce(spec.name, &payload).await {
+                self.log(
+                    EventKind::BackendError,
+                    spec,
+                    keys.first().copied().unwrap_or(""),
+                    Some(&error),
+                );
+                return;
+            }
+        }
     }
 
     /// How many gets wait, right now, for another process's fetch (the

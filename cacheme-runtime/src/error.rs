@@ -49,6 +49,8 @@ pub enum Op {
     Unlock,
     /// Subscribing to a key's stampede notifications.
     Watch,
+    /// Telling other processes' local tiers that keys changed.
+    Announce,
     /// Turning a value into bytes.
     Encode,
     /// Turning bytes back into a value.
@@ -79,6 +81,7 @@ impl fmt::Display for Op {
             Op::Fill => "fill",
             Op::Unlock => "unlock",
             Op::Watch => "watch",
+            Op::Announce => "announce",
             Op::Encode => "encode",
             Op::Decode => "decode",
             Op::Ttl => "ttl",

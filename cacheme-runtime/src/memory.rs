@@ -8,7 +8,7 @@
 //! lose an update.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -19,6 +19,7 @@ use crate::backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, Ttl, clamp_ttl};
 use crate::config::ProviderConfig;
 use crate::counter;
 use crate::error::Result;
+use crate::keeping::Kept;
 
 const PROVIDER: &str = "memory";
 
@@ -27,17 +28,44 @@ pub const DEFAULT_CAPACITY: u64 = 100_000;
 
 #[derive(Clone)]
 struct Entry {
-    value: Arc<[u8]>,
+    value: Arc<Stored>,
     expires_at: Option<Instant>,
+}
+
+/// An entry's bytes, and the value they decode to once a typed store has
+/// read them (so its next hits skip decoding; see `keeping`). A write
+/// replaces the whole entry, so the decoded value never outlives its bytes.
+pub(crate) struct Stored {
+    bytes: Box<[u8]>,
+    decoded: OnceLock<Kept>,
+}
+
+impl Stored {
+    /// The stored bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The value the bytes decode to, once a typed store has decoded them.
+    pub(crate) fn decoded(&self) -> &OnceLock<Kept> {
+        &self.decoded
+    }
 }
 
 impl Entry {
     fn new(value: &[u8], ttl: Ttl) -> Self {
+        // Clamped, so the addition cannot overflow; were it to, the entry
+        // would simply not expire.
+        Self::until(value, ttl.and_then(|ttl| Instant::now().checked_add(clamp_ttl(ttl))))
+    }
+
+    fn until(value: &[u8], expires_at: Option<Instant>) -> Self {
         Entry {
-            value: value.into(),
-            // Clamped, so the addition cannot overflow; were it to, the
-            // entry would simply not expire.
-            expires_at: ttl.and_then(|ttl| Instant::now().checked_add(clamp_ttl(ttl))),
+            value: Arc::new(Stored {
+                bytes: value.into(),
+                decoded: OnceLock::new(),
+            }),
+            expires_at,
         }
     }
 
@@ -127,6 +155,11 @@ impl MemoryBackend {
     async fn live(&self, key: &str) -> Option<Entry> {
         self.entries.get(key).await.filter(|e| e.is_live(Instant::now()))
     }
+
+    /// The live entry at `key`, shared (no copy of its bytes).
+    pub(crate) async fn stored(&self, key: &str) -> Option<Arc<Stored>> {
+        self.live(key).await.map(|e| e.value)
+    }
 }
 
 impl fmt::Debug for MemoryBackend {
@@ -144,7 +177,11 @@ impl Backend for MemoryBackend {
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
-        Box::pin(async move { Ok(self.live(key).await.map(|e| e.value.to_vec())) })
+        Box::pin(async move { Ok(self.live(key).await.map(|e| e.value.bytes.to_vec())) })
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<()>> {
@@ -172,14 +209,12 @@ impl Backend for MemoryBackend {
                 .entry_by_ref(key)
                 .and_try_compute_with(|current| {
                     let live = current.map(|e| e.into_value()).filter(|e| e.is_live(Instant::now()));
-                    let outcome = counter::apply(PROVIDER, key, live.as_ref().map(|e| &*e.value), delta).map(|n| {
-                        result = n;
-                        // The counter keeps the deadline it had, as Redis's INCRBY keeps the TTL.
-                        Compute::Put(Entry {
-                            value: n.to_string().into_bytes().into(),
-                            expires_at: live.and_then(|e| e.expires_at),
-                        })
-                    });
+                    let outcome =
+                        counter::apply(PROVIDER, key, live.as_ref().map(|e| e.value.bytes()), delta).map(|n| {
+                            result = n;
+                            // The counter keeps the deadline it had, as Redis's INCRBY keeps the TTL.
+                            Compute::Put(Entry::until(n.to_string().as_bytes(), live.and_then(|e| e.expires_at)))
+                        });
                     std::future::ready(outcome)
                 })
                 .await?;
@@ -269,8 +304,8 @@ impl Backend for MemoryBackend {
             self.entries
                 .entry_by_ref(key)
                 .and_compute_with(|current| {
-                    removed =
-                        current.is_some_and(|e| e.value().is_live(Instant::now()) && &*e.value().value == expected);
+                    removed = current
+                        .is_some_and(|e| e.value().is_live(Instant::now()) && e.value().value.bytes() == expected);
                     std::future::ready(if removed { Compute::Remove } else { Compute::Nop })
                 })
                 .await;

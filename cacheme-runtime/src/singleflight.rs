@@ -26,8 +26,12 @@ use crate::sharing::SharedError;
 #[derive(Clone, Debug)]
 enum Phase {
     Running,
-    /// The leader's encoded value.
-    Done(Arc<[u8]>),
+    /// The leader's encoded value; `cached`: read from the cache (else
+    /// fetched).
+    Done {
+        bytes: Arc<[u8]>,
+        cached: bool,
+    },
     /// The leader's fetch failed; its error, if it could be shared.
     Failed(Option<SharedError>),
     /// The leader panicked or was dropped: compete again.
@@ -37,8 +41,9 @@ enum Phase {
 /// How a flight ended, as a follower learns it.
 #[derive(Debug)]
 pub(crate) enum Landed {
-    /// The leader's encoded value.
-    Value(Arc<[u8]>),
+    /// The leader's encoded value; `cached`: read from the cache (a hit),
+    /// else fetched from the source.
+    Value { bytes: Arc<[u8]>, cached: bool },
     /// The leader's fetch failed with this error (`None`: an error that
     /// cannot be shared; the follower fetches by itself rather than start
     /// another flight that would fail one caller after another).
@@ -104,6 +109,36 @@ impl Flights {
         })
     }
 
+    /// Detaches the flight of `key`, if any, and runs `also` (dropping a
+    /// local value) atomically with it: a caller arriving from now on
+    /// starts a new flight instead of joining one that may have read the
+    /// value before the caller's invalidation, and the detached flight can
+    /// no longer keep its value locally (see [`while_current`](Self::while_current)).
+    /// The detached flight's followers still get its outcome (they joined
+    /// before).
+    pub(crate) fn detach_with(&self, key: &str, also: impl FnOnce()) {
+        let mut table = self.lock();
+        table.remove(key);
+        also();
+    }
+
+    /// Detaches every flight (see [`detach_with`](Self::detach_with)).
+    pub(crate) fn detach_all_with(&self, also: impl FnOnce()) {
+        let mut table = self.lock();
+        table.clear();
+        also();
+    }
+
+    /// Runs `f` only if `guard`'s flight is still the current one of its
+    /// key (not detached by an invalidation since it began), atomically
+    /// with respect to [`detach_with`](Self::detach_with): an invalidation
+    /// either happened before (then `f` does not run) or waits for `f`.
+    pub(crate) fn while_current<R>(&self, guard: &LeaderGuard<'_>, f: impl FnOnce() -> R) -> Option<R> {
+        let table = self.lock();
+        let current = table.get(&guard.key).is_some_and(|(id, _)| *id == guard.id);
+        current.then(f)
+    }
+
     /// How many keys are being loaded right now.
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
@@ -125,10 +160,21 @@ pub(crate) struct LeaderGuard<'a> {
 }
 
 impl LeaderGuard<'_> {
-    /// Hands the encoded value to the followers.
+    /// Hands the fetched value, encoded, to the followers.
     pub(crate) fn finish(self, value: Arc<[u8]>) {
-        self.tx.send_replace(Phase::Done(value));
+        self.tx.send_replace(Phase::Done {
+            bytes: value,
+            cached: false,
+        });
         // Drop removes the entry; the Done phase stays readable by followers.
+    }
+
+    /// Hands the value read from the cache to the followers.
+    pub(crate) fn finish_read(self, value: Arc<[u8]>) {
+        self.tx.send_replace(Phase::Done {
+            bytes: value,
+            cached: true,
+        });
     }
 
     /// Tells the followers the fetch failed, with its error if it can be
@@ -169,7 +215,10 @@ impl Follower {
     pub(crate) async fn outcome(&mut self) -> Landed {
         match self.rx.wait_for(|phase| !matches!(phase, Phase::Running)).await {
             Ok(phase) => match &*phase {
-                Phase::Done(value) => Landed::Value(value.clone()),
+                Phase::Done { bytes, cached } => Landed::Value {
+                    bytes: bytes.clone(),
+                    cached: *cached,
+                },
                 Phase::Failed(error) => Landed::Failed(error.clone()),
                 Phase::Running | Phase::Abandoned => Landed::Abandoned,
             },
@@ -194,7 +243,7 @@ mod tests {
         assert_eq!(flights.len(), 1);
         leader.finish(Arc::from(&b"v"[..]));
         assert_eq!(flights.len(), 0);
-        assert!(matches!(follower.outcome().await, Landed::Value(v) if &*v == b"v"));
+        assert!(matches!(follower.outcome().await, Landed::Value { bytes, cached: false } if &*bytes == b"v"));
     }
 
     #[tokio::test]
@@ -231,6 +280,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_detached_flight_is_not_joined_and_keeps_nothing() {
+        let flights = Flights::default();
+        let Role::Leader(old) = flights.join("k") else { panic!() };
+        let Role::Follower(mut early) = flights.join("k") else {
+            panic!()
+        };
+        assert_eq!(flights.while_current(&old, || 1), Some(1));
+        let mut dropped = false;
+        flights.detach_with("k", || dropped = true);
+        assert!(dropped);
+        assert_eq!(
+            flights.while_current(&old, || 1),
+            None,
+            "a detached flight keeps nothing"
+        );
+        let Role::Leader(new) = flights.join("k") else {
+            panic!("a caller after the invalidation starts a new flight")
+        };
+        old.finish_read(Arc::from(&b"old"[..]));
+        assert!(
+            matches!(early.outcome().await, Landed::Value { bytes, cached: true } if &*bytes == b"old"),
+            "who joined before still gets the old flight's value"
+        );
+        assert_eq!(flights.len(), 1, "the old leader leaves the new flight alone");
+        drop(new);
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
     async fn a_stuck_flight_is_taken_over_once() {
         let flights = Flights::default();
         let Role::Leader(stuck) = flights.join("k") else {
@@ -248,7 +326,7 @@ mod tests {
         drop(stuck);
         assert_eq!(flights.len(), 1, "the stuck leader leaves the new flight alone");
         new.finish(Arc::from(&b"v"[..]));
-        assert!(matches!(later.outcome().await, Landed::Value(_)));
+        assert!(matches!(later.outcome().await, Landed::Value { .. }));
         assert_eq!(flights.len(), 0);
     }
 }

@@ -38,6 +38,36 @@ impl Version {
     }
 }
 
+/// A local tier's bounds: how many values it holds and how long each is
+/// served from process memory (never longer than the store's TTL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalTier {
+    /// The most values held (least recently and frequently used evicted
+    /// first, as moka does).
+    pub capacity: u64,
+    /// How long a value is served from the local tier after it was read or
+    /// fetched; `None`: the store's TTL. Capped at the store's TTL.
+    pub ttl: Option<Duration>,
+}
+
+impl LocalTier {
+    /// The default capacity of a local tier: 10,000 values.
+    pub const DEFAULT_CAPACITY: u64 = 10_000;
+
+    /// A tier of `capacity` values whose TTL is the store's.
+    pub const fn new(capacity: u64) -> Self {
+        LocalTier { capacity, ttl: None }
+    }
+
+    /// The same tier, serving each value at most `ttl`.
+    pub const fn with_ttl(self, ttl: Duration) -> Self {
+        LocalTier {
+            capacity: self.capacity,
+            ttl: Some(ttl),
+        }
+    }
+}
+
 /// Everything about one store, emitted by the macro as a `static`.
 #[derive(Debug)]
 pub struct StoreSpec {
@@ -56,6 +86,10 @@ pub struct StoreSpec {
     /// How long a cross-process fetch lock lives (the stampede protocol);
     /// `None` uses the default.
     pub lock_ttl: Option<Duration>,
+    /// The store's local tier (`local(...)`): decoded values held in this
+    /// process over a remote backend; `None` uses the client's default
+    /// ([`ClientBuilder::local`](crate::ClientBuilder::local)).
+    pub local: Option<LocalTier>,
     /// The Rust path of the fetcher (`module::book`).
     pub fetcher: &'static str,
     /// Where the store is declared.
@@ -141,6 +175,7 @@ mod tests {
             singleflight: false,
             codec: None,
             lock_ttl: None,
+            local: None,
             fetcher: "f",
             file: "src/lib.rs",
             line,

@@ -57,6 +57,7 @@ mod tests {
         singleflight: false,
         codec: None,
         lock_ttl: None,
+        local: None,
         fetcher: "report",
         file: "src/lib.rs",
         line: 1,

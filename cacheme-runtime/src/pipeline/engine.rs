@@ -1,14 +1,16 @@
 //! The batch path shared by pipelines and `get_m`: every key of every
 //! store of the batch in as few round trips as the backend allows.
 //!
-//! 1. Read every key in one [`Backend::get_many`](crate::Backend::get_many)
+//! 1. Every key joins this process's flights: a key another task is
+//!    already reading or loading (a `get`, another batch) is waited for,
+//!    not read or fetched again. The keys this batch leads are its own to
+//!    read and, on a miss, to load.
+//! 2. Read the led keys in one [`Backend::get_many`](crate::Backend::get_many)
 //!    (one MGET on Redis, one command per node in a cluster, one multi-get
-//!    per memcached server). A value that does not decode is a miss, and
-//!    is removed (if still the same bytes) so the lock step does not
-//!    refuse its lock.
-//! 2. Misses join this process's flights: a key another task is already
-//!    loading (a `get`, another batch) is waited for, not fetched.
-//! 3. The remaining misses take their stampede locks through one set of
+//!    per memcached server); hits are handed to their followers. A value
+//!    that does not decode is a miss, and is removed (if still the same
+//!    bytes) so the lock step does not refuse its lock.
+//! 3. The misses take their stampede locks through one set of
 //!    leases (one [`Coordinator::try_lock_many`], one script per Redis
 //!    node), armed before the command is sent.
 //! 4. Concurrently: the won keys are fetched (the store's `fetch_many`
@@ -44,6 +46,7 @@ use crate::error::{Error, Op};
 use crate::logger::EventKind;
 use crate::pipeline::group::{Fetched, Group};
 use crate::singleflight::{Follower, Landed, LeaderGuard, Role};
+use crate::spec::StoreSpec;
 use crate::stampede::lease::Leases;
 use crate::stampede::probe::discard;
 use crate::stampede::renewer::Renewer;
@@ -101,8 +104,13 @@ pub(crate) async fn run<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) {
     if slots.is_empty() {
         return;
     }
-    let found = {
-        let keys: Vec<&str> = slots.iter().map(|s| &*s.key).collect();
+    // Keys another task of this process is reading or loading right now
+    // are followed, not read again; the rest are read by this batch.
+    let (loads, followers) = join_flights(client, slots);
+    let found = if loads.is_empty() {
+        Vec::new()
+    } else {
+        let keys: Vec<&str> = loads.iter().map(|l| &*l.slot.key).collect();
         match tokio::time::timeout_at(deadline, client.cache().backend().get_many(&keys)).await {
             Ok(Ok(found)) => found,
             failed => {
@@ -111,40 +119,45 @@ pub(crate) async fn run<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) {
                     groups,
                     failed.map_or_else(|_| timeout(client, Op::GetMany), |e| e.err()),
                 );
+                // Our flights end (their followers compete again); every
+                // entry comes from the source.
+                drop(loads);
                 return bypass(client, groups, &limit).await;
             }
         }
     };
-    let first = groups[slots[0].g];
-    client.cache_answered(first.spec(), &slots[0].key);
+    if let Some(load) = loads.first() {
+        client.cache_answered(groups[load.slot.g].spec(), &load.slot.key);
+    }
     let mut misses = Vec::new();
     let mut undecodable = Vec::new();
-    for (slot, bytes) in slots.into_iter().zip(found) {
-        let group = groups[slot.g];
+    for (load, bytes) in loads.into_iter().zip(found) {
+        let group = groups[load.slot.g];
         match bytes {
-            Some(bytes) if group.accept(client, slot.i, &slot.key, &bytes, true) => {}
+            Some(bytes) if group.accept(client, load.slot.i, &load.slot.key, &bytes, true) => {
+                load.flight.finish_read(Arc::from(bytes));
+            }
             found => {
-                client.log(EventKind::Miss, group.spec(), &slot.key, None);
+                client.log(EventKind::Miss, group.spec(), &load.slot.key, None);
                 if let Some(bytes) = found {
                     undecodable.push((misses.len(), bytes));
                 }
-                misses.push(slot);
+                misses.push(load);
             }
         }
     }
     futures_util::stream::iter(&undecodable)
         .for_each_concurrent(client.fetch_concurrency(), |(n, bytes)| {
-            discard(client, groups[misses[*n].g].spec(), &misses[*n].key, bytes)
+            let miss = &misses[*n].slot;
+            discard(client, groups[miss.g].spec(), &miss.key, bytes)
         })
         .await;
 
-    let (loads, followers) = join_flights(client, misses);
     match client.renewer() {
-        Some(renewer) => lock_and_load(client, renewer, groups, &limit, loads, followers, deadline).await,
+        Some(renewer) => lock_and_load(client, renewer, groups, &limit, misses, followers, deadline).await,
         None => {
-            let loads = recheck(client, groups, loads).await;
             join(
-                fetch_unlocked(client, groups, &limit, loads, true),
+                fetch_unlocked(client, groups, &limit, misses, true),
                 follow(client, groups, &limit, followers, Mode::Cached),
             )
             .await;
@@ -223,34 +236,6 @@ async fn locate<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) -> crate::
     let mut seen = HashSet::new();
     let (first, repeated) = slots.into_iter().partition(|s| seen.insert(s.key.to_string()));
     Ok((first, repeated))
-}
-
-/// Without a coordinator (memory): a flight led now may start just after
-/// another one stored its value (between this batch's read and its
-/// joining). Reads those keys again (in memory, no round trip) and hands
-/// what is there to the followers instead of fetching it again.
-async fn recheck<'c, 'g>(client: &'c Client, groups: &[&dyn Group<'_>], loads: Vec<Load<'c, 'g>>) -> Vec<Load<'c, 'g>> {
-    if loads.is_empty() {
-        return loads;
-    }
-    let found = {
-        let keys: Vec<&str> = loads.iter().map(|l| &*l.slot.key).collect();
-        match client.cache().backend().get_many(&keys).await {
-            Ok(found) => found,
-            Err(_) => return loads, // the fetch will tell
-        }
-    };
-    let mut left = Vec::with_capacity(loads.len());
-    for (load, bytes) in loads.into_iter().zip(found) {
-        let group = groups[load.slot.g];
-        match bytes {
-            Some(bytes) if group.accept(client, load.slot.i, &load.slot.key, &bytes, true) => {
-                load.flight.finish(Arc::from(bytes));
-            }
-            _ => left.push(load),
-        }
-    }
-    left
 }
 
 /// Takes the locks of `loads` through one set of leases, then fetches the
@@ -385,10 +370,12 @@ async fn fetch_won(
     let key = won[0].slot.key.to_string();
     let owner = client.clone();
     let deadline = Instant::now() + client.cache_timeout();
+    let filled = filled(groups, won.iter().zip(&outcomes));
     write_behind(client, spec, &won[0].slot.key, deadline, async move {
-        if let Err(error) = leases.settle(&values, &ttls).await {
+        match leases.settle(&values, &ttls).await {
+            Ok(_) => announce(&owner, &filled).await,
             // The dropped leases release the locks.
-            owner.log(EventKind::BackendError, spec, &key, Some(&error));
+            Err(error) => owner.log(EventKind::BackendError, spec, &key, Some(&error)),
         }
     })
     .await;
@@ -423,6 +410,7 @@ async fn fetch_unlocked(
             let spec = groups[loads[0].slot.g].spec();
             let owner = client.clone();
             let deadline = Instant::now() + client.cache_timeout();
+            let filled = filled(groups, loads.iter().zip(&outcomes));
             write_behind(client, spec, &loads[0].slot.key, deadline, async move {
                 let backend = owner.cache().backend();
                 for (key, value, ttl) in &writes {
@@ -430,12 +418,41 @@ async fn fetch_unlocked(
                         owner.log(EventKind::BackendError, spec, key, Some(&error));
                     }
                 }
+                announce(&owner, &filled).await;
             })
             .await;
         }
     }
     for (load, fetched) in loads.into_iter().zip(outcomes) {
         land(load.flight, fetched);
+    }
+}
+
+/// The keys of `loads` that were fetched, by store: what a batch's fill
+/// announces to other processes' local tiers.
+fn filled<'l>(
+    groups: &[&dyn Group<'_>],
+    loads: impl Iterator<Item = (&'l Load<'l, 'l>, &'l Fetched)>,
+) -> Vec<(&'static StoreSpec, Vec<String>)> {
+    let mut filled: Vec<(&'static StoreSpec, Vec<String>)> = Vec::new();
+    for (load, fetched) in loads {
+        if fetched.bytes().is_none() {
+            continue;
+        }
+        let spec = groups[load.slot.g].spec();
+        match filled.iter_mut().find(|(s, _)| std::ptr::eq(*s, spec)) {
+            Some((_, keys)) => keys.push(load.slot.key.to_string()),
+            None => filled.push((spec, vec![load.slot.key.to_string()])),
+        }
+    }
+    filled
+}
+
+/// Announces a batch's fills (see [`Client::announce`]).
+async fn announce(client: &Client, filled: &[(&'static StoreSpec, Vec<String>)]) {
+    for (spec, keys) in filled {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        client.announce(spec, &keys).await;
     }
 }
 
@@ -480,7 +497,7 @@ async fn follow(
     join_all(followers.into_iter().map(|(slot, mut follower)| async move {
         let group = groups[slot.g];
         match follower.outcome().await {
-            Landed::Value(bytes) if group.accept(client, slot.i, &slot.key, &bytes, false) => return,
+            Landed::Value { bytes, cached } if group.accept(client, slot.i, &slot.key, &bytes, cached) => return,
             Landed::Failed(Some(error)) if group.fail_with(slot.i, &error) => return,
             _ => {}
         }

@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 
 use crate::backend::BoxFuture;
 use crate::client::Client;
+use crate::keeping::ValueKeeping;
 use crate::logger::EventKind;
 use crate::pipeline::promise::{Cell, PromiseError};
 use crate::sharing::{ErrorSharing, SharedError};
@@ -459,7 +460,15 @@ where
             for (i, cell) in again {
                 let key = &self.entries[i].key;
                 let sharing = self.fetchers.sharing;
-                let result = crate::store::get(client, self.spec, key, || self.fetch_one(i), sharing).await;
+                let result = crate::store::get(
+                    client,
+                    self.spec,
+                    key,
+                    || self.fetch_one(i),
+                    sharing,
+                    ValueKeeping::none(),
+                )
+                .await;
                 cell.set(result.map_err(PromiseError::Fetch));
             }
         })

@@ -29,6 +29,13 @@ impl RedisBackend {
         Names { full, lock, channel }
     }
 
+    /// The channel of the local tiers' announcements for the store named
+    /// `store`: one per store and namespace (in a cluster, one shard
+    /// channel: a store's announcements reach its shard only).
+    pub(super) fn announcements(&self, store: &str) -> String {
+        format!("{}cacheme:local:{store}", self.key_prefix)
+    }
+
     /// The command that notifies waiters: `SPUBLISH` (shard channels) in a
     /// cluster, `PUBLISH` on one server.
     pub(super) fn publish(&self) -> &'static str {

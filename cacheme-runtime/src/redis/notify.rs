@@ -45,7 +45,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::oneshot;
 
 use crate::backend::BoxFuture;
-use crate::stampede::{Notice, Watch};
+use crate::stampede::{Heard, Hearing, Notice, Watch};
 
 /// The longest a round (connecting, subscribing, unsubscribing) may take;
 /// past it the round fails and its channels are subscribed again by the
@@ -124,10 +124,28 @@ enum State {
 }
 
 /// One channel: its waiters and its state. An entry lives while it has
-/// waiters or a subscription to undo.
+/// waiters or a subscription to undo, or for good when it has a listener.
 struct Channel {
     waiters: Vec<(u64, oneshot::Sender<Notice>)>,
     state: State,
+    /// A listener for every message (a local tier's announcements), with
+    /// the store it hears for.
+    listener: Option<(&'static str, Hearing)>,
+}
+
+impl Channel {
+    fn new() -> Self {
+        Channel {
+            waiters: Vec::new(),
+            state: State::Pending,
+            listener: None,
+        }
+    }
+
+    /// Whether the channel must stay subscribed.
+    fn wanted(&self) -> bool {
+        !self.waiters.is_empty() || self.listener.is_some()
+    }
 }
 
 /// Asks the subscriber task for a round; `done`, if any, hears when it
@@ -203,10 +221,7 @@ impl Notifier {
             for channel in channels {
                 let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
                 let (tell, notice) = oneshot::channel();
-                let entry = table.entry((*channel).to_owned()).or_insert_with(|| Channel {
-                    waiters: Vec::new(),
-                    state: State::Pending,
-                });
+                let entry = table.entry((*channel).to_owned()).or_insert_with(Channel::new);
                 entry.waiters.push((id, tell));
                 ready &= entry.state == State::Subscribed;
                 self.inner.live.fetch_add(1, Ordering::Relaxed);
@@ -248,6 +263,25 @@ impl Notifier {
             .zip(registrations)
             .map(|(notice, registration)| Watch::notified(notice, Box::new(registration)))
             .collect())
+    }
+
+    /// Hands every message of each channel of `channels` (with the store
+    /// it is for) to `hear`, for as long as the notifier lives: subscribes
+    /// them in the next round, and again after a lost connection (the
+    /// connection resubscribes by itself). `hear` also learns when a
+    /// channel's subscription is confirmed ([`Heard::Listening`]) and when
+    /// the connection is lost ([`Heard::Lost`]), so a listener can tell
+    /// when it may have missed a message. Needs a Tokio runtime.
+    pub(super) fn listen(&self, channels: &[(String, &'static str)], hear: Hearing) {
+        self.start_tasks();
+        {
+            let mut table = lock(&self.inner.table);
+            for (channel, store) in channels {
+                let entry = table.entry(channel.clone()).or_insert_with(Channel::new);
+                entry.listener = Some((store, Arc::clone(&hear)));
+            }
+        }
+        let _ = self.inner.requests.send(Request { done: None });
     }
 
     /// Starts the dispatcher and the subscriber task, once.
@@ -300,7 +334,7 @@ impl Drop for Registration {
             match table.get_mut(&self.channel) {
                 Some(entry) => {
                     entry.waiters.retain(|(id, _)| *id != self.id);
-                    let idle = entry.waiters.is_empty();
+                    let idle = !entry.wanted();
                     if idle && entry.state == State::Pending {
                         table.remove(&self.channel);
                     }
@@ -359,9 +393,9 @@ async fn round(inner: &Inner, connection: &mut Option<PushConnection>) -> RedisR
         let mut subscribe = Vec::new();
         let mut unsubscribe = Vec::new();
         for (channel, entry) in table.iter_mut() {
-            match (entry.waiters.is_empty(), entry.state) {
-                (false, State::Pending) => subscribe.push(channel.clone()),
-                (true, State::Subscribed) => {
+            match (entry.wanted(), entry.state) {
+                (true, State::Pending) => subscribe.push(channel.clone()),
+                (false, State::Subscribed) => {
                     entry.state = State::Unsubscribing;
                     unsubscribe.push(channel.clone());
                 }
@@ -423,7 +457,7 @@ fn settle_failed(inner: &Inner) {
 fn settle_unsubscribed(table: &mut HashMap<String, Channel>, channels: &[String]) {
     for channel in channels {
         if let Some(entry) = table.get_mut(channel) {
-            if entry.waiters.is_empty() {
+            if !entry.wanted() {
                 table.remove(channel);
             } else {
                 entry.state = State::Pending;
@@ -439,8 +473,17 @@ async fn dispatch(inner: Weak<Inner>, mut pushes: UnboundedReceiver<PushInfo>) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
-            continue;
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => {}
+            PushKind::Subscribe | PushKind::SSubscribe => {
+                confirmed(&inner, &push.data);
+                continue;
+            }
+            PushKind::Disconnection => {
+                lost(&inner);
+                continue;
+            }
+            _ => continue,
         }
         let (Some(channel), Some(payload)) = (push.data.first(), push.data.get(1)) else {
             continue;
@@ -448,22 +491,54 @@ async fn dispatch(inner: Weak<Inner>, mut pushes: UnboundedReceiver<PushInfo>) {
         let (Some(channel), Some(payload)) = (bytes(channel), bytes(payload)) else {
             continue;
         };
+        let Ok(channel) = std::str::from_utf8(channel) else {
+            continue;
+        };
         let notice = if payload == b"failed" {
             Notice::Failed
         } else {
             Notice::Filled
         };
-        let Ok(channel) = std::str::from_utf8(channel) else {
-            continue;
-        };
         // The entry stays (with its subscription) until its waiters'
         // registrations are dropped.
-        let waiters = lock(&inner.table)
-            .get_mut(channel)
-            .map(|entry| std::mem::take(&mut entry.waiters));
-        for (_, tell) in waiters.into_iter().flatten() {
+        let (waiters, listener) = match lock(&inner.table).get_mut(channel) {
+            Some(entry) => (std::mem::take(&mut entry.waiters), entry.listener.clone()),
+            None => continue,
+        };
+        for (_, tell) in waiters {
             let _ = tell.send(notice);
         }
+        if let Some((store, hear)) = listener {
+            hear(Heard::Announcement { store, payload });
+        }
+    }
+}
+
+/// A subscription confirmed by the server (also after a reconnect, when
+/// the connection resubscribes by itself): its listener hears it.
+fn confirmed(inner: &Inner, data: &[Value]) {
+    let Some(channel) = data.first().and_then(bytes).and_then(|c| std::str::from_utf8(c).ok()) else {
+        return;
+    };
+    let listener = lock(&inner.table).get(channel).and_then(|entry| entry.listener.clone());
+    if let Some((store, hear)) = listener {
+        hear(Heard::Listening { store });
+    }
+}
+
+/// The connection was lost: every listener may miss messages until its
+/// channel is subscribed again.
+fn lost(inner: &Inner) {
+    let mut listeners: Vec<Hearing> = Vec::new();
+    for entry in lock(&inner.table).values() {
+        if let Some((_, hear)) = &entry.listener
+            && !listeners.iter().any(|known| Arc::ptr_eq(known, hear))
+        {
+            listeners.push(Arc::clone(hear));
+        }
+    }
+    for hear in listeners {
+        hear(Heard::Lost);
     }
 }
 

@@ -11,7 +11,7 @@ use super::RedisBackend;
 use super::lock_batches::{LockBatch, RenewBatch, SettleBatch};
 use crate::backend::BoxFuture;
 use crate::error::{Error, Op, Result};
-use crate::stampede::{Coordinator, LockRequest, Settlement, Watch};
+use crate::stampede::{Coordinator, Hearing, LockRequest, Settlement, Watch};
 
 /// The stampede coordinator of a [`RedisBackend`].
 #[derive(Debug)]
@@ -49,6 +49,21 @@ impl Coordinator for RedisCoordinator {
 
     fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(self.backend.invalidate(key))
+    }
+
+    /// `PUBLISH` (in a cluster `SPUBLISH`) on the store's channel.
+    fn announce<'a>(&'a self, store: &'a str, payload: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.backend.announce(store, payload))
+    }
+
+    /// Subscribes the stores' channels on the backend's push connection.
+    fn listen(&self, stores: &[&'static str], hear: Hearing) -> bool {
+        let channels: Vec<(String, &'static str)> = stores
+            .iter()
+            .map(|store| (self.backend.announcements(store), *store))
+            .collect();
+        self.backend.notifier.listen(&channels, hear);
+        true
     }
 
     fn replace<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<()>> {

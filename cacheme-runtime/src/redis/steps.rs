@@ -161,6 +161,14 @@ impl RedisBackend {
         Ok(())
     }
 
+    /// Publishes a local-tier announcement on the store's channel.
+    pub(super) async fn announce(&self, store: &str, payload: &str) -> Result<()> {
+        let mut publish = redis::cmd(self.publish());
+        publish.arg(self.announcements(store)).arg(payload);
+        let _: i64 = self.query(&publish, Op::Announce, None).await?;
+        Ok(())
+    }
+
     /// Deletes the value and its lock; whether the value existed.
     pub(super) async fn invalidate(&self, key: &str) -> Result<bool> {
         let names = self.names(key);

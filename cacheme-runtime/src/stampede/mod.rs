@@ -236,4 +236,49 @@ pub trait Coordinator: fmt::Debug + Send + Sync + 'static {
     fn waiting(&self) -> usize {
         0
     }
+
+    /// Tells the other processes that keys of the store named `store`
+    /// changed, so their local tiers drop them. `payload` is opaque to the
+    /// coordinator (the runtime's announcement: the sender and the keys,
+    /// never values). The default has no push channel and sends nothing;
+    /// local tiers then rely on their TTL.
+    fn announce<'a>(&'a self, store: &'a str, payload: &'a str) -> BoxFuture<'a, Result<()>> {
+        let _ = (store, payload);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Starts handing the announcements of `stores` (see
+    /// [`announce`](Coordinator::announce)) to `hear`, with word of when
+    /// they are heard and when some may have been missed (see [`Heard`]).
+    /// Returns `false` when the coordinator cannot (the default). Called
+    /// at most once, from within a Tokio runtime.
+    fn listen(&self, stores: &[&'static str], hear: Hearing) -> bool {
+        let _ = (stores, hear);
+        false
+    }
 }
+
+/// What a coordinator hears for the local tiers (see [`Coordinator::listen`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Heard<'a> {
+    /// An announcement of `store`, as sent by [`Coordinator::announce`].
+    Announcement {
+        /// The store's name.
+        store: &'a str,
+        /// The announcement.
+        payload: &'a [u8],
+    },
+    /// From now on, the announcements of `store` are heard (subscribed, or
+    /// subscribed again after a lost connection).
+    Listening {
+        /// The store's name.
+        store: &'a str,
+    },
+    /// The connection was lost: announcements may be missed until each
+    /// store is heard again.
+    Lost,
+}
+
+/// The receiver of what a coordinator hears (see [`Coordinator::listen`]).
+pub type Hearing = Arc<dyn Fn(Heard<'_>) + Send + Sync>;

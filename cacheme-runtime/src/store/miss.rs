@@ -11,11 +11,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use super::{ErrorSharing, Read, decode, encode, read};
+use super::{ErrorSharing, Read, decode, encode, read, read_bytes};
 use crate::client::Client;
 use crate::error::{Error, Op};
+use crate::keeping::ValueKeeping;
 use crate::logger::EventKind;
-use crate::singleflight::{Landed, Role};
+use crate::singleflight::{Landed, LeaderGuard, Role};
 use crate::spec::StoreSpec;
 use crate::stampede::lease::Leases;
 use crate::stampede::waiter::{self, Waited, Waiter};
@@ -24,6 +25,9 @@ use crate::write_behind::write_behind;
 /// What the leader of a flight does.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
+    /// Read the key; on a miss, the stampede protocol, then the value is
+    /// stored (`singleflight`: one read per key in the process).
+    Read,
     /// The stampede protocol, then the value is stored.
     Cached,
     /// A plain fetch: the cache cannot be addressed.
@@ -43,6 +47,7 @@ pub(super) async fn coalesced<V, E, F, Fut>(
     step: Step,
     mut fetch: F,
     sharing: ErrorSharing<E>,
+    keeping: ValueKeeping<V>,
     deadline: Instant,
 ) -> Result<V, E>
 where
@@ -53,7 +58,7 @@ where
     // Store keys hold no whitespace: this flight never meets a cached one.
     let uncached_key;
     let flight_key = match step {
-        Step::Cached => key,
+        Step::Read | Step::Cached => key,
         Step::Uncached => {
             uncached_key = format!("{key} uncached");
             &uncached_key
@@ -65,11 +70,26 @@ where
         let mut follower = match role {
             Role::Leader(guard) => {
                 let led = match step {
+                    Step::Read => match read_bytes(client, spec, key, deadline).await {
+                        Read::Hit((value, bytes)) => {
+                            keep_local(client, spec, &guard, key, &value, keeping);
+                            guard.finish_read(Arc::from(bytes));
+                            return Ok(value);
+                        }
+                        Read::Miss => {
+                            client.log(EventKind::Miss, spec, key, None);
+                            fill(client, spec, key, &mut fetch, deadline).await
+                        }
+                        Read::Failed => fetch_uncached(client, spec, key, &mut fetch).await,
+                    },
                     Step::Cached => fill(client, spec, key, &mut fetch, deadline).await,
                     Step::Uncached => fetch_uncached(client, spec, key, &mut fetch).await,
                 };
                 return match led {
                     Ok((value, bytes)) => {
+                        if step != Step::Uncached {
+                            keep_local(client, spec, &guard, key, &value, keeping);
+                        }
                         if let Some(bytes) = bytes {
                             guard.finish(bytes);
                         }
@@ -84,8 +104,8 @@ where
             Role::Follower(follower) => follower,
         };
         match tokio::time::timeout(max_wait, follower.outcome()).await {
-            Ok(Landed::Value(bytes)) => {
-                if let Some(value) = decode(client, spec, key, &bytes, false) {
+            Ok(Landed::Value { bytes, cached }) => {
+                if let Some(value) = decode(client, spec, key, &bytes, cached) {
                     return Ok(value);
                 }
             }
@@ -99,7 +119,7 @@ where
                 // alongside the other followers, rather than fail one after
                 // another behind new leaders.
                 return match step {
-                    Step::Cached => fetch_and_store(client, spec, key, &mut fetch).await,
+                    Step::Read | Step::Cached => fetch_and_store(client, spec, key, &mut fetch).await,
                     Step::Uncached => fetch_uncached(client, spec, key, &mut fetch).await,
                 }
                 .map(|(value, _)| value);
@@ -112,13 +132,33 @@ where
             }
         }
         // The leader went away without a value: it may still have been
-        // stored by someone, else compete for the lead.
+        // stored by someone (a new `Read` leader looks), else compete for
+        // the lead.
         if step == Step::Cached
             && let Read::Hit(value) = read(client, spec, key, Instant::now() + client.cache_timeout()).await
         {
             return Ok(value);
         }
         role = client.flights().join(flight_key);
+    }
+}
+
+/// Keeps a flight leader's value in the store's local tier, if it has one
+/// and the flight is still current (no invalidation since it began).
+fn keep_local<V>(
+    client: &Client,
+    spec: &StoreSpec,
+    guard: &LeaderGuard<'_>,
+    key: &str,
+    value: &V,
+    keeping: ValueKeeping<V>,
+) {
+    let local = client.local();
+    if !local.has(spec) {
+        return;
+    }
+    if let Some(kept) = keeping.keep(value) {
+        client.flights().while_current(guard, || local.insert(spec, key, kept));
     }
 }
 
@@ -165,8 +205,9 @@ where
         let deadline = Instant::now() + client.cache_timeout();
         let (owner, at, value) = (client.clone(), key.to_owned(), Arc::clone(&bytes));
         write_behind(client, spec, key, deadline, async move {
-            if let Err(error) = owner.cache().backend().set(&at, &value, Some(spec.ttl)).await {
-                owner.log(EventKind::BackendError, spec, &at, Some(&error));
+            match owner.cache().backend().set(&at, &value, Some(spec.ttl)).await {
+                Ok(()) => owner.announce(spec, &[&at]).await,
+                Err(error) => owner.log(EventKind::BackendError, spec, &at, Some(&error)),
             }
         })
         .await;
@@ -261,6 +302,7 @@ where
     write_behind(client, spec, &key, deadline, async move {
         let key = leases.key(0).to_owned();
         match leases.settle(&[value], &[spec.ttl]).await {
+            Ok(stored) if stored.first() == Some(&true) => owner.announce(spec, &[&key]).await,
             Ok(_) => {}
             // The dropped leases release the lock (a refused value, such
             // as one too large for the server, must not hold the key).

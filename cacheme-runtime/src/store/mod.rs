@@ -27,7 +27,7 @@ pub mod sharing {
 /// What the `#[cache_store]` macro knows about a store, and the link-time
 /// list of every store in the program.
 pub mod spec {
-    pub use crate::spec::{STORES, StoreSpec, Version, check_unique};
+    pub use crate::spec::{LocalTier, STORES, StoreSpec, Version, check_unique};
 }
 
 use std::future::Future;
@@ -41,6 +41,7 @@ use crate::client::Client;
 use crate::codec::Codec;
 use crate::error::{Error, Op, Result};
 use crate::future::within;
+pub use crate::keeping::ValueKeeping;
 use crate::logger::EventKind;
 pub use crate::sharing::ErrorSharing;
 use crate::spec::StoreSpec;
@@ -100,9 +101,23 @@ pub(crate) async fn read<V: DeserializeOwned>(
     key: &str,
     deadline: Instant,
 ) -> Read<V> {
+    match read_bytes(client, spec, key, deadline).await {
+        Read::Hit((value, _)) => Read::Hit(value),
+        Read::Miss => Read::Miss,
+        Read::Failed => Read::Failed,
+    }
+}
+
+/// [`read`], also giving the bytes read (for a flight's followers).
+pub(crate) async fn read_bytes<V: DeserializeOwned>(
+    client: &Client,
+    spec: &StoreSpec,
+    key: &str,
+    deadline: Instant,
+) -> Read<(V, Vec<u8>)> {
     match probe(client, spec, key, deadline).await {
         Probe::Found(bytes) => match decode(client, spec, key, &bytes, true) {
-            Some(value) => Read::Hit(value),
+            Some(value) => Read::Hit((value, bytes)),
             None => {
                 discard(client, spec, key, &bytes).await;
                 Read::Miss
@@ -151,6 +166,7 @@ pub async fn get<V, E, F, Fut>(
     key: &str,
     fetch: F,
     sharing: ErrorSharing<E>,
+    keeping: ValueKeeping<V>,
 ) -> Result<V, E>
 where
     V: Serialize + DeserializeOwned,
@@ -158,17 +174,47 @@ where
     Fut: Future<Output = Result<V, E>>,
 {
     if !client.cache_admits() {
-        return coalesced(client, spec, key, Step::Uncached, fetch, sharing, Instant::now()).await;
+        return coalesced(
+            client,
+            spec,
+            key,
+            Step::Uncached,
+            fetch,
+            sharing,
+            keeping,
+            Instant::now(),
+        )
+        .await;
     }
     let deadline = Instant::now() + client.cache_timeout();
     let store_key = key;
     let located = within(deadline, storage_key(client, spec, key)).await;
     let failure = match located {
         Ok(Ok(key)) => {
+            if let Some(value) = held(client, spec, &key, keeping).await {
+                return Ok(value);
+            }
+            if spec.singleflight || (keeping.keeps() && client.local().has(spec)) {
+                // One read per key in the process, shared with its fetch
+                // (and kept in the local tier, if the store has one).
+                return coalesced(client, spec, &key, Step::Read, fetch, sharing, keeping, deadline).await;
+            }
             return match read(client, spec, &key, deadline).await {
                 Read::Hit(value) => Ok(value),
                 Read::Miss => load(client, spec, &key, fetch, sharing, deadline).await,
-                Read::Failed => coalesced(client, spec, store_key, Step::Uncached, fetch, sharing, deadline).await,
+                Read::Failed => {
+                    coalesced(
+                        client,
+                        spec,
+                        store_key,
+                        Step::Uncached,
+                        fetch,
+                        sharing,
+                        keeping,
+                        deadline,
+                    )
+                    .await
+                }
             };
         }
         Ok(Err(error)) => error,
@@ -181,7 +227,41 @@ where
     // could not be read): serve the source, caching nothing, still one
     // fetch per key in this process.
     client.cache_failed(spec, key, &failure);
-    coalesced(client, spec, key, Step::Uncached, fetch, sharing, deadline).await
+    coalesced(client, spec, key, Step::Uncached, fetch, sharing, keeping, deadline).await
+}
+
+/// A hit on a value held decoded in this process, if there is one: the
+/// memory backend's entry (decoded once, then kept beside its bytes), or
+/// the store's local tier.
+async fn held<V: DeserializeOwned>(
+    client: &Client,
+    spec: &StoreSpec,
+    key: &str,
+    keeping: ValueKeeping<V>,
+) -> Option<V> {
+    if !keeping.keeps() {
+        return None;
+    }
+    if let Some(memory) = client.memory_backend() {
+        let stored = memory.stored(key).await?;
+        let value = match stored.decoded().get().and_then(|kept| keeping.take(kept)) {
+            Some(value) => value,
+            None => {
+                // A value that does not decode is left to the read path,
+                // which reports and removes it.
+                let value: V = codec(client, spec).decode(stored.bytes()).ok()?;
+                if let Some(kept) = keeping.keep(&value) {
+                    let _ = stored.decoded().set(kept);
+                }
+                value
+            }
+        };
+        client.log(EventKind::Hit, spec, key, None);
+        return Some(value);
+    }
+    let value = keeping.take(&client.local().get(spec, key)?)?;
+    client.log(EventKind::Hit, spec, key, None);
+    Some(value)
 }
 
 /// The miss path: one fetch per key in this process (concurrent callers
@@ -201,7 +281,17 @@ where
     Fut: Future<Output = Result<V, E>>,
 {
     client.log(EventKind::Miss, spec, key, None);
-    coalesced(client, spec, key, Step::Cached, fetch, sharing, deadline).await
+    coalesced(
+        client,
+        spec,
+        key,
+        Step::Cached,
+        fetch,
+        sharing,
+        ValueKeeping::none(),
+        deadline,
+    )
+    .await
 }
 
 /// Encodes a fetched value; a failure is logged and gives `None`.
@@ -216,13 +306,20 @@ pub(crate) fn encode<V: Serialize>(client: &Client, spec: &StoreSpec, key: &str,
 }
 
 /// A store's `invalidate`: removes the cached value of `key`.
+///
+/// When it returns, no get of this process that starts afterwards sees
+/// the old value (flights that read it are detached, the local tier drops
+/// it), and the other processes are told (see the local tier).
 pub async fn invalidate(client: &Client, spec: &'static StoreSpec, key: &str) -> Result<()> {
     let key = storage_key(client, spec, key).await?;
-    match client.coordinator() {
+    let deleted = match client.coordinator() {
         // Also breaks the fetch lock, so a fill in flight does not land.
         Some(coordinator) => coordinator.invalidate(&key).await.map(drop),
         None => client.cache().backend().delete(&key).await.map(drop),
-    }
+    };
+    client.forget(spec, &key);
+    client.announce(spec, &[&key]).await;
+    deleted
 }
 
 /// A store's `update`: fetches afresh and stores the result.
@@ -245,6 +342,8 @@ where
         Some(coordinator) => coordinator.replace(&key, &bytes, spec.ttl).await,
         None => client.cache().backend().set(&key, &bytes, Some(spec.ttl)).await,
     };
+    client.forget(spec, &key);
+    client.announce(spec, &[&key]).await;
     written.map_err(UpdateError::Cache)?;
     Ok(value)
 }
@@ -255,10 +354,15 @@ where
 /// (memcached) it moves the store to a new generation instead: the old
 /// values become unreachable at once and expire by TTL; it returns 0.
 pub async fn invalidate_all(client: &Client, spec: &'static StoreSpec, version: &str) -> Result<u64> {
-    if let Some(bumped) = generation::invalidate_all(client, spec, version).await {
-        return bumped.map(|()| 0);
-    }
-    let glob = spec.template.glob(version);
-    let filter = |key: &str| spec.template.matches(key, version);
-    client.cache().backend().delete_matching(&glob, &filter).await
+    let removed = match generation::invalidate_all(client, spec, version).await {
+        Some(bumped) => bumped.map(|()| 0),
+        None => {
+            let glob = spec.template.glob(version);
+            let filter = |key: &str| spec.template.matches(key, version);
+            client.cache().backend().delete_matching(&glob, &filter).await
+        }
+    };
+    client.forget_store(spec);
+    client.announce(spec, &[]).await;
+    removed
 }

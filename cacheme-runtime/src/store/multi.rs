@@ -2,10 +2,10 @@
 //! pipelines (see [`pipeline`](crate::pipeline)): duplicate keys are read
 //! and fetched once, every key is read in one round trip, the misses are
 //! locked in one more, fetched with the store's `fetch_many` once (else
-//! concurrently, one fetch per key) and written in one more. Under
-//! `singleflight`, keys another task of this process is loading (a
-//! concurrent `get_m` over the same keys, in any order, or a `get`) are
-//! waited for, not fetched again.
+//! concurrently, one fetch per key) and written in one more. Keys another
+//! task of this process is reading or loading (a concurrent `get_m` over
+//! the same keys, in any order, or a `get`) are waited for, not read or
+//! fetched again.
 //!
 //! Failure policy, as for `get`: when the cache cannot be read or locked,
 //! `get_m` logs it and serves the source (nothing is cached).
@@ -17,7 +17,6 @@ use serde::de::DeserializeOwned;
 
 use crate::client::Client;
 use crate::pipeline::{self, Fetchers, Outcome, StoreGroup};
-use crate::singleflight::Role;
 use crate::spec::StoreSpec;
 
 /// The results of a store's `get_m`: in the order the keys were added
@@ -79,19 +78,6 @@ where
 {
     let mut group = StoreGroup::new(spec, fetchers);
     let order: Vec<usize> = params.into_iter().map(|p| group.add(p)).collect();
-    // Under `singleflight`, a concurrent get_m of the same keys (in any
-    // order) runs once: the others wait for it, then find its values.
-    let _flight = if spec.singleflight && pipeline::Group::len(&group) > 1 {
-        match client.flights().join(&set_key(&group)) {
-            Role::Leader(flight) => Some(flight),
-            Role::Follower(mut follower) => {
-                follower.outcome().await;
-                None
-            }
-        }
-    } else {
-        None
-    };
     pipeline::run(client, &[&group]).await;
     // What the cache could not serve (it failed) comes from the source.
     let pending = group.pending();
@@ -116,24 +102,4 @@ where
         index,
         key_of,
     })
-}
-
-/// The flight of a whole `get_m`: the store and its sorted keys. Store
-/// keys hold no whitespace, so this never meets a single key's flight.
-fn set_key<P, V, E>(group: &StoreGroup<'_, P, V, E>) -> String
-where
-    P: Clone + Send + Sync + 'static,
-    V: Serialize + DeserializeOwned + Send + 'static,
-    E: Send + 'static,
-{
-    let mut keys: Vec<&str> = (0..pipeline::Group::len(group))
-        .map(|i| pipeline::Group::key(group, i))
-        .collect();
-    keys.sort_unstable();
-    let mut flight = format!("{} get_m", pipeline::Group::spec(group).name);
-    for key in keys {
-        flight.push(' ');
-        flight.push_str(key);
-    }
-    flight
 }
