@@ -381,11 +381,21 @@ impl Client {
         self.inner.flights.len()
     }
 
-    /// How many values the stores' local tiers hold now (approximately:
-    /// the count catches up with evictions and expiries lazily). Zero
-    /// without local tiers, and on the memory backend.
+    /// How many values the stores' local tiers hold now. Zero without
+    /// local tiers, and on the memory backend.
     pub fn local_entries(&self) -> u64 {
         self.inner.local.len()
+    }
+
+    /// Whether the stores' local tiers serve values now. On Redis and
+    /// Redis Cluster they start once this client hears the other
+    /// processes' announcements (shortly after its first get of a store
+    /// with a tier), and stop, emptied, while it cannot (its push
+    /// connection was lost) until it hears them again. Other remote
+    /// backends serve from the tiers from the first get on. Always false
+    /// without local tiers, and on the memory backend.
+    pub fn local_tiers_serving(&self) -> bool {
+        !self.inner.local.is_empty() && self.local().vouched()
     }
 
     /// Every store declared in the program.

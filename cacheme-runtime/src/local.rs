@@ -152,9 +152,16 @@ impl LocalTiers {
         self.stores.keys().copied()
     }
 
-    /// How many values the tiers hold (approximately: moka counts lazily).
+    /// How many values the tiers hold (after moka's pending evictions and
+    /// expiries are applied).
     pub(crate) fn len(&self) -> u64 {
-        self.stores.values().map(|tier| tier.entry_count()).sum()
+        self.stores
+            .values()
+            .map(|tier| {
+                tier.run_pending_tasks();
+                tier.entry_count()
+            })
+            .sum()
     }
 }
 

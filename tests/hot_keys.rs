@@ -1,0 +1,473 @@
+//! Hot keys served from process memory: `singleflight` coalesces whole
+//! gets (one backend read per key in flight), invalidations are exact in
+//! the process, the memory backend decodes a value once, and the local
+//! tier serves hits without a round trip and stays coherent across
+//! processes (announcements over pub/sub), even when its push connection
+//! is killed or the server restarts.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cacheme::{Cache, Client, Context, LocalTier, cache_store};
+use cacheme_test_support::child::{expect_success, this_test};
+use cacheme_test_support::{RedisCluster, RedisServer, SentCommands};
+use futures_util::FutureExt;
+use futures_util::future::join_all;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// How many times a value of [`Counted`] was decoded, in this process.
+static DECODED: AtomicUsize = AtomicUsize::new(0);
+
+/// A value that counts its decodes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+struct Counted(u64);
+
+impl<'de> Deserialize<'de> for Counted {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        DECODED.fetch_add(1, Ordering::SeqCst);
+        u64::deserialize(deserializer).map(Counted)
+    }
+}
+
+/// The source of truth: a version per id, in memory or (shared by
+/// several processes) in a Redis server of its own.
+enum Db {
+    Memory(Mutex<HashMap<u32, u64>>),
+    Redis(redis::aio::MultiplexedConnection),
+}
+
+struct App {
+    cache: Client,
+    db: Db,
+    fetches: AtomicUsize,
+}
+
+impl Context for App {
+    fn cacheme(&self) -> &Client {
+        &self.cache
+    }
+}
+
+impl App {
+    fn new(cache: Client) -> Self {
+        App {
+            cache,
+            db: Db::Memory(Mutex::default()),
+            fetches: AtomicUsize::new(0),
+        }
+    }
+
+    async fn version(&self, id: u32) -> u64 {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        match &self.db {
+            Db::Memory(map) => map.lock().unwrap().get(&id).copied().unwrap_or(0),
+            Db::Redis(connection) => {
+                let found: Option<u64> = redis::cmd("GET")
+                    .arg(format!("source:{id}"))
+                    .query_async(&mut connection.clone())
+                    .await
+                    .unwrap();
+                found.unwrap_or(0)
+            }
+        }
+    }
+
+    fn set_version(&self, id: u32, version: u64) {
+        match &self.db {
+            Db::Memory(map) => {
+                map.lock().unwrap().insert(id, version);
+            }
+            Db::Redis(_) => unreachable!("the shared source is written by the test"),
+        }
+    }
+}
+
+#[cache_store(key = "warm:<id>", ttl = "1m", singleflight)]
+async fn warm(ctx: &App, id: u32) -> Result<Counted, String> {
+    Ok(Counted(ctx.version(id).await))
+}
+
+#[cache_store(key = "plain:<id>", ttl = "1m")]
+async fn plain(ctx: &App, id: u32) -> Result<Counted, String> {
+    Ok(Counted(ctx.version(id).await))
+}
+
+#[cache_store(key = "near:<id>", ttl = "1m", local(capacity = 1000, ttl = "30s"))]
+async fn near(ctx: &App, id: u32) -> Result<Counted, String> {
+    Ok(Counted(ctx.version(id).await))
+}
+
+/// `cmdstat_get` calls from `INFO commandstats`.
+async fn gets(server: &RedisServer) -> u64 {
+    let mut connection = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+async fn redis_app(server: &RedisServer) -> App {
+    App::new(Client::open(&server.url()).await.unwrap())
+}
+
+/// Polls `future` once (it then has its read in flight, or is done).
+fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    future.now_or_never()
+}
+
+#[tokio::test]
+async fn singleflight_reads_a_warm_key_once_for_a_hundred_concurrent_gets_on_redis() {
+    let server = RedisServer::start();
+    let app = redis_app(&server).await;
+    app.set_version(1, 7);
+    assert_eq!(WarmStore::get(&app, 1).await, Ok(Counted(7)));
+    assert_eq!(PlainStore::get(&app, 1).await, Ok(Counted(7)));
+    app.cache.flush().await;
+
+    let before = gets(&server).await;
+    let values = join_all((0..100).map(|_| WarmStore::get(&app, 1))).await;
+    assert!(values.iter().all(|v| v == &Ok(Counted(7))), "{values:?}");
+    assert_eq!(gets(&server).await - before, 1, "one GET for 100 concurrent gets");
+
+    let before = gets(&server).await;
+    let values = join_all((0..100).map(|_| PlainStore::get(&app, 1))).await;
+    assert!(values.iter().all(|v| v == &Ok(Counted(7))), "{values:?}");
+    assert_eq!(
+        gets(&server).await - before,
+        100,
+        "without singleflight every get reads"
+    );
+    assert_eq!(app.fetches.load(Ordering::SeqCst), 2, "warm keys are not fetched");
+}
+
+#[tokio::test]
+async fn singleflight_reads_a_warm_key_once_for_a_hundred_concurrent_gets_on_a_cluster() {
+    let cluster = RedisCluster::builder().masters(3).replicas(0).start();
+    let cache = Cache::new("redis-cluster", &cluster.config("hot")).await.unwrap();
+    let app = App::new(Client::builder().cache(cache).build().unwrap());
+    app.set_version(1, 7);
+    assert_eq!(WarmStore::get(&app, 1).await, Ok(Counted(7)));
+    app.cache.flush().await;
+
+    let mut sent = SentCommands::new(&cluster);
+    let (values, calls) = sent.of(join_all((0..100).map(|_| WarmStore::get(&app, 1)))).await;
+    assert!(values.iter().all(|v| v == &Ok(Counted(7))), "{values:?}");
+    let total: u64 = calls.values().filter_map(|node| node.get("get")).sum();
+    assert_eq!(total, 1, "one GET for 100 concurrent gets: {calls:?}");
+}
+
+type Get = for<'a> fn(&'a App, u32) -> Pin<Box<dyn Future<Output = Result<Counted, String>> + 'a>>;
+type Write = for<'a> fn(&'a App, u32) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+/// Gets racing an `invalidate` in one process: a get that starts after the
+/// invalidation returned never gets the value read before it, and the
+/// flight that read it does not keep it in the local tier.
+async fn an_invalidation_is_exact_in_the_process(app: &App, get: Get, update: Write, invalidate: Write) {
+    for round in 1..=20u64 {
+        let id = 100 + round as u32;
+        app.set_version(id, round);
+        // In the cache (not in the local tier: `update` drops it there).
+        update(app, id).await;
+        // A get in flight: it has sent its read of the old value.
+        let mut early = get(app, id);
+        assert!(poll_once(&mut early).is_none(), "round {round}: the read is in flight");
+        app.set_version(id, round + 1000);
+        invalidate(app, id).await;
+        // Joining the early flight would wait for it (it is not polled):
+        // a get after the invalidation must not.
+        let late = tokio::time::timeout(Duration::from_secs(10), get(app, id))
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: a get after invalidate joined the flight begun before"));
+        assert_eq!(late, Ok(Counted(round + 1000)), "round {round}: a get after invalidate");
+        // The early get may return the old value: it started before.
+        early.await.unwrap();
+        assert_eq!(
+            get(app, id).await,
+            Ok(Counted(round + 1000)),
+            "round {round}: the old value was not kept"
+        );
+    }
+}
+
+#[tokio::test]
+async fn gets_racing_an_invalidate_never_see_the_old_value_afterwards_on_redis() {
+    let server = RedisServer::start();
+    let app = redis_app(&server).await;
+    an_invalidation_is_exact_in_the_process(
+        &app,
+        |app, id| Box::pin(WarmStore::get(app, id)),
+        |app, id| Box::pin(async move { drop(WarmStore::update(app, id).await.unwrap()) }),
+        |app, id| Box::pin(async move { WarmStore::invalidate(app, id).await.unwrap() }),
+    )
+    .await;
+    NearStore::get(&app, 1).await.unwrap();
+    until(|| async { app.cache.local_tiers_serving() }).await;
+    an_invalidation_is_exact_in_the_process(
+        &app,
+        |app, id| Box::pin(NearStore::get(app, id)),
+        |app, id| Box::pin(async move { drop(NearStore::update(app, id).await.unwrap()) }),
+        |app, id| Box::pin(async move { NearStore::invalidate(app, id).await.unwrap() }),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_memory_backend_decodes_a_value_once() {
+    let app = App::new(Client::memory().unwrap());
+    app.set_version(1, 3);
+    assert_eq!(PlainStore::get(&app, 1).await, Ok(Counted(3)));
+    let before = DECODED.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        assert_eq!(PlainStore::get(&app, 1).await, Ok(Counted(3)));
+    }
+    // Tests of this binary run in parallel: only this key's decodes count
+    // here, and other tests decode other keys; so bound it, not equal it.
+    let decoded = DECODED.load(Ordering::SeqCst) - before;
+    assert!(decoded <= 1, "10 hits decoded {decoded} times");
+    // A write replaces the decoded value with its bytes.
+    app.set_version(1, 4);
+    PlainStore::update(&app, 1).await.unwrap();
+    assert_eq!(PlainStore::get(&app, 1).await, Ok(Counted(4)));
+}
+
+#[tokio::test]
+async fn the_local_tier_serves_hits_without_a_round_trip() {
+    let server = RedisServer::start();
+    let app = redis_app(&server).await;
+    app.set_version(1, 5);
+    // The tier serves once the announcements are heard.
+    NearStore::get(&app, 1).await.unwrap();
+    until(|| async { app.cache.local_tiers_serving() }).await;
+    assert_eq!(NearStore::get(&app, 1).await, Ok(Counted(5)));
+    assert_eq!(app.cache.local_entries(), 1);
+    let before = gets(&server).await;
+    for _ in 0..50 {
+        assert_eq!(NearStore::get(&app, 1).await, Ok(Counted(5)));
+    }
+    assert_eq!(gets(&server).await - before, 0, "hits never leave the process");
+    app.set_version(1, 6);
+    NearStore::update(&app, 1).await.unwrap();
+    assert_eq!(
+        NearStore::get(&app, 1).await,
+        Ok(Counted(6)),
+        "update drops the local value"
+    );
+}
+
+/// Retries `condition` (every 10 ms, at most 30 s) until it holds.
+async fn until<F, Fut>(mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !condition().await {
+        assert!(start.elapsed() < Duration::from_secs(30), "the condition never held");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// Coherence across processes: process A updates a key 1,000 times; process
+// B reads it in a loop through its local tier and records, per version,
+// how long after A's `update` returned it first saw it. The source of
+// truth is a Redis server of its own (it survives the cache's restart).
+
+const CACHE_URL: &str = "HOT_KEYS_CACHE";
+const SOURCE_URL: &str = "HOT_KEYS_SOURCE";
+const TRIALS: u64 = 1_000;
+/// The staleness B accepts, per trial: far above the loopback figure,
+/// far below the local tier's 30 s TTL (what a missed notice would cost).
+const BOUND: Duration = Duration::from_secs(5);
+
+fn unix_micros() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    u64::try_from(since.as_micros()).unwrap()
+}
+
+async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn read(source: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<u64> {
+    redis::cmd("GET").arg(key).query_async(source).await.unwrap()
+}
+
+async fn write(source: &mut redis::aio::MultiplexedConnection, key: &str, value: u64) {
+    let _: () = redis::cmd("SET").arg(key).arg(value).query_async(source).await.unwrap();
+}
+
+async fn cache_client(url: &str) -> Client {
+    let cache = if url.starts_with('{') {
+        Cache::new("redis-cluster", url).await.unwrap()
+    } else {
+        Cache::open(url).await.unwrap()
+    };
+    Client::builder()
+        .cache(cache)
+        .local(LocalTier::new(1000))
+        .build()
+        .unwrap()
+}
+
+/// Process B (does nothing when run as an ordinary test).
+#[tokio::test]
+async fn coherence_reader() {
+    let (Ok(cache), Ok(source_url)) = (std::env::var(CACHE_URL), std::env::var(SOURCE_URL)) else {
+        return;
+    };
+    let mut source = connect(&source_url).await;
+    let app = App {
+        cache: cache_client(&cache).await,
+        db: Db::Redis(source.clone()),
+        fetches: AtomicUsize::new(0),
+    };
+    NearStore::get(&app, 1).await.unwrap();
+    until(|| async { app.cache.local_tiers_serving() }).await;
+    write(&mut source, "ready", 1).await;
+    let mut seen = 0;
+    let mut delays = Vec::new();
+    let mut stale_since = Instant::now();
+    while seen < TRIALS {
+        let version = NearStore::get(&app, 1).await.unwrap().0;
+        if version > seen {
+            let done = read(&mut source, &format!("done:{version}")).await;
+            delays.push(done.map_or(0, |at| unix_micros().saturating_sub(at)));
+            seen = version;
+            write(&mut source, "seen", seen).await;
+            stale_since = Instant::now();
+        }
+        assert!(stale_since.elapsed() < BOUND * 6, "no new version for {BOUND:?} x 6");
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    delays.sort_unstable();
+    let p = |q: f64| delays[((delays.len() - 1) as f64 * q) as usize];
+    let report = format!(
+        "staleness over {} versions: p50 {} us, p99 {} us, max {} us",
+        delays.len(),
+        p(0.5),
+        p(0.99),
+        p(1.0)
+    );
+    let _: () = redis::cmd("SET")
+        .arg("report")
+        .arg(&report)
+        .query_async(&mut source)
+        .await
+        .unwrap();
+    assert!(
+        Duration::from_micros(p(1.0)) < BOUND,
+        "a version was seen later than {BOUND:?}: {report}"
+    );
+}
+
+/// Process A: runs the trials against a reader in another process, killing
+/// the push connections (`CLIENT KILL TYPE pubsub`) now and then, and
+/// restarting the server once (`restart`).
+async fn coherence_across_processes(cache_url: &str, mut kill_pubsub: impl FnMut(u64), mut restart: impl FnMut()) {
+    let source_server = RedisServer::start();
+    let mut source = connect(&source_server.url()).await;
+    let app = App {
+        cache: cache_client(cache_url).await,
+        db: Db::Redis(source.clone()),
+        fetches: AtomicUsize::new(0),
+    };
+    let child = this_test("coherence_reader")
+        .env(CACHE_URL, cache_url)
+        .env(SOURCE_URL, source_server.url())
+        .spawn()
+        .unwrap();
+    let mut source_check = source.clone();
+    until(|| {
+        let mut source = source_check.clone();
+        async move { read(&mut source, "ready").await == Some(1) }
+    })
+    .await;
+    for version in 1..=TRIALS {
+        write(&mut source, "source:1", version).await;
+        while NearStore::update(&app, 1).await.is_err() {
+            // The server is restarting.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        write(&mut source, &format!("done:{version}"), unix_micros()).await;
+        if version % 100 == 50 {
+            kill_pubsub(version);
+        }
+        if version == TRIALS / 2 {
+            restart();
+        }
+        until(|| {
+            let mut source = source_check.clone();
+            async move { read(&mut source, "seen").await >= Some(version) }
+        })
+        .await;
+    }
+    expect_success(child).await;
+    let report: String = redis::cmd("GET")
+        .arg("report")
+        .query_async(&mut source_check)
+        .await
+        .unwrap();
+    println!("{report}");
+}
+
+fn kill_pubsub_clients(connection: &mut redis::Connection) {
+    let _: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(connection)
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_tiers_stay_coherent_across_processes_on_redis() {
+    let mut server = RedisServer::start();
+    let url = server.url();
+    let admin = redis::Client::open(url.as_str()).unwrap();
+    coherence_across_processes(
+        &url,
+        |_| kill_pubsub_clients(&mut admin.get_connection().unwrap()),
+        || server.restart(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_tiers_stay_coherent_across_processes_on_a_cluster() {
+    let cluster = RedisCluster::builder().masters(3).replicas(0).start();
+    let config = cluster.config("coherent");
+    let mut masters: Vec<redis::Connection> = cluster
+        .masters()
+        .iter()
+        .map(|addr| cluster.node_connection(addr))
+        .collect();
+    coherence_across_processes(
+        &config,
+        |_| {
+            for master in &mut masters {
+                kill_pubsub_clients(master);
+            }
+        },
+        || {},
+    )
+    .await;
+}
