@@ -30,18 +30,26 @@ impl Context for App {
 /// A book row.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Book {
+    /// The book's id.
     pub id: u64,
+    /// Its author's id.
     pub author_id: u64,
+    /// The title.
     pub title: String,
+    /// The genre (`scifi`, `fiction`, ...).
     pub genre: String,
+    /// The year of first publication.
     pub year: u16,
 }
 
 /// An author row.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Author {
+    /// The author's id.
     pub id: u64,
+    /// The name.
     pub name: String,
+    /// The year of birth.
     pub born: u16,
 }
 
@@ -49,6 +57,7 @@ pub struct Author {
 /// themselves come from [`BookStore`], so a title change is one update).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Shelf {
+    /// The ids of the page's books, in order.
     pub ids: Vec<u64>,
     /// Whether a next page exists.
     pub more: bool,
