@@ -84,7 +84,7 @@ pub fn run(opt: &InitOpt) -> Result<i32> {
                 println!("Cargo.toml: {change} (from {from})")
             }
             manifest::Change::Kept(name) if name == "cacheme" && !opt.force => {
-                println!("Cargo.toml: {change}; `--force` points it at {from} instead")
+                println!("Cargo.toml: {change}; `--force` would replace it (source: {from})")
             }
             _ => println!("Cargo.toml: {change}"),
         }
