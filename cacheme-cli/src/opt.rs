@@ -106,8 +106,9 @@ pub struct SourceOpt {
 /// Options of `init`.
 #[derive(Debug, Args)]
 pub struct InitOpt {
-    /// Use the cacheme crate at this directory (a path dependency) instead
-    /// of the version requirement "0.1" from crates.io.
+    /// Use the cacheme crate at this directory (a path dependency, written
+    /// relative to the project when DIR is relative). Without it: the
+    /// checkout cargo-cacheme was built from, else "0.1" from crates.io.
     #[arg(long, value_name = "DIR")]
     pub path: Option<PathBuf>,
 
@@ -115,7 +116,8 @@ pub struct InitOpt {
     #[arg(long, value_name = "NAME", default_value = "cache")]
     pub module: String,
 
-    /// Overwrite the module file if it exists.
+    /// Overwrite the module file if it exists, and point an existing
+    /// `cacheme` dependency at the new source.
     #[arg(long)]
     pub force: bool,
 

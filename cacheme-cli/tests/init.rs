@@ -1,6 +1,8 @@
 //! `cargo cacheme init` in fresh `cargo new` projects. The end-to-end
-//! test builds and runs the generated program offline against this
-//! workspace, in `target/cli-e2e` so reruns are incremental.
+//! test follows the printed next steps literally, then builds and runs
+//! the program offline against this workspace, in `target/cli-e2e` so
+//! reruns are incremental. The binary under test is built from this
+//! checkout, so without `--path` it depends on the checkout.
 
 mod support;
 
@@ -50,16 +52,20 @@ fn init_refuses_to_overwrite_and_keeps_the_manifest_as_written() {
     let commented = original.replace("[dependencies]", "# What we use.\n[dependencies] # (none yet)");
     std::fs::write(&manifest, &commented).unwrap();
 
+    let checkout = support::workspace().canonicalize().unwrap();
+    let dependency = format!("cacheme = {{ path = {:?} }}", checkout.display().to_string());
     cacheme().arg("init").current_dir(&demo).assert().success().stdout(
         predicate::str::contains("created src/cache.rs")
-            .and(predicate::str::contains("Cargo.toml: added cacheme = \"0.1\""))
-            .and(predicate::str::contains("Next: add `mod cache;` to src/main.rs")),
+            .and(predicate::str::contains(format!(
+                "Cargo.toml: added {dependency} (from the checkout cargo-cacheme was built from)"
+            )))
+            .and(predicate::str::contains("Next: replace src/main.rs with")),
     );
     let edited = std::fs::read_to_string(&manifest).unwrap();
     assert_eq!(
         edited,
         format!(
-            "{commented}cacheme = \"0.1\"\nserde = {{ version = \"1\", features = [\"derive\"] }}\n\
+            "{commented}{dependency}\nserde = {{ version = \"1\", features = [\"derive\"] }}\n\
              tokio = {{ version = \"1\", features = [\"macros\", \"rt-multi-thread\"] }}\n"
         )
     );
@@ -87,12 +93,69 @@ fn init_refuses_to_overwrite_and_keeps_the_manifest_as_written() {
         "nothing more to add"
     );
 
+    // `--force` points an existing dependency at the new source, relative
+    // when given relative.
+    let version = edited.replace(&dependency, "cacheme = \"0.1\"");
+    std::fs::write(&manifest, &version).unwrap();
+    cacheme()
+        .args(["init", "--path", "."])
+        .current_dir(&demo)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no Cargo.toml of the `cacheme` package there"));
+    let relative = relative_to(&demo, &checkout);
+    cacheme()
+        .args(["init", "--force", "--path", &relative])
+        .current_dir(&demo)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "Cargo.toml: replaced: cacheme = { path = \"../",
+        ));
+    let replaced = std::fs::read_to_string(&manifest).unwrap();
+    let path = path_dependency(&replaced);
+    assert!(path.starts_with("../"), "{replaced}");
+    assert_eq!(demo.join(path).canonicalize().unwrap(), checkout);
+
     cacheme()
         .args(["init", "--path", "/nonexistent"])
         .current_dir(&demo)
         .assert()
         .code(2)
         .stderr(predicate::str::contains("no Cargo.toml of the `cacheme` package there"));
+}
+
+/// `to` spelled relative to `from` through the root (`../../to`), as a
+/// user might type it; init shortens it.
+fn relative_to(from: &Path, to: &Path) -> String {
+    let from = from.canonicalize().unwrap();
+    let ups = from.components().count() - 1;
+    format!(
+        "{}{}",
+        "../".repeat(ups),
+        to.display().to_string().trim_start_matches('/')
+    )
+}
+
+/// The `path` of the `cacheme` dependency in a manifest.
+fn path_dependency(manifest: &str) -> &str {
+    let line = manifest.lines().find(|line| line.starts_with("cacheme = ")).unwrap();
+    line.split('"').nth(1).unwrap()
+}
+
+/// The `src/main.rs` that init's printed next steps say to write: the
+/// indented block after "Next: replace src/main.rs with".
+fn printed_main(stdout: &str) -> String {
+    let after = stdout
+        .split_once("Next: replace src/main.rs with\n")
+        .expect("init prints the file")
+        .1;
+    let block: Vec<&str> = after
+        .lines()
+        .take_while(|line| line.is_empty() || line.starts_with("    "))
+        .map(|line| line.strip_prefix("    ").unwrap_or(line))
+        .collect();
+    format!("{}\n", block.join("\n").trim())
 }
 
 /// The proof of `init`: the generated module compiles in a new project,
@@ -103,19 +166,28 @@ fn init_makes_a_project_that_builds_offline_and_caches() {
     let workspace = support::workspace();
     let parent = tempfile::tempdir().unwrap();
     let demo = cargo_new(parent.path());
-    cacheme()
-        .args(["init", "--path"])
-        .arg(&workspace)
+    // A newcomer in a fresh project, with a checkout next door: init with a
+    // relative --path, then exactly the printed steps.
+    let relative = relative_to(&demo, &workspace);
+    let output = cacheme()
+        .args(["init", "--path", &relative])
         .current_dir(&demo)
-        .assert()
-        .success();
-    let manifest = std::fs::read_to_string(demo.join("Cargo.toml")).unwrap();
-    let path = workspace.canonicalize().unwrap();
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    let printed = support::stdout(&output);
     assert!(
-        manifest.contains(&format!("cacheme = {{ path = \"{}\" }}", path.display())),
-        "{manifest}"
+        printed.contains("Then run it: `cargo run` prints \"Hello, world!\""),
+        "{printed}"
     );
-    std::fs::write(demo.join("src/main.rs"), MAIN).unwrap();
+    let manifest = std::fs::read_to_string(demo.join("Cargo.toml")).unwrap();
+    let path = path_dependency(&manifest);
+    assert!(path.starts_with("../"), "a relative path: {manifest}");
+    assert_eq!(
+        demo.join(path).canonicalize().unwrap(),
+        workspace.canonicalize().unwrap()
+    );
+    std::fs::write(demo.join("src/main.rs"), printed_main(&printed)).unwrap();
     // The workspace's lock: the same versions, all in the local registry cache.
     std::fs::copy(workspace.join("Cargo.lock"), demo.join("Cargo.lock")).unwrap();
 
@@ -132,6 +204,10 @@ fn init_makes_a_project_that_builds_offline_and_caches() {
         assert!(output.status.success(), "{}", support::stderr(&output));
         support::stdout(&output)
     };
+    assert_eq!(run(None), "Hello, world!\n", "the printed program runs");
+
+    // Then the user's own program: the fetch count shows what was cached.
+    std::fs::write(demo.join("src/main.rs"), MAIN).unwrap();
     assert_eq!(
         run(None),
         "Hello, world! fetches=1\n",

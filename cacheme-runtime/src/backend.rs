@@ -76,7 +76,7 @@ pub const MAX_KEYS_PER_COMMAND: usize = 500;
 /// # Example: a provider of your own
 ///
 /// ```
-/// use cacheme_runtime::{Backend, BoxFuture, Result, Ttl};
+/// use cacheme::{Backend, BoxFuture, Result, Ttl};
 ///
 /// /// A backend that stores nothing (every get misses).
 /// #[derive(Debug)]

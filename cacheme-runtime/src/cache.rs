@@ -35,7 +35,7 @@ use crate::registry;
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// use std::time::Duration;
-/// use cacheme_runtime::Cache;
+/// use cacheme::Cache;
 ///
 /// let cache = Cache::open("memory://").await?;
 /// cache.put("greeting", "hello", Duration::from_secs(60)).await?;
@@ -47,7 +47,7 @@ use crate::registry;
 ///
 /// cache.put_as("point", &(3, 4), Duration::from_secs(60)).await?;
 /// assert_eq!(cache.get_as::<(i32, i32)>("point").await?, Some((3, 4)));
-/// # Ok::<(), cacheme_runtime::Error>(())
+/// # Ok::<(), cacheme::Error>(())
 /// # }).unwrap();
 /// ```
 #[derive(Clone)]

@@ -31,14 +31,14 @@ use crate::stampede::{Coordination, Coordinator, DEFAULT_LOCK_TTL};
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// use cacheme_runtime::{Cache, Client, Codec};
+/// use cacheme::{Cache, Client, Codec};
 ///
 /// let memory = Client::memory()?;                         // the default backend
 /// let redis_like = Client::builder()
 ///     .cache(Cache::open("memory://?capacity=1000").await?) // any Cache: redis://, ...
 ///     .codec(Codec::Json)
 ///     .build()?;
-/// # Ok::<(), cacheme_runtime::Error>(())
+/// # Ok::<(), cacheme::Error>(())
 /// # }).unwrap();
 /// ```
 #[derive(Clone)]
@@ -532,9 +532,9 @@ impl Client {
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// let client = cacheme_runtime::Client::memory()?;
+    /// let client = cacheme::Client::memory()?;
     /// client.flush().await;
-    /// # Ok::<(), cacheme_runtime::Error>(())
+    /// # Ok::<(), cacheme::Error>(())
     /// # }).unwrap();
     /// ```
     pub async fn flush(&self) {
@@ -613,7 +613,7 @@ impl fmt::Debug for Client {
 /// parameter of a `#[cache_store]` function).
 ///
 /// ```
-/// use cacheme_runtime::{Client, Context};
+/// use cacheme::{Client, Context};
 ///
 /// struct App {
 ///     cache: Client,

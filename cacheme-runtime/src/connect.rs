@@ -52,8 +52,8 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 /// a URL, `"connect":"lazy"` in Beego JSON (redis, redis-cluster, memcache).
 ///
 /// ```no_run
-/// # async fn demo() -> cacheme_runtime::Result<()> {
-/// use cacheme_runtime::Cache;
+/// # async fn demo() -> cacheme::Result<()> {
+/// use cacheme::Cache;
 ///
 /// // Starts even if Redis is down; serves from the cache once it is up.
 /// let cache = Cache::open("redis://127.0.0.1:6379/0?connect=lazy").await?;

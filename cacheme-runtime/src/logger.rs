@@ -68,14 +68,15 @@ pub struct Event<'a> {
     pub error: Option<&'a Error>,
 }
 
-/// Receives the events of every store of a client.
+/// Receives the events of every store of a client: install it with
+/// [`ClientBuilder::logger`](crate::ClientBuilder::logger).
 ///
 /// ```
+/// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use cacheme_runtime::{Event, EventKind, Logger};
+/// use cacheme::{Client, Event, EventKind, Logger};
 ///
-/// #[derive(Default)]
-/// struct HitCounter(AtomicU64);
+/// struct HitCounter(Arc<AtomicU64>);
 ///
 /// impl Logger for HitCounter {
 ///     fn log(&self, event: &Event<'_>) {
@@ -84,6 +85,13 @@ pub struct Event<'a> {
 ///         }
 ///     }
 /// }
+///
+/// let hits = Arc::new(AtomicU64::new(0));
+/// let client = Client::builder().logger(HitCounter(Arc::clone(&hits))).build()?;
+/// // ... the stores of `client` count their hits in `hits`.
+/// # drop(client);
+/// # assert_eq!(hits.load(Ordering::Relaxed), 0);
+/// # Ok::<(), cacheme::Error>(())
 /// ```
 pub trait Logger: Send + Sync + 'static {
     /// Called for every event, on the task that caused it: keep it quick.

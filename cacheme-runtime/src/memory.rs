@@ -102,7 +102,7 @@ impl Expiry<String, Entry> for Deadline {
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// use cacheme_runtime::Cache;
+/// use cacheme::Cache;
 ///
 /// let cache = Cache::new("memory", r#"{"interval":60,"capacity":10000}"#).await.unwrap();
 /// let same_thing = Cache::open("memory://?capacity=10000&interval=60").await.unwrap();

@@ -59,7 +59,7 @@ where
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// use cacheme_runtime::{register, Cache, MemoryBackend};
+/// use cacheme::{register, Cache, MemoryBackend};
 ///
 /// // A "provider" that is a memory cache with a fixed capacity.
 /// register("tiny", |_config| async { Ok(MemoryBackend::with_capacity(16)) }).unwrap();

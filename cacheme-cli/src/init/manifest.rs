@@ -21,6 +21,8 @@ pub enum Change {
     Extended(String),
     /// It was there with what the module needs.
     Kept(String),
+    /// It was there; its source was replaced (`--force`), as shown.
+    Replaced(String),
 }
 
 impl std::fmt::Display for Change {
@@ -29,14 +31,17 @@ impl std::fmt::Display for Change {
             Change::Added(what) => write!(f, "added {what}"),
             Change::Extended(what) => write!(f, "extended {what}"),
             Change::Kept(what) => write!(f, "kept {what} (already there)"),
+            Change::Replaced(what) => write!(f, "replaced: {what}"),
         }
     }
 }
 
 /// `text` with `cacheme`, `serde` (feature `derive`) and `tokio` (features
 /// `macros`, `rt-multi-thread`) in `[dependencies]`, and what changed. An
-/// error says why the manifest cannot be edited.
-pub fn add_dependencies(text: &str, cacheme: &CachemeSource) -> Result<(String, Vec<Change>), String> {
+/// existing `cacheme` is kept, or with `replace` (`--force`) given the new
+/// source (its other keys, such as `features`, stay). An error says why
+/// the manifest cannot be edited.
+pub fn add_dependencies(text: &str, cacheme: &CachemeSource, replace: bool) -> Result<(String, Vec<Change>), String> {
     let mut doc: DocumentMut = text.parse().map_err(|e| format!("not valid TOML: {e}"))?;
     if !doc.contains_key("package") {
         return Err("has no [package]: run `cargo cacheme init` in a package, not a virtual workspace".to_owned());
@@ -48,23 +53,55 @@ pub fn add_dependencies(text: &str, cacheme: &CachemeSource) -> Result<(String, 
         .ok_or("[dependencies] is not a table")?;
     let mut changes = Vec::new();
 
-    if deps.contains_key("cacheme") {
-        changes.push(Change::Kept("cacheme".to_owned()));
-    } else {
-        let (item, shown) = match cacheme {
-            CachemeSource::Version(req) => (toml_edit::value(req.as_str()), format!("cacheme = {req:?}")),
-            CachemeSource::Path(path) => {
-                let mut table = InlineTable::new();
-                table.insert("path", path.as_str().into());
-                (toml_edit::value(table), format!("cacheme = {{ path = {path:?} }}"))
-            }
-        };
-        deps.insert("cacheme", item);
-        changes.push(Change::Added(shown));
+    let (item, shown) = match cacheme {
+        CachemeSource::Version(req) => (toml_edit::value(req.as_str()), format!("cacheme = {req:?}")),
+        CachemeSource::Path(path) => {
+            let mut table = InlineTable::new();
+            table.insert("path", path.as_str().into());
+            (toml_edit::value(table), format!("cacheme = {{ path = {path:?} }}"))
+        }
+    };
+    match deps.get_mut("cacheme") {
+        None => {
+            deps.insert("cacheme", item);
+            changes.push(Change::Added(shown));
+        }
+        Some(existing) if replace => {
+            let before = existing.to_string();
+            set_source(existing, item)?;
+            changes.push(if existing.to_string() == before {
+                Change::Kept("cacheme".to_owned())
+            } else {
+                Change::Replaced(shown)
+            });
+        }
+        Some(_) => changes.push(Change::Kept("cacheme".to_owned())),
     }
     changes.push(with_features(deps, "serde", "1", &["derive"])?);
     changes.push(with_features(deps, "tokio", "1", &["macros", "rt-multi-thread"])?);
     Ok((doc.to_string(), changes))
+}
+
+/// Points an existing dependency at `source` (a version string or a
+/// `{ path }` table), keeping its other keys (`features`, ...).
+fn set_source(existing: &mut Item, source: Item) -> Result<(), String> {
+    let Some(table) = existing.as_table_like_mut() else {
+        *existing = source;
+        return Ok(());
+    };
+    for key in ["version", "path", "git", "branch", "tag", "rev", "registry"] {
+        table.remove(key);
+    }
+    match source.as_value() {
+        Some(Value::String(req)) => table.insert("version", Item::Value(req.value().as_str().into())),
+        Some(Value::InlineTable(path)) => path
+            .get("path")
+            .and_then(|path| table.insert("path", Item::Value(path.clone()))),
+        _ => return Err("unexpected source for `cacheme`".to_owned()),
+    };
+    // The removed key's spacing would be left behind (`false , path`).
+    table.fmt();
+    Ok(())
 }
 
 /// Adds `name = { version, features }`, or the missing `features` to the
@@ -129,7 +166,7 @@ tokio = { version = "1.40", features = ["rt"] } # runtime
 
 [dev-dependencies]
 "#;
-        let (after, changes) = add_dependencies(before, &CachemeSource::Version("0.1".into())).unwrap();
+        let (after, changes) = add_dependencies(before, &CachemeSource::Version("0.1".into()), false).unwrap();
         assert_eq!(
             after,
             r#"# The app.
@@ -161,27 +198,56 @@ cacheme = "0.1"
     fn creates_the_section_and_uses_a_path_when_asked() {
         let before = "[package]\nname = \"app\"\n";
         let source = CachemeSource::Path("/src/cacheme".into());
-        let (after, _) = add_dependencies(before, &source).unwrap();
+        let (after, _) = add_dependencies(before, &source, false).unwrap();
         assert!(after.contains("cacheme = { path = \"/src/cacheme\" }"), "{after}");
         assert!(
             after.contains("serde = { version = \"1\", features = [\"derive\"] }"),
             "{after}"
         );
-        let (again, changes) = add_dependencies(&after, &source).unwrap();
+        let (again, changes) = add_dependencies(&after, &source, true).unwrap();
         assert_eq!(again, after, "a second run changes nothing");
         assert!(changes.iter().all(|c| matches!(c, Change::Kept(_))), "{changes:?}");
+    }
+
+    #[test]
+    fn force_replaces_the_source_of_an_existing_cacheme_and_keeps_its_features() {
+        let before = "[package]\nname = \"app\"\n\n[dependencies]\ncacheme = \"0.1\"\n";
+        let checkout = CachemeSource::Path("../cacheme".into());
+        let (kept, changes) = add_dependencies(before, &checkout, false).unwrap();
+        assert!(kept.contains("cacheme = \"0.1\""), "{kept}");
+        assert_eq!(changes[0], Change::Kept("cacheme".into()));
+
+        let (after, changes) = add_dependencies(before, &checkout, true).unwrap();
+        assert!(after.contains("cacheme = { path = \"../cacheme\" }"), "{after}");
+        assert_eq!(
+            changes[0],
+            Change::Replaced("cacheme = { path = \"../cacheme\" }".into())
+        );
+
+        let table = "[package]\nname = \"app\"\n\n[dependencies]\n\
+                     cacheme = { version = \"0.1\", default-features = false, features = [\"redis\"] }\n";
+        let (after, _) = add_dependencies(table, &checkout, true).unwrap();
+        assert!(
+            after.contains("cacheme = { default-features = false, features = [\"redis\"], path = \"../cacheme\" }"),
+            "{after}"
+        );
+        let (back, _) = add_dependencies(&after, &CachemeSource::Version("0.1".into()), true).unwrap();
+        assert!(
+            back.contains("cacheme = { default-features = false, features = [\"redis\"], version = \"0.1\" }"),
+            "{back}"
+        );
     }
 
     #[test]
     fn refuses_what_it_cannot_edit() {
         let source = CachemeSource::Version("0.1".into());
         assert!(
-            add_dependencies("[workspace]\n", &source)
+            add_dependencies("[workspace]\n", &source, false)
                 .unwrap_err()
                 .contains("virtual workspace")
         );
         assert!(
-            add_dependencies("[package\n", &source)
+            add_dependencies("[package\n", &source, false)
                 .unwrap_err()
                 .contains("not valid TOML")
         );

@@ -3,22 +3,29 @@
 //!
 //! It does not edit `main.rs` or `lib.rs`: where a module belongs and how
 //! the program starts its async runtime are the program's business, so it
-//! prints the lines to add instead.
+//! prints the lines to add instead: for a fresh `cargo new` binary, the
+//! whole `src/main.rs` to write and the command that runs it.
+//!
+//! The `cacheme` dependency is `--path DIR` (relative when `DIR` is
+//! given relative), else the checkout this binary was built from, else
+//! the crates.io version (see [`source`]).
 
 pub mod manifest;
+pub mod source;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::opt::InitOpt;
 use crate::scan;
-use manifest::CachemeSource;
 
 /// The module `init` writes.
 pub const TEMPLATE: &str = include_str!("cache.rs.txt");
 
-/// The version requirement of `cacheme` when no `--path` is given.
-pub const VERSION_REQ: &str = "0.1";
+pub use source::VERSION_REQ;
+
+/// `src/main.rs` of a project `cargo new` has just made.
+const CARGO_NEW_MAIN: &str = "fn main() {\n    println!(\"Hello, world!\");\n}\n";
 
 /// Writes the module and edits Cargo.toml, then says what it did and what
 /// to do next.
@@ -29,12 +36,12 @@ pub fn run(opt: &InitOpt) -> Result<i32> {
             opt.module
         )));
     }
-    let source = match &opt.path {
-        Some(dir) => CachemeSource::Path(cacheme_path(dir)?),
-        None => CachemeSource::Version(VERSION_REQ.to_owned()),
-    };
     let manifest_path = scan::manifest(opt.source.manifest_path.as_deref())?;
-    let root = manifest_path.parent().unwrap_or(Path::new(".")).to_owned();
+    let root = match manifest_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => Path::new(".").to_owned(),
+    };
+    let (source, from) = source::choose(opt.path.as_deref(), &root)?;
     let src = root.join("src");
     if !src.is_dir() {
         return Err(Error::Manifest {
@@ -53,10 +60,11 @@ pub fn run(opt: &InitOpt) -> Result<i32> {
         path: manifest_path.clone(),
         source,
     })?;
-    let (edited, changes) = manifest::add_dependencies(&text, &source).map_err(|reason| Error::Manifest {
-        path: manifest_path.clone(),
-        reason,
-    })?;
+    let (edited, changes) =
+        manifest::add_dependencies(&text, &source, opt.force).map_err(|reason| Error::Manifest {
+            path: manifest_path.clone(),
+            reason,
+        })?;
 
     write(&module_file, TEMPLATE)?;
     if edited != text {
@@ -71,46 +79,54 @@ pub fn run(opt: &InitOpt) -> Result<i32> {
     );
     println!("        and the example store `GreetingStore` (key greeting:<name>, ttl 5m) with its fetcher `greeting`");
     for change in &changes {
-        println!("Cargo.toml: {change}");
+        match change {
+            manifest::Change::Added(what) | manifest::Change::Replaced(what) if what.starts_with("cacheme ") => {
+                println!("Cargo.toml: {change} (from {from})")
+            }
+            manifest::Change::Kept(name) if name == "cacheme" && !opt.force => {
+                println!("Cargo.toml: {change}; `--force` would replace it (source: {from})")
+            }
+            _ => println!("Cargo.toml: {change}"),
+        }
     }
-    let entry = if src.join("main.rs").is_file() || !src.join("lib.rs").is_file() {
-        "src/main.rs"
-    } else {
-        "src/lib.rs"
-    };
     println!();
-    println!("Next: add `mod {module};` to {entry}, then use the store from async code, e.g.");
-    println!();
-    println!("    #[tokio::main]");
-    println!("    async fn main() -> Result<(), Box<dyn std::error::Error>> {{");
-    println!("        let app = {module}::App::from_env().await?;");
-    println!("        let greeting = {module}::GreetingStore::get(&app, \"world\".to_owned()).await?;");
-    println!("        println!(\"{{}}\", greeting.text);");
-    println!("        Ok(())");
-    println!("    }}");
-    println!();
-    println!("and see it with `cargo cacheme list`.");
+    next_steps(&src, module);
     Ok(0)
 }
 
-/// The directory of the cacheme crate, absolute, as Cargo.toml spells it.
-fn cacheme_path(dir: &Path) -> Result<String> {
-    let manifest = dir.join("Cargo.toml");
-    let is_cacheme = std::fs::read_to_string(&manifest).is_ok_and(|text| {
-        text.parse::<toml_edit::DocumentMut>()
-            .is_ok_and(|doc| doc.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str()) == Some("cacheme"))
-    });
-    if !is_cacheme {
-        return Err(Error::Usage(format!(
-            "--path {}: no Cargo.toml of the `cacheme` package there",
-            dir.display()
-        )));
+/// Prints what to do next. For a binary whose `main.rs` is still `cargo
+/// new`'s, the whole file: written as shown, `cargo run` greets.
+fn next_steps(src: &Path, module: &str) {
+    let main = src.join("main.rs");
+    let fresh = std::fs::read_to_string(&main).map_or(!src.join("lib.rs").is_file(), |text| text == CARGO_NEW_MAIN);
+    let body = [
+        "#[tokio::main]".to_owned(),
+        "async fn main() -> Result<(), Box<dyn std::error::Error>> {".to_owned(),
+        format!("    let app = {module}::App::from_env().await?;"),
+        format!("    let greeting = {module}::GreetingStore::get(&app, \"world\".to_owned()).await?;"),
+        "    println!(\"{}\", greeting.text);".to_owned(),
+        "    Ok(())".to_owned(),
+        "}".to_owned(),
+    ];
+    if fresh {
+        println!("Next: replace src/main.rs with");
+        println!();
+        println!("    mod {module};");
+        println!();
+    } else {
+        let entry = if main.is_file() { "src/main.rs" } else { "src/lib.rs" };
+        println!("Next: add `mod {module};` to {entry}, then use the store from async code, e.g.");
+        println!();
     }
-    let absolute: PathBuf = dir.canonicalize().map_err(|source| Error::Read {
-        path: dir.to_owned(),
-        source,
-    })?;
-    Ok(absolute.to_string_lossy().replace('\\', "/"))
+    for line in body {
+        println!("    {line}");
+    }
+    println!();
+    if fresh {
+        println!("Then run it: `cargo run` prints \"Hello, world!\";");
+        println!("`CACHEME_URL=redis://127.0.0.1:6379 cargo run` keeps the cache in Redis.");
+    }
+    println!("See the stores with `cargo cacheme list`.");
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

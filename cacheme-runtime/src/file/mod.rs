@@ -90,7 +90,7 @@ const PROVIDER: &str = "file";
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// use std::time::Duration;
-/// use cacheme_runtime::Cache;
+/// use cacheme::Cache;
 ///
 /// let dir = std::env::temp_dir().join(format!("cacheme-doc-{}", std::process::id()));
 /// let cache = Cache::open(&format!("file://{}?DirectoryLevel=1", dir.display())).await?;
@@ -105,7 +105,7 @@ const PROVIDER: &str = "file";
 /// assert_eq!(same_dir.get_counter("visits").await?, Some(1));
 /// cache.clear().await?;
 /// # std::fs::remove_dir_all(&dir).ok();
-/// # Ok::<(), cacheme_runtime::Error>(())
+/// # Ok::<(), cacheme::Error>(())
 /// # }).unwrap();
 /// ```
 #[derive(Clone)]

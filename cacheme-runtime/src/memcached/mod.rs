@@ -67,8 +67,8 @@ const CAS_ATTEMPTS: u32 = 1000;
 /// | `connect` | `eager` | `lazy`: open even if a server is down (see [`ConnectMode`]) |
 ///
 /// ```no_run
-/// # async fn demo() -> cacheme_runtime::Result<()> {
-/// use cacheme_runtime::Cache;
+/// # async fn demo() -> cacheme::Result<()> {
+/// use cacheme::Cache;
 ///
 /// let beego = Cache::new("memcache", r#"{"key":"app","conn":"10.0.0.1:11211;10.0.0.2:11211"}"#).await?;
 /// let same = Cache::open("memcache://10.0.0.1:11211,10.0.0.2:11211?prefix=app").await?;
