@@ -110,18 +110,17 @@ impl Declaration {
             DeclaredVersion::Static(v) => Version::Static(leak(v.clone())),
             DeclaredVersion::Function(_) => Version::Dynamic(version_of_the_running_program),
         };
-        Box::leak(Box::new(StoreSpec {
-            name: leak(self.name.clone()),
-            template: self.template,
-            ttl: self.ttl,
-            version,
-            singleflight: self.singleflight,
-            codec: self.codec,
-            lock_ttl: self.lock_ttl,
-            fetcher: leak(self.fetcher.clone()),
-            file: leak(self.file.clone()),
-            line: u32::try_from(self.line).unwrap_or(u32::MAX),
-        }))
+        let spec = StoreSpec::new(leak(self.name.clone()), self.template, self.ttl)
+            .version(version)
+            .singleflight(self.singleflight)
+            .codec(self.codec)
+            .lock_ttl(self.lock_ttl)
+            .declared_at(
+                leak(self.fetcher.clone()),
+                leak(self.file.clone()),
+                u32::try_from(self.line).unwrap_or(u32::MAX),
+            );
+        Box::leak(Box::new(spec))
     }
 
     /// `src/lib.rs:12`.

@@ -1,6 +1,7 @@
 //! Code generation: the store type, its methods, its multi-getter and its
 //! link-time registration. Generated code names only
-//! `::cacheme::__private` paths, so it works whatever the user imported.
+//! `::cacheme::__private` paths (or the `crate = "..."` option's), so it
+//! works whatever the user imported.
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -10,19 +11,22 @@ use cacheme_macros_core::template::Part;
 use cacheme_macros_core::{Store, Version};
 
 /// The attribute's entry point: parse, validate, expand; on error the
-/// fetcher is emitted unchanged beside the errors.
+/// fetcher is emitted unchanged beside the errors, with a stub of the store
+/// (see `fallback`) so call sites do not add errors of their own.
 pub fn cache_store(args: TokenStream, input: TokenStream) -> TokenStream {
-    match cacheme_macros_core::store(args, input.clone()) {
+    match cacheme_macros_core::store(args.clone(), input.clone()) {
         Ok(store) => expand(&store),
         Err(errors) => {
+            let stub = crate::fallback::stub(args, input.clone());
             let errors = errors.iter().map(syn::Error::to_compile_error);
-            quote! { #input #(#errors)* }
+            quote! { #input #stub #(#errors)* }
         }
     }
 }
 
 fn expand(s: &Store) -> TokenStream {
-    let cm = quote!(::cacheme::__private);
+    let krate = &s.krate;
+    let cm = quote!(#krate::__private);
     let item = &s.item;
     let vis = &item.vis;
     let fetcher = &item.sig.ident;
@@ -107,18 +111,24 @@ fn expand(s: &Store) -> TokenStream {
         #vis struct #store;
 
         impl #store {
-            /// Everything the runtime knows about this store.
-            pub const SPEC: #cm::StoreSpec = #cm::StoreSpec {
-                name: #store_name,
-                template: #cm::KeyTemplate { source: #key_source, parts: &[#(#parts),*] },
-                ttl: #cm::Duration::from_millis(#ttl),
-                version: #version,
-                singleflight: #singleflight,
-                codec: #codec,
-                lock_ttl: #lock_ttl,
-                fetcher: ::core::concat!(::core::module_path!(), "::", #fetcher_name),
-                file: ::core::file!(),
-                line: ::core::line!(),
+            /// Everything the runtime knows about this store: a reference
+            /// to one `static`, so every use sees the same address.
+            pub const SPEC: &'static #cm::StoreSpec = {
+                static SPEC: #cm::StoreSpec = #cm::StoreSpec::new(
+                    #store_name,
+                    #cm::KeyTemplate { source: #key_source, parts: &[#(#parts),*] },
+                    #cm::Duration::from_millis(#ttl),
+                )
+                .version(#version)
+                .singleflight(#singleflight)
+                .codec(#codec)
+                .lock_ttl(#lock_ttl)
+                .declared_at(
+                    ::core::concat!(::core::module_path!(), "::", #fetcher_name),
+                    ::core::file!(),
+                    ::core::line!(),
+                );
+                &SPEC
             };
 
             /// The cache key of these parameters (the backend adds its prefix).
@@ -133,7 +143,7 @@ fn expand(s: &Store) -> TokenStream {
             /// failures fall back to the fetcher and are logged.
             #vis async fn get(__ctx: &#context, #(#names: #types),*) -> #output {
                 let __key = Self::key(#(&#names),*);
-                #cm::get(#cm::Context::cacheme(__ctx), &Self::SPEC, &__key, || {
+                #cm::get(#cm::Context::cacheme(__ctx), Self::SPEC, &__key, || {
                     #fetcher(__ctx, #(::core::clone::Clone::clone(&#names)),*)
                 }, Self::__sharing())
                 .await
@@ -155,7 +165,7 @@ fn expand(s: &Store) -> TokenStream {
                 __pipeline.add(
                     __ctx,
                     #cm::Context::cacheme(__ctx),
-                    &Self::SPEC,
+                    Self::SPEC,
                     #bundle_pat,
                     || Self::__fetchers(__ctx),
                 )
@@ -184,7 +194,7 @@ fn expand(s: &Store) -> TokenStream {
 
             /// Removes the cached value of these parameters.
             #vis async fn invalidate(__ctx: &#context, #(#names: #types),*) -> #cm::Result<()> {
-                #cm::invalidate(#cm::Context::cacheme(__ctx), &Self::SPEC, &Self::key(#(&#names),*)).await
+                #cm::invalidate(#cm::Context::cacheme(__ctx), Self::SPEC, &Self::key(#(&#names),*)).await
             }
 
             /// Fetches afresh and replaces the cached value.
@@ -193,7 +203,7 @@ fn expand(s: &Store) -> TokenStream {
                 #(#names: #types),*
             ) -> ::core::result::Result<#value_ty, #cm::UpdateError<#error_ty>> {
                 let __key = Self::key(#(&#names),*);
-                #cm::update(#cm::Context::cacheme(__ctx), &Self::SPEC, &__key, #fetcher(__ctx, #(#names),*)).await
+                #cm::update(#cm::Context::cacheme(__ctx), Self::SPEC, &__key, #fetcher(__ctx, #(#names),*)).await
             }
 
             /// Removes every cached value of this store written with
@@ -202,7 +212,7 @@ fn expand(s: &Store) -> TokenStream {
                 __ctx: &#context,
                 version: impl ::core::fmt::Display,
             ) -> #cm::Result<u64> {
-                #cm::invalidate_all(#cm::Context::cacheme(__ctx), &Self::SPEC, &::std::string::ToString::to_string(&version)).await
+                #cm::invalidate_all(#cm::Context::cacheme(__ctx), Self::SPEC, &::std::string::ToString::to_string(&version)).await
             }
         }
 
@@ -227,7 +237,7 @@ fn expand(s: &Store) -> TokenStream {
                 let __ctx = self.ctx;
                 #cm::get_many(
                     #cm::Context::cacheme(__ctx),
-                    &#store::SPEC,
+                    #store::SPEC,
                     ::core::mem::take(&mut self.params),
                     #store::__fetchers(__ctx),
                 )
@@ -238,7 +248,7 @@ fn expand(s: &Store) -> TokenStream {
         const _: () = {
             #[#cm::linkme::distributed_slice(#cm::STORES)]
             #[linkme(crate = #cm::linkme)]
-            static __CACHEME_STORE: &'static #cm::StoreSpec = &#store::SPEC;
+            static __CACHEME_STORE: &'static #cm::StoreSpec = #store::SPEC;
         };
     }
 }

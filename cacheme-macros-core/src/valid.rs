@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use proc_macro2::Span;
 use syn::spanned::Spanned;
-use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type};
+use syn::{FnArg, Ident, ItemFn, LitStr, Pat, ReturnType, Type};
 
 use crate::ast::{Args, Fetcher, VersionArg, default_store_name};
 use crate::duration::parse_millis;
@@ -44,6 +44,8 @@ pub struct Store {
     pub output: Type,
     /// The batch fetcher (`fetch_many = path`), if any.
     pub fetch_many: Option<syn::Path>,
+    /// The facade's path (`crate = "..."`, default `::cacheme`).
+    pub krate: syn::Path,
 }
 
 /// The validated version.
@@ -134,6 +136,7 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
     // The key template against the parameters.
     let mut parts = Vec::new();
     let key_source = match &args.key {
+        None if args.attempted.contains(&"key") => String::new(),
         None => {
             err(
                 Span::call_site(),
@@ -187,8 +190,28 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         }
     }
     if !parts.is_empty() {
+        // `book:{id}` is `<id>` written as a format string: one hint, with
+        // the template fixed, rather than one error per parameter.
+        let braced: Vec<&Ident> = params
+            .iter()
+            .map(|(ident, _)| ident)
+            .filter(|ident| !seen.contains(&ident.to_string()) && key_source.contains(&format!("{{{ident}}}")))
+            .collect();
+        if !braced.is_empty() {
+            let fixed = braced.iter().fold(
+                args.key.as_ref().map(LitStr::value).unwrap_or_default(),
+                |key, ident| key.replace(&format!("{{{ident}}}"), &format!("<{ident}>")),
+            );
+            err(
+                key_span,
+                format!(
+                    "key templates write variables as `<{first}>`, not `{{{first}}}`: `key = {fixed:?}`",
+                    first = braced[0]
+                ),
+            );
+        }
         for (ident, _) in &params {
-            if !seen.contains(&ident.to_string()) {
+            if !seen.contains(&ident.to_string()) && !braced.contains(&ident) {
                 err(
                     ident.span(),
                     format!(
@@ -202,6 +225,7 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
     // Durations, version, codec, name.
     let ttl_ms = match &args.ttl {
         Some(ttl) => duration(ttl, "ttl", errors),
+        None if args.attempted.contains(&"ttl") => None,
         None => {
             errors.push(syn::Error::new(
                 Span::call_site(),
@@ -277,6 +301,7 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         params,
         output: output?,
         fetch_many: args.fetch_many,
+        krate: args.krate.unwrap_or_else(|| syn::parse_quote!(::cacheme)),
         item,
     })
 }
