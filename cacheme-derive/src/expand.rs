@@ -3,7 +3,7 @@
 //! `::cacheme::__private` paths (or the `crate = "..."` option's), so it
 //! works whatever the user imported.
 
-use proc_macro2::{Literal, TokenStream};
+use proc_macro2::{Group, Ident, Literal, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
@@ -54,7 +54,15 @@ fn expand(s: &Store) -> TokenStream {
             Part::Var(name) => {
                 capacity += 12;
                 let ident = format_ident!("{}", name);
-                quote!(#cm::push_param(&mut __key, #ident);)
+                // Spanned at the parameter's type: a type without `Display`
+                // is one error there, saying why it needs it.
+                let span = s
+                    .params
+                    .iter()
+                    .find(|(p, _)| p == name)
+                    .map_or(ident.span(), |(_, ty)| ty.span());
+                let ident = Ident::new(name, span);
+                at(span, quote!(#cm::KeyParam::push_to(#ident, &mut __key);))
             }
         })
         .collect();
@@ -63,7 +71,12 @@ fn expand(s: &Store) -> TokenStream {
             capacity += v.len();
             quote!(#cm::Version::Static(#v))
         }
-        Version::Dynamic(path) => quote_spanned!(path.span()=> #cm::Version::Dynamic(#path)),
+        Version::Dynamic(path) => quote_spanned! {path.span()=>
+            #cm::Version::Dynamic({
+                let version: fn() -> ::std::string::String = #path;
+                version
+            })
+        },
     };
     let codec = match &s.codec {
         Some(variant) => quote!(::core::option::Option::Some(#cm::Codec::#variant)),
@@ -86,15 +99,54 @@ fn expand(s: &Store) -> TokenStream {
         [one] => (quote!(#(#types)*), quote!(#one)),
         _ => (quote!((#(#types,)*)), quote!((#(#names,)*))),
     };
-    let value_ty = quote_spanned!(output.span()=> <#output as #cm::FetchResult>::Value);
-    let error_ty = quote_spanned!(output.span()=> <#output as #cm::FetchResult>::Error);
+    // The value and error types go through `Fetched`, spanned at the
+    // return type: a value that cannot be cached is one error there, and
+    // the rest of the store sees an error type and adds none.
+    let vspan = output.span();
+    let value_ty = at(vspan, quote!(<#output as #cm::Fetched>::Value));
+    let error_ty = at(vspan, quote!(<#output as #cm::Fetched>::Error));
+    let result_ty = at(vspan, quote!(::core::result::Result<#value_ty, #error_ty>));
+    let promise_ty = at(vspan, quote!(#cm::Promise<#value_ty, #error_ty>));
+    let sharing_ty = at(vspan, quote!(#cm::ErrorSharing<#error_ty>));
+    let probe = at(vspan, quote!((&&#cm::ErrorProbe::<#error_ty>::NEW).sharing()));
+    let fetchers_ty = at(vspan, quote!(#cm::Fetchers<'_, #bundle_ty, #value_ty, #error_ty>));
+    let update_ty = at(
+        vspan,
+        quote!(::core::result::Result<#value_ty, #cm::UpdateError<#error_ty>>),
+    );
+    let multi_ty = at(
+        vspan,
+        quote!(::core::result::Result<#cm::MultiResult<#value_ty, #bundle_ty>, #error_ty>),
+    );
+    let client = at(context.span(), quote!(#cm::StoreContext::client(__ctx)));
+    let cloned = s
+        .params
+        .iter()
+        .map(|(name, ty)| at(ty.span(), quote!(#cm::clone_param(&#name))));
 
     // The batch fetcher, bound to the context like the fetcher.
-    let many = s.fetch_many.as_ref().map(|path| {
-        quote_spanned! {path.span()=>
-            .many(move |__params: ::std::vec::Vec<#bundle_ty>| #path(__ctx, __params))
+    let fetchers = quote! {
+        #cm::Fetchers::new(
+            |#bundle_pat: &#bundle_ty| Self::key(#(#names),*),
+            move |#bundle_pat: #bundle_ty| #fetcher(__ctx, #(#names),*),
+        )
+        .sharing(Self::__sharing())
+    };
+    let fetchers = match &s.fetch_many {
+        None => fetchers,
+        Some(path) => {
+            let with_many = at(path.span(), quote!(#cm::with_many));
+            // The call's own tokens are all at the path (its first and last
+            // tokens make its span): a batch fetcher or error type that does
+            // not fit is reported at `fetch_many = path`.
+            quote_spanned! {path.span()=>
+                {
+                    let __fetchers = #fetchers;
+                    #with_many(__fetchers, move |__params: ::std::vec::Vec<#bundle_ty>| #path(__ctx, __params))
+                }
+            }
         }
-    });
+    };
 
     let doc_store = format!(
         "Cache store of [`{fetcher_name}`]: key `{key_source}`, TTL {}.\n\n\
@@ -141,10 +193,10 @@ fn expand(s: &Store) -> TokenStream {
 
             /// The cached value, or the fetcher's (then cached). Cache
             /// failures fall back to the fetcher and are logged.
-            #vis async fn get(__ctx: &#context, #(#names: #types),*) -> #output {
+            #vis async fn get(__ctx: &#context, #(#names: #types),*) -> #result_ty {
                 let __key = Self::key(#(&#names),*);
-                #cm::get(#cm::Context::cacheme(__ctx), Self::SPEC, &__key, || {
-                    #fetcher(__ctx, #(::core::clone::Clone::clone(&#names)),*)
+                #cm::get(#client, Self::SPEC, &__key, || {
+                    #fetcher(__ctx, #(#cloned),*)
                 }, Self::__sharing())
                 .await
             }
@@ -161,10 +213,10 @@ fn expand(s: &Store) -> TokenStream {
                 __ctx: &'p #context,
                 __pipeline: &mut #cm::Pipeline<'p>,
                 #(#names: #types),*
-            ) -> #cm::Promise<#value_ty, #error_ty> {
+            ) -> #promise_ty {
                 __pipeline.add(
                     __ctx,
-                    #cm::Context::cacheme(__ctx),
+                    #client,
                     Self::SPEC,
                     #bundle_pat,
                     || Self::__fetchers(__ctx),
@@ -175,35 +227,30 @@ fn expand(s: &Store) -> TokenStream {
             /// behind it: cloned when the error type is `Clone + Send`.
             #[doc(hidden)]
             #[allow(clippy::needless_borrow)] // autoref specialization
-            #vis fn __sharing() -> #cm::ErrorSharing<#error_ty> {
+            #vis fn __sharing() -> #sharing_ty {
                 #[allow(unused_imports)]
                 use #cm::{ShareByClone as _, ShareNothing as _};
-                (&&#cm::ErrorProbe::<#error_ty>::NEW).sharing()
+                #probe
             }
 
             /// How this store fetches, bound to a context (`get_m`, `get_p`).
             #[doc(hidden)]
-            #vis fn __fetchers(__ctx: &#context) -> #cm::Fetchers<'_, #bundle_ty, #value_ty, #error_ty> {
-                #cm::Fetchers::new(
-                    |#bundle_pat: &#bundle_ty| Self::key(#(#names),*),
-                    move |#bundle_pat: #bundle_ty| #fetcher(__ctx, #(#names),*),
-                )
-                .sharing(Self::__sharing())
-                #many
+            #vis fn __fetchers(__ctx: &#context) -> #fetchers_ty {
+                #fetchers
             }
 
             /// Removes the cached value of these parameters.
             #vis async fn invalidate(__ctx: &#context, #(#names: #types),*) -> #cm::Result<()> {
-                #cm::invalidate(#cm::Context::cacheme(__ctx), Self::SPEC, &Self::key(#(&#names),*)).await
+                #cm::invalidate(#client, Self::SPEC, &Self::key(#(&#names),*)).await
             }
 
             /// Fetches afresh and replaces the cached value.
             #vis async fn update(
                 __ctx: &#context,
                 #(#names: #types),*
-            ) -> ::core::result::Result<#value_ty, #cm::UpdateError<#error_ty>> {
+            ) -> #update_ty {
                 let __key = Self::key(#(&#names),*);
-                #cm::update(#cm::Context::cacheme(__ctx), Self::SPEC, &__key, #fetcher(__ctx, #(#names),*)).await
+                #cm::update(#client, Self::SPEC, &__key, #fetcher(__ctx, #(#names),*)).await
             }
 
             /// Removes every cached value of this store written with
@@ -212,7 +259,7 @@ fn expand(s: &Store) -> TokenStream {
                 __ctx: &#context,
                 version: impl ::core::fmt::Display,
             ) -> #cm::Result<u64> {
-                #cm::invalidate_all(#cm::Context::cacheme(__ctx), Self::SPEC, &::std::string::ToString::to_string(&version)).await
+                #cm::invalidate_all(#client, Self::SPEC, &::std::string::ToString::to_string(&version)).await
             }
         }
 
@@ -233,10 +280,10 @@ fn expand(s: &Store) -> TokenStream {
             /// the misses together (the store's `fetch_many` once, if it
             /// has one) and writes them in one more. The added keys are
             /// consumed, so the multi-getter can be filled and run again.
-            #vis async fn run(&mut self) -> ::core::result::Result<#cm::MultiResult<#value_ty, #bundle_ty>, #error_ty> {
-                let __ctx = self.ctx;
+            #vis async fn run(&mut self) -> #multi_ty {
+                let __ctx: &#context = self.ctx;
                 #cm::get_many(
-                    #cm::Context::cacheme(__ctx),
+                    #client,
                     #store::SPEC,
                     ::core::mem::take(&mut self.params),
                     #store::__fetchers(__ctx),
@@ -251,6 +298,24 @@ fn expand(s: &Store) -> TokenStream {
             static __CACHEME_STORE: &'static #cm::StoreSpec = #store::SPEC;
         };
     }
+}
+
+/// `tokens` with every span set to `span`, so an error anywhere in them
+/// points at the user's tokens rather than at the attribute.
+fn at(span: Span, tokens: TokenStream) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(group) = &tree {
+                let mut inner = Group::new(group.delimiter(), at(span, group.stream()));
+                inner.set_span(span);
+                tree = TokenTree::Group(inner);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
 }
 
 fn human_ms(ms: u64) -> String {
