@@ -48,6 +48,27 @@ pub struct Store {
     pub krate: syn::Path,
 }
 
+impl Store {
+    /// Whether a key parameter borrows (`&str`, `Cow<'_, str>`): such a
+    /// store has `get`, `invalidate`, `update` and `key`, but no batching
+    /// (`get_m`, `get_p`), which keeps parameters past the call.
+    pub fn borrowed(&self) -> bool {
+        self.params.iter().any(|(_, ty)| borrows(ty))
+    }
+}
+
+/// Whether a type has a reference or a lifetime in it.
+pub fn borrows(ty: &Type) -> bool {
+    fn any(tokens: proc_macro2::TokenStream) -> bool {
+        tokens.into_iter().any(|tree| match tree {
+            proc_macro2::TokenTree::Punct(p) => p.as_char() == '&' || p.as_char() == '\'',
+            proc_macro2::TokenTree::Group(g) => any(g.stream()),
+            _ => false,
+        })
+    }
+    any(quote::ToTokens::to_token_stream(ty))
+}
+
 /// The validated version.
 pub enum Version {
     /// A constant: an integer or a string, as text.
@@ -219,6 +240,18 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
                     ),
                 );
             }
+        }
+    }
+
+    // Batching keeps parameters past the call: it needs owned ones.
+    if args.fetch_many.is_some() {
+        for (ident, ty) in params.iter().filter(|(_, ty)| borrows(ty)) {
+            err(
+                ty.span(),
+                format!(
+                    "`fetch_many` batches keys, so parameter `{ident}` must be owned (`String`, not `&str`); a store with a borrowed parameter has `get`, `invalidate` and `update` but no batching"
+                ),
+            );
         }
     }
 

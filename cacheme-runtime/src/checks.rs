@@ -121,3 +121,12 @@ where
 {
     fetchers.many(many)
 }
+
+/// Never implemented: the bound of the `get_m` a store with a borrowed key
+/// parameter has, so calling it is one error saying why there is none.
+#[diagnostic::on_unimplemented(
+    message = "`{S}` has no `get_m`: a store with a borrowed key parameter cannot batch",
+    label = "batching keeps the parameters past this call",
+    note = "take owned parameters (`String`, not `&str`) to get `get_m` and `get_p`"
+)]
+pub trait Unbatchable<S> {}

@@ -84,7 +84,7 @@ pub use store::{MultiResult, UpdateError};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::checks::{
-        BatchError, CacheValue, Fetched, KeyParam, ParamClone, StoreContext, clone_param, with_many,
+        BatchError, CacheValue, Fetched, KeyParam, ParamClone, StoreContext, Unbatchable, clone_param, with_many,
     };
     pub use crate::client::Context;
     pub use crate::codec::Codec;
