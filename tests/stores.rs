@@ -213,6 +213,33 @@ async fn by_name(ctx: &App, name: &str) -> Result<String, AppError> {
     Ok(format!("{name}-{}", ctx.source("by-name")?))
 }
 
+mod renamed {
+    //! The facade reached by another path, as a crate re-exporting it would.
+    pub use ::cacheme as facade;
+}
+
+/// Generated code names `crate::renamed::facade::__private`, not `::cacheme`.
+#[cache_store(key = "renamed:<id>", ttl = "5m", crate = "crate::renamed::facade")]
+async fn renamed_value(ctx: &App, id: u32) -> Result<String, AppError> {
+    Ok(format!("{id}-{}", ctx.source("renamed")?))
+}
+
+#[tokio::test]
+async fn the_crate_option_finds_the_facade_and_spec_is_one_static() {
+    let app = App::memory().await;
+    assert_eq!(RenamedValueStore::get(&app, 1).await.unwrap(), "1-first");
+    assert_eq!(RenamedValueStore::key(&1), "renamed:1:v1");
+    let registered = cacheme::__private::STORES
+        .iter()
+        .filter(|spec| spec.name == "RenamedValueStore")
+        .collect::<Vec<_>>();
+    assert_eq!(registered.len(), 1);
+    assert!(
+        std::ptr::eq(*registered[0], RenamedValueStore::SPEC),
+        "SPEC is the registered static itself"
+    );
+}
+
 #[cache_store(key = "string:<id>", ttl = "5m", prefix = "shop")]
 async fn shop_string(ctx: &App, id: u32) -> Result<String, AppError> {
     Ok(format!("shop {id}-{}", ctx.source("shop_string")?))
