@@ -29,6 +29,9 @@ pub struct Declaration {
     pub key: String,
     /// The template's variables, in the order they appear in it.
     pub variables: Vec<String>,
+    /// The type of each variable, in the same order, as written
+    /// (`u64`, `String`, `&str`).
+    pub types: Vec<String>,
     /// The template as the runtime uses it.
     pub template: KeyTemplate,
     /// How long values live.
@@ -61,12 +64,23 @@ impl Declaration {
                 CorePart::Var(name) => Part::Var(leak(name.clone())),
             })
             .collect();
-        let variables = store
+        let variables: Vec<String> = store
             .parts
             .iter()
             .filter_map(|part| match part {
                 CorePart::Var(name) => Some(name.clone()),
                 CorePart::Lit(_) => None,
+            })
+            .collect();
+        let types = variables
+            .iter()
+            .map(|name: &String| {
+                store
+                    .params
+                    .iter()
+                    .find(|(ident, _)| ident == name)
+                    .map(|(_, ty)| quote::ToTokens::to_token_stream(ty).to_string().replace(' ', ""))
+                    .unwrap_or_default()
             })
             .collect();
         let version = match &store.version {
@@ -83,6 +97,7 @@ impl Declaration {
             fetcher: store.item.sig.ident.to_string(),
             key: store.key_source.clone(),
             variables,
+            types,
             template: KeyTemplate {
                 source: leak(store.key_source.clone()),
                 parts: Box::leak(parts.into_boxed_slice()),

@@ -130,6 +130,11 @@ fn init_makes_a_project_that_builds_offline_and_caches() {
         }
         let output = cmd.output().unwrap();
         assert!(output.status.success(), "{}", support::stderr(&output));
+        assert!(
+            !support::stderr(&output).contains("warning"),
+            "the module init writes builds without a warning:\n{}",
+            support::stderr(&output)
+        );
         support::stdout(&output)
     };
     assert_eq!(

@@ -217,7 +217,10 @@ fn list_as_json() {
         ("src/people.rs", PEOPLE),
     ]);
     let output = project.cacheme().args(["list", "--format", "json"]).output().unwrap();
-    assert!(output.status.success(), "duplicates are check's business");
+    // The planted duplicate: every store is listed, and the exit code is
+    // 1 as `check`'s is.
+    assert_eq!(output.status.code(), Some(1));
+    assert!(support::stderr(&output).contains("the same key pattern"));
     let stores: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(stores.as_array().unwrap().len(), 4);
     assert_eq!(

@@ -162,6 +162,7 @@ fn expand(s: &Store) -> TokenStream {
     // only (`valid` refuses `fetch_many` on it, at the parameter).
     let batching = if s.borrowed() {
         quote! {
+            #[allow(dead_code)] // a program need not use every generated method
             impl #store {
                 /// None: a store with a borrowed key parameter cannot batch
                 /// (calling this is an error that says so).
@@ -173,6 +174,7 @@ fn expand(s: &Store) -> TokenStream {
         }
     } else {
         quote! {
+            #[allow(dead_code)] // a program need not use every generated method
             impl #store {
             /// Starts a multi-get: `add` keys, then `run` once.
             #vis fn get_m(__ctx: &#context) -> #multi<'_> {
@@ -205,11 +207,13 @@ fn expand(s: &Store) -> TokenStream {
             }
 
         #[doc = #doc_multi]
+        #[allow(dead_code)]
         #vis struct #multi<'a> {
             ctx: &'a #context,
             params: ::std::vec::Vec<#bundle_ty>,
         }
 
+        #[allow(dead_code)]
         impl<'a> #multi<'a> {
             /// Adds a key (duplicates are read and fetched once). It
             /// borrows the multi-getter, so chain it
@@ -253,6 +257,7 @@ fn expand(s: &Store) -> TokenStream {
         #[derive(Clone, Copy, Debug, Default)]
         #vis struct #store;
 
+        #[allow(dead_code)] // a program need not use every generated method
         impl #store {
             /// Everything the runtime knows about this store: a reference
             /// to one `static`, so every use sees the same address.
