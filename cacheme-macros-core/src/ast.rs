@@ -34,6 +34,8 @@ pub struct Args {
     pub prefix: Option<LitStr>,
     /// `fetch_many = path::to::fn`: the batch fetcher.
     pub fetch_many: Option<Path>,
+    /// `batch = false`: no `get_m` / `get_p`, and none of their bounds.
+    pub batch: Option<(bool, Span)>,
     /// `crate = "path::to::cacheme"`: where generated code finds the
     /// facade (default `::cacheme`), as serde's `crate` option.
     pub krate: Option<Path>,
@@ -111,6 +113,10 @@ pub const OPTIONS: &[Opt] = &[
                 &v.name,
             )
         },
+    },
+    Opt {
+        name: "batch",
+        set: |a, v| put(&mut a.batch, (v.flag()?, v.name.span()), &v.name),
     },
     Opt {
         name: "crate",

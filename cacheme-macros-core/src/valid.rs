@@ -46,6 +46,9 @@ pub struct Store {
     pub fetch_many: Option<syn::Path>,
     /// The facade's path (`crate = "..."`, default `::cacheme`).
     pub krate: syn::Path,
+    /// Whether `get_m` and `get_p` are generated: not with `batch = false`
+    /// nor with a borrowed parameter (see [`Store::borrowed`]).
+    pub batch: bool,
 }
 
 impl Store {
@@ -244,6 +247,15 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
     }
 
     // Batching keeps parameters past the call: it needs owned ones.
+    if let (Some(path), Some((false, at))) = (&args.fetch_many, args.batch) {
+        err(
+            at,
+            format!(
+                "`batch = false` removes `get_m` and `get_p`, the only callers of `fetch_many = {}`: drop one of them",
+                path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default()
+            ),
+        );
+    }
     if args.fetch_many.is_some() {
         for (ident, ty) in params.iter().filter(|(_, ty)| borrows(ty)) {
             err(
@@ -320,6 +332,7 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         return None;
     }
     let store = store?;
+    let batch = args.batch.is_none_or(|(on, _)| on) && !params.iter().any(|(_, ty)| borrows(ty));
     Some(Store {
         multi: Ident::new(&format!("{store}Multi"), store.span()),
         store,
@@ -335,6 +348,7 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         output: output?,
         fetch_many: args.fetch_many,
         krate: args.krate.unwrap_or_else(|| syn::parse_quote!(::cacheme)),
+        batch,
         item,
     })
 }

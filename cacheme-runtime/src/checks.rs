@@ -122,11 +122,12 @@ where
     fetchers.many(many)
 }
 
-/// Never implemented: the bound of the `get_m` a store with a borrowed key
-/// parameter has, so calling it is one error saying why there is none.
+/// Never implemented: the bound of the `get_m` of a store that does not
+/// batch (`batch = false`, or a borrowed key parameter), so calling it is
+/// one error saying why there is none.
 #[diagnostic::on_unimplemented(
-    message = "`{S}` has no `get_m`: a store with a borrowed key parameter cannot batch",
+    message = "`{S}` has no `get_m`: it does not batch (`batch = false`, or a borrowed key parameter)",
     label = "batching keeps the parameters past this call",
-    note = "take owned parameters (`String`, not `&str`) to get `get_m` and `get_p`"
+    note = "remove `batch = false`, and take owned parameters (`String`, not `&str`), to get `get_m` and `get_p`"
 )]
 pub trait Unbatchable<S> {}
