@@ -162,6 +162,8 @@ fn expand(s: &Store) -> TokenStream {
     // only (`valid` refuses `fetch_many` on it, at the parameter).
     let batching = if !s.batch {
         quote! {
+            // Types spelled at the user's return type, for its error messages.
+            #[allow(clippy::type_complexity)]
             impl #store {
                 /// None: the store does not batch (`batch = false`, or a
                 /// borrowed key parameter); calling this is an error that
@@ -174,6 +176,8 @@ fn expand(s: &Store) -> TokenStream {
         }
     } else {
         quote! {
+            // Types spelled at the user's return type, for its error messages.
+            #[allow(clippy::type_complexity)]
             impl #store {
             /// Starts a multi-get: `add` keys, then `run` once.
             #vis fn get_m(__ctx: &#context) -> #multi<'_> {
@@ -211,6 +215,8 @@ fn expand(s: &Store) -> TokenStream {
             params: ::std::vec::Vec<#bundle_ty>,
         }
 
+        // Types spelled at the user's return type, for its error messages.
+        #[allow(clippy::type_complexity)]
         impl<'a> #multi<'a> {
             /// Adds a key (duplicates are read and fetched once). It
             /// borrows the multi-getter, so chain it
@@ -254,6 +260,8 @@ fn expand(s: &Store) -> TokenStream {
         #[derive(Clone, Copy, Debug, Default)]
         #vis struct #store;
 
+        // Types spelled at the user's return type, for its error messages.
+        #[allow(clippy::type_complexity)]
         impl #store {
             /// Everything the runtime knows about this store: a reference
             /// to one `static`, so every use sees the same address.
