@@ -46,6 +46,9 @@ pub struct Declaration {
     pub codec: Option<Codec>,
     /// The batch fetcher's path (`fetch_many = ...`), when given.
     pub fetch_many: Option<String>,
+    /// Whether the store has `get_m` and `get_p` (not with `batch = false`
+    /// or a borrowed parameter).
+    pub batch: bool,
     /// The file, relative to the crate.
     pub file: String,
     /// The line of the attribute.
@@ -108,6 +111,7 @@ impl Declaration {
             singleflight: store.singleflight,
             codec,
             fetch_many: store.fetch_many.as_ref().map(path_text),
+            batch: store.batch,
             file: file.to_owned(),
             line,
         }

@@ -58,7 +58,8 @@ pub fn table(stores: &[Declaration]) -> String {
     table.render()
 }
 
-/// `singleflight, codec=json, lock_ttl=10s, fetch_many=books`, or `-`.
+/// `singleflight, codec=json, lock_ttl=10s, fetch_many=books`, `no
+/// batching` (`batch = false` or a borrowed parameter), or `-`.
 fn options(store: &Declaration) -> String {
     let mut options = Vec::new();
     if store.singleflight {
@@ -72,6 +73,9 @@ fn options(store: &Declaration) -> String {
     }
     if let Some(fetch_many) = &store.fetch_many {
         options.push(format!("fetch_many={fetch_many}"));
+    }
+    if !store.batch {
+        options.push("no batching".to_owned());
     }
     if options.is_empty() {
         "-".to_owned()
@@ -103,6 +107,7 @@ pub fn json(stores: &[Declaration]) -> Value {
                     "codec": store.codec.map(|c| c.name()),
                     "lock_ttl_ms": store.lock_ttl.map(duration_ms),
                     "fetch_many": store.fetch_many,
+                    "batch": store.batch,
                     "file": store.file,
                     "line": store.line,
                 })
