@@ -207,6 +207,39 @@ async fn pair(ctx: &App, a: String, b: String) -> Result<String, AppError> {
 static VERSION: AtomicU32 = AtomicU32::new(1);
 
 /// Same key shape as `string_value`, but in its own namespace.
+/// A borrowed key parameter: `get`, `invalidate` and `update` take a `&str`.
+#[cache_store(key = "by-name:<name>", ttl = "5m")]
+async fn by_name(ctx: &App, name: &str) -> Result<String, AppError> {
+    Ok(format!("{name}-{}", ctx.source("by-name")?))
+}
+
+mod renamed {
+    //! The facade reached by another path, as a crate re-exporting it would.
+    pub use ::cacheme as facade;
+}
+
+/// Generated code names `crate::renamed::facade::__private`, not `::cacheme`.
+#[cache_store(key = "renamed:<id>", ttl = "5m", crate = "crate::renamed::facade")]
+async fn renamed_value(ctx: &App, id: u32) -> Result<String, AppError> {
+    Ok(format!("{id}-{}", ctx.source("renamed")?))
+}
+
+#[tokio::test]
+async fn the_crate_option_finds_the_facade_and_spec_is_one_static() {
+    let app = App::memory().await;
+    assert_eq!(RenamedValueStore::get(&app, 1).await.unwrap(), "1-first");
+    assert_eq!(RenamedValueStore::key(&1), "renamed:1:v1");
+    let registered = cacheme::__private::STORES
+        .iter()
+        .filter(|spec| spec.name == "RenamedValueStore")
+        .collect::<Vec<_>>();
+    assert_eq!(registered.len(), 1);
+    assert!(
+        std::ptr::eq(*registered[0], RenamedValueStore::SPEC),
+        "SPEC is the registered static itself"
+    );
+}
+
 #[cache_store(key = "string:<id>", ttl = "5m", prefix = "shop")]
 async fn shop_string(ctx: &App, id: u32) -> Result<String, AppError> {
     Ok(format!("shop {id}-{}", ctx.source("shop_string")?))
@@ -254,7 +287,38 @@ on_every_backend!(
     bumping_the_version_hides_old_values,
     get_m_keeps_order_reads_by_params_and_fetches_duplicates_once,
     invalidate_all_removes_one_version_of_one_store,
+    borrowed_parameters_get_invalidate_and_update,
+    get_m_extends_from_an_iterator,
 );
+
+async fn borrowed_parameters_get_invalidate_and_update(app: App) {
+    let name = String::from("ann");
+    assert_eq!(ByNameStore::get(&app, &name).await.unwrap(), "ann-first");
+    assert_eq!(ByNameStore::get(&app, "ann").await.unwrap(), "ann-first");
+    assert_eq!(app.fetched("by-name"), 1, "the second get is a hit");
+    *app.title_suffix.lock().unwrap() = "second".into();
+    ByNameStore::invalidate(&app, "ann").await.unwrap();
+    assert_eq!(ByNameStore::get(&app, "ann").await.unwrap(), "ann-second");
+    *app.title_suffix.lock().unwrap() = "third".into();
+    assert_eq!(ByNameStore::update(&app, "ann").await.unwrap(), "ann-third");
+    assert_eq!(ByNameStore::get(&app, "ann").await.unwrap(), "ann-third");
+    assert_eq!(app.fetched("by-name"), 3);
+    assert_eq!(ByNameStore::key(&"a:b"), "by-name:a%3Ab:v1");
+}
+
+async fn get_m_extends_from_an_iterator(app: App) {
+    let mut multi = StringValueStore::get_m(&app);
+    multi.extend([1, 2]);
+    for id in [3, 1] {
+        multi.add(id);
+    }
+    let found = multi.run().await.unwrap();
+    assert_eq!(
+        found.iter().cloned().collect::<Vec<_>>(),
+        ["1-first", "2-first", "3-first", "1-first"]
+    );
+    assert_eq!(app.fetched("string"), 3);
+}
 
 async fn values_of_every_shape_round_trip(app: App) {
     for _ in 0..2 {

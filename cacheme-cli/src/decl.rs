@@ -29,6 +29,9 @@ pub struct Declaration {
     pub key: String,
     /// The template's variables, in the order they appear in it.
     pub variables: Vec<String>,
+    /// The type of each variable, in the same order, as written
+    /// (`u64`, `String`, `&str`).
+    pub types: Vec<String>,
     /// The template as the runtime uses it.
     pub template: KeyTemplate,
     /// How long values live.
@@ -43,6 +46,9 @@ pub struct Declaration {
     pub codec: Option<Codec>,
     /// The batch fetcher's path (`fetch_many = ...`), when given.
     pub fetch_many: Option<String>,
+    /// Whether the store has `get_m` and `get_p` (not with `batch = false`
+    /// or a borrowed parameter).
+    pub batch: bool,
     /// The file, relative to the crate.
     pub file: String,
     /// The line of the attribute.
@@ -61,12 +67,23 @@ impl Declaration {
                 CorePart::Var(name) => Part::Var(leak(name.clone())),
             })
             .collect();
-        let variables = store
+        let variables: Vec<String> = store
             .parts
             .iter()
             .filter_map(|part| match part {
                 CorePart::Var(name) => Some(name.clone()),
                 CorePart::Lit(_) => None,
+            })
+            .collect();
+        let types = variables
+            .iter()
+            .map(|name: &String| {
+                store
+                    .params
+                    .iter()
+                    .find(|(ident, _)| ident == name)
+                    .map(|(_, ty)| quote::ToTokens::to_token_stream(ty).to_string().replace(' ', ""))
+                    .unwrap_or_default()
             })
             .collect();
         let version = match &store.version {
@@ -83,6 +100,7 @@ impl Declaration {
             fetcher: store.item.sig.ident.to_string(),
             key: store.key_source.clone(),
             variables,
+            types,
             template: KeyTemplate {
                 source: leak(store.key_source.clone()),
                 parts: Box::leak(parts.into_boxed_slice()),
@@ -93,6 +111,7 @@ impl Declaration {
             singleflight: store.singleflight,
             codec,
             fetch_many: store.fetch_many.as_ref().map(path_text),
+            batch: store.batch,
             file: file.to_owned(),
             line,
         }
@@ -110,19 +129,17 @@ impl Declaration {
             DeclaredVersion::Static(v) => Version::Static(leak(v.clone())),
             DeclaredVersion::Function(_) => Version::Dynamic(version_of_the_running_program),
         };
-        Box::leak(Box::new(StoreSpec {
-            name: leak(self.name.clone()),
-            template: self.template,
-            ttl: self.ttl,
-            version,
-            singleflight: self.singleflight,
-            codec: self.codec,
-            lock_ttl: self.lock_ttl,
-            local: None,
-            fetcher: leak(self.fetcher.clone()),
-            file: leak(self.file.clone()),
-            line: u32::try_from(self.line).unwrap_or(u32::MAX),
-        }))
+        let spec = StoreSpec::new(leak(self.name.clone()), self.template, self.ttl)
+            .version(version)
+            .singleflight(self.singleflight)
+            .codec(self.codec)
+            .lock_ttl(self.lock_ttl)
+            .declared_at(
+                leak(self.fetcher.clone()),
+                leak(self.file.clone()),
+                u32::try_from(self.line).unwrap_or(u32::MAX),
+            );
+        Box::leak(Box::new(spec))
     }
 
     /// `src/lib.rs:12`.

@@ -3,14 +3,15 @@
 
 use serde_json::{Value, json};
 
+use crate::check;
 use crate::decl::{Declaration, DeclaredVersion};
 use crate::error::Result;
 use crate::opt::{Format, ListOpt};
 use crate::output::{self, Table};
 use crate::scan;
 
-/// Prints the stores; invalid declarations go to stderr and make the exit
-/// code 1.
+/// Prints the stores; invalid declarations and stores that clash go to
+/// stderr and make the exit code 1.
 pub fn run(opt: &ListOpt) -> Result<i32> {
     let sources = scan::crate_sources(opt.source.manifest_path.as_deref())?;
     match opt.format {
@@ -20,15 +21,25 @@ pub fn run(opt: &ListOpt) -> Result<i32> {
     for problem in &sources.problems {
         eprintln!("{problem}");
     }
-    if sources.problems.is_empty() {
-        Ok(0)
-    } else {
+    // Stores the client would refuse together: listed, but as `check`
+    // does, they make the exit code 1.
+    let duplicates = check::duplicates(&sources.stores);
+    for problem in &duplicates {
+        eprintln!("{problem}");
+    }
+    if !sources.problems.is_empty() {
         eprintln!(
             "{} invalid declaration(s) not listed; `cargo cacheme check` explains them",
             sources.problems.len()
         );
-        Ok(1)
     }
+    if !duplicates.is_empty() {
+        eprintln!(
+            "{} pair(s) of stores the client refuses together (the same name or key); `cargo cacheme check` reports them too",
+            duplicates.len()
+        );
+    }
+    Ok(i32::from(!sources.problems.is_empty() || !duplicates.is_empty()))
 }
 
 /// The stores as an aligned table.
@@ -47,7 +58,8 @@ pub fn table(stores: &[Declaration]) -> String {
     table.render()
 }
 
-/// `singleflight, codec=json, lock_ttl=10s, fetch_many=books`, or `-`.
+/// `singleflight, codec=json, lock_ttl=10s, fetch_many=books`, `no
+/// batching` (`batch = false` or a borrowed parameter), or `-`.
 fn options(store: &Declaration) -> String {
     let mut options = Vec::new();
     if store.singleflight {
@@ -61,6 +73,9 @@ fn options(store: &Declaration) -> String {
     }
     if let Some(fetch_many) = &store.fetch_many {
         options.push(format!("fetch_many={fetch_many}"));
+    }
+    if !store.batch {
+        options.push("no batching".to_owned());
     }
     if options.is_empty() {
         "-".to_owned()
@@ -92,6 +107,7 @@ pub fn json(stores: &[Declaration]) -> Value {
                     "codec": store.codec.map(|c| c.name()),
                     "lock_ttl_ms": store.lock_ttl.map(duration_ms),
                     "fetch_many": store.fetch_many,
+                    "batch": store.batch,
                     "file": store.file,
                     "line": store.line,
                 })

@@ -40,11 +40,17 @@ pub enum Command {
 
     /// Check every `#[cache_store]` in the crate's sources.
     ///
-    /// Parses `src/**/*.rs` and applies the macro's own rules, so it finds
-    /// what the compiler would refuse (bad keys, TTLs, options, fetcher
-    /// signatures), plus stores that share a name or a key pattern across
-    /// files, which the client refuses when it is built. Reports each
-    /// problem as `file:line:column`; exits with 1 when there is any.
+    /// Parses `src/**/*.rs` and applies the macro's own rules (bad keys,
+    /// TTLs, options, the fetcher's shape), plus stores that share a name
+    /// or a key pattern across files, which the client refuses when it is
+    /// built. Reports each problem as `file:line:column`; exits with 1 when
+    /// there is any.
+    ///
+    /// It reads the sources, it does not compile them: types are not
+    /// checked (a value that is not `Serialize`, a context without
+    /// `Context`, a parameter without `Display`, a `fetch_many` of the
+    /// wrong type, a call with the wrong arguments). `cargo check` reports
+    /// those, each at the offending type.
     Check(SourceOpt),
 
     /// List every store declared in the crate's sources.
@@ -61,10 +67,10 @@ pub enum Command {
     /// template (as `list` shows it), or by name with `--param`. The key is
     /// built exactly as the store builds it (values escaped, `:v{version}`
     /// appended) and read where the store keeps its value: on backends that
-    /// cannot list keys (memcached) under the store's current generation,
-    /// `:g{n}` appended. The key printed is the one read; the backend adds
-    /// its own prefix. Exits with 1 when there is no value.
-    Get(KeyOpt),
+    /// cannot list keys (memcached) under the store's current generation
+    /// (`:g` and its number appended). The key printed is the one read; the
+    /// backend adds its own prefix. Exits with 1 when there is no value.
+    Get(GetOpt),
 
     /// Remove the value under a store key (what `Store::invalidate` does).
     ///
@@ -132,7 +138,8 @@ pub enum Format {
     /// Aligned columns for people.
     #[default]
     Table,
-    /// One JSON array, one object per store.
+    /// JSON: `list` prints an array with one object per store, `stats`
+    /// one object.
     Json,
 }
 
@@ -209,11 +216,6 @@ pub struct KeyOpt {
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
 
-    /// How to decode values of stores that use the client's codec (and of
-    /// raw keys). Default: the store's codec, else bincode (shown as hex).
-    #[arg(long, value_enum)]
-    pub codec: Option<CodecArg>,
-
     /// The live cache.
     #[command(flatten)]
     pub backend: BackendOpt,
@@ -221,6 +223,20 @@ pub struct KeyOpt {
     /// Where the crate is.
     #[command(flatten)]
     pub source: SourceOpt,
+}
+
+/// Options of `get`: a key, and how to show its value.
+#[derive(Debug, Args)]
+pub struct GetOpt {
+    /// The key.
+    #[command(flatten)]
+    pub key: KeyOpt,
+
+    /// How to decode values of stores that use the client's codec (and of
+    /// raw keys). Default: the store's codec; else JSON when the value is
+    /// JSON, hex otherwise.
+    #[arg(long, value_enum)]
+    pub codec: Option<CodecArg>,
 }
 
 /// Options of `invalidate-all`.

@@ -161,10 +161,100 @@ fn mistakes_about_stores_and_values_are_usage_errors_that_say_what_is_expected()
         ));
     project
         .cacheme()
-        .args(["stats", "--url", "nonsense"])
+        .args(["stats", "--url", "nonsense://x"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("cannot open the cache at the given URL"));
+        .stderr(predicate::str::contains("unknown cache provider \"nonsense\""));
+    project
+        .cacheme()
+        .args(["stats", "--url", "cache-host:6379"])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("the cache URL has no scheme")
+                .and(predicate::str::contains("`redis://host:6379`"))
+                .and(predicate::str::contains("cache-host").not()),
+        );
+    project
+        .cacheme()
+        .args(["get", "--store", "BookStore", "abc", "42", "--url", "memory://"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "\"abc\" is not a `u32`, the type of BookStore's parameter `category_id`",
+        ));
+}
+
+#[test]
+fn help_says_what_each_command_does_and_only_that() {
+    let help = |command: &str| support::stdout(&cacheme().args([command, "--help"]).output().unwrap());
+    let get = help("get");
+    assert!(
+        get.contains("(`:g` and its number appended)"),
+        "clap keeps the text as written:\n{get}"
+    );
+    assert!(get.contains("--codec <CODEC>"), "{get}");
+    let invalidate = help("invalidate");
+    assert!(
+        !invalidate.contains("--codec"),
+        "invalidate decodes nothing:\n{invalidate}"
+    );
+    let stats = help("stats");
+    assert!(
+        stats.contains("`stats` one object") && !stats.contains("One JSON array"),
+        "{stats}"
+    );
+    let check = help("check");
+    assert!(
+        check.contains("it does not compile them") && check.contains("`cargo check` reports"),
+        "check says what it does not check:\n{check}"
+    );
+}
+
+#[test]
+fn stats_shows_stores_without_keys_and_says_what_memory_is() {
+    let project = Project::new(&[("src/lib.rs", BOOK)]);
+    project
+        .cacheme()
+        .args(["stats", "--url", "memory://"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("BookStore")
+                .and(predicate::str::contains("category:<category_id>:book:<book_id>")),
+        )
+        .stderr(predicate::str::contains(
+            "note: memory:// is an in-process cache of this command",
+        ));
+    let json = project
+        .cacheme()
+        .args(["stats", "--url", "memory://", "--format", "json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        report["stores"],
+        serde_json::json!([{"store": "BookStore", "version": "1", "keys": 0}])
+    );
+}
+
+#[test]
+fn list_exits_1_on_stores_the_client_refuses_together_as_check_does() {
+    let twice = r#"
+#[cache_store(key = "book:<id>", ttl = "5m")]
+pub async fn book(ctx: &App, id: u64) -> Result<Book, E> { loop {} }
+#[cache_store(key = "book:<n>", ttl = "5m")]
+pub async fn novel(ctx: &App, n: u64) -> Result<Book, E> { loop {} }
+"#;
+    let project = Project::new(&[("src/lib.rs", twice)]);
+    project
+        .cacheme()
+        .arg("list")
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("BookStore").and(predicate::str::contains("NovelStore")))
+        .stderr(predicate::str::contains("the same key pattern"));
+    project.cacheme().arg("check").assert().code(1);
 }
 
 #[test]

@@ -223,6 +223,22 @@ fn init_makes_a_project_that_builds_offline_and_caches() {
         "a second process reads the cached value"
     );
 
+    // The program init prints, as written, builds without a warning.
+    std::fs::write(demo.join("src/main.rs"), printed_main(&printed)).unwrap();
+    let build = Command::new(cargo())
+        .args(["build", "--offline"])
+        .current_dir(&demo)
+        .env("CARGO_TARGET_DIR", workspace.join("target/cli-e2e"))
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", support::stderr(&build));
+    assert!(
+        !support::stderr(&build).contains("warning"),
+        "init's printed program builds without a warning:\n{}",
+        support::stderr(&build)
+    );
+    std::fs::write(demo.join("src/main.rs"), MAIN).unwrap();
+
     cacheme().arg("check").current_dir(&demo).assert().success();
     cacheme()
         .arg("list")

@@ -147,6 +147,13 @@ async fn get_and_invalidate_change_what_the_store_returns() {
     assert_eq!((code, by_name.contains("edition 1")), (0, true), "{by_name}");
     let (code, raw, _) = w.run(&["get", "--key", "category:sci%3Afi:book:42:v1", "--codec", "json"]);
     assert_eq!((code, raw.contains("edition 1")), (0, true), "{raw}");
+    // A raw key with no --codec: a JSON value is shown as JSON, not hex.
+    let (code, raw, _) = w.run(&["get", "--key", "category:sci%3Afi:book:42:v1"]);
+    assert_eq!(
+        (code, raw.contains("value (json,") && raw.contains("edition 1")),
+        (0, true),
+        "{raw}"
+    );
 
     // invalidate: the store refetches and now returns the new edition.
     *w.shop.edition.lock().unwrap() = 2;
@@ -172,7 +179,8 @@ async fn get_and_invalidate_change_what_the_store_returns() {
     assert_eq!(code, 0);
     assert!(out.contains("nothing to remove"), "{out}");
 
-    // A bincode store with a prefix: shown as hex, under prefix:key.
+    // A store on the client's codec (bincode here) with a prefix: not
+    // JSON, so shown as hex, under prefix:key.
     AuthorStore::get(&w.shop, 7).await.unwrap();
     let (code, out, _) = w.run(&["get", "--store", "AuthorStore", "7"]);
     assert_eq!(code, 0);
@@ -184,7 +192,9 @@ async fn get_and_invalidate_change_what_the_store_returns() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert!(
-        out.contains(&format!("hex; bincode is not self-describing):\n{hex}\n")),
+        out.contains(&format!(
+            "hex; not JSON, and no codec known: pass --codec msgpack to decode MessagePack):\n{hex}\n"
+        )),
         "{out}"
     );
 

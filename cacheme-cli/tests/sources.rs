@@ -33,7 +33,7 @@ pub async fn edition(ctx: &App, isbn: String) -> Result<Edition, E> {
     loop {}
 }
 
-#[cache_store(key = "person:<id>", ttl = "1d", prefix = "library")]
+#[cache_store(key = "person:<id>", ttl = "1d", prefix = "library", batch = false)]
 pub async fn person(ctx: &App, id: u64) -> Result<Person, E> {
     loop {}
 }
@@ -205,7 +205,7 @@ fn list_shows_every_store_as_a_table() {
          BookStore     book:<id>                 5m     2                        singleflight, codec=json                 src/catalog.rs:3\n\
          ShelfStore    library:shelf:<room>:<n>  1h30m  fn crate::shelf_version  lock_ttl=10s, fetch_many=crate::shelves  src/catalog.rs:9\n\
          EditionStore  edition:<isbn>            1m     1                        -                                        src/people.rs:4\n\
-         PersonStore   library:person:<id>       1d     1                        -                                        src/people.rs:9\n",
+         PersonStore   library:person:<id>       1d     1                        no batching                              src/people.rs:9\n",
     );
 }
 
@@ -217,7 +217,10 @@ fn list_as_json() {
         ("src/people.rs", PEOPLE),
     ]);
     let output = project.cacheme().args(["list", "--format", "json"]).output().unwrap();
-    assert!(output.status.success(), "duplicates are check's business");
+    // The planted duplicate: every store is listed, and the exit code is
+    // 1 as `check`'s is.
+    assert_eq!(output.status.code(), Some(1));
+    assert!(support::stderr(&output).contains("the same key pattern"));
     let stores: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(stores.as_array().unwrap().len(), 4);
     assert_eq!(
@@ -225,7 +228,7 @@ fn list_as_json() {
         serde_json::json!({
             "name": "BookStore", "fetcher": "book", "key": "book:<id>", "variables": ["id"],
             "ttl": "5m", "ttl_ms": 300_000, "version": "2", "version_fn": null,
-            "singleflight": true, "codec": "json", "lock_ttl_ms": null, "fetch_many": null,
+            "singleflight": true, "codec": "json", "lock_ttl_ms": null, "fetch_many": null, "batch": true,
             "file": "src/catalog.rs", "line": 3,
         })
     );

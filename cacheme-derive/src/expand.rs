@@ -1,8 +1,9 @@
 //! Code generation: the store type, its methods, its multi-getter and its
 //! link-time registration. Generated code names only
-//! `::cacheme::__private` paths, so it works whatever the user imported.
+//! `::cacheme::__private` paths (or the `crate = "..."` option's), so it
+//! works whatever the user imported.
 
-use proc_macro2::{Literal, TokenStream};
+use proc_macro2::{Group, Ident, Literal, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
@@ -10,19 +11,22 @@ use cacheme_macros_core::template::Part;
 use cacheme_macros_core::{Store, Version};
 
 /// The attribute's entry point: parse, validate, expand; on error the
-/// fetcher is emitted unchanged beside the errors.
+/// fetcher is emitted unchanged beside the errors, with a stub of the store
+/// (see `fallback`) so call sites do not add errors of their own.
 pub fn cache_store(args: TokenStream, input: TokenStream) -> TokenStream {
-    match cacheme_macros_core::store(args, input.clone()) {
+    match cacheme_macros_core::store(args.clone(), input.clone()) {
         Ok(store) => expand(&store),
         Err(errors) => {
+            let stub = crate::fallback::stub(args, input.clone());
             let errors = errors.iter().map(syn::Error::to_compile_error);
-            quote! { #input #(#errors)* }
+            quote! { #input #stub #(#errors)* }
         }
     }
 }
 
 fn expand(s: &Store) -> TokenStream {
-    let cm = quote!(::cacheme::__private);
+    let krate = &s.krate;
+    let cm = quote!(#krate::__private);
     let item = &s.item;
     let vis = &item.vis;
     let fetcher = &item.sig.ident;
@@ -50,7 +54,15 @@ fn expand(s: &Store) -> TokenStream {
             Part::Var(name) => {
                 capacity += 12;
                 let ident = format_ident!("{}", name);
-                quote!(#cm::push_param(&mut __key, #ident);)
+                // Spanned at the parameter's type: a type without `Display`
+                // is one error there, saying why it needs it.
+                let span = s
+                    .params
+                    .iter()
+                    .find(|(p, _)| p == name)
+                    .map_or(ident.span(), |(_, ty)| ty.span());
+                let ident = Ident::new(name, span);
+                at(span, quote!(#cm::KeyParam::push_to(#ident, &mut __key);))
             }
         })
         .collect();
@@ -59,7 +71,12 @@ fn expand(s: &Store) -> TokenStream {
             capacity += v.len();
             quote!(#cm::Version::Static(#v))
         }
-        Version::Dynamic(path) => quote_spanned!(path.span()=> #cm::Version::Dynamic(#path)),
+        Version::Dynamic(path) => quote_spanned! {path.span()=>
+            #cm::Version::Dynamic({
+                let version: fn() -> ::std::string::String = #path;
+                version
+            })
+        },
     };
     let codec = match &s.codec {
         Some(variant) => quote!(::core::option::Option::Some(#cm::Codec::#variant)),
@@ -88,10 +105,39 @@ fn expand(s: &Store) -> TokenStream {
         }
         None => quote!(::core::option::Option::None),
     };
+    let store_name = store.to_string();
+    let fetcher_name = fetcher.to_string();
+
+    // get_m's parameter bundle: `T`, `(T1, T2)`, or `()`.
+    let (bundle_ty, bundle_pat) = match names.as_slice() {
+        [one] => (quote!(#(#types)*), quote!(#one)),
+        _ => (quote!((#(#types,)*)), quote!((#(#names,)*))),
+    };
+    // The value and error types go through `Fetched`, spanned at the
+    // return type: a value that cannot be cached is one error there, and
+    // the rest of the store sees an error type and adds none.
+    let vspan = output.span();
+    let value_ty = at(vspan, quote!(<#output as #cm::Fetched>::Value));
+    let error_ty = at(vspan, quote!(<#output as #cm::Fetched>::Error));
+    let result_ty = at(vspan, quote!(::core::result::Result<#value_ty, #error_ty>));
+    let promise_ty = at(vspan, quote!(#cm::Promise<#value_ty, #error_ty>));
+    let sharing_ty = at(vspan, quote!(#cm::ErrorSharing<#error_ty>));
+    let probe = at(vspan, quote!((&&#cm::ErrorProbe::<#error_ty>::NEW).sharing()));
+    let fetchers_ty = at(vspan, quote!(#cm::Fetchers<'_, #bundle_ty, #value_ty, #error_ty>));
+    let update_ty = at(
+        vspan,
+        quote!(::core::result::Result<#value_ty, #cm::UpdateError<#error_ty>>),
+    );
+    let multi_ty = at(
+        vspan,
+        quote!(::core::result::Result<#cm::MultiResult<#value_ty, #bundle_ty>, #error_ty>),
+    );
+    let client = at(context.span(), quote!(#cm::StoreContext::client(__ctx)));
+    let keeping_ty = at(vspan, quote!(#cm::ValueKeeping<#value_ty>));
+    let keeping_probe = at(vspan, quote!((&&#cm::ValueProbe::<#value_ty>::NEW).keeping()));
     // A local tier holds decoded values and clones them out: the value
     // type must allow it (checked where `local` is written).
     let local_check = s.local.as_ref().map(|local| {
-        let value_ty = quote_spanned!(output.span()=> <#output as #cm::FetchResult>::Value);
         quote_spanned! {local.span=>
             const _: fn() = || {
                 fn local_tier_values_must_be_clone_send_sync_and_static<
@@ -102,74 +148,66 @@ fn expand(s: &Store) -> TokenStream {
             };
         }
     });
-    let store_name = store.to_string();
-    let fetcher_name = fetcher.to_string();
-
-    // get_m's parameter bundle: `T`, `(T1, T2)`, or `()`.
-    let (bundle_ty, bundle_pat) = match names.as_slice() {
-        [one] => (quote!(#(#types)*), quote!(#one)),
-        _ => (quote!((#(#types,)*)), quote!((#(#names,)*))),
-    };
-    let value_ty = quote_spanned!(output.span()=> <#output as #cm::FetchResult>::Value);
-    let error_ty = quote_spanned!(output.span()=> <#output as #cm::FetchResult>::Error);
+    let cloned = s
+        .params
+        .iter()
+        .map(|(name, ty)| at(ty.span(), quote!(#cm::clone_param(&#name))));
 
     // The batch fetcher, bound to the context like the fetcher.
-    let many = s.fetch_many.as_ref().map(|path| {
-        quote_spanned! {path.span()=>
-            .many(move |__params: ::std::vec::Vec<#bundle_ty>| #path(__ctx, __params))
+    let fetchers = quote! {
+        #cm::Fetchers::new(
+            |#bundle_pat: &#bundle_ty| Self::key(#(#names),*),
+            move |#bundle_pat: #bundle_ty| #fetcher(__ctx, #(#names),*),
+        )
+        .sharing(Self::__sharing())
+    };
+    let fetchers = match &s.fetch_many {
+        None => fetchers,
+        Some(path) => {
+            let with_many = at(path.span(), quote!(#cm::with_many));
+            // The call's own tokens are all at the path (its first and last
+            // tokens make its span): a batch fetcher or error type that does
+            // not fit is reported at `fetch_many = path`.
+            quote_spanned! {path.span()=>
+                {
+                    let __fetchers = #fetchers;
+                    #with_many(__fetchers, move |__params: ::std::vec::Vec<#bundle_ty>| #path(__ctx, __params))
+                }
+            }
         }
-    });
+    };
 
     let doc_store = format!(
         "Cache store of [`{fetcher_name}`]: key `{key_source}`, TTL {}.\n\n\
-         Generated by `#[cache_store]`: `get`, `get_m`, `get_p`, `update`, `invalidate`, `invalidate_all`.",
-        human_ms(s.ttl_ms)
+         Generated by `#[cache_store]`: `get`, {}`update`, `invalidate`, `invalidate_all`.",
+        human_ms(s.ttl_ms),
+        if s.batch { "`get_m`, `get_p`, " } else { "" }
     );
     let doc_multi = format!("Multi-getter of [`{store_name}`]: `add` keys, then `run` once.");
 
-    quote! {
-        #item
-
-        #local_check
-
-        #[doc = #doc_store]
-        #[derive(Clone, Copy, Debug, Default)]
-        #vis struct #store;
-
-        impl #store {
-            /// Everything the runtime knows about this store.
-            pub const SPEC: #cm::StoreSpec = #cm::StoreSpec {
-                name: #store_name,
-                template: #cm::KeyTemplate { source: #key_source, parts: &[#(#parts),*] },
-                ttl: #cm::Duration::from_millis(#ttl),
-                version: #version,
-                singleflight: #singleflight,
-                codec: #codec,
-                lock_ttl: #lock_ttl,
-                local: #local,
-                fetcher: ::core::concat!(::core::module_path!(), "::", #fetcher_name),
-                file: ::core::file!(),
-                line: ::core::line!(),
-            };
-
-            /// The cache key of these parameters (the backend adds its prefix).
-            #vis fn key(#(#names: &#types),*) -> ::std::string::String {
-                let mut __key = ::std::string::String::with_capacity(#capacity);
-                #(#pushes)*
-                Self::SPEC.version.push_suffix(&mut __key);
-                __key
+    // Batching keeps parameters past the call (`get_m`'s list, a
+    // pipeline's groups), so it needs owned ones: a store with a borrowed
+    // parameter (`name: &str`) has `get`, `invalidate`, `update` and `key`
+    // only (`valid` refuses `fetch_many` on it, at the parameter).
+    let batching = if !s.batch {
+        quote! {
+            // Types spelled at the user's return type, for its error messages.
+            #[allow(clippy::type_complexity)]
+            impl #store {
+                /// None: the store does not batch (`batch = false`, or a
+                /// borrowed key parameter); calling this is an error that
+                /// says so.
+                #[doc(hidden)]
+                #vis fn get_m<C: ?::core::marker::Sized + #cm::Unbatchable<Self>>(_: &C) -> ::core::convert::Infallible {
+                    ::core::unreachable!()
+                }
             }
-
-            /// The cached value, or the fetcher's (then cached). Cache
-            /// failures fall back to the fetcher and are logged.
-            #vis async fn get(__ctx: &#context, #(#names: #types),*) -> #output {
-                let __key = Self::key(#(&#names),*);
-                #cm::get(#cm::Context::cacheme(__ctx), &Self::SPEC, &__key, || {
-                    #fetcher(__ctx, #(::core::clone::Clone::clone(&#names)),*)
-                }, Self::__sharing(), Self::__keeping())
-                .await
-            }
-
+        }
+    } else {
+        quote! {
+            // Types spelled at the user's return type, for its error messages.
+            #[allow(clippy::type_complexity)]
+            impl #store {
             /// Starts a multi-get: `add` keys, then `run` once.
             #vis fn get_m(__ctx: &#context) -> #multi<'_> {
                 #multi { ctx: __ctx, params: ::std::vec::Vec::new() }
@@ -182,71 +220,23 @@ fn expand(s: &Store) -> TokenStream {
                 __ctx: &'p #context,
                 __pipeline: &mut #cm::Pipeline<'p>,
                 #(#names: #types),*
-            ) -> #cm::Promise<#value_ty, #error_ty> {
+            ) -> #promise_ty {
                 __pipeline.add(
                     __ctx,
-                    #cm::Context::cacheme(__ctx),
-                    &Self::SPEC,
+                    #client,
+                    Self::SPEC,
                     #bundle_pat,
                     || Self::__fetchers(__ctx),
                 )
             }
 
-            /// How a failed fetch's error reaches the callers coalesced
-            /// behind it: cloned when the error type is `Clone + Send`.
-            #[doc(hidden)]
-            #[allow(clippy::needless_borrow)] // autoref specialization
-            #vis fn __sharing() -> #cm::ErrorSharing<#error_ty> {
-                #[allow(unused_imports)]
-                use #cm::{ShareByClone as _, ShareNothing as _};
-                (&&#cm::ErrorProbe::<#error_ty>::NEW).sharing()
-            }
-
-            /// Whether this store's values can be kept decoded in process
-            /// (the memory backend, a local tier): when the value type is
-            /// `Clone + Send + Sync + 'static`.
-            #[doc(hidden)]
-            #[allow(clippy::needless_borrow)] // autoref specialization
-            #vis fn __keeping() -> #cm::ValueKeeping<#value_ty> {
-                #[allow(unused_imports)]
-                use #cm::{KeepByClone as _, KeepNothing as _};
-                (&&#cm::ValueProbe::<#value_ty>::NEW).keeping()
-            }
-
             /// How this store fetches, bound to a context (`get_m`, `get_p`).
             #[doc(hidden)]
-            #vis fn __fetchers(__ctx: &#context) -> #cm::Fetchers<'_, #bundle_ty, #value_ty, #error_ty> {
-                #cm::Fetchers::new(
-                    |#bundle_pat: &#bundle_ty| Self::key(#(#names),*),
-                    move |#bundle_pat: #bundle_ty| #fetcher(__ctx, #(#names),*),
-                )
-                .sharing(Self::__sharing())
-                #many
+            #vis fn __fetchers(__ctx: &#context) -> #fetchers_ty {
+                #fetchers
             }
 
-            /// Removes the cached value of these parameters.
-            #vis async fn invalidate(__ctx: &#context, #(#names: #types),*) -> #cm::Result<()> {
-                #cm::invalidate(#cm::Context::cacheme(__ctx), &Self::SPEC, &Self::key(#(&#names),*)).await
             }
-
-            /// Fetches afresh and replaces the cached value.
-            #vis async fn update(
-                __ctx: &#context,
-                #(#names: #types),*
-            ) -> ::core::result::Result<#value_ty, #cm::UpdateError<#error_ty>> {
-                let __key = Self::key(#(&#names),*);
-                #cm::update(#cm::Context::cacheme(__ctx), &Self::SPEC, &__key, #fetcher(__ctx, #(#names),*)).await
-            }
-
-            /// Removes every cached value of this store written with
-            /// `version`; returns how many were removed.
-            #vis async fn invalidate_all(
-                __ctx: &#context,
-                version: impl ::core::fmt::Display,
-            ) -> #cm::Result<u64> {
-                #cm::invalidate_all(#cm::Context::cacheme(__ctx), &Self::SPEC, &::std::string::ToString::to_string(&version)).await
-            }
-        }
 
         #[doc = #doc_multi]
         #vis struct #multi<'a> {
@@ -254,8 +244,13 @@ fn expand(s: &Store) -> TokenStream {
             params: ::std::vec::Vec<#bundle_ty>,
         }
 
+        // Types spelled at the user's return type, for its error messages.
+        #[allow(clippy::type_complexity)]
         impl<'a> #multi<'a> {
-            /// Adds a key (duplicates are read and fetched once).
+            /// Adds a key (duplicates are read and fetched once). It
+            /// borrows the multi-getter, so chain it
+            /// (`get_m(ctx).add(1).add(2).run()`) or call it in a loop
+            /// (`for id in ids { multi.add(id); }`), or use `extend`.
             #vis fn add(&mut self, #(#names: #types),*) -> &mut Self {
                 self.params.push(#bundle_pat);
                 self
@@ -265,11 +260,11 @@ fn expand(s: &Store) -> TokenStream {
             /// the misses together (the store's `fetch_many` once, if it
             /// has one) and writes them in one more. The added keys are
             /// consumed, so the multi-getter can be filled and run again.
-            #vis async fn run(&mut self) -> ::core::result::Result<#cm::MultiResult<#value_ty, #bundle_ty>, #error_ty> {
-                let __ctx = self.ctx;
+            #vis async fn run(&mut self) -> #multi_ty {
+                let __ctx: &#context = self.ctx;
                 #cm::get_many(
-                    #cm::Context::cacheme(__ctx),
-                    &#store::SPEC,
+                    #client,
+                    #store::SPEC,
                     ::core::mem::take(&mut self.params),
                     #store::__fetchers(__ctx),
                 )
@@ -277,12 +272,138 @@ fn expand(s: &Store) -> TokenStream {
             }
         }
 
+
+            impl<'a> ::core::iter::Extend<#bundle_ty> for #multi<'a> {
+                /// Adds every key of `keys`: `multi.extend(ids)`.
+                fn extend<I: ::core::iter::IntoIterator<Item = #bundle_ty>>(&mut self, keys: I) {
+                    self.params.extend(keys);
+                }
+            }
+        }
+    };
+
+    quote! {
+        #item
+
+        #local_check
+
+        #[doc = #doc_store]
+        #[derive(Clone, Copy, Debug, Default)]
+        #vis struct #store;
+
+        // Types spelled at the user's return type, for its error messages.
+        #[allow(clippy::type_complexity)]
+        impl #store {
+            /// Everything the runtime knows about this store: a reference
+            /// to one `static`, so every use sees the same address.
+            pub const SPEC: &'static #cm::StoreSpec = {
+                static SPEC: #cm::StoreSpec = #cm::StoreSpec::new(
+                    #store_name,
+                    #cm::KeyTemplate { source: #key_source, parts: &[#(#parts),*] },
+                    #cm::Duration::from_millis(#ttl),
+                )
+                .version(#version)
+                .singleflight(#singleflight)
+                .codec(#codec)
+                .lock_ttl(#lock_ttl)
+                .local(#local)
+                .declared_at(
+                    ::core::concat!(::core::module_path!(), "::", #fetcher_name),
+                    ::core::file!(),
+                    ::core::line!(),
+                );
+                &SPEC
+            };
+
+            /// The cache key of these parameters (the backend adds its prefix).
+            #vis fn key(#(#names: &#types),*) -> ::std::string::String {
+                let mut __key = ::std::string::String::with_capacity(#capacity);
+                #(#pushes)*
+                Self::SPEC.version.push_suffix(&mut __key);
+                __key
+            }
+
+            /// The cached value, or the fetcher's (then cached). Cache
+            /// failures fall back to the fetcher and are logged.
+            #vis async fn get(__ctx: &#context, #(#names: #types),*) -> #result_ty {
+                let __key = Self::key(#(&#names),*);
+                #cm::get(#client, Self::SPEC, &__key, || {
+                    #fetcher(__ctx, #(#cloned),*)
+                }, Self::__sharing(), Self::__keeping())
+                .await
+            }
+
+            /// Whether this store's values can be kept decoded in process
+            /// (the memory backend, a local tier): when the value type is
+            /// `Clone + Send + Sync + 'static`.
+            #[doc(hidden)]
+            #[allow(clippy::needless_borrow)] // autoref specialization
+            #vis fn __keeping() -> #keeping_ty {
+                #[allow(unused_imports)]
+                use #cm::{KeepByClone as _, KeepNothing as _};
+                #keeping_probe
+            }
+
+            /// How a failed fetch's error reaches the callers coalesced
+            /// behind it: cloned when the error type is `Clone + Send`.
+            #[doc(hidden)]
+            #[allow(clippy::needless_borrow)] // autoref specialization
+            #vis fn __sharing() -> #sharing_ty {
+                #[allow(unused_imports)]
+                use #cm::{ShareByClone as _, ShareNothing as _};
+                #probe
+            }
+
+            /// Removes the cached value of these parameters.
+            #vis async fn invalidate(__ctx: &#context, #(#names: #types),*) -> #cm::Result<()> {
+                #cm::invalidate(#client, Self::SPEC, &Self::key(#(&#names),*)).await
+            }
+
+            /// Fetches afresh and replaces the cached value.
+            #vis async fn update(
+                __ctx: &#context,
+                #(#names: #types),*
+            ) -> #update_ty {
+                let __key = Self::key(#(&#names),*);
+                #cm::update(#client, Self::SPEC, &__key, #fetcher(__ctx, #(#names),*)).await
+            }
+
+            /// Removes every cached value of this store written with
+            /// `version`; returns how many were removed.
+            #vis async fn invalidate_all(
+                __ctx: &#context,
+                version: impl ::core::fmt::Display,
+            ) -> #cm::Result<u64> {
+                #cm::invalidate_all(#client, Self::SPEC, &::std::string::ToString::to_string(&version)).await
+            }
+        }
+
         const _: () = {
             #[#cm::linkme::distributed_slice(#cm::STORES)]
             #[linkme(crate = #cm::linkme)]
-            static __CACHEME_STORE: &'static #cm::StoreSpec = &#store::SPEC;
+            static __CACHEME_STORE: &'static #cm::StoreSpec = #store::SPEC;
         };
+
+        #batching
     }
+}
+
+/// `tokens` with every span set to `span`, so an error anywhere in them
+/// points at the user's tokens rather than at the attribute.
+fn at(span: Span, tokens: TokenStream) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(group) = &tree {
+                let mut inner = Group::new(group.delimiter(), at(span, group.stream()));
+                inner.set_span(span);
+                tree = TokenTree::Group(inner);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
 }
 
 fn human_ms(ms: u64) -> String {

@@ -5,12 +5,13 @@
 //! attribute and the fetcher and checks them (collecting every error, each
 //! spanned at the offending tokens), the same code `cargo cacheme check`
 //! runs; [`expand`] writes the store. On error the fetcher is still
-//! emitted, so users see the real mistakes rather than a cascade of
-//! "cannot find" errors.
+//! emitted with a stub of the store ([`fallback`]), so users see the real
+//! mistakes rather than a cascade of "cannot find" errors.
 
 #![forbid(unsafe_code)]
 
 mod expand;
+mod fallback;
 
 use proc_macro::TokenStream;
 

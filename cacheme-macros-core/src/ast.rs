@@ -1,9 +1,17 @@
 //! Parsing: the attribute's options and the fetcher function, as written.
-//! Nothing is checked here beyond syntax; see `valid`.
+//! Nothing is checked here beyond syntax and each option's value kind;
+//! see `valid`.
+//!
+//! Every option is one row of [`OPTIONS`] (its name and how its value is
+//! read into [`Args`]): adding an option is a field of `Args` and a row.
+//! A bad option is reported and parsing goes on, so one mistake is one
+//! error: a misspelt option gets a suggestion, and the option it was meant
+//! to be is not then reported missing.
 
 use proc_macro2::{Span, TokenStream};
 use syn::parse::Parser;
-use syn::{Ident, ItemFn, LitBool, LitInt, LitStr, Path};
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, Ident, ItemFn, Lit, LitInt, LitStr, Path};
 
 /// The options of `#[cache_store(...)]`, each with its span.
 #[derive(Default)]
@@ -26,18 +34,16 @@ pub struct Args {
     pub prefix: Option<LitStr>,
     /// `fetch_many = path::to::fn`: the batch fetcher.
     pub fetch_many: Option<Path>,
+    /// `batch = false`: no `get_m` / `get_p`, and none of their bounds.
+    pub batch: Option<(bool, Span)>,
+    /// `crate = "path::to::cacheme"`: where generated code finds the
+    /// facade (default `::cacheme`), as serde's `crate` option.
+    pub krate: Option<Path>,
     /// `local` or `local(capacity = 10_000, ttl = "30s")`: a local tier.
     pub local: Option<LocalArg>,
-}
-
-/// The `local` option as written, with its span.
-pub struct LocalArg {
-    /// The option's span.
-    pub span: Span,
-    /// `capacity = N`.
-    pub capacity: Option<LitInt>,
-    /// `ttl = "30s"`.
-    pub ttl: Option<LitStr>,
+    /// Options that were written but refused, or misspelt: already
+    /// reported, so their absence is not reported again.
+    pub attempted: Vec<&'static str>,
 }
 
 /// `version = 1`, `version = "2024-06"` or `version = path::to::fn`.
@@ -50,108 +56,271 @@ pub enum VersionArg {
     Path(Path),
 }
 
-const OPTIONS: &str = "key, ttl, version, singleflight, local, codec, name, prefix, lock_ttl, fetch_many";
+/// The `local` option as written, with its span.
+pub struct LocalArg {
+    /// The option's span.
+    pub span: Span,
+    /// `capacity = N`.
+    pub capacity: Option<LitInt>,
+    /// `ttl = "30s"`.
+    pub ttl: Option<LitStr>,
+}
 
-/// Parses the attribute's arguments. Collects one error per bad option.
+/// One option as written: its name and its value, if it has one.
+pub struct Value {
+    /// The option's name.
+    pub name: Ident,
+    /// What follows `=`, if anything.
+    pub expr: Option<Expr>,
+    /// What is between the parentheses of `option(...)`, if anything.
+    pub list: Option<TokenStream>,
+}
+
+/// One row of [`OPTIONS`]: an option's name and how its value is stored.
+pub struct Opt {
+    /// The option's name, as written.
+    pub name: &'static str,
+    /// Reads the value into `Args`, or says what is wrong with it.
+    pub set: fn(&mut Args, Value) -> syn::Result<()>,
+}
+
+/// Every option of `#[cache_store]`, in the order the docs list them.
+pub const OPTIONS: &[Opt] = &[
+    Opt {
+        name: "key",
+        set: |a, v| put(&mut a.key, v.string("\"book:<id>\"")?, &v.name),
+    },
+    Opt {
+        name: "ttl",
+        set: |a, v| put(&mut a.ttl, v.duration("\"5m\"")?, &v.name),
+    },
+    Opt {
+        name: "version",
+        set: |a, v| put(&mut a.version, v.version()?, &v.name),
+    },
+    Opt {
+        name: "singleflight",
+        set: |a, v| put(&mut a.singleflight, (v.flag()?, v.name.span()), &v.name),
+    },
+    Opt {
+        name: "local",
+        set: |a, v| put(&mut a.local, v.local()?, &v.name),
+    },
+    Opt {
+        name: "codec",
+        set: |a, v| put(&mut a.codec, v.string("\"json\"")?, &v.name),
+    },
+    Opt {
+        name: "name",
+        set: |a, v| put(&mut a.name, v.string("\"Books\"")?, &v.name),
+    },
+    Opt {
+        name: "prefix",
+        set: |a, v| put(&mut a.prefix, v.string("\"shop\"")?, &v.name),
+    },
+    Opt {
+        name: "lock_ttl",
+        set: |a, v| put(&mut a.lock_ttl, v.duration("\"10s\"")?, &v.name),
+    },
+    Opt {
+        name: "fetch_many",
+        set: |a, v| {
+            put(
+                &mut a.fetch_many,
+                v.path("the batch fetcher: `fetch_many = books`")?,
+                &v.name,
+            )
+        },
+    },
+    Opt {
+        name: "batch",
+        set: |a, v| put(&mut a.batch, (v.flag()?, v.name.span()), &v.name),
+    },
+    Opt {
+        name: "crate",
+        set: |a, v| put(&mut a.krate, v.string_path()?, &v.name),
+    },
+];
+
+fn put<T>(slot: &mut Option<T>, value: T, name: &Ident) -> syn::Result<()> {
+    if slot.is_some() {
+        return Err(syn::Error::new(name.span(), format!("`{name}` is given twice")));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+impl Value {
+    fn span(&self) -> Span {
+        self.expr.as_ref().map_or_else(|| self.name.span(), Spanned::span)
+    }
+
+    fn lit(&self) -> Option<&Lit> {
+        match &self.expr {
+            Some(Expr::Lit(ExprLit { lit, .. })) => Some(lit),
+            _ => None,
+        }
+    }
+
+    fn string(&self, example: &str) -> syn::Result<LitStr> {
+        match self.lit() {
+            Some(Lit::Str(s)) => Ok(s.clone()),
+            _ => Err(syn::Error::new(
+                self.span(),
+                format!("`{name}` takes a string: `{name} = {example}`", name = self.name),
+            )),
+        }
+    }
+
+    /// A duration is a string with a unit; a bare number gets its fix.
+    fn duration(&self, example: &str) -> syn::Result<LitStr> {
+        let name = &self.name;
+        match self.lit() {
+            Some(Lit::Int(n)) => Err(syn::Error::new(
+                n.span(),
+                format!(
+                    "`{name}` takes a duration string with a unit: `{name} = \"{}s\"` (or \"ms\", \"m\", \"h\", \"d\")",
+                    n.base10_digits()
+                ),
+            )),
+            Some(Lit::Float(n)) => Err(syn::Error::new(
+                n.span(),
+                format!("`{name}` takes a duration string with a unit, in whole numbers: `{name} = \"1m30s\"`"),
+            )),
+            _ => self.string(example),
+        }
+    }
+
+    fn version(&self) -> syn::Result<VersionArg> {
+        match (self.lit(), &self.expr) {
+            (Some(Lit::Int(n)), _) => Ok(VersionArg::Int(n.clone())),
+            (Some(Lit::Str(s)), _) => Ok(VersionArg::Str(s.clone())),
+            (_, Some(Expr::Path(p))) if p.qself.is_none() => Ok(VersionArg::Path(p.path.clone())),
+            _ => Err(syn::Error::new(
+                self.span(),
+                "`version` takes an integer, a string, or a path to a `fn() -> String`",
+            )),
+        }
+    }
+
+    fn flag(&self) -> syn::Result<bool> {
+        match (self.lit(), &self.expr) {
+            (_, None) => Ok(true),
+            (Some(Lit::Bool(b)), _) => Ok(b.value),
+            _ => Err(syn::Error::new(
+                self.span(),
+                format!(
+                    "`{name}` takes no value or a bool: `{name}` or `{name} = false`",
+                    name = self.name
+                ),
+            )),
+        }
+    }
+
+    fn path(&self, what: &str) -> syn::Result<Path> {
+        match (self.lit(), &self.expr) {
+            (_, Some(Expr::Path(p))) if p.qself.is_none() => Ok(p.path.clone()),
+            (Some(Lit::Str(s)), _) => Err(syn::Error::new(
+                s.span(),
+                format!(
+                    "`{}` takes a path, not a string: `{} = {}`",
+                    self.name,
+                    self.name,
+                    s.value()
+                ),
+            )),
+            _ => Err(syn::Error::new(
+                self.span(),
+                format!("`{}` takes a path to {what}", self.name),
+            )),
+        }
+    }
+
+    /// `local` alone, or `local(capacity = N, ttl = "30s")`.
+    fn local(&self) -> syn::Result<LocalArg> {
+        let mut local = LocalArg {
+            span: self.name.span(),
+            capacity: None,
+            ttl: None,
+        };
+        if self.expr.is_some() {
+            return Err(syn::Error::new(
+                self.span(),
+                "`local` takes no value: `local` or `local(capacity = 10_000, ttl = \"30s\")`",
+            ));
+        }
+        let Some(list) = &self.list else {
+            return Ok(local);
+        };
+        let parser = syn::meta::parser(|inner| {
+            let what = inner.path.get_ident().map(ToString::to_string).unwrap_or_default();
+            match what.as_str() {
+                "capacity" if local.capacity.is_none() => local.capacity = Some(inner.value()?.parse()?),
+                "ttl" if local.ttl.is_none() => local.ttl = Some(inner.value()?.parse()?),
+                "capacity" | "ttl" => return Err(inner.error(format!("`{what}` is given twice"))),
+                _ => {
+                    return Err(
+                        inner.error("unknown `local` option; expected `capacity = 10_000` and/or `ttl = \"30s\"`")
+                    );
+                }
+            }
+            Ok(())
+        });
+        parser.parse2(list.clone())?;
+        Ok(local)
+    }
+
+    /// `crate = "..."` is a path in a string, as serde spells it.
+    fn string_path(&self) -> syn::Result<Path> {
+        let lit = self.string("\"::my_facade::cacheme\"")?;
+        lit.parse_with(Path::parse_mod_style).map_err(|_| {
+            syn::Error::new(
+                lit.span(),
+                "`crate` takes the path of the cacheme crate: `crate = \"::cacheme\"`",
+            )
+        })
+    }
+}
+
+/// Parses the attribute's arguments. Collects one error per bad option and
+/// goes on with the next one.
 pub fn parse_args(tokens: TokenStream, errors: &mut Vec<syn::Error>) -> Args {
     let mut args = Args::default();
     let parser = syn::meta::parser(|meta| {
-        let Some(ident) = meta.path.get_ident() else {
-            return Err(meta.error(format!("unknown cache_store option; expected one of: {OPTIONS}")));
+        let expr = if meta.input.peek(syn::Token![=]) {
+            Some(meta.value()?.parse::<Expr>()?)
+        } else {
+            None
         };
-        let name = ident.to_string();
-        let duplicate = || syn::Error::new(ident.span(), format!("`{name}` is given twice"));
-        match name.as_str() {
-            "key" | "ttl" | "codec" | "name" | "prefix" | "lock_ttl" => {
-                let value: LitStr = meta.value()?.parse().map_err(|_| {
-                    syn::Error::new(ident.span(), format!("`{name}` takes a string: `{name} = \"...\"`"))
-                })?;
-                let slot = match name.as_str() {
-                    "key" => &mut args.key,
-                    "ttl" => &mut args.ttl,
-                    "codec" => &mut args.codec,
-                    "name" => &mut args.name,
-                    "prefix" => &mut args.prefix,
-                    _ => &mut args.lock_ttl,
-                };
-                if slot.is_some() {
-                    return Err(duplicate());
+        let list = if meta.input.peek(syn::token::Paren) {
+            let content;
+            syn::parenthesized!(content in meta.input);
+            Some(content.parse::<TokenStream>()?)
+        } else {
+            None
+        };
+        let Some(name) = meta.path.get_ident().cloned() else {
+            errors.push(meta.error(format!("unknown cache_store option; expected one of: {}", names())));
+            return Ok(());
+        };
+        let written = name.to_string();
+        match OPTIONS.iter().find(|opt| opt.name == written) {
+            Some(opt) => {
+                if let Err(e) = (opt.set)(&mut args, Value { name, expr, list }) {
+                    args.attempted.push(opt.name);
+                    errors.push(e);
                 }
-                *slot = Some(value);
             }
-            "version" => {
-                if args.version.is_some() {
-                    return Err(duplicate());
-                }
-                let input = meta.value()?;
-                args.version = Some(if input.peek(LitInt) {
-                    VersionArg::Int(input.parse()?)
-                } else if input.peek(LitStr) {
-                    VersionArg::Str(input.parse()?)
-                } else {
-                    VersionArg::Path(input.parse().map_err(|_| {
-                        syn::Error::new(
-                            ident.span(),
-                            "`version` takes an integer, a string, or a path to a `fn() -> String`",
-                        )
-                    })?)
-                });
-            }
-            "fetch_many" => {
-                if args.fetch_many.is_some() {
-                    return Err(duplicate());
-                }
-                args.fetch_many = Some(meta.value()?.parse().map_err(|_| {
-                    syn::Error::new(
-                        ident.span(),
-                        "`fetch_many` takes a path to the batch fetcher: `fetch_many = books`",
-                    )
-                })?);
-            }
-            "local" => {
-                if args.local.is_some() {
-                    return Err(duplicate());
-                }
-                let mut local = LocalArg {
-                    span: ident.span(),
-                    capacity: None,
-                    ttl: None,
-                };
-                if meta.input.peek(syn::token::Paren) {
-                    meta.parse_nested_meta(|inner| {
-                        let what = inner.path.get_ident().map(ToString::to_string).unwrap_or_default();
-                        match what.as_str() {
-                            "capacity" if local.capacity.is_none() => local.capacity = Some(inner.value()?.parse()?),
-                            "ttl" if local.ttl.is_none() => local.ttl = Some(inner.value()?.parse()?),
-                            "capacity" | "ttl" => return Err(inner.error(format!("`{what}` is given twice"))),
-                            _ => {
-                                return Err(inner.error(
-                                    "unknown `local` option; expected `capacity = 10_000` and/or `ttl = \"30s\"`",
-                                ));
-                            }
-                        }
-                        Ok(())
-                    })?;
-                }
-                args.local = Some(local);
-            }
-            "singleflight" => {
-                if args.singleflight.is_some() {
-                    return Err(duplicate());
-                }
-                let on = if meta.input.peek(syn::Token![=]) {
-                    meta.value()?.parse::<LitBool>()?.value
-                } else {
-                    true
-                };
-                args.singleflight = Some((on, ident.span()));
-            }
-            _ => {
-                return Err(syn::Error::new(
-                    ident.span(),
-                    format!("unknown cache_store option `{name}`; expected one of: {OPTIONS}"),
-                ));
-            }
+            None => errors.push(syn::Error::new(
+                name.span(),
+                match closest(&written) {
+                    Some(meant) => {
+                        args.attempted.push(meant);
+                        format!("unknown cache_store option `{written}`; did you mean `{meant}`?")
+                    }
+                    None => format!("unknown cache_store option `{written}`; expected one of: {}", names()),
+                },
+            )),
         }
         Ok(())
     });
@@ -159,6 +328,42 @@ pub fn parse_args(tokens: TokenStream, errors: &mut Vec<syn::Error>) -> Args {
         errors.push(e);
     }
     args
+}
+
+fn names() -> String {
+    OPTIONS.iter().map(|opt| opt.name).collect::<Vec<_>>().join(", ")
+}
+
+/// The option `written` most likely meant: at most two edits away (one
+/// for short names), the nearest first.
+fn closest(written: &str) -> Option<&'static str> {
+    let written = written.to_ascii_lowercase();
+    OPTIONS
+        .iter()
+        .map(|opt| (edit_distance(&written, opt.name), opt.name))
+        .filter(|&(d, name)| d <= if name.len() <= 4 { 1 } else { 2 })
+        .min()
+        .map(|(_, name)| name)
+}
+
+/// Levenshtein distance, with a swap of two neighbours as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    d[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// The fetcher as written.
@@ -207,5 +412,38 @@ mod tests {
         assert_eq!(name("book"), "BookStore");
         assert_eq!(name("user_profile"), "UserProfileStore");
         assert_eq!(name("_private_thing"), "PrivateThingStore");
+    }
+
+    #[test]
+    fn misspelt_options_get_the_nearest_one() {
+        assert_eq!(closest("tll"), Some("ttl"));
+        assert_eq!(closest("TTL"), Some("ttl"));
+        assert_eq!(closest("kye"), Some("key"));
+        assert_eq!(closest("singelflight"), Some("singleflight"));
+        assert_eq!(closest("fetchmany"), Some("fetch_many"));
+        assert_eq!(closest("lockttl"), Some("lock_ttl"));
+        assert_eq!(closest("expire"), None);
+        assert_eq!(closest("x"), None);
+    }
+
+    fn parsed(tokens: &str) -> (Args, Vec<String>) {
+        let mut errors = Vec::new();
+        let args = parse_args(tokens.parse().unwrap(), &mut errors);
+        (args, errors.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn a_bad_option_is_reported_and_the_others_still_read() {
+        let (args, errors) = parsed(r#"tll = "5m", key = "book:<id>", expire = 3"#);
+        assert!(args.key.is_some());
+        assert_eq!(args.attempted, ["ttl"]);
+        assert_eq!(errors[0], "unknown cache_store option `tll`; did you mean `ttl`?");
+        let (args, errors) = parsed(r#"ttl = 300, key = "book:<id>""#);
+        assert!(args.key.is_some() && args.ttl.is_none());
+        assert_eq!(args.attempted, ["ttl"]);
+        assert!(errors[0].contains(r#"`ttl = "300s"`"#), "{errors:?}");
+        let (args, errors) = parsed(r#"crate = "::my::cacheme", singleflight, singleflight"#);
+        assert!(args.krate.is_some());
+        assert_eq!(errors, ["`singleflight` is given twice"]);
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use proc_macro2::Span;
 use syn::spanned::Spanned;
-use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type};
+use syn::{FnArg, Ident, ItemFn, LitStr, Pat, ReturnType, Type};
 
 use crate::ast::{Args, Fetcher, VersionArg, default_store_name};
 use crate::duration::parse_millis;
@@ -46,6 +46,32 @@ pub struct Store {
     pub output: Type,
     /// The batch fetcher (`fetch_many = path`), if any.
     pub fetch_many: Option<syn::Path>,
+    /// The facade's path (`crate = "..."`, default `::cacheme`).
+    pub krate: syn::Path,
+    /// Whether `get_m` and `get_p` are generated: not with `batch = false`
+    /// nor with a borrowed parameter (see [`Store::borrowed`]).
+    pub batch: bool,
+}
+
+impl Store {
+    /// Whether a key parameter borrows (`&str`, `Cow<'_, str>`): such a
+    /// store has `get`, `invalidate`, `update` and `key`, but no batching
+    /// (`get_m`, `get_p`), which keeps parameters past the call.
+    pub fn borrowed(&self) -> bool {
+        self.params.iter().any(|(_, ty)| borrows(ty))
+    }
+}
+
+/// Whether a type has a reference or a lifetime in it.
+pub fn borrows(ty: &Type) -> bool {
+    fn any(tokens: proc_macro2::TokenStream) -> bool {
+        tokens.into_iter().any(|tree| match tree {
+            proc_macro2::TokenTree::Punct(p) => p.as_char() == '&' || p.as_char() == '\'',
+            proc_macro2::TokenTree::Group(g) => any(g.stream()),
+            _ => false,
+        })
+    }
+    any(quote::ToTokens::to_token_stream(ty))
 }
 
 /// The validated `local` option.
@@ -147,6 +173,7 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
     // The key template against the parameters.
     let mut parts = Vec::new();
     let key_source = match &args.key {
+        None if args.attempted.contains(&"key") => String::new(),
         None => {
             err(
                 Span::call_site(),
@@ -200,8 +227,28 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         }
     }
     if !parts.is_empty() {
+        // `book:{id}` is `<id>` written as a format string: one hint, with
+        // the template fixed, rather than one error per parameter.
+        let braced: Vec<&Ident> = params
+            .iter()
+            .map(|(ident, _)| ident)
+            .filter(|ident| !seen.contains(&ident.to_string()) && key_source.contains(&format!("{{{ident}}}")))
+            .collect();
+        if !braced.is_empty() {
+            let fixed = braced.iter().fold(
+                args.key.as_ref().map(LitStr::value).unwrap_or_default(),
+                |key, ident| key.replace(&format!("{{{ident}}}"), &format!("<{ident}>")),
+            );
+            err(
+                key_span,
+                format!(
+                    "key templates write variables as `<{first}>`, not `{{{first}}}`: `key = {fixed:?}`",
+                    first = braced[0]
+                ),
+            );
+        }
         for (ident, _) in &params {
-            if !seen.contains(&ident.to_string()) {
+            if !seen.contains(&ident.to_string()) && !braced.contains(&ident) {
                 err(
                     ident.span(),
                     format!(
@@ -212,9 +259,31 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         }
     }
 
+    // Batching keeps parameters past the call: it needs owned ones.
+    if let (Some(path), Some((false, at))) = (&args.fetch_many, args.batch) {
+        err(
+            at,
+            format!(
+                "`batch = false` removes `get_m` and `get_p`, the only callers of `fetch_many = {}`: drop one of them",
+                path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default()
+            ),
+        );
+    }
+    if args.fetch_many.is_some() {
+        for (ident, ty) in params.iter().filter(|(_, ty)| borrows(ty)) {
+            err(
+                ty.span(),
+                format!(
+                    "`fetch_many` batches keys, so parameter `{ident}` must be owned (`String`, not `&str`); a store with a borrowed parameter has `get`, `invalidate` and `update` but no batching"
+                ),
+            );
+        }
+    }
+
     // Durations, version, codec, name.
     let ttl_ms = match &args.ttl {
         Some(ttl) => duration(ttl, "ttl", errors),
+        None if args.attempted.contains(&"ttl") => None,
         None => {
             errors.push(syn::Error::new(
                 Span::call_site(),
@@ -293,6 +362,7 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         return None;
     }
     let store = store?;
+    let batch = args.batch.is_none_or(|(on, _)| on) && !params.iter().any(|(_, ty)| borrows(ty));
     Some(Store {
         multi: Ident::new(&format!("{store}Multi"), store.span()),
         store,
@@ -315,6 +385,8 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         params,
         output: output?,
         fetch_many: args.fetch_many,
+        krate: args.krate.unwrap_or_else(|| syn::parse_quote!(::cacheme)),
+        batch,
         item,
     })
 }

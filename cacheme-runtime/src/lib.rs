@@ -22,6 +22,7 @@
 mod backend;
 mod breaker;
 mod cache;
+mod checks;
 mod client;
 mod codec;
 pub mod config;
@@ -84,6 +85,9 @@ pub use store::{MultiResult, UpdateError};
 /// change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::checks::{
+        BatchError, CacheValue, Fetched, KeyParam, ParamClone, StoreContext, Unbatchable, clone_param, with_many,
+    };
     pub use crate::client::Context;
     pub use crate::codec::Codec;
     pub use crate::error::Result;

@@ -69,7 +69,13 @@ impl LocalTier {
 }
 
 /// Everything about one store, emitted by the macro as a `static`.
+///
+/// Built with [`StoreSpec::new`] and one `const` method per option, so a new
+/// option is a new method with a default, never a breaking change (the
+/// type is `#[non_exhaustive]`: other crates read its fields but cannot
+/// write a struct literal).
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct StoreSpec {
     /// The generated type's name (`BookStore`).
     pub name: &'static str,
@@ -96,6 +102,65 @@ pub struct StoreSpec {
     pub file: &'static str,
     /// The line of the declaration.
     pub line: u32,
+}
+
+impl StoreSpec {
+    /// A store with the defaults: version `1`, no singleflight, the
+    /// client's codec and lock TTL, declared nowhere in particular.
+    pub const fn new(name: &'static str, template: KeyTemplate, ttl: Duration) -> Self {
+        StoreSpec {
+            name,
+            template,
+            ttl,
+            version: Version::Static("1"),
+            singleflight: false,
+            codec: None,
+            lock_ttl: None,
+            local: None,
+            fetcher: name,
+            file: "",
+            line: 0,
+        }
+    }
+
+    /// The version in every key.
+    pub const fn version(mut self, version: Version) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Whether concurrent gets of one key in this process share one fetch.
+    pub const fn singleflight(mut self, on: bool) -> Self {
+        self.singleflight = on;
+        self
+    }
+
+    /// The store's codec; `None` uses the client's.
+    pub const fn codec(mut self, codec: Option<Codec>) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// The cross-process fetch lock's lifetime; `None` uses the client's.
+    pub const fn lock_ttl(mut self, lock_ttl: Option<Duration>) -> Self {
+        self.lock_ttl = lock_ttl;
+        self
+    }
+
+    /// The store's local tier (`local(...)`); `None` uses the client's
+    /// default.
+    pub const fn local(mut self, local: Option<LocalTier>) -> Self {
+        self.local = local;
+        self
+    }
+
+    /// The fetcher's Rust path and where the store is declared.
+    pub const fn declared_at(mut self, fetcher: &'static str, file: &'static str, line: u32) -> Self {
+        self.fetcher = fetcher;
+        self.file = file;
+        self.line = line;
+        self
+    }
 }
 
 /// Every store declared in the program, collected at link time.

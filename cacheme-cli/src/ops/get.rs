@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::ops::{self, Connection, key};
-use crate::opt::{CodecArg, KeyOpt};
+use crate::opt::{CodecArg, GetOpt, KeyOpt};
 use crate::output;
 use crate::scan;
 
@@ -24,13 +24,16 @@ pub struct Target {
     pub store: Option<String>,
     /// The named store's spec, for the runtime's store functions.
     pub spec: Option<&'static StoreSpec>,
-    /// How values are decoded.
-    pub codec: Codec,
+    /// How values are decoded: `None` when neither the store nor the
+    /// command line says (the client's codec is not in the sources).
+    pub codec: Option<Codec>,
 }
 
-/// The key and codec `opt` names (a store and its values, or a raw key).
-pub fn target(opt: &KeyOpt) -> Result<Target> {
-    let chosen = opt.codec.map(|c| match c {
+/// The key `opt` names (a store and its values, or a raw key), and the
+/// codec of its values (`codec`, given on the command line, for raw keys
+/// and stores that use the client's).
+pub fn target(opt: &KeyOpt, codec: Option<CodecArg>) -> Result<Target> {
+    let chosen = codec.map(|c| match c {
         CodecArg::Bincode => Codec::Bincode,
         CodecArg::Json => Codec::Json,
         CodecArg::Msgpack => Codec::MessagePack,
@@ -41,7 +44,7 @@ pub fn target(opt: &KeyOpt) -> Result<Target> {
                 key: raw.clone(),
                 store: None,
                 spec: None,
-                codec: chosen.unwrap_or_default(),
+                codec: chosen,
             });
         }
         (_, Some(name)) => name,
@@ -61,7 +64,7 @@ pub fn target(opt: &KeyOpt) -> Result<Target> {
         key,
         store: Some(format!("{} ({})", store.name, store.location())),
         spec: Some(store.spec()),
-        codec: store.codec.or(chosen).unwrap_or_default(),
+        codec: store.codec.or(chosen),
     })
 }
 
@@ -80,9 +83,9 @@ impl Target {
 }
 
 /// Prints the value and its TTL; exit code 1 when there is no value.
-pub async fn run(opt: &KeyOpt) -> Result<i32> {
-    let target = target(opt)?;
-    let connection = Connection::open(opt.backend.url()?).await?;
+pub async fn run(opt: &GetOpt) -> Result<i32> {
+    let target = target(&opt.key, opt.codec)?;
+    let connection = Connection::open(opt.key.backend.url()?).await?;
     let backend = connection.cache.backend();
     let key = target.storage_key(&connection).await?;
     let found = backend
@@ -112,8 +115,19 @@ pub async fn run(opt: &KeyOpt) -> Result<i32> {
 }
 
 /// The value as text: pretty JSON for self-describing codecs, hex for
-/// bincode or bytes that do not decode.
-pub fn render(codec: Codec, bytes: &[u8]) -> String {
+/// bincode or bytes that do not decode. With no codec known, JSON when the
+/// bytes are JSON, hex otherwise.
+pub fn render(codec: Option<Codec>, bytes: &[u8]) -> String {
+    let Some(codec) = codec else {
+        return match Codec::Json.decode::<Value>(bytes) {
+            Ok(value) => format!("value (json, {} bytes):\n{value:#}\n", bytes.len()),
+            Err(_) => format!(
+                "value ({} bytes, hex; not JSON, and no codec known: pass --codec msgpack to decode MessagePack):\n{}\n",
+                bytes.len(),
+                output::hex(bytes)
+            ),
+        };
+    };
     let decoded = match codec {
         Codec::Json | Codec::MessagePack => codec.decode::<Value>(bytes).ok(),
         _ => None,
@@ -138,13 +152,16 @@ mod tests {
     fn self_describing_values_are_decoded_others_shown_as_hex() {
         let json = Codec::Json.encode(&serde_json::json!({"id": 42})).unwrap();
         assert_eq!(
-            render(Codec::Json, &json),
+            render(Some(Codec::Json), &json),
             "value (json, 9 bytes):\n{\n  \"id\": 42\n}\n"
         );
         let packed = Codec::MessagePack.encode(&serde_json::json!([1, "a"])).unwrap();
-        assert!(render(Codec::MessagePack, &packed).contains("\"a\""));
-        let text = render(Codec::Bincode, &[1, 2]);
+        assert!(render(Some(Codec::MessagePack), &packed).contains("\"a\""));
+        let text = render(Some(Codec::Bincode), &[1, 2]);
         assert_eq!(text, "value (2 bytes, hex; bincode is not self-describing):\n0102\n");
-        assert!(render(Codec::Json, b"\xff").contains("does not decode as json"));
+        assert!(render(Some(Codec::Json), b"\xff").contains("does not decode as json"));
+        // No codec known (a raw key, a store on the client's codec).
+        assert_eq!(render(None, &json), "value (json, 9 bytes):\n{\n  \"id\": 42\n}\n");
+        assert!(render(None, &[1, 2]).contains("hex; not JSON"));
     }
 }

@@ -16,7 +16,7 @@ use crate::scan;
 /// fetch lock is broken too, so a fill in flight does not land after it),
 /// a raw key by deleting exactly that key.
 pub async fn one(opt: &KeyOpt) -> Result<i32> {
-    let target = get::target(opt)?;
+    let target = get::target(opt, None)?;
     let connection = Connection::open(opt.backend.url()?).await?;
     let backend = connection.cache.backend();
     let key = target.storage_key(&connection).await?;

@@ -13,7 +13,40 @@ use crate::error::{Error, Result};
 /// overrides the declared one.
 pub fn build(store: &Declaration, positional: &[String], named: &[String], version: Option<&str>) -> Result<String> {
     let values = values(store, positional, named)?;
+    for ((value, name), ty) in values.iter().zip(&store.variables).zip(&store.types) {
+        if !parses_as(value, ty) {
+            return Err(Error::Usage(format!(
+                "{value:?} is not a `{ty}`, the type of {}'s parameter `{name}`: the application could not build this key",
+                store.name
+            )));
+        }
+    }
     Ok(key(store, &values, &self::version(store, version)?))
+}
+
+/// Whether `value` is a valid `ty`, for the primitive types whose `Display`
+/// the CLI can check (numbers, `bool`, `char`); any text for other types.
+fn parses_as(value: &str, ty: &str) -> bool {
+    let ty = ty.trim_start_matches('&');
+    let ty = ty.rsplit("::").next().unwrap_or(ty);
+    match ty {
+        "u8" => value.parse::<u8>().is_ok(),
+        "u16" => value.parse::<u16>().is_ok(),
+        "u32" | "NonZeroU32" => value.parse::<u32>().is_ok_and(|n| ty == "u32" || n != 0),
+        "u64" | "NonZeroU64" => value.parse::<u64>().is_ok_and(|n| ty == "u64" || n != 0),
+        "u128" => value.parse::<u128>().is_ok(),
+        "usize" => value.parse::<usize>().is_ok(),
+        "i8" => value.parse::<i8>().is_ok(),
+        "i16" => value.parse::<i16>().is_ok(),
+        "i32" => value.parse::<i32>().is_ok(),
+        "i64" => value.parse::<i64>().is_ok(),
+        "i128" => value.parse::<i128>().is_ok(),
+        "isize" => value.parse::<isize>().is_ok(),
+        "f32" | "f64" => value.parse::<f64>().is_ok(),
+        "bool" => value.parse::<bool>().is_ok(),
+        "char" => value.chars().count() == 1,
+        _ => true,
+    }
 }
 
 /// `given`, or the store's declared version.
@@ -139,5 +172,24 @@ mod tests {
         );
         let err = build(&dynamic, &[], &[], None).unwrap_err().to_string();
         assert!(err.contains("computed by `crate::v`"), "{err}");
+        let typed = store(
+            r#"#[cache_store(key = "t:<id>:<on>:<name>", ttl = "5m")] async fn t(c: &C, id: i64, on: bool, name: &str) -> Result<B, E> { loop {} }"#,
+        );
+        let args = |v: [&str; 3]| v.map(str::to_owned);
+        let err = build(&typed, &args(["abc", "true", "x"]), &[], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"abc\" is not a `i64`, the type of TStore's parameter `id`"),
+            "{err}"
+        );
+        let err = build(&typed, &args(["-1", "yes", "x"]), &[], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a `bool`"), "{err}");
+        assert_eq!(
+            build(&typed, &args(["-1", "true", "a b"]), &[], None).unwrap(),
+            "t:-1:true:a%20b:v1"
+        );
     }
 }

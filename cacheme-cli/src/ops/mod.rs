@@ -39,6 +39,14 @@ pub struct Connection {
 impl Connection {
     /// Opens the cache at `url`.
     pub async fn open(url: &str) -> Result<Self> {
+        // `host:6379` would parse with `host` as the scheme and be reported
+        // as an unknown provider; the text itself is not echoed (it may
+        // hold a password).
+        if !url.contains("://") {
+            return Err(Error::Usage(
+                "the cache URL has no scheme: write it as the application opens it, e.g. `redis://host:6379`, `redis-cluster://h1:7000,h2:7001`, `memcache://host:11211`, `file:///var/cache/app` or `memory://`".to_owned(),
+            ));
+        }
         let parsed = parse_url(url).ok();
         // What the runtime's redaction hides (the password, secret-looking
         // query parameters): scrubbed from error texts too, in case a

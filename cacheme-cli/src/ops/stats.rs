@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::decl::Declaration;
+use crate::decl::{Declaration, DeclaredVersion};
 use crate::error::Result;
 use crate::ops::Connection;
 use crate::opt::{Format, StatsOpt};
@@ -17,7 +17,9 @@ use crate::scan;
 /// Key counts: per (store index, version), and of no declared store.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Keys per store (by index in the declarations) and version.
+    /// Keys per store (by index in the declarations) and version; every
+    /// declared store is there, with its declared version and 0 keys when
+    /// none of its keys were seen (see [`Counts::new`]).
     pub per_store: BTreeMap<(usize, String), u64>,
     /// Keys that match no declared store.
     pub other: u64,
@@ -26,6 +28,26 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// No keys counted yet: each store at 0 under its declared version
+    /// (`-` for a function version), so stores without keys are shown.
+    pub fn new(stores: &[Declaration]) -> Self {
+        let per_store = stores
+            .iter()
+            .enumerate()
+            .map(|(index, store)| {
+                let version = match &store.version {
+                    DeclaredVersion::Static(v) => v.clone(),
+                    DeclaredVersion::Function(_) => "-".to_owned(),
+                };
+                ((index, version), 0)
+            })
+            .collect();
+        Counts {
+            per_store,
+            ..Counts::default()
+        }
+    }
+
     /// Counts `key` (without the backend's prefix) for the first store
     /// whose template and version match it.
     pub fn add(&mut self, stores: &[Declaration], key: &str) {
@@ -35,7 +57,11 @@ impl Counts {
             Some((index, version))
         });
         match found {
-            Some(slot) => *self.per_store.entry(slot).or_default() += 1,
+            Some((index, version)) => {
+                // A function version's placeholder gives way to real ones.
+                self.per_store.remove(&(index, "-".to_owned()));
+                *self.per_store.entry((index, version)).or_default() += 1;
+            }
             None => self.other += 1,
         }
     }
@@ -59,7 +85,7 @@ pub async fn run(opt: &StatsOpt) -> Result<i32> {
     let stores = &sources.stores;
     let connection = Connection::open(opt.backend.url()?).await?;
     let backend = connection.cache.backend();
-    let mut counts = Counts::default();
+    let mut counts = Counts::new(stores);
     backend
         .scan_keys("*", &mut |key| counts.add(stores, key))
         .await
@@ -115,6 +141,12 @@ pub async fn run(opt: &StatsOpt) -> Result<i32> {
     for problem in &sources.problems {
         eprintln!("warning: {problem} (its keys count as no declared store)");
     }
+    if backend.provider() == "memory" {
+        eprintln!(
+            "note: memory:// is an in-process cache of this command, empty on every run, not your application's: pass the URL your application opens (--url or {})",
+            crate::opt::URL_VAR
+        );
+    }
     Ok(0)
 }
 
@@ -131,10 +163,11 @@ mod tests {
             r#"
 #[cache_store(key = "book:<id>", ttl = "5m")] async fn book(c: &C, id: u64) -> Result<B, E> { loop {} }
 #[cache_store(key = "book:<id>:reviews", ttl = "5m", version = "x y")] async fn reviews(c: &C, id: u64) -> Result<B, E> { loop {} }
+#[cache_store(key = "author:<id>", ttl = "5m", version = 3)] async fn author(c: &C, id: u64) -> Result<B, E> { loop {} }
 "#,
             &mut sources,
         );
-        let mut counts = Counts::default();
+        let mut counts = Counts::new(&sources.stores);
         for key in [
             "book:1:v1",
             "book:a%3Ab:v1",
@@ -150,9 +183,13 @@ mod tests {
             ((0, "2".to_owned()), 1),
             ((1, "1".to_owned()), 1),
             ((1, "x y".to_owned()), 1),
+            ((2, "3".to_owned()), 0),
         ]
         .into();
-        assert_eq!(counts.per_store, expected, "old versions are counted apart");
+        assert_eq!(
+            counts.per_store, expected,
+            "old versions are counted apart; a store without keys is shown at 0"
+        );
         assert_eq!((counts.other, counts.total), (1, 6));
     }
 }

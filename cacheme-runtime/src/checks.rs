@@ -1,0 +1,133 @@
+//! What a `#[cache_store]` declaration requires of the user's types, as
+//! traits the generated code goes through (spanned at the user's tokens),
+//! each with a `#[diagnostic::on_unimplemented]` message that names the
+//! requirement and why it exists. A type that falls short is one error at
+//! the value type, the parameter or the context, not a cascade inside the
+//! runtime. Every trait is implemented for every type that meets the
+//! requirement; none adds one.
+
+use std::fmt::Display;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::client::{Client, Context};
+use crate::key::push_param;
+use crate::pipeline::Fetchers;
+
+/// A value a store can cache: encoded on the way in, decoded on the way out.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a cached value: it must implement `serde::Serialize` and `serde::de::DeserializeOwned`",
+    label = "the value this fetcher returns is cached, so it is encoded and decoded",
+    note = "derive both: `#[derive(serde::Serialize, serde::Deserialize)]` (a value that borrows, `Deserialize<'a>`, cannot be cached)"
+)]
+pub trait CacheValue: Serialize + DeserializeOwned {}
+
+// Not recommended: rustc then reports the missing `CacheValue` (with its
+// message) once, rather than each missing serde trait on its own.
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> CacheValue for T {}
+
+/// The value and error types of a fetcher's `Result`, the value checked
+/// to be cacheable: generated code names them through this trait, so a
+/// value that cannot be cached is reported once, at the return type.
+#[diagnostic::on_unimplemented(
+    message = "a cache_store fetcher returns `Result<Value, Error>`, not `{Self}`",
+    label = "the fetcher's return type"
+)]
+pub trait Fetched {
+    /// The cached value.
+    type Value: CacheValue;
+    /// The fetcher's error.
+    type Error;
+}
+
+impl<V: CacheValue, E> Fetched for Result<V, E> {
+    type Value = V;
+    type Error = E;
+}
+
+/// The fetcher's first parameter: what hands the stores their client.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a store's context: it must implement `cacheme::Context`",
+    label = "the context of this fetcher",
+    note = "implement it to hand out the client: `impl cacheme::Context for {Self} {{ fn cacheme(&self) -> &cacheme::Client {{ &self.cache }} }}`"
+)]
+pub trait StoreContext {
+    /// The client of this context.
+    fn client(&self) -> &Client;
+}
+
+impl<T: Context + ?Sized> StoreContext for T {
+    #[inline]
+    fn client(&self) -> &Client {
+        self.cacheme()
+    }
+}
+
+/// A key parameter: written into the key with `Display`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a key parameter: it must implement `std::fmt::Display`",
+    label = "written into the cache key with `Display`",
+    note = "implement `Display` (the key must tell different values apart), or take a parameter that has it"
+)]
+pub trait KeyParam {
+    /// Appends this parameter, escaped, to `key`.
+    fn push_to(&self, key: &mut String);
+}
+
+impl<T: Display + ?Sized> KeyParam for T {
+    #[inline]
+    fn push_to(&self, key: &mut String) {
+        push_param(key, self);
+    }
+}
+
+/// A key parameter `get` hands on to the fetcher while keeping its own.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a key parameter: it must implement `Clone`",
+    label = "cloned: `get` may call the fetcher more than once with it",
+    note = "derive it: `#[derive(Clone)]`"
+)]
+pub trait ParamClone: Clone {}
+
+impl<T: Clone> ParamClone for T {}
+
+/// Clones a key parameter for the fetcher (through [`ParamClone`], for its
+/// message).
+#[inline]
+pub fn clone_param<T: ParamClone>(param: &T) -> T {
+    param.clone()
+}
+
+/// The error of a store with `fetch_many`: one batch fetch's error is
+/// handed to every key of the batch.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` must implement `Clone` to be the error of a store with `fetch_many`",
+    label = "this batch fetcher's error goes to every key of its batch, so it is cloned",
+    note = "derive it (`#[derive(Clone)]`), wrap it in an `Arc`, or drop `fetch_many`"
+)]
+pub trait BatchError: Clone {}
+
+impl<E: Clone> BatchError for E {}
+
+/// [`Fetchers::many`] with its error requirement stated as [`BatchError`].
+pub fn with_many<'a, P, V, E, F, Fut, I>(fetchers: Fetchers<'a, P, V, E>, many: F) -> Fetchers<'a, P, V, E>
+where
+    E: BatchError,
+    F: Fn(Vec<P>) -> Fut + Send + Sync + 'a,
+    Fut: Future<Output = Result<I, E>> + Send + 'a,
+    I: IntoIterator<Item = (P, V)>,
+{
+    fetchers.many(many)
+}
+
+/// Never implemented: the bound of the `get_m` of a store that does not
+/// batch (`batch = false`, or a borrowed key parameter), so calling it is
+/// one error saying why there is none.
+#[diagnostic::on_unimplemented(
+    message = "`{S}` has no `get_m`: it does not batch (`batch = false`, or a borrowed key parameter)",
+    label = "batching keeps the parameters past this call",
+    note = "remove `batch = false`, and take owned parameters (`String`, not `&str`), to get `get_m` and `get_p`"
+)]
+pub trait Unbatchable<S> {}

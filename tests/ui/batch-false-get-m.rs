@@ -1,0 +1,11 @@
+use cacheme::{cache_store, Client};
+
+#[cache_store(key = "book:<id>", ttl = "5m", batch = false)]
+async fn book(_ctx: &Client, id: u64) -> Result<String, ()> {
+    Ok(id.to_string())
+}
+
+fn main() {
+    let client = Client::memory().unwrap();
+    BookStore::get_m(&client);
+}
