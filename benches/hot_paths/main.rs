@@ -21,6 +21,7 @@
 mod fixtures;
 mod harness;
 mod scenarios;
+mod seed;
 mod stampede;
 
 use std::process::ExitCode;
@@ -50,6 +51,9 @@ scenarios! {
     "redis-get-64" => scenarios::redis_get_64,
     "redis-get-m" => scenarios::redis_get_m,
     "cold-key" => stampede::cold_key,
+    "seed-redis" => seed::seed_redis,
+    "seed-cluster" => seed::seed_cluster,
+    "seed-memory" => seed::seed_memory,
 }
 
 const USAGE: &str = "\
