@@ -15,6 +15,7 @@ use super::{ErrorSharing, Read, decode, encode, read};
 use crate::client::Client;
 use crate::error::{Error, Op};
 use crate::logger::EventKind;
+use crate::observe;
 use crate::singleflight::{Landed, Role};
 use crate::spec::StoreSpec;
 use crate::stampede::lease::Leases;
@@ -83,6 +84,7 @@ where
             }
             Role::Follower(follower) => follower,
         };
+        client.log(EventKind::Coalesced, spec, key, None);
         match tokio::time::timeout(max_wait, follower.outcome()).await {
             Ok(Landed::Value(bytes)) => {
                 if let Some(value) = decode(client, spec, key, &bytes, false) {
@@ -135,8 +137,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<V, E>>,
 {
-    client.log(EventKind::Fetch, spec, key, None);
-    let value = fetch().await?;
+    let value = observe::fetch(client, spec, key, fetch()).await?;
     let bytes = encode(client, spec, key, &value);
     Ok((value, bytes))
 }
@@ -250,8 +251,7 @@ where
     Fut: Future<Output = Result<V, E>>,
 {
     let key = leases.key(0).to_owned();
-    client.log(EventKind::Fetch, spec, &key, None);
-    let fetched = fetch().await;
+    let fetched = observe::fetch(client, spec, &key, fetch()).await;
     let bytes = match &fetched {
         Ok(value) => encode(client, spec, &key, value),
         Err(_) => None,

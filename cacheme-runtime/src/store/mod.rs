@@ -42,6 +42,7 @@ use crate::codec::Codec;
 use crate::error::{Error, Op, Result};
 use crate::future::within;
 use crate::logger::EventKind;
+use crate::observe::{self, Call};
 pub use crate::sharing::ErrorSharing;
 use crate::spec::StoreSpec;
 use crate::stampede::probe::{Probe, discard, probe};
@@ -157,6 +158,27 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<V, E>>,
 {
+    observe::call(
+        Some(client),
+        Some(spec),
+        Call::Get,
+        get_unobserved(client, spec, key, fetch, sharing),
+    )
+    .await
+}
+
+async fn get_unobserved<V, E, F, Fut>(
+    client: &Client,
+    spec: &'static StoreSpec,
+    key: &str,
+    fetch: F,
+    sharing: ErrorSharing<E>,
+) -> Result<V, E>
+where
+    V: Serialize + DeserializeOwned,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
     if !client.cache_admits() {
         return coalesced(client, spec, key, Step::Uncached, fetch, sharing, Instant::now()).await;
     }
@@ -217,6 +239,16 @@ pub(crate) fn encode<V: Serialize>(client: &Client, spec: &StoreSpec, key: &str,
 
 /// A store's `invalidate`: removes the cached value of `key`.
 pub async fn invalidate(client: &Client, spec: &'static StoreSpec, key: &str) -> Result<()> {
+    observe::call(
+        Some(client),
+        Some(spec),
+        Call::Invalidate,
+        invalidate_unobserved(client, spec, key),
+    )
+    .await
+}
+
+async fn invalidate_unobserved(client: &Client, spec: &'static StoreSpec, key: &str) -> Result<()> {
     let key = storage_key(client, spec, key).await?;
     match client.coordinator() {
         // Also breaks the fetch lock, so a fill in flight does not land.
@@ -236,9 +268,29 @@ where
     V: Serialize,
     Fut: Future<Output = Result<V, E>>,
 {
+    observe::call(
+        Some(client),
+        Some(spec),
+        Call::Update,
+        update_unobserved(client, spec, key, fetch),
+    )
+    .await
+}
+
+async fn update_unobserved<V, E, Fut>(
+    client: &Client,
+    spec: &'static StoreSpec,
+    key: &str,
+    fetch: Fut,
+) -> Result<V, UpdateError<E>>
+where
+    V: Serialize,
+    Fut: Future<Output = Result<V, E>>,
+{
     let key = storage_key(client, spec, key).await.map_err(UpdateError::Cache)?;
-    client.log(EventKind::Fetch, spec, &key, None);
-    let value = fetch.await.map_err(UpdateError::Fetch)?;
+    let value = observe::fetch(client, spec, &key, fetch)
+        .await
+        .map_err(UpdateError::Fetch)?;
     let bytes = codec(client, spec).encode(&value).map_err(UpdateError::Cache)?;
     let written = match client.coordinator() {
         // Also breaks the fetch lock, so a fill in flight does not land.
@@ -255,6 +307,11 @@ where
 /// (memcached) it moves the store to a new generation instead: the old
 /// values become unreachable at once and expire by TTL; it returns 0.
 pub async fn invalidate_all(client: &Client, spec: &'static StoreSpec, version: &str) -> Result<u64> {
+    let all = invalidate_all_unobserved(client, spec, version);
+    observe::call(Some(client), Some(spec), Call::InvalidateAll, all).await
+}
+
+async fn invalidate_all_unobserved(client: &Client, spec: &'static StoreSpec, version: &str) -> Result<u64> {
     if let Some(bumped) = generation::invalidate_all(client, spec, version).await {
         return bumped.map(|()| 0);
     }
