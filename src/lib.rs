@@ -16,6 +16,9 @@ pub use cacheme_derive::cache_store;
 #[doc(hidden)]
 pub use cacheme_runtime::__private;
 
+#[doc = include_str!("../docs/observability.md")]
+pub mod observability {}
+
 #[cfg(feature = "file")]
 pub use cacheme_runtime::FileBackend;
 #[cfg(feature = "memcached")]

@@ -20,6 +20,7 @@
 
 mod fixtures;
 mod harness;
+mod observe;
 mod scenarios;
 mod stampede;
 
@@ -50,6 +51,8 @@ scenarios! {
     "redis-get-64" => scenarios::redis_get_64,
     "redis-get-m" => scenarios::redis_get_m,
     "cold-key" => stampede::cold_key,
+    "metrics-memory-get" => observe::metrics_memory_get,
+    "metrics-redis-get" => observe::metrics_redis_get,
 }
 
 const USAGE: &str = "\
