@@ -128,7 +128,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Receives HIT / MISS / FETCH and error events of every store.
+    /// Receives the events of every store (HIT / MISS / FETCH, waits,
+    /// errors: see [`EventKind`]): a type implementing [`Logger`], an
+    /// `Arc` of one, or a closure `|event: &Event<'_>| ...`.
     pub fn logger(mut self, logger: impl Logger) -> Self {
         self.logger = Some(Arc::new(logger));
         self

@@ -131,27 +131,28 @@ impl Observer {
         });
     }
 
-    /// A call of `op` on `spec` starts.
-    fn started(&self, spec: &StoreSpec, op: Call) {
-        if matches!(op, Call::Get | Call::GetMany) {
-            self.with(spec, |store| {
+    /// A call of `op` on `spec` ended (`timed`: with this outcome after
+    /// this long, for the metrics). One lookup of the store for both.
+    fn ended(&self, spec: &StoreSpec, op: Call, timed: Option<(Outcome, Duration)>) {
+        let get = matches!(op, Call::Get | Call::GetMany);
+        if !get && timed.is_none() {
+            return;
+        }
+        self.with(spec, |store| {
+            if get {
                 store.counters.get();
-                #[cfg(feature = "metrics")]
-                if let Some(metrics) = &store.metrics {
+            }
+            #[cfg(feature = "metrics")]
+            if let Some(metrics) = &store.metrics {
+                if get {
                     metrics.get(op);
                 }
-            });
-        }
-    }
-
-    /// A call of `op` on `spec` ended with `outcome` after `elapsed`.
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    fn ended(&self, spec: &StoreSpec, op: Call, outcome: Outcome, elapsed: Duration) {
-        #[cfg(feature = "metrics")]
-        self.with(spec, |store| {
-            if let Some(metrics) = &store.metrics {
-                metrics.call(op, outcome, elapsed);
+                if let Some((outcome, elapsed)) = timed {
+                    metrics.call(op, outcome, elapsed);
+                }
             }
+            #[cfg(not(feature = "metrics"))]
+            let _ = timed;
         });
     }
 
