@@ -322,7 +322,7 @@ mod metrics_recorded {
         let (b_hits, b_fetches) = b_was_served(&b);
         assert_eq!(counter(&m, "cacheme.hits", &at(&[("tier", "remote")])), 1 + b_hits);
         assert_eq!(counter(&m, "cacheme.misses", &at(&[])), 8);
-        assert_eq!(counter(&m, "cacheme.fetches", &at(&[("result", "ok")])), 7 + b_fetches);
+        assert_eq!(counter(&m, "cacheme.fetches", &at(&[("result", "ok")])), 8 + b_fetches);
         assert_eq!(counter(&m, "cacheme.fetches", &at(&[("result", "error")])), 1);
         assert_eq!(counter(&m, "cacheme.coalesced", &at(&[])), 1);
         assert_eq!(counter(&m, "cacheme.lock.waits", &at(&[])), 2);
@@ -435,9 +435,12 @@ mod spans {
 
     use super::*;
 
-    /// Every span: (name, fields recorded) by id.
+    /// A span's name and the fields recorded on it.
+    type Span = (&'static str, HashMap<String, String>);
+
+    /// Every span, by id (its index + 1).
     #[derive(Clone, Default)]
-    struct Spans(Arc<Mutex<Vec<(&'static str, HashMap<String, String>)>>>);
+    struct Spans(Arc<Mutex<Vec<Span>>>);
 
     struct Fields<'a>(&'a mut HashMap<String, String>);
 
