@@ -20,6 +20,10 @@ const FAILING: u32 = 2;
 /// Ids whose fetch waits for its gate.
 const GATED: [u32; 3] = [3, 4, 5];
 
+/// Longer than any step of the sequence takes, however loaded the machine:
+/// past it, the step is not going to happen.
+const NEVER: Duration = Duration::from_secs(60);
+
 /// Gates of the gated fetches (opened, they stay open, by the test or by
 /// a logger), and the signals that a gated fetch has begun.
 #[derive(Default)]
@@ -35,11 +39,15 @@ impl Gates {
         )
     }
 
-    /// Called by the fetch of `id`: signals it began, waits for its gate.
+    /// Called by the fetch of `id`: signals it began, waits for its gate
+    /// (a gate that never opens fails the test rather than hang it).
     async fn pass(&self, id: u32) {
         self.semaphore(id, true).add_permits(1);
         let gate = self.semaphore(id, false);
-        let _open = gate.acquire().await.unwrap();
+        let open = tokio::time::timeout(NEVER, gate.acquire()).await;
+        let _open = open
+            .unwrap_or_else(|_| panic!("the gate of {id} never opened"))
+            .unwrap();
     }
 
     fn open(&self, id: u32) {
@@ -49,7 +57,12 @@ impl Gates {
     /// Waits until a fetch of `id` began (the fetching caller holds the
     /// key's lock by then).
     async fn fetching(&self, id: u32) {
-        self.semaphore(id, true).acquire().await.unwrap().forget();
+        let started = self.semaphore(id, true);
+        let began = tokio::time::timeout(NEVER, started.acquire()).await;
+        began
+            .unwrap_or_else(|_| panic!("no fetch of {id} began"))
+            .unwrap()
+            .forget();
     }
 }
 
