@@ -91,7 +91,7 @@ impl<'a> Pipeline<'a> {
     /// resolved report [`PromiseError::NotExecuted`] and the locks taken
     /// are released.
     pub async fn execute(self) -> Result<()> {
-        observe::call(None, None, Call::Pipeline, self.execute_unobserved()).await
+        observe::call(None, None, Call::Pipeline, || self.execute_unobserved()).await
     }
 
     async fn execute_unobserved(self) -> Result<()> {

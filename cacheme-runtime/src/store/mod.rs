@@ -158,13 +158,8 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<V, E>>,
 {
-    observe::call(
-        Some(client),
-        Some(spec),
-        Call::Get,
-        get_unobserved(client, spec, key, fetch, sharing),
-    )
-    .await
+    let get = || get_unobserved(client, spec, key, fetch, sharing);
+    observe::call(Some(client), Some(spec), Call::Get, get).await
 }
 
 async fn get_unobserved<V, E, F, Fut>(
@@ -239,13 +234,8 @@ pub(crate) fn encode<V: Serialize>(client: &Client, spec: &StoreSpec, key: &str,
 
 /// A store's `invalidate`: removes the cached value of `key`.
 pub async fn invalidate(client: &Client, spec: &'static StoreSpec, key: &str) -> Result<()> {
-    observe::call(
-        Some(client),
-        Some(spec),
-        Call::Invalidate,
-        invalidate_unobserved(client, spec, key),
-    )
-    .await
+    let invalidate = || invalidate_unobserved(client, spec, key);
+    observe::call(Some(client), Some(spec), Call::Invalidate, invalidate).await
 }
 
 async fn invalidate_unobserved(client: &Client, spec: &'static StoreSpec, key: &str) -> Result<()> {
@@ -268,13 +258,8 @@ where
     V: Serialize,
     Fut: Future<Output = Result<V, E>>,
 {
-    observe::call(
-        Some(client),
-        Some(spec),
-        Call::Update,
-        update_unobserved(client, spec, key, fetch),
-    )
-    .await
+    let update = || update_unobserved(client, spec, key, fetch);
+    observe::call(Some(client), Some(spec), Call::Update, update).await
 }
 
 async fn update_unobserved<V, E, Fut>(
@@ -307,7 +292,7 @@ where
 /// (memcached) it moves the store to a new generation instead: the old
 /// values become unreachable at once and expire by TTL; it returns 0.
 pub async fn invalidate_all(client: &Client, spec: &'static StoreSpec, version: &str) -> Result<u64> {
-    let all = invalidate_all_unobserved(client, spec, version);
+    let all = || invalidate_all_unobserved(client, spec, version);
     observe::call(Some(client), Some(spec), Call::InvalidateAll, all).await
 }
 

@@ -78,7 +78,7 @@ where
     E: Send + 'static,
     P: Clone + Send + Sync + 'static,
 {
-    let many = get_many_unobserved(client, spec, params, fetchers);
+    let many = || get_many_unobserved(client, spec, params, fetchers);
     observe::call(Some(client), Some(spec), Call::GetMany, many).await
 }
 
