@@ -20,6 +20,7 @@
 
 mod fixtures;
 mod harness;
+mod observe;
 mod scenarios;
 mod seed;
 mod stampede;
@@ -54,6 +55,8 @@ scenarios! {
     "seed-redis" => seed::seed_redis,
     "seed-cluster" => seed::seed_cluster,
     "seed-memory" => seed::seed_memory,
+    "metrics-memory-get" => observe::metrics_memory_get,
+    "metrics-redis-get" => observe::metrics_redis_get,
 }
 
 const USAGE: &str = "\

@@ -44,6 +44,7 @@ mod logger;
 #[cfg(feature = "memcached")]
 mod memcached;
 mod memory;
+mod observe;
 pub mod pipeline;
 mod polling;
 mod redact;
@@ -76,6 +77,7 @@ pub use connect::ConnectMode;
 pub use error::{BoxError, Error, Op, Result};
 pub use logger::{Event, EventKind, Logger};
 pub use memory::{DEFAULT_CAPACITY, MemoryBackend};
+pub use observe::{Stats, StoreStats};
 pub use pipeline::{Pipeline, Promise, PromiseError};
 pub use registry::{Factory, providers, register};
 pub use store::spec::{LocalTier, StoreSpec};

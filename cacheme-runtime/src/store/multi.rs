@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::client::Client;
+use crate::observe::{self, Call};
 use crate::pipeline::{self, Fetchers, Outcome, StoreGroup};
 use crate::spec::StoreSpec;
 
@@ -66,6 +67,21 @@ impl<V: std::fmt::Debug, P> std::fmt::Debug for MultiResult<V, P> {
 
 /// Runs a store's `get_m` over `params`.
 pub async fn get_many<'a, V, E, P>(
+    client: &Client,
+    spec: &'static StoreSpec,
+    params: Vec<P>,
+    fetchers: Fetchers<'a, P, V, E>,
+) -> Result<MultiResult<V, P>, E>
+where
+    V: Serialize + DeserializeOwned + Send + 'static,
+    E: Send + 'static,
+    P: Clone + Send + Sync + 'static,
+{
+    let many = || get_many_unobserved(client, spec, params, fetchers);
+    observe::call(Some(client), Some(spec), Call::GetMany, many).await
+}
+
+async fn get_many_unobserved<'a, V, E, P>(
     client: &Client,
     spec: &'static StoreSpec,
     params: Vec<P>,
