@@ -178,7 +178,9 @@ async fn warm(app: &SeedApp) {
         SeedLocalStore::get(app, id).await.unwrap();
     }
     app.cache.flush().await;
-    while !app.cache.local_tiers_serving() {
+    // The memory backend has no tier (it keeps decoded values itself).
+    let remote = app.cache.cache().backend().provider() != "memory";
+    while remote && !app.cache.local_tiers_serving() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     for id in 0..KEYS {
