@@ -496,7 +496,13 @@ async fn follow(
 ) {
     join_all(followers.into_iter().map(|(slot, mut follower)| async move {
         let group = groups[slot.g];
-        match follower.outcome().await {
+        let outcome = follower.outcome().await;
+        // This batch did not read the key: a flight that missed is its
+        // miss too (a hit is reported when the value is accepted).
+        if matches!(outcome, Landed::Value { cached: false, .. } | Landed::Failed(_)) {
+            client.log(EventKind::Miss, group.spec(), &slot.key, None);
+        }
+        match outcome {
             Landed::Value { bytes, cached } if group.accept(client, slot.i, &slot.key, &bytes, cached) => return,
             Landed::Failed(Some(error)) if group.fail_with(slot.i, &error) => return,
             _ => {}

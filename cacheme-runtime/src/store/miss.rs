@@ -67,6 +67,7 @@ where
     };
     let max_wait = waiter::max_wait(client, spec);
     let mut role = client.flights().join(flight_key);
+    let mut reported_miss = false;
     loop {
         let mut follower = match role {
             Role::Leader(guard) => {
@@ -105,7 +106,17 @@ where
             Role::Follower(follower) => follower,
         };
         client.log(EventKind::Coalesced, spec, key, None);
-        match tokio::time::timeout(max_wait, follower.outcome()).await {
+        let outcome = tokio::time::timeout(max_wait, follower.outcome()).await;
+        // A caller that joined a read which missed missed too: every get
+        // reports a hit or a miss (the leader reported its own).
+        if matches!(step, Step::Read(_))
+            && !reported_miss
+            && matches!(outcome, Ok(Landed::Value { cached: false, .. } | Landed::Failed(_)))
+        {
+            client.log(EventKind::Miss, spec, key, None);
+            reported_miss = true;
+        }
+        match outcome {
             Ok(Landed::Value { bytes, cached }) => {
                 if let Some(value) = decode(client, spec, key, &bytes, cached) {
                     return Ok(value);
