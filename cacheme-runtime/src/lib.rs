@@ -37,6 +37,7 @@ mod error;
 mod file;
 mod future;
 mod generations;
+mod jitter;
 mod keeping;
 mod key;
 mod local;
@@ -95,8 +96,10 @@ pub mod __private {
     pub use crate::pipeline::{Fetchers, Pipeline, Promise};
     pub use crate::store::key::{KeyTemplate, Part, push_param};
     pub use crate::store::sharing::{ErrorProbe, ErrorSharing, ShareByClone, ShareNothing};
-    pub use crate::store::spec::{LocalTier, STORES, StoreSpec, Version};
-    pub use crate::store::{FetchResult, MultiResult, UpdateError, get, get_many, invalidate, invalidate_all, update};
+    pub use crate::store::spec::{LocalTier, STORES, StoreSpec, TtlJitter, Version};
+    pub use crate::store::{
+        FetchResult, MultiResult, UpdateError, get, get_many, invalidate, invalidate_all, peek, set, update,
+    };
     pub use linkme;
     pub use std::time::Duration;
 }

@@ -79,7 +79,7 @@ async fn author_page(
         for &book in &shelf.ids {
             many.add(book);
         }
-        books = many.run().await?.iter().cloned().collect();
+        books = many.run().await.into_all()?.iter().cloned().collect();
     }
     Ok(Json(AuthorPage {
         author,
