@@ -8,7 +8,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use cacheme_macros_core::template::Part;
-use cacheme_macros_core::{Store, Version};
+use cacheme_macros_core::{Jitter, Store, Version};
 
 /// The attribute's entry point: parse, validate, expand; on error the
 /// fetcher is emitted unchanged beside the errors, with a stub of the store
@@ -87,6 +87,17 @@ fn expand(s: &Store) -> TokenStream {
         Some(ms) => {
             let ms = Literal::u64_suffixed(ms);
             quote!(::core::option::Option::Some(#cm::Duration::from_millis(#ms)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let ttl_jitter = match s.ttl_jitter {
+        Some(Jitter::Percent(percent)) => {
+            let percent = Literal::u8_suffixed(percent);
+            quote!(::core::option::Option::Some(#cm::TtlJitter::Percent(#percent)))
+        }
+        Some(Jitter::Millis(ms)) => {
+            let ms = Literal::u64_suffixed(ms);
+            quote!(::core::option::Option::Some(#cm::TtlJitter::Span(#cm::Duration::from_millis(#ms))))
         }
         None => quote!(::core::option::Option::None),
     };
@@ -308,6 +319,7 @@ fn expand(s: &Store) -> TokenStream {
                     #cm::Duration::from_millis(#ttl),
                 )
                 .version(#version)
+                .ttl_jitter(#ttl_jitter)
                 .singleflight(#singleflight)
                 .codec(#codec)
                 .lock_ttl(#lock_ttl)
