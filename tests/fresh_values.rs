@@ -298,7 +298,11 @@ async fn jittered_ttls_spread_below_the_ttl(app: App) {
     let left = ttls_left(&app, (0..60).map(|id| SpreadStore::key(&id))).await;
     assert_spread(&left, ttl, Duration::from_secs(10));
     for range in [0..20, 20..40, 40..50, 50..60] {
-        assert_spread(&left[range.start as usize..range.end as usize], ttl, Duration::from_secs(10));
+        assert_spread(
+            &left[range.start as usize..range.end as usize],
+            ttl,
+            Duration::from_secs(10),
+        );
     }
 
     for id in 0..30 {

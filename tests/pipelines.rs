@@ -256,7 +256,15 @@ async fn get_m_calls_the_batch_fetcher_once_with_the_missed_keys(shop: Shop) {
     assert_eq!(BookStore::get(&shop, 2).await.unwrap(), book_of(2));
     assert_eq!(shop.take_calls(), ["book 2"], "a single get uses the single fetcher");
 
-    let books = BookStore::get_m(&shop).add(3).add(2).add(4).add(3).run().await.into_all().unwrap();
+    let books = BookStore::get_m(&shop)
+        .add(3)
+        .add(2)
+        .add(4)
+        .add(3)
+        .run()
+        .await
+        .into_all()
+        .unwrap();
     assert_eq!(
         books.iter().map(|b| b.id).collect::<Vec<_>>(),
         [3, 2, 4, 3],
@@ -280,7 +288,14 @@ async fn get_m_calls_the_batch_fetcher_once_with_the_missed_keys(shop: Shop) {
     assert_eq!(shop.take_calls(), ["stocks {(1, \"a\"), (2, \"bb\")}"]);
 
     // Warm: no call at all.
-    let again = BookStore::get_m(&shop).add(2).add(3).add(4).run().await.into_all().unwrap();
+    let again = BookStore::get_m(&shop)
+        .add(2)
+        .add(3)
+        .add(4)
+        .run()
+        .await
+        .into_all()
+        .unwrap();
     assert_eq!(again.len(), 3);
     assert_eq!(shop.take_calls(), Vec::<String>::new());
 

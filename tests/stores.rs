@@ -446,10 +446,22 @@ async fn get_m_keeps_order_reads_by_params_and_fetches_duplicates_once(app: App)
         "1 warm-up + 2 distinct misses; the hit and the duplicate are not fetched"
     );
 
-    let again = BookStore::get_m(&app).add(2, 7).add(1, 3).run().await.into_all().unwrap();
+    let again = BookStore::get_m(&app)
+        .add(2, 7)
+        .add(1, 3)
+        .run()
+        .await
+        .into_all()
+        .unwrap();
     assert_eq!(again.iter().map(|b| b.id).collect::<Vec<_>>(), [7, 3]);
     assert_eq!(app.fetched("book"), 3, "all hits now");
-    let single = StringValueStore::get_m(&app).add(4).add(5).run().await.into_all().unwrap();
+    let single = StringValueStore::get_m(&app)
+        .add(4)
+        .add(5)
+        .run()
+        .await
+        .into_all()
+        .unwrap();
     assert_eq!(single.get(&5).map(String::as_str), Some("5-first"));
 }
 

@@ -303,16 +303,13 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
             None
         }
     };
-    let ttl_jitter = args
-        .ttl_jitter
-        .as_ref()
-        .map(|lit| match jitter(&lit.value(), ttl_ms) {
-            Ok(jitter) => Some(jitter),
-            Err(reason) => {
-                errors.push(syn::Error::new(lit.span(), reason));
-                None
-            }
-        });
+    let ttl_jitter = args.ttl_jitter.as_ref().map(|lit| match jitter(&lit.value(), ttl_ms) {
+        Ok(jitter) => Some(jitter),
+        Err(reason) => {
+            errors.push(syn::Error::new(lit.span(), reason));
+            None
+        }
+    });
     let lock_ttl_ms = args.lock_ttl.as_ref().map(|lit| duration(lit, "lock_ttl", errors));
     let local = args.local.map(|local| {
         let capacity = match &local.capacity {
@@ -424,9 +421,8 @@ fn jitter(text: &str, ttl_ms: Option<u64>) -> Result<Jitter, String> {
             )),
         };
     }
-    let ms = parse_millis(text).map_err(|reason| {
-        format!("invalid `ttl_jitter`: {reason}, or a share of the TTL such as \"10%\"")
-    })?;
+    let ms = parse_millis(text)
+        .map_err(|reason| format!("invalid `ttl_jitter`: {reason}, or a share of the TTL such as \"10%\""))?;
     match ttl_ms {
         _ if ms == 0 => Err("`ttl_jitter` must be positive; leave it out for none".to_owned()),
         Some(ttl) if ms >= ttl => Err(format!(

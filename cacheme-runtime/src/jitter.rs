@@ -25,11 +25,19 @@ impl TtlJitter {
         let spread = match self {
             TtlJitter::Percent(percent) => {
                 let nanos = ttl.as_nanos() / 100 * percent as u128;
-                Duration::from_nanos(if nanos > u64::MAX as u128 { u64::MAX } else { nanos as u64 })
+                Duration::from_nanos(if nanos > u64::MAX as u128 {
+                    u64::MAX
+                } else {
+                    nanos as u64
+                })
             }
             TtlJitter::Span(span) => span,
         };
-        if spread.as_nanos() > ttl.as_nanos() { ttl } else { spread }
+        if spread.as_nanos() > ttl.as_nanos() {
+            ttl
+        } else {
+            spread
+        }
     }
 
     /// A TTL drawn for one write of a value whose store's TTL is `ttl`.
@@ -67,7 +75,10 @@ mod tests {
         let ttl = Duration::from_secs(100);
         for jitter in [TtlJitter::Percent(10), TtlJitter::Span(Duration::from_secs(10))] {
             let draws: Vec<Duration> = (0..1000).map(|_| jitter.draw(ttl)).collect();
-            assert!(draws.iter().all(|d| *d <= ttl && *d >= Duration::from_secs(90)), "{jitter:?}");
+            assert!(
+                draws.iter().all(|d| *d <= ttl && *d >= Duration::from_secs(90)),
+                "{jitter:?}"
+            );
             let lowest = draws.iter().min().unwrap();
             let highest = draws.iter().max().unwrap();
             assert!(highest.as_secs_f64() - lowest.as_secs_f64() > 5.0, "{jitter:?} spreads");
@@ -82,6 +93,9 @@ mod tests {
         for _ in 0..100 {
             assert!(TtlJitter::Span(Duration::from_secs(5)).draw(Duration::from_secs(2)) >= tiny);
         }
-        assert_eq!(TtlJitter::Percent(50).spread(Duration::from_secs(10)), Duration::from_secs(5));
+        assert_eq!(
+            TtlJitter::Percent(50).spread(Duration::from_secs(10)),
+            Duration::from_secs(5)
+        );
     }
 }

@@ -403,7 +403,11 @@ async fn fetch_unlocked(
             .zip(&outcomes)
             .filter_map(|(l, f)| {
                 let value = f.bytes()?;
-                Some((l.slot.key.to_string(), Arc::clone(value), groups[l.slot.g].spec().write_ttl()))
+                Some((
+                    l.slot.key.to_string(),
+                    Arc::clone(value),
+                    groups[l.slot.g].spec().write_ttl(),
+                ))
             })
             .collect();
         if !writes.is_empty() {

@@ -29,7 +29,12 @@ pub(crate) async fn probe(client: &Client, spec: &StoreSpec, key: &str, deadline
 
 /// Reads `key` by `deadline`, giving the backend's error (or a timeout);
 /// either way reported to the client's breaker.
-pub(crate) async fn read_by(client: &Client, spec: &StoreSpec, key: &str, deadline: Instant) -> Result<Option<Vec<u8>>> {
+pub(crate) async fn read_by(
+    client: &Client,
+    spec: &StoreSpec,
+    key: &str,
+    deadline: Instant,
+) -> Result<Option<Vec<u8>>> {
     let backend = client.cache().backend();
     let read = backend.get(key);
     // A backend that fails the read itself within one cache budget needs

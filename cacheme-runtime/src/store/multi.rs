@@ -82,14 +82,15 @@ impl<V, E, P> MultiResult<Result<V, E>, P> {
             index,
             key_of,
         } = self;
-        let mut slots: Vec<Option<Result<V, E>>> = outcomes.into_iter().map(Some).collect();
-        // The first failing key in added order wins, as the caller reads it.
-        if let Some(&first) = order.iter().find(|&&i| matches!(slots[i], Some(Err(_)))) {
-            if let Some(Err(error)) = slots[first].take() {
-                return Err(error);
-            }
+        let mut outcomes = outcomes;
+        // The first failing key in added order, as the caller reads them.
+        if let Some(first) = order.iter().copied().find(|&i| outcomes[i].is_err())
+            && let Err(error) = outcomes.swap_remove(first)
+        {
+            return Err(error);
         }
-        let outcomes = slots.into_iter().filter_map(|slot| slot?.ok()).collect();
+        // Every outcome is a value: their indices are unchanged.
+        let outcomes = outcomes.into_iter().filter_map(Result::ok).collect();
         Ok(MultiResult {
             outcomes,
             order,
