@@ -345,6 +345,11 @@ where
 
 /// A store's `set`: writes a value the caller already has (after a
 /// database write, say), fenced as [`update`] is.
+///
+/// Cancel safety: dropped before the write is sent, nothing changes;
+/// dropped while it is in flight, the value may or may not be stored, and
+/// this process's local tier and the other processes may go on serving
+/// the old value until its TTL (as with `update` and `invalidate`).
 pub async fn set<V: Serialize>(client: &Client, spec: &'static StoreSpec, key: &str, value: &V) -> Result<()> {
     let key = storage_key(client, spec, key).await?;
     let bytes = codec(client, spec).encode(value)?;
@@ -377,6 +382,8 @@ async fn replace(client: &Client, spec: &'static StoreSpec, key: &str, bytes: &[
 /// in place (the next `get` replaces it). A backend that fails, or does
 /// not answer within the client's `cache_timeout`, is the cache's error:
 /// peek has no source to fall back on.
+///
+/// Cancel safety: it only reads; dropping it at any point changes nothing.
 pub async fn peek<V: DeserializeOwned>(
     client: &Client,
     spec: &'static StoreSpec,
