@@ -107,6 +107,11 @@ async fn title(ctx: &App, id: u64) -> Result<String, AppError> {
     ctx.source(id).await
 }
 
+#[cache_store(key = "by-name:<name>", ttl = "5m")]
+async fn by_name(ctx: &App, name: &str) -> Result<String, AppError> {
+    ctx.source(name.len() as u64).await
+}
+
 #[cache_store(key = "spread:<id>", ttl = "100s", ttl_jitter = "10%")]
 async fn spread(ctx: &App, id: u64) -> Result<String, AppError> {
     ctx.source(id).await
@@ -194,6 +199,12 @@ async fn set_then_get_serves_the_set_value_without_a_fetch(app: App) {
     TitleStore::set(&app, 2, &"renamed".to_owned()).await.unwrap();
     assert_eq!(TitleStore::get(&app, 2).await.unwrap(), "renamed");
     assert_eq!(app.fetched(2), 1);
+
+    // A store with a borrowed parameter has them too.
+    ByNameStore::set(&app, "ann", &"set".to_owned()).await.unwrap();
+    assert_eq!(ByNameStore::peek(&app, "ann").await.unwrap().as_deref(), Some("set"));
+    assert_eq!(ByNameStore::get(&app, "ann").await.unwrap(), "set");
+    assert_eq!(app.fetched(3), 0);
 }
 
 async fn peek_never_fetches(app: App) {
@@ -311,4 +322,24 @@ async fn jittered_ttls_spread_below_the_ttl(app: App) {
     app.cache.flush().await;
     let left = ttls_left(&app, (0..30).map(|id| SpreadSpanStore::key(&id))).await;
     assert_spread(&left, ttl, Duration::from_secs(20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peek_of_an_undecodable_value_is_none_and_of_a_dead_cache_an_error() {
+    let mut server = cacheme_test_support::RedisServer::start();
+    let app = App::on(Cache::open(&server.url()).await.unwrap(), ());
+    // Bytes of another type under the key: a String whose length (64)
+    // runs past its end.
+    let key = TitleStore::key(&9);
+    app.cache.cache().put_forever(&key, b"\x40abc").await.unwrap();
+    assert_eq!(TitleStore::peek(&app, 9).await.unwrap(), None);
+    assert_eq!(app.total_fetches(), 0);
+    assert!(
+        app.cache.cache().backend().get(&key).await.unwrap().is_some(),
+        "peek leaves the bad bytes to the next get"
+    );
+
+    server.stop();
+    assert!(TitleStore::peek(&app, 9).await.is_err(), "no source to fall back on");
+    assert_eq!(app.total_fetches(), 0);
 }
