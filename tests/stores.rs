@@ -62,15 +62,23 @@ impl Logger for Recorder {
     }
 }
 
+thread_local! {
+    /// Whether `App::on` gives every store a local tier: set by [`local`]
+    /// around building the app (tests build it on the test's own thread,
+    /// in `block_on`).
+    static LOCAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 impl App {
     fn on(cache: Cache, server: Option<RedisServer>) -> App {
         let events = Arc::new(Mutex::new(Vec::new()));
+        let local = LOCAL.with(std::cell::Cell::get);
+        let mut builder = Client::builder().cache(cache).logger(Recorder(events.clone()));
+        if local {
+            builder = builder.local(cacheme::LocalTier::new(1000));
+        }
         App {
-            cache: Client::builder()
-                .cache(cache)
-                .logger(Recorder(events.clone()))
-                .build()
-                .unwrap(),
+            cache: builder.build().unwrap(),
             fetches: Mutex::default(),
             title_suffix: Mutex::new("first".into()),
             failing: Mutex::new(false),
@@ -275,7 +283,31 @@ macro_rules! on_every_backend {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name(super::App::memcache().await).await })*
         }
+        // The same with a local tier over every remote backend.
+        mod redis_local {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::local(super::App::redis()).await).await })*
+        }
+        #[cfg(feature = "file")]
+        mod file_local {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::local(super::App::file()).await).await })*
+        }
+        #[cfg(feature = "memcached")]
+        mod memcache_local {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::local(super::App::memcache()).await).await })*
+        }
     };
+}
+
+/// Builds the app with a local tier for every store.
+async fn local(app: impl std::future::Future<Output = App>) -> App {
+    LOCAL.with(|local| local.set(true));
+    let app = app.await;
+    LOCAL.with(|local| local.set(false));
+    assert!(app.cache.cache().backend().provider() != "memory");
+    app
 }
 
 on_every_backend!(

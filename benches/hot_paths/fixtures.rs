@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cacheme::{Cache, Client, Context, cache_store};
+use cacheme::{Cache, Client, ClientBuilder, Context, cache_store};
 use cacheme_test_support::{CountingProxy, RedisServer};
 use serde::{Deserialize, Serialize};
 
@@ -59,7 +59,7 @@ impl Context for App {
 impl App {
     /// On the default in-process memory backend, keys warm.
     pub async fn memory() -> App {
-        App::warm(Client::memory().expect("memory client"), None).await
+        App::warm(builder().build().expect("memory client"), None).await
     }
 
     /// On a fresh `redis-server` (prefix `cacheme`), keys warm.
@@ -68,7 +68,7 @@ impl App {
         let cache = Cache::open(&format!("{}?prefix=cacheme", server.url()))
             .await
             .expect("connect to the spawned redis-server");
-        let client = Client::builder().cache(cache).build().expect("redis client");
+        let client = builder().cache(cache).build().expect("redis client");
         App::warm(client, Some(server)).await
     }
 
@@ -103,6 +103,28 @@ impl App {
     }
 
     /// How many times the fetcher ran.
+    /// A memory app whose client records metrics (feature `metrics`):
+    /// install the recorder first.
+    #[cfg(feature = "metrics")]
+    pub async fn memory_metered() -> App {
+        App::warm(Client::builder().build().expect("memory client"), None).await
+    }
+
+    /// Another client on this app's Redis (its keys are warm already),
+    /// recording metrics: install the recorder first.
+    #[cfg(feature = "metrics")]
+    pub async fn metered_twin(&self) -> App {
+        let server = self.server.as_ref().expect("a redis app");
+        let cache = Cache::open(&format!("{}?prefix=cacheme", server.url()))
+            .await
+            .expect("connect to the spawned redis-server");
+        App {
+            cache: Client::builder().cache(cache).build().expect("redis client"),
+            fetches: AtomicU64::new(0),
+            server: None,
+        }
+    }
+
     pub fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
     }
@@ -127,6 +149,15 @@ impl App {
 
 /// The keys cacheme stores in Redis (with the prefix), in id order: what
 /// the raw baselines GET.
+/// The builder of the scenarios' clients: with feature `metrics` (the
+/// `metrics-*` scenarios), the others measure cacheme with metrics off.
+fn builder() -> ClientBuilder {
+    let builder = Client::builder();
+    #[cfg(feature = "metrics")]
+    let builder = builder.metrics(false);
+    builder
+}
+
 pub fn redis_keys() -> Vec<String> {
     (0..KEYS)
         .map(|id| format!("cacheme:{}", BookStore::key(&CATEGORY, &id)))

@@ -109,6 +109,13 @@ where
     }
 }
 
+impl Contender<'_> {
+    /// Does `n` operations once, untimed (to count what they send).
+    pub async fn run(&mut self, n: u64) {
+        (self.run)(n).await;
+    }
+}
+
 /// One contender's result.
 #[derive(Clone, Debug)]
 pub struct Measured {

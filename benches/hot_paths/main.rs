@@ -20,7 +20,9 @@
 
 mod fixtures;
 mod harness;
+mod observe;
 mod scenarios;
+mod seed;
 mod stampede;
 
 use std::process::ExitCode;
@@ -50,6 +52,11 @@ scenarios! {
     "redis-get-64" => scenarios::redis_get_64,
     "redis-get-m" => scenarios::redis_get_m,
     "cold-key" => stampede::cold_key,
+    "seed-redis" => seed::seed_redis,
+    "seed-cluster" => seed::seed_cluster,
+    "seed-memory" => seed::seed_memory,
+    "metrics-memory-get" => observe::metrics_memory_get,
+    "metrics-redis-get" => observe::metrics_redis_get,
 }
 
 const USAGE: &str = "\

@@ -16,6 +16,7 @@ use crate::local::notices::Hearing;
 use crate::local::{self, LocalTiers};
 use crate::logger::{self, Event, EventKind, Logger};
 use crate::memory::MemoryBackend;
+use crate::observe::{self, Observer, Stats};
 use crate::polling::PollingCoordinator;
 use crate::singleflight::Flights;
 use crate::spec::{LocalTier, STORES, StoreSpec, check_unique};
@@ -81,6 +82,8 @@ struct Inner {
     max_pending_fills: u32,
     /// How many per-key fetches one batch runs at once.
     fetch_concurrency: usize,
+    /// Counts events for `stats` and the metrics.
+    observer: Observer,
 }
 
 /// The budget of a typed call's cache work, by default.
@@ -120,6 +123,7 @@ pub struct ClientBuilder {
     max_pending_fills: Option<usize>,
     fetch_concurrency: Option<usize>,
     local: Option<LocalTier>,
+    metrics: Option<bool>,
 }
 
 impl ClientBuilder {
@@ -137,7 +141,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Receives HIT / MISS / FETCH and error events of every store.
+    /// Receives the events of every store (HIT / MISS / FETCH, waits,
+    /// errors: see [`EventKind`]): a type implementing [`Logger`], an
+    /// `Arc` of one, or a closure `|event: &Event<'_>| ...`.
     pub fn logger(mut self, logger: impl Logger) -> Self {
         self.logger = Some(Arc::new(logger));
         self
@@ -249,6 +255,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether this client records metrics through the `metrics` facade
+    /// (default: yes; see `docs/observability.md`). Only with feature
+    /// `metrics`; without it nothing is recorded. [`Client::stats`] counts
+    /// either way.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, record: bool) -> Self {
+        self.metrics = Some(record);
+        self
+    }
+
     /// Builds the client, refusing duplicate or overlapping stores and a
     /// `lock_ttl` (the client's or a store's) outside
     /// [`MIN_LOCK_TTL`]..=[`MAX_LOCK_TTL`].
@@ -311,8 +327,10 @@ impl ClientBuilder {
             Some(_) => LocalTiers::new(&[], None, true),
             None => LocalTiers::new(stores, self.local, false),
         };
+        let observer = Observer::new(cache.provider(), self.metrics.unwrap_or(true));
         Ok(Client {
             inner: Arc::new(Inner {
+                observer,
                 generations,
                 coordinator,
                 renewer,
@@ -556,7 +574,11 @@ impl Client {
     /// Whether this call may use the cache (the breaker is closed, or this
     /// call is its probe).
     pub(crate) fn cache_admits(&self) -> bool {
-        self.inner.breaker.admits()
+        let admits = self.inner.breaker.admits();
+        if !admits {
+            observe::note_outcome(observe::Outcome::Degraded);
+        }
+        admits
     }
 
     /// The cache answered a step of a call.
@@ -586,7 +608,23 @@ impl Client {
         self.inner.generations.as_ref()
     }
 
+    /// The funnel of every event of typed stores: counted for
+    /// [`stats`](Self::stats) and the metrics, noted as the outcome of the
+    /// call in progress, sent to `tracing` and the logger.
     pub(crate) fn log(&self, kind: EventKind, spec: &StoreSpec, key: &str, error: Option<&crate::Error>) {
+        self.log_timed(kind, spec, key, error, None);
+    }
+
+    /// [`log`](Self::log) for an event with a duration (FETCH, WAIT).
+    pub(crate) fn log_timed(
+        &self,
+        kind: EventKind,
+        spec: &StoreSpec,
+        key: &str,
+        error: Option<&crate::Error>,
+        duration: Option<Duration>,
+    ) {
+        self.inner.observer.record(kind, spec, error, duration);
         logger::emit(
             self.inner.logger.as_deref(),
             Event {
@@ -594,8 +632,37 @@ impl Client {
                 store: spec.name,
                 key,
                 error,
+                duration,
             },
         );
+    }
+
+    pub(crate) fn observer(&self) -> &Observer {
+        &self.inner.observer
+    }
+
+    /// The counters of every store this client has served (hits, misses,
+    /// fetches, waits, errors, ...), for programs without a metrics stack.
+    /// They count the same events as the metrics of feature `metrics`;
+    /// see `docs/observability.md`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let client = cacheme_runtime::Client::memory()?;
+    /// let stats = client.stats();
+    /// assert!(stats.store("BookStore").is_none()); // no call yet
+    /// println!("hit ratio: {:?}", stats.total().hit_ratio());
+    /// # Ok::<(), cacheme_runtime::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.inner.observer.stats(false)
+    }
+
+    /// The counters, as [`stats`](Self::stats), then set to zero: a call
+    /// per reporting interval gives each interval's counts.
+    pub fn reset_stats(&self) -> Stats {
+        self.inner.observer.stats(true)
     }
 }
 

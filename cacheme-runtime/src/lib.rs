@@ -45,6 +45,7 @@ mod logger;
 #[cfg(feature = "memcached")]
 mod memcached;
 mod memory;
+mod observe;
 pub mod pipeline;
 mod polling;
 mod redact;
@@ -77,6 +78,7 @@ pub use connect::ConnectMode;
 pub use error::{BoxError, Error, Op, Result};
 pub use logger::{Event, EventKind, Logger};
 pub use memory::{DEFAULT_CAPACITY, MemoryBackend};
+pub use observe::{Stats, StoreStats};
 pub use pipeline::{Pipeline, Promise, PromiseError};
 pub use registry::{Factory, providers, register};
 pub use store::spec::{LocalTier, StoreSpec, TtlJitter};

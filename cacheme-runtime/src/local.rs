@@ -102,6 +102,12 @@ impl LocalTiers {
         }
     }
 
+    /// How many values `spec`'s tier holds, as moka last counted them
+    /// (cheap; evictions and expiries are counted as moka catches up).
+    pub(crate) fn count(&self, spec: &StoreSpec) -> u64 {
+        self.stores.get(spec.name).map_or(0, Moka::entry_count)
+    }
+
     /// Drops what is held for `key` of `spec`.
     pub(crate) fn remove(&self, spec: &StoreSpec, key: &str) {
         if let Some(tier) = self.stores.get(spec.name) {

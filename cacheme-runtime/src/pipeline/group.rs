@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use crate::backend::BoxFuture;
 use crate::client::Client;
 use crate::keeping::ValueKeeping;
-use crate::logger::EventKind;
+use crate::observe;
 use crate::pipeline::promise::{Cell, PromiseError};
 use crate::sharing::{ErrorSharing, SharedError};
 use crate::spec::StoreSpec;
@@ -337,9 +337,7 @@ where
         which: &'f [(usize, &'f str)],
     ) -> BoxFuture<'f, Vec<Fetched>> {
         Box::pin(async move {
-            for &(_, key) in which {
-                client.log(EventKind::Fetch, self.spec, key, None);
-            }
+            let mut fetching = observe::Fetching::start(client, self.spec, which.len());
             let results = match self.fetch_batch(limit, which).await {
                 Some(results) => results,
                 None => join_all(which.iter().map(|&(i, _)| self.fetch_limited(limit, i))).await,
@@ -347,7 +345,7 @@ where
             which
                 .iter()
                 .zip(results)
-                .map(|(&(i, key), result)| match result {
+                .map(|(&(i, key), result)| match fetching.done(key, result) {
                     Ok(value) => {
                         let bytes = encode(client, self.spec, key, &value);
                         if let Some(bytes) = &bytes {

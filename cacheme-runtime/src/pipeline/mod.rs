@@ -33,6 +33,7 @@ use serde::de::DeserializeOwned;
 
 use crate::client::Client;
 use crate::error::Result;
+use crate::observe::{self, Call};
 use crate::spec::StoreSpec;
 
 pub(crate) use engine::run;
@@ -90,6 +91,10 @@ impl<'a> Pipeline<'a> {
     /// resolved report [`PromiseError::NotExecuted`] and the locks taken
     /// are released.
     pub async fn execute(self) -> Result<()> {
+        observe::call(None, None, Call::Pipeline, || self.execute_unobserved()).await
+    }
+
+    async fn execute_unobserved(self) -> Result<()> {
         let Pipeline { mut members, .. } = self;
         let mut clients: Vec<&Client> = Vec::new();
         for member in &members {

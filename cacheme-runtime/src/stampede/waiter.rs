@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::error::{Error, Op};
+use crate::observe;
 use crate::spec::StoreSpec;
 use crate::stampede::lease::Leases;
 use crate::stampede::probe::{Probe, discard, probe};
@@ -93,12 +94,13 @@ impl<'c> Waiter<'c> {
     /// expires. After [`MAX_ROUNDS`] failure notices or `max_wait` in all,
     /// it gives up.
     pub(crate) async fn wait<T, A: FnMut(&[u8]) -> Option<T>>(self, accept: &mut A) -> Waited<T> {
+        let mut waiting = observe::Waiting::begin(self.client, self.spec, self.key);
         let give_up = Instant::now() + max_wait(self.client, self.spec);
         let mut failures = 0;
         let mut poll = Duration::from_millis(5);
         loop {
             if failures >= MAX_ROUNDS || Instant::now() >= give_up {
-                return self.give_up(accept).await;
+                return waiting.gave_up(self.give_up(accept).await);
             }
             let mut watch = self.watch().await;
             if let Some((value, bytes)) = self.read(accept).await {
@@ -209,12 +211,6 @@ impl<'c> Waiter<'c> {
         if let Ok(Some(leases)) = self.try_lead().await {
             return Waited::Lease(leases);
         }
-        tracing::warn!(
-            target: "cacheme",
-            store = self.spec.name,
-            key = self.key,
-            "stampede wait gave up; fetching without the lock"
-        );
         Waited::GiveUp
     }
 }

@@ -16,6 +16,7 @@ use crate::client::Client;
 use crate::error::{Error, Op};
 use crate::keeping::ValueKeeping;
 use crate::logger::EventKind;
+use crate::observe;
 use crate::singleflight::{Landed, LeaderGuard, Role};
 use crate::spec::StoreSpec;
 use crate::stampede::lease::Leases;
@@ -103,6 +104,7 @@ where
             }
             Role::Follower(follower) => follower,
         };
+        client.log(EventKind::Coalesced, spec, key, None);
         match tokio::time::timeout(max_wait, follower.outcome()).await {
             Ok(Landed::Value { bytes, cached }) => {
                 if let Some(value) = decode(client, spec, key, &bytes, cached) {
@@ -159,6 +161,7 @@ fn keep_local<V>(
     }
     if let Some(kept) = keeping.keep(value) {
         client.flights().while_current(guard, || local.insert(spec, key, kept));
+        client.observer().local_entries(spec, local.count(spec));
     }
 }
 
@@ -175,8 +178,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<V, E>>,
 {
-    client.log(EventKind::Fetch, spec, key, None);
-    let value = fetch().await?;
+    let value = observe::fetch(client, spec, key, fetch()).await?;
     let bytes = encode(client, spec, key, &value);
     Ok((value, bytes))
 }
@@ -291,8 +293,7 @@ where
     Fut: Future<Output = Result<V, E>>,
 {
     let key = leases.key(0).to_owned();
-    client.log(EventKind::Fetch, spec, &key, None);
-    let fetched = fetch().await;
+    let fetched = observe::fetch(client, spec, &key, fetch()).await;
     let bytes = match &fetched {
         Ok(value) => encode(client, spec, &key, value),
         Err(_) => None,

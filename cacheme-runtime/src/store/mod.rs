@@ -44,6 +44,7 @@ use crate::error::{Error, Op, Result};
 use crate::future::within;
 pub use crate::keeping::ValueKeeping;
 use crate::logger::EventKind;
+use crate::observe::{self, Call};
 pub use crate::sharing::ErrorSharing;
 use crate::spec::StoreSpec;
 use crate::stampede::probe::{Probe, discard, probe, read_by};
@@ -174,6 +175,23 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<V, E>>,
 {
+    let get = || get_unobserved(client, spec, key, fetch, sharing, keeping);
+    observe::call(Some(client), Some(spec), Call::Get, get).await
+}
+
+async fn get_unobserved<V, E, F, Fut>(
+    client: &Client,
+    spec: &'static StoreSpec,
+    key: &str,
+    fetch: F,
+    sharing: ErrorSharing<E>,
+    keeping: ValueKeeping<V>,
+) -> Result<V, E>
+where
+    V: Serialize + DeserializeOwned,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
     if !client.cache_admits() {
         return coalesced(
             client,
@@ -261,7 +279,7 @@ async fn held<V: DeserializeOwned>(
         return Some(value);
     }
     let value = keeping.take(&client.local().get(spec, key)?)?;
-    client.log(EventKind::Hit, spec, key, None);
+    client.log(EventKind::LocalHit, spec, key, None);
     Some(value)
 }
 
@@ -312,6 +330,11 @@ pub(crate) fn encode<V: Serialize>(client: &Client, spec: &StoreSpec, key: &str,
 /// the old value (flights that read it are detached, the local tier drops
 /// it), and the other processes are told (see the local tier).
 pub async fn invalidate(client: &Client, spec: &'static StoreSpec, key: &str) -> Result<()> {
+    let invalidate = || invalidate_unobserved(client, spec, key);
+    observe::call(Some(client), Some(spec), Call::Invalidate, invalidate).await
+}
+
+async fn invalidate_unobserved(client: &Client, spec: &'static StoreSpec, key: &str) -> Result<()> {
     let key = storage_key(client, spec, key).await?;
     let deleted = match client.coordinator() {
         // Also breaks the fetch lock, so a fill in flight does not land.
@@ -335,9 +358,24 @@ where
     V: Serialize,
     Fut: Future<Output = Result<V, E>>,
 {
+    let update = || update_unobserved(client, spec, key, fetch);
+    observe::call(Some(client), Some(spec), Call::Update, update).await
+}
+
+async fn update_unobserved<V, E, Fut>(
+    client: &Client,
+    spec: &'static StoreSpec,
+    key: &str,
+    fetch: Fut,
+) -> Result<V, UpdateError<E>>
+where
+    V: Serialize,
+    Fut: Future<Output = Result<V, E>>,
+{
     let key = storage_key(client, spec, key).await.map_err(UpdateError::Cache)?;
-    client.log(EventKind::Fetch, spec, &key, None);
-    let value = fetch.await.map_err(UpdateError::Fetch)?;
+    let value = observe::fetch(client, spec, &key, fetch)
+        .await
+        .map_err(UpdateError::Fetch)?;
     let bytes = codec(client, spec).encode(&value).map_err(UpdateError::Cache)?;
     replace(client, spec, &key, &bytes).await.map_err(UpdateError::Cache)?;
     Ok(value)
@@ -415,6 +453,11 @@ pub async fn peek<V: DeserializeOwned>(
 /// (memcached) it moves the store to a new generation instead: the old
 /// values become unreachable at once and expire by TTL; it returns 0.
 pub async fn invalidate_all(client: &Client, spec: &'static StoreSpec, version: &str) -> Result<u64> {
+    let all = || invalidate_all_unobserved(client, spec, version);
+    observe::call(Some(client), Some(spec), Call::InvalidateAll, all).await
+}
+
+async fn invalidate_all_unobserved(client: &Client, spec: &'static StoreSpec, version: &str) -> Result<u64> {
     let removed = match generation::invalidate_all(client, spec, version).await {
         Some(bumped) => bumped.map(|()| 0),
         None => {

@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::client::Client;
+use crate::observe::{self, Call};
 use crate::pipeline::{self, Fetchers, Outcome, StoreGroup};
 use crate::spec::StoreSpec;
 
@@ -128,6 +129,28 @@ impl<T: std::fmt::Debug, P> std::fmt::Debug for MultiResult<T, P> {
 
 /// Runs a store's `get_m` over `params`.
 pub async fn get_many<'a, V, E, P>(
+    client: &Client,
+    spec: &'static StoreSpec,
+    params: Vec<P>,
+    fetchers: Fetchers<'a, P, V, E>,
+) -> MultiResult<Result<V, E>, P>
+where
+    V: Serialize + DeserializeOwned + Send + 'static,
+    E: Send + 'static,
+    P: Clone + Send + Sync + 'static,
+{
+    // A call with a failed key is observed as failed (its span's `error`),
+    // though the other keys have their values.
+    let many = || async {
+        let results = get_many_unobserved(client, spec, params, fetchers).await;
+        if results.all_ok() { Ok(results) } else { Err(results) }
+    };
+    match observe::call(Some(client), Some(spec), Call::GetMany, many).await {
+        Ok(results) | Err(results) => results,
+    }
+}
+
+async fn get_many_unobserved<'a, V, E, P>(
     client: &Client,
     spec: &'static StoreSpec,
     params: Vec<P>,
