@@ -209,7 +209,11 @@ async fn gets_racing_an_invalidate_never_see_the_old_value_afterwards_on_redis()
     an_invalidation_is_exact_in_the_process(
         &app,
         |app, id| Box::pin(WarmStore::get(app, id)),
-        |app, id| Box::pin(async move { drop(WarmStore::update(app, id).await.unwrap()) }),
+        |app, id| {
+            Box::pin(async move {
+                WarmStore::update(app, id).await.unwrap();
+            })
+        },
         |app, id| Box::pin(async move { WarmStore::invalidate(app, id).await.unwrap() }),
     )
     .await;
@@ -218,7 +222,11 @@ async fn gets_racing_an_invalidate_never_see_the_old_value_afterwards_on_redis()
     an_invalidation_is_exact_in_the_process(
         &app,
         |app, id| Box::pin(NearStore::get(app, id)),
-        |app, id| Box::pin(async move { drop(NearStore::update(app, id).await.unwrap()) }),
+        |app, id| {
+            Box::pin(async move {
+                NearStore::update(app, id).await.unwrap();
+            })
+        },
         |app, id| Box::pin(async move { NearStore::invalidate(app, id).await.unwrap() }),
     )
     .await;

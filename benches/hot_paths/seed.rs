@@ -72,11 +72,14 @@ where
     while tasks.join_next().await.is_some() {}
 }
 
+/// One raw GET in flight, shared by whoever asks for its key meanwhile.
+type Flight = Shared<BoxFuture<'static, Arc<Vec<u8>>>>;
+
 /// A raw GET coalesced per key in the process, by hand: what `singleflight`
 /// does, with nothing else around it.
 #[derive(Clone, Default)]
 struct Coalesced {
-    flights: Arc<Mutex<HashMap<u64, Shared<BoxFuture<'static, Arc<Vec<u8>>>>>>>,
+    flights: Arc<Mutex<HashMap<u64, Flight>>>,
 }
 
 impl Coalesced {

@@ -27,10 +27,11 @@ use crate::write_behind::write_behind;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
     /// Read the key; on a miss, the stampede protocol, then the value is
-    /// stored (`singleflight`: one read per key in the process).
-    Read,
-    /// The stampede protocol, then the value is stored.
-    Cached,
+    /// stored (`singleflight`: one read per key in the process). The
+    /// instant bounds the cache steps (the rest of the call's budget).
+    Read(Instant),
+    /// The stampede protocol, then the value is stored; bounded as `Read`.
+    Cached(Instant),
     /// A plain fetch: the cache cannot be addressed.
     Uncached,
 }
@@ -49,7 +50,6 @@ pub(super) async fn coalesced<V, E, F, Fut>(
     mut fetch: F,
     sharing: ErrorSharing<E>,
     keeping: ValueKeeping<V>,
-    deadline: Instant,
 ) -> Result<V, E>
 where
     V: Serialize + DeserializeOwned,
@@ -59,7 +59,7 @@ where
     // Store keys hold no whitespace: this flight never meets a cached one.
     let uncached_key;
     let flight_key = match step {
-        Step::Read | Step::Cached => key,
+        Step::Read(_) | Step::Cached(_) => key,
         Step::Uncached => {
             uncached_key = format!("{key} uncached");
             &uncached_key
@@ -71,7 +71,7 @@ where
         let mut follower = match role {
             Role::Leader(guard) => {
                 let led = match step {
-                    Step::Read => match read_bytes(client, spec, key, deadline).await {
+                    Step::Read(deadline) => match read_bytes(client, spec, key, deadline).await {
                         Read::Hit((value, bytes)) => {
                             keep_local(client, spec, &guard, key, &value, keeping);
                             guard.finish_read(Arc::from(bytes));
@@ -83,7 +83,7 @@ where
                         }
                         Read::Failed => fetch_uncached(client, spec, key, &mut fetch).await,
                     },
-                    Step::Cached => fill(client, spec, key, &mut fetch, deadline).await,
+                    Step::Cached(deadline) => fill(client, spec, key, &mut fetch, deadline).await,
                     Step::Uncached => fetch_uncached(client, spec, key, &mut fetch).await,
                 };
                 return match led {
@@ -121,7 +121,7 @@ where
                 // alongside the other followers, rather than fail one after
                 // another behind new leaders.
                 return match step {
-                    Step::Read | Step::Cached => fetch_and_store(client, spec, key, &mut fetch).await,
+                    Step::Read(_) | Step::Cached(_) => fetch_and_store(client, spec, key, &mut fetch).await,
                     Step::Uncached => fetch_uncached(client, spec, key, &mut fetch).await,
                 }
                 .map(|(value, _)| value);
@@ -136,7 +136,7 @@ where
         // The leader went away without a value: it may still have been
         // stored by someone (a new `Read` leader looks), else compete for
         // the lead.
-        if step == Step::Cached
+        if matches!(step, Step::Cached(_))
             && let Read::Hit(value) = read(client, spec, key, Instant::now() + client.cache_timeout()).await
         {
             return Ok(value);

@@ -193,17 +193,7 @@ where
     Fut: Future<Output = Result<V, E>>,
 {
     if !client.cache_admits() {
-        return coalesced(
-            client,
-            spec,
-            key,
-            Step::Uncached,
-            fetch,
-            sharing,
-            keeping,
-            Instant::now(),
-        )
-        .await;
+        return coalesced(client, spec, key, Step::Uncached, fetch, sharing, keeping).await;
     }
     let deadline = Instant::now() + client.cache_timeout();
     let store_key = key;
@@ -216,24 +206,12 @@ where
             if spec.singleflight || (keeping.keeps() && client.local().has(spec)) {
                 // One read per key in the process, shared with its fetch
                 // (and kept in the local tier, if the store has one).
-                return coalesced(client, spec, &key, Step::Read, fetch, sharing, keeping, deadline).await;
+                return coalesced(client, spec, &key, Step::Read(deadline), fetch, sharing, keeping).await;
             }
             return match read(client, spec, &key, deadline).await {
                 Read::Hit(value) => Ok(value),
                 Read::Miss => load(client, spec, &key, fetch, sharing, deadline).await,
-                Read::Failed => {
-                    coalesced(
-                        client,
-                        spec,
-                        store_key,
-                        Step::Uncached,
-                        fetch,
-                        sharing,
-                        keeping,
-                        deadline,
-                    )
-                    .await
-                }
+                Read::Failed => coalesced(client, spec, store_key, Step::Uncached, fetch, sharing, keeping).await,
             };
         }
         Ok(Err(error)) => error,
@@ -246,7 +224,7 @@ where
     // could not be read): serve the source, caching nothing, still one
     // fetch per key in this process.
     client.cache_failed(spec, key, &failure);
-    coalesced(client, spec, key, Step::Uncached, fetch, sharing, keeping, deadline).await
+    coalesced(client, spec, key, Step::Uncached, fetch, sharing, keeping).await
 }
 
 /// A hit on a value held decoded in this process, if there is one: the
@@ -304,11 +282,10 @@ where
         client,
         spec,
         key,
-        Step::Cached,
+        Step::Cached(deadline),
         fetch,
         sharing,
         ValueKeeping::none(),
-        deadline,
     )
     .await
 }
