@@ -92,6 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .add(7, 44)
         .run()
         .await
+        .into_all()
         .map_err(|e| e.0)?;
     for b in found.iter() {
         println!("  {}", b.title);

@@ -204,7 +204,7 @@ async fn an_undecodable_value_is_refetched_at_once_by_get_get_m_and_pipelines(ap
         let started = Instant::now();
         let mut batch = ItemStore::get_m(&app);
         batch.add(base + 1).add(base + 2).add(base);
-        let found = batch.run().await.unwrap();
+        let found = batch.run().await.into_all().unwrap();
         assert!(started.elapsed() < PROMPT, "get_m took {:?}", started.elapsed());
         let values: Vec<Item> = found.iter().cloned().collect();
         assert_eq!(values, vec![item_of(base + 1), item_of(base + 2), item_of(base)]);
@@ -328,10 +328,10 @@ async fn a_refused_fill_leaves_no_lock(first: App, second: App) {
     assert_eq!(second.fetched(), 1);
 
     // The same through the batch path.
-    let found = BigStore::get_m(&first).add(2).run().await.unwrap();
+    let found = BigStore::get_m(&first).add(2).run().await.into_all().unwrap();
     assert_eq!(found.get(&2).map(String::len), Some(1 << 20));
     let started = Instant::now();
-    let found = BigStore::get_m(&second).add(2).run().await.unwrap();
+    let found = BigStore::get_m(&second).add(2).run().await.into_all().unwrap();
     assert_eq!(found.get(&2).map(String::len), Some(1 << 20));
     assert!(
         started.elapsed() < PROMPT,

@@ -130,7 +130,7 @@ impl Call {
                 for &id in &ids {
                     m.add(id);
                 }
-                m.run().await.unwrap();
+                m.run().await.into_all().unwrap();
             }
             Call::Pipeline => {
                 let mut pipeline = Pipeline::new();

@@ -177,7 +177,7 @@ async fn multi_gets(app: &App, ids: &[u32]) {
                 for &id in ids {
                     multi.add(id);
                 }
-                multi.run().await.unwrap()
+                multi.run().await.into_all().unwrap()
             }
         };
     }

@@ -509,7 +509,7 @@ mod spans {
         let (gates, events) = (Arc::default(), Arc::default());
         let app = app(Cache::open("memory://").await.unwrap(), &gates, &events, |b| b);
         common_sequence(&app).await;
-        ObsStore::get_m(&app).add(1).add(9).run().await.unwrap();
+        ObsStore::get_m(&app).add(1).add(9).run().await.into_all().unwrap();
         ObsStore::update(&app, 1).await.unwrap();
         ObsStore::invalidate(&app, 1).await.unwrap();
         ObsStore::invalidate_all(&app, 1).await.unwrap();

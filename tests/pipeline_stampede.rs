@@ -98,7 +98,7 @@ async fn child_worker() {
                     for &id in &order {
                         m.add(id);
                     }
-                    let values = m.run().await.unwrap();
+                    let values = m.run().await.into_all().unwrap();
                     for (&id, value) in order.iter().zip(values.iter()) {
                         assert_eq!(value, &format!("item {id}"));
                     }
@@ -222,6 +222,7 @@ async fn a_cancelled_pipeline_releases_its_locks() {
     let values = tokio::time::timeout(Duration::from_secs(5), m.run())
         .await
         .expect("the cancelled batch's locks (30 s) were released")
+        .into_all()
         .unwrap();
     assert_eq!(values.iter().copied().collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
     assert!(started.elapsed() < Duration::from_secs(5));

@@ -256,7 +256,15 @@ async fn get_m_calls_the_batch_fetcher_once_with_the_missed_keys(shop: Shop) {
     assert_eq!(BookStore::get(&shop, 2).await.unwrap(), book_of(2));
     assert_eq!(shop.take_calls(), ["book 2"], "a single get uses the single fetcher");
 
-    let books = BookStore::get_m(&shop).add(3).add(2).add(4).add(3).run().await.unwrap();
+    let books = BookStore::get_m(&shop)
+        .add(3)
+        .add(2)
+        .add(4)
+        .add(3)
+        .run()
+        .await
+        .into_all()
+        .unwrap();
     assert_eq!(
         books.iter().map(|b| b.id).collect::<Vec<_>>(),
         [3, 2, 4, 3],
@@ -274,18 +282,30 @@ async fn get_m_calls_the_batch_fetcher_once_with_the_missed_keys(shop: Shop) {
         .add(2, "bb".to_owned())
         .run()
         .await
+        .into_all()
         .unwrap();
     assert_eq!(stock.get(&(2, "bb".to_owned())), Some(&202));
     assert_eq!(shop.take_calls(), ["stocks {(1, \"a\"), (2, \"bb\")}"]);
 
     // Warm: no call at all.
-    let again = BookStore::get_m(&shop).add(2).add(3).add(4).run().await.unwrap();
+    let again = BookStore::get_m(&shop)
+        .add(2)
+        .add(3)
+        .add(4)
+        .run()
+        .await
+        .into_all()
+        .unwrap();
     assert_eq!(again.len(), 3);
     assert_eq!(shop.take_calls(), Vec::<String>::new());
 
-    // A key the batch does not return: get_m gives the fetcher's error.
-    let error = BookStore::get_m(&shop).add(5).add(UNKNOWN).run().await.unwrap_err();
-    assert_eq!(error, ShopError::NotFound("book 1000".to_owned()));
+    // A key the batch does not return: that key has the fetcher's error,
+    // the others their values.
+    let found = BookStore::get_m(&shop).add(5).add(UNKNOWN).run().await;
+    let not_found = ShopError::NotFound("book 1000".to_owned());
+    assert_eq!(found.get(&UNKNOWN), Some(&Err(not_found.clone())));
+    assert_eq!(found.value(&5), Some(&book_of(5)));
+    assert_eq!(found.into_all().unwrap_err(), not_found);
     assert_eq!(shop.take_calls(), ["book 1000", "books {5, 1000}"]);
     assert_eq!(BookStore::get(&shop, 5).await.unwrap(), book_of(5));
     assert_eq!(shop.take_calls(), Vec::<String>::new(), "the found key was cached");
@@ -343,7 +363,7 @@ async fn concurrent_get_m_of_the_same_keys_in_any_order_run_once() {
             for (shop, sku) in keys {
                 m.add(shop, sku);
             }
-            m.run().await.unwrap().iter().copied().collect::<Vec<u32>>()
+            m.run().await.into_all().unwrap().iter().copied().collect::<Vec<u32>>()
         }
     };
     let (a, b, c) = tokio::join!(run(keys.clone()), run(reversed), run(keys));
@@ -382,7 +402,7 @@ async fn a_backend_that_cannot_be_read_serves_every_promise_from_the_source() {
 
     // get_m keeps get's policy: the cache is an optimisation, the source
     // still answers.
-    let books = BookStore::get_m(&shop).add(1).add(2).run().await.unwrap();
+    let books = BookStore::get_m(&shop).add(1).add(2).run().await.into_all().unwrap();
     assert_eq!(books.iter().cloned().collect::<Vec<_>>(), [book_of(1), book_of(2)]);
     assert_eq!(shop.take_calls(), ["books {1, 2}"]);
 }
@@ -411,7 +431,7 @@ async fn load_scripts(shop: &Shop) {
     for n in 0..100 {
         m.add(n, "warm-up".to_owned());
     }
-    m.run().await.unwrap();
+    m.run().await.into_all().unwrap();
     shop.take_calls();
 }
 
@@ -429,7 +449,7 @@ async fn warm_get_m_of_1000_keys_is_one_request_per_chunk_on_redis() {
         m.add(id);
     }
     let before = proxy.requests();
-    assert_eq!(m.run().await.unwrap().len(), 1000);
+    assert_eq!(m.run().await.into_all().unwrap().len(), 1000);
     assert_eq!(
         proxy.requests() - before,
         3 * chunks(1000),
@@ -441,7 +461,7 @@ async fn warm_get_m_of_1000_keys_is_one_request_per_chunk_on_redis() {
         m.add(id);
     }
     let before = proxy.requests();
-    assert_eq!(m.run().await.unwrap().len(), 1000);
+    assert_eq!(m.run().await.into_all().unwrap().len(), 1000);
     assert_eq!(proxy.requests() - before, chunks(1000), "warm: one MGET per chunk");
 }
 
@@ -487,14 +507,14 @@ async fn warm_get_m_of_1000_keys_is_one_multi_get_per_chunk_on_memcached() {
     for id in 0..1000 {
         m.add(id);
     }
-    assert_eq!(m.run().await.unwrap().len(), 1000);
+    assert_eq!(m.run().await.into_all().unwrap().len(), 1000);
     // The fills run off the caller's path: let them land before counting.
     shop.client.flush().await;
     for id in 0..1000 {
         m.add(id);
     }
     let before = proxy.requests();
-    assert_eq!(m.run().await.unwrap().len(), 1000);
+    assert_eq!(m.run().await.into_all().unwrap().len(), 1000);
     assert_eq!(proxy.requests() - before, chunks(1000), "one multi-get per chunk");
 }
 
@@ -547,7 +567,7 @@ async fn get_m_costs_one_command_per_cluster_slot_and_step() {
         m.add(id);
     }
     let (values, calls) = sent.of(m.run()).await;
-    assert_eq!(values.unwrap().len(), 1000);
+    assert_eq!(values.into_all().unwrap().len(), 1000);
     // A script declares its keys, and a cluster takes declared keys of
     // one slot per call.
     let slots = slots_per_master(&cluster, "*book*");
@@ -563,6 +583,6 @@ async fn get_m_costs_one_command_per_cluster_slot_and_step() {
         m.add(id);
     }
     let (values, calls) = sent.of(m.run()).await;
-    assert_eq!(values.unwrap().len(), 1000);
+    assert_eq!(values.into_all().unwrap().len(), 1000);
     assert_eq!(evalshas(&calls), slots, "warm: one read per slot");
 }

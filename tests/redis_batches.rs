@@ -721,7 +721,7 @@ async fn big_get_m_is_bounded(cache: Cache, nodes: &mut [redis::Connection]) {
     for id in 0..BIG {
         m.add(id);
     }
-    let got = m.run().await.unwrap();
+    let got = m.run().await.into_all().unwrap();
     assert_eq!(got.len(), BIG as usize);
     assert_eq!(got.get(&(BIG - 1)), Some(&((BIG - 1) * 2)));
     let most = app.most.load(std::sync::atomic::Ordering::SeqCst);

@@ -344,7 +344,7 @@ async fn get_m_extends_from_an_iterator(app: App) {
     for id in [3, 1] {
         multi.add(id);
     }
-    let found = multi.run().await.unwrap();
+    let found = multi.run().await.into_all().unwrap();
     assert_eq!(
         found.iter().cloned().collect::<Vec<_>>(),
         ["1-first", "2-first", "3-first", "1-first"]
@@ -473,7 +473,7 @@ async fn get_m_keeps_order_reads_by_params_and_fetches_duplicates_once(app: App)
     BookStore::get(&app, 1, 1).await.unwrap();
     let mut m = BookStore::get_m(&app);
     m.add(1, 3).add(1, 1).add(2, 7).add(1, 3);
-    let found = m.run().await.unwrap();
+    let found = m.run().await.into_all().unwrap();
     let ids: Vec<u64> = found.iter().map(|b| b.id).collect();
     assert_eq!(ids, [3, 1, 7, 3]);
     assert_eq!((found.len(), found.distinct()), (4, 3));
@@ -485,10 +485,22 @@ async fn get_m_keeps_order_reads_by_params_and_fetches_duplicates_once(app: App)
         "1 warm-up + 2 distinct misses; the hit and the duplicate are not fetched"
     );
 
-    let again = BookStore::get_m(&app).add(2, 7).add(1, 3).run().await.unwrap();
+    let again = BookStore::get_m(&app)
+        .add(2, 7)
+        .add(1, 3)
+        .run()
+        .await
+        .into_all()
+        .unwrap();
     assert_eq!(again.iter().map(|b| b.id).collect::<Vec<_>>(), [7, 3]);
     assert_eq!(app.fetched("book"), 3, "all hits now");
-    let single = StringValueStore::get_m(&app).add(4).add(5).run().await.unwrap();
+    let single = StringValueStore::get_m(&app)
+        .add(4)
+        .add(5)
+        .run()
+        .await
+        .into_all()
+        .unwrap();
     assert_eq!(single.get(&5).map(String::as_str), Some("5-first"));
 }
 

@@ -253,7 +253,7 @@ pub async fn redis_get_m(settings: &Settings) -> Report {
                     for id in 0..KEYS {
                         many.add(CATEGORY, id);
                     }
-                    black_box(many.run().await.unwrap());
+                    black_box(many.run().await.into_all().unwrap());
                 }
             }),
         ],
@@ -282,7 +282,7 @@ async fn get_m_round_trips(app: &App) -> u64 {
     for id in 0..KEYS {
         many.add(CATEGORY, id);
     }
-    assert_eq!(many.run().await.unwrap().len(), KEYS as usize);
+    assert_eq!(many.run().await.into_all().unwrap().len(), KEYS as usize);
     assert_eq!(counted.fetches(), 0, "every key was warm");
     proxy.requests() - before
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use cacheme_macros_core::template::Part as CorePart;
 use cacheme_runtime::Codec;
 use cacheme_runtime::store::key::{KeyTemplate, Part};
-use cacheme_runtime::store::spec::{StoreSpec, Version};
+use cacheme_runtime::store::spec::{StoreSpec, TtlJitter, Version};
 
 /// The version of a declaration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +36,9 @@ pub struct Declaration {
     pub template: KeyTemplate,
     /// How long values live.
     pub ttl: Duration,
+    /// How far below `ttl` each value's TTL is drawn (`ttl_jitter`),
+    /// when given.
+    pub ttl_jitter: Option<TtlJitter>,
     /// The fetch lock's lifetime, when given.
     pub lock_ttl: Option<Duration>,
     /// The version in every key.
@@ -106,6 +109,10 @@ impl Declaration {
                 parts: Box::leak(parts.into_boxed_slice()),
             },
             ttl: Duration::from_millis(store.ttl_ms),
+            ttl_jitter: store.ttl_jitter.map(|jitter| match jitter {
+                cacheme_macros_core::Jitter::Percent(percent) => TtlJitter::Percent(percent),
+                cacheme_macros_core::Jitter::Millis(ms) => TtlJitter::Span(Duration::from_millis(ms)),
+            }),
             lock_ttl: store.lock_ttl_ms.map(Duration::from_millis),
             version,
             singleflight: store.singleflight,
@@ -133,6 +140,7 @@ impl Declaration {
             .version(version)
             .singleflight(self.singleflight)
             .codec(self.codec)
+            .ttl_jitter(self.ttl_jitter)
             .lock_ttl(self.lock_ttl)
             .declared_at(
                 leak(self.fetcher.clone()),

@@ -1,6 +1,7 @@
 //! `cargo cacheme list`: every store declared in the sources, as a table
 //! or JSON.
 
+use cacheme_runtime::store::spec::TtlJitter;
 use serde_json::{Value, json};
 
 use crate::check;
@@ -58,7 +59,7 @@ pub fn table(stores: &[Declaration]) -> String {
     table.render()
 }
 
-/// `singleflight, codec=json, lock_ttl=10s, fetch_many=books`, `no
+/// `singleflight, codec=json, ttl_jitter=10%, lock_ttl=10s, fetch_many=books`, `no
 /// batching` (`batch = false` or a borrowed parameter), or `-`.
 fn options(store: &Declaration) -> String {
     let mut options = Vec::new();
@@ -67,6 +68,9 @@ fn options(store: &Declaration) -> String {
     }
     if let Some(codec) = store.codec {
         options.push(format!("codec={}", codec.name()));
+    }
+    if let Some(jitter) = store.ttl_jitter {
+        options.push(format!("ttl_jitter={}", jitter_text(jitter)));
     }
     if let Some(lock_ttl) = store.lock_ttl {
         options.push(format!("lock_ttl={}", output::duration(lock_ttl)));
@@ -81,6 +85,14 @@ fn options(store: &Declaration) -> String {
         "-".to_owned()
     } else {
         options.join(", ")
+    }
+}
+
+/// `10%` or `30s`, as the option is written.
+fn jitter_text(jitter: TtlJitter) -> String {
+    match jitter {
+        TtlJitter::Percent(percent) => format!("{percent}%"),
+        TtlJitter::Span(span) => output::duration(span),
     }
 }
 
@@ -105,6 +117,7 @@ pub fn json(stores: &[Declaration]) -> Value {
                     "version_fn": version_fn,
                     "singleflight": store.singleflight,
                     "codec": store.codec.map(|c| c.name()),
+                    "ttl_jitter": store.ttl_jitter.map(jitter_text),
                     "lock_ttl_ms": store.lock_ttl.map(duration_ms),
                     "fetch_many": store.fetch_many,
                     "batch": store.batch,

@@ -17,7 +17,7 @@ pub async fn book(ctx: &App, id: u64) -> Result<Book, E> {
 }
 
 mod nested {
-    #[cacheme::cache_store(key = "shelf:<room>:<n>", ttl = "1h30m", prefix = "library", lock_ttl = "10s", version = crate::shelf_version, fetch_many = crate::shelves)]
+    #[cacheme::cache_store(key = "shelf:<room>:<n>", ttl = "1h30m", ttl_jitter = "10%", prefix = "library", lock_ttl = "10s", version = crate::shelf_version, fetch_many = crate::shelves)]
     pub async fn shelf(ctx: &App, room: String, n: u32) -> Result<Shelf, E> {
         loop {}
     }
@@ -201,11 +201,11 @@ fn list_shows_every_store_as_a_table() {
         ("src/people.rs", &clean),
     ]);
     project.cacheme().arg("list").assert().success().stdout(
-        "STORE         KEY                       TTL    VERSION                  OPTIONS                                  LOCATION\n\
-         BookStore     book:<id>                 5m     2                        singleflight, codec=json                 src/catalog.rs:3\n\
-         ShelfStore    library:shelf:<room>:<n>  1h30m  fn crate::shelf_version  lock_ttl=10s, fetch_many=crate::shelves  src/catalog.rs:9\n\
-         EditionStore  edition:<isbn>            1m     1                        -                                        src/people.rs:4\n\
-         PersonStore   library:person:<id>       1d     1                        no batching                              src/people.rs:9\n",
+        "STORE         KEY                       TTL    VERSION                  OPTIONS                                                  LOCATION\n\
+         BookStore     book:<id>                 5m     2                        singleflight, codec=json                                 src/catalog.rs:3\n\
+         ShelfStore    library:shelf:<room>:<n>  1h30m  fn crate::shelf_version  ttl_jitter=10%, lock_ttl=10s, fetch_many=crate::shelves  src/catalog.rs:9\n\
+         EditionStore  edition:<isbn>            1m     1                        -                                                        src/people.rs:4\n\
+         PersonStore   library:person:<id>       1d     1                        no batching                                              src/people.rs:9\n",
     );
 }
 
@@ -228,7 +228,7 @@ fn list_as_json() {
         serde_json::json!({
             "name": "BookStore", "fetcher": "book", "key": "book:<id>", "variables": ["id"],
             "ttl": "5m", "ttl_ms": 300_000, "version": "2", "version_fn": null,
-            "singleflight": true, "codec": "json", "lock_ttl_ms": null, "fetch_many": null, "batch": true,
+            "singleflight": true, "codec": "json", "ttl_jitter": null, "lock_ttl_ms": null, "fetch_many": null, "batch": true,
             "file": "src/catalog.rs", "line": 3,
         })
     );
@@ -237,6 +237,7 @@ fn list_as_json() {
     assert_eq!(stores[1]["version"], serde_json::Value::Null);
     assert_eq!(stores[1]["version_fn"], "crate::shelf_version");
     assert_eq!(stores[1]["lock_ttl_ms"], 10_000);
+    assert_eq!(stores[1]["ttl_jitter"], "10%");
     assert_eq!(stores[1]["fetch_many"], "crate::shelves");
 }
 

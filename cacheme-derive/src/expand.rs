@@ -8,7 +8,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use cacheme_macros_core::template::Part;
-use cacheme_macros_core::{Store, Version};
+use cacheme_macros_core::{Jitter, Store, Version};
 
 /// The attribute's entry point: parse, validate, expand; on error the
 /// fetcher is emitted unchanged beside the errors, with a stub of the store
@@ -90,6 +90,17 @@ fn expand(s: &Store) -> TokenStream {
         }
         None => quote!(::core::option::Option::None),
     };
+    let ttl_jitter = match s.ttl_jitter {
+        Some(Jitter::Percent(percent)) => {
+            let percent = Literal::u8_suffixed(percent);
+            quote!(::core::option::Option::Some(#cm::TtlJitter::Percent(#percent)))
+        }
+        Some(Jitter::Millis(ms)) => {
+            let ms = Literal::u64_suffixed(ms);
+            quote!(::core::option::Option::Some(#cm::TtlJitter::Span(#cm::Duration::from_millis(#ms))))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let singleflight = s.singleflight;
     let local = match &s.local {
         Some(local) => {
@@ -130,8 +141,9 @@ fn expand(s: &Store) -> TokenStream {
     );
     let multi_ty = at(
         vspan,
-        quote!(::core::result::Result<#cm::MultiResult<#value_ty, #bundle_ty>, #error_ty>),
+        quote!(#cm::MultiResult<::core::result::Result<#value_ty, #error_ty>, #bundle_ty>),
     );
+    let peek_ty = at(vspan, quote!(#cm::Result<::core::option::Option<#value_ty>>));
     let client = at(context.span(), quote!(#cm::StoreContext::client(__ctx)));
     let keeping_ty = at(vspan, quote!(#cm::ValueKeeping<#value_ty>));
     let keeping_probe = at(vspan, quote!((&&#cm::ValueProbe::<#value_ty>::NEW).keeping()));
@@ -260,6 +272,10 @@ fn expand(s: &Store) -> TokenStream {
             /// the misses together (the store's `fetch_many` once, if it
             /// has one) and writes them in one more. The added keys are
             /// consumed, so the multi-getter can be filled and run again.
+            ///
+            /// Each key has its own outcome (a failing key does not fail
+            /// the others); `into_all()` gives every value or the first
+            /// error.
             #vis async fn run(&mut self) -> #multi_ty {
                 let __ctx: &#context = self.ctx;
                 #cm::get_many(
@@ -303,6 +319,7 @@ fn expand(s: &Store) -> TokenStream {
                     #cm::Duration::from_millis(#ttl),
                 )
                 .version(#version)
+                .ttl_jitter(#ttl_jitter)
                 .singleflight(#singleflight)
                 .codec(#codec)
                 .lock_ttl(#lock_ttl)
@@ -366,6 +383,26 @@ fn expand(s: &Store) -> TokenStream {
             ) -> #update_ty {
                 let __key = Self::key(#(&#names),*);
                 #cm::update(#client, Self::SPEC, &__key, #fetcher(__ctx, #(#names),*)).await
+            }
+
+            /// Writes `value` as the cached value of these parameters (a
+            /// value the caller already has, after a database write), with
+            /// the store's TTL. Fenced as `update` is: a fetch in flight
+            /// for this key does not land over it, and no get that starts
+            /// afterwards, in this process or another, sees the old value.
+            #vis async fn set(
+                __ctx: &#context,
+                #(#names: #types,)*
+                __value: &#value_ty,
+            ) -> #cm::Result<()> {
+                #cm::set(#client, Self::SPEC, &Self::key(#(&#names),*), __value).await
+            }
+
+            /// The cached value of these parameters, if there is one,
+            /// without fetching. A stored value that no longer decodes is
+            /// reported and peeked as `None`; a cache failure is an error.
+            #vis async fn peek(__ctx: &#context, #(#names: #types),*) -> #peek_ty {
+                #cm::peek(#client, Self::SPEC, &Self::key(#(&#names),*), Self::__keeping()).await
             }
 
             /// Removes every cached value of this store written with

@@ -62,6 +62,8 @@ pub fn stub(args: TokenStream, item: TokenStream) -> TokenStream {
             #[allow(unused, clippy::all)]
             impl #store {
                 pub async fn update(_: &#context, #(_: #params),*) -> ::core::result::Result<#value, #cm::UpdateError<#error>> { #body }
+                pub async fn set(_: &#context, #(_: #params,)* _: &#value) -> #cm::Result<()> { #body }
+                pub async fn peek(_: &#context, #(_: #params),*) -> #cm::Result<::core::option::Option<#value>> { #body }
                 pub fn get_m(_: &#context) -> #multi { #multi }
                 pub fn get_p<'p>(_: &'p #context, _: &mut #cm::Pipeline<'p>, #(_: #params),*) -> #cm::Promise<#value, #error> { #body }
             }
@@ -69,7 +71,7 @@ pub fn stub(args: TokenStream, item: TokenStream) -> TokenStream {
             #[allow(unused, clippy::all)]
             impl #multi {
                 pub fn add(&mut self, #(_: #params),*) -> &mut Self { self }
-                pub async fn run(&mut self) -> ::core::result::Result<#cm::MultiResult<#value, #bundle>, #error> { #body }
+                pub async fn run(&mut self) -> #cm::MultiResult<::core::result::Result<#value, #error>, #bundle> { #body }
             }
         }
     });

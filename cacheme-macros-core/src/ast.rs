@@ -20,6 +20,8 @@ pub struct Args {
     pub key: Option<LitStr>,
     /// `ttl = "5m"`.
     pub ttl: Option<LitStr>,
+    /// `ttl_jitter = "10%"` or `ttl_jitter = "30s"`.
+    pub ttl_jitter: Option<LitStr>,
     /// `version = ...`.
     pub version: Option<VersionArg>,
     /// `singleflight` or `singleflight = bool`, with the option's span.
@@ -93,6 +95,10 @@ pub const OPTIONS: &[Opt] = &[
     Opt {
         name: "ttl",
         set: |a, v| put(&mut a.ttl, v.duration("\"5m\"")?, &v.name),
+    },
+    Opt {
+        name: "ttl_jitter",
+        set: |a, v| put(&mut a.ttl_jitter, v.string("\"10%\"")?, &v.name),
     },
     Opt {
         name: "version",

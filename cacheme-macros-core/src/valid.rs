@@ -27,6 +27,8 @@ pub struct Store {
     pub parts: Vec<Part>,
     /// How long values live, in milliseconds (at least 1).
     pub ttl_ms: u64,
+    /// How far below `ttl` each written value's TTL is drawn, when given.
+    pub ttl_jitter: Option<Jitter>,
     /// The fetch lock's lifetime, in milliseconds, when given.
     pub lock_ttl_ms: Option<u64>,
     /// The version in every key.
@@ -83,6 +85,15 @@ pub struct Local {
     /// How long a value is served locally, in milliseconds; `None`: the
     /// store's TTL.
     pub ttl_ms: Option<u64>,
+}
+
+/// The validated `ttl_jitter`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Jitter {
+    /// A share of the TTL, 1 to 99 percent.
+    Percent(u8),
+    /// A duration shorter than the TTL, in milliseconds (at least 1).
+    Millis(u64),
 }
 
 /// The validated version.
@@ -292,6 +303,13 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
             None
         }
     };
+    let ttl_jitter = args.ttl_jitter.as_ref().map(|lit| match jitter(&lit.value(), ttl_ms) {
+        Ok(jitter) => Some(jitter),
+        Err(reason) => {
+            errors.push(syn::Error::new(lit.span(), reason));
+            None
+        }
+    });
     let lock_ttl_ms = args.lock_ttl.as_ref().map(|lit| duration(lit, "lock_ttl", errors));
     let local = args.local.map(|local| {
         let capacity = match &local.capacity {
@@ -369,6 +387,7 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         key_source,
         parts,
         ttl_ms: ttl_ms?,
+        ttl_jitter: ttl_jitter.flatten(),
         lock_ttl_ms: lock_ttl_ms.flatten(),
         version: version?,
         singleflight: args.singleflight.is_some_and(|(on, _)| on),
@@ -389,6 +408,28 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         batch,
         item,
     })
+}
+
+/// A `ttl_jitter`: a whole percentage from 1% to 99%, or a duration
+/// shorter than the TTL (`ttl_ms`, when it is known).
+fn jitter(text: &str, ttl_ms: Option<u64>) -> Result<Jitter, String> {
+    if let Some(percent) = text.trim().strip_suffix('%') {
+        return match percent.trim().parse::<u8>() {
+            Ok(n @ 1..=99) => Ok(Jitter::Percent(n)),
+            _ => Err(format!(
+                "invalid `ttl_jitter` {text:?}: a share of the TTL is a whole percentage from 1% to 99%, e.g. \"10%\""
+            )),
+        };
+    }
+    let ms = parse_millis(text)
+        .map_err(|reason| format!("invalid `ttl_jitter`: {reason}, or a share of the TTL such as \"10%\""))?;
+    match ttl_ms {
+        _ if ms == 0 => Err("`ttl_jitter` must be positive; leave it out for none".to_owned()),
+        Some(ttl) if ms >= ttl => Err(format!(
+            "`ttl_jitter` ({text}) must be shorter than the `ttl`: each value's TTL is drawn between ttl - jitter and ttl, never zero"
+        )),
+        _ => Ok(Jitter::Millis(ms)),
+    }
 }
 
 /// A store prefix is plain text: no variables, no whitespace, not empty.

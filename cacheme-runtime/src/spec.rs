@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::codec::Codec;
 use crate::error::{Error, Result};
+use crate::jitter::TtlJitter;
 use crate::key::{KeyTemplate, push_param};
 
 /// A store's version: part of every key, so bumping it hides old values.
@@ -83,6 +84,9 @@ pub struct StoreSpec {
     pub template: KeyTemplate,
     /// How long values live.
     pub ttl: Duration,
+    /// How far below `ttl` each written value's TTL is drawn
+    /// (`ttl_jitter`); `None`: every value gets `ttl`.
+    pub ttl_jitter: Option<TtlJitter>,
     /// The version in every key.
     pub version: Version,
     /// Whether concurrent gets of one key in this process share one fetch.
@@ -112,6 +116,7 @@ impl StoreSpec {
             name,
             template,
             ttl,
+            ttl_jitter: None,
             version: Version::Static("1"),
             singleflight: false,
             codec: None,
@@ -120,6 +125,21 @@ impl StoreSpec {
             fetcher: name,
             file: "",
             line: 0,
+        }
+    }
+
+    /// How far below the TTL each written value's TTL is drawn.
+    pub const fn ttl_jitter(mut self, jitter: Option<TtlJitter>) -> Self {
+        self.ttl_jitter = jitter;
+        self
+    }
+
+    /// The TTL of one value being written: the store's TTL, or a draw
+    /// below it when the store has a `ttl_jitter`.
+    pub fn write_ttl(&self) -> Duration {
+        match self.ttl_jitter {
+            Some(jitter) => jitter.draw(self.ttl),
+            None => self.ttl,
         }
     }
 
@@ -236,6 +256,7 @@ mod tests {
             name,
             template: KeyTemplate { source, parts },
             ttl: Duration::from_secs(60),
+            ttl_jitter: None,
             version,
             singleflight: false,
             codec: None,

@@ -53,6 +53,7 @@ mod tests {
             parts: &[Part::Lit("report:"), Part::Var("id")],
         },
         ttl: Duration::from_secs(60),
+        ttl_jitter: None,
         version: Version::Static("1"),
         singleflight: false,
         codec: None,

@@ -9,7 +9,7 @@ async fn book(_ctx: &Client, id: u64) -> Result<String, ()> {
 
 async fn use_it(client: &Client) -> Result<(), ()> {
     let title: String = BookStore::get(client, 1).await?;
-    let found = BookStore::get_m(client).add(1).add(2).run().await?;
+    let found = BookStore::get_m(client).add(1).add(2).run().await.into_all()?;
     let _ = (title, found.get(&1), BookStore::key(&1));
     BookStore::invalidate(client, 1).await.ok();
     BookStore::update(client, 1).await.ok();

@@ -363,7 +363,7 @@ async fn fetch_won(
         }
         if at < leases.len() {
             values[at] = fetched.bytes().cloned();
-            ttls[at] = groups[load.slot.g].spec().ttl;
+            ttls[at] = groups[load.slot.g].spec().write_ttl();
         }
     }
     let spec = groups[won[0].slot.g].spec();
@@ -403,7 +403,11 @@ async fn fetch_unlocked(
             .zip(&outcomes)
             .filter_map(|(l, f)| {
                 let value = f.bytes()?;
-                Some((l.slot.key.to_string(), Arc::clone(value), groups[l.slot.g].spec().ttl))
+                Some((
+                    l.slot.key.to_string(),
+                    Arc::clone(value),
+                    groups[l.slot.g].spec().write_ttl(),
+                ))
             })
             .collect();
         if !writes.is_empty() {

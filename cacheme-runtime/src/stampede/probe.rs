@@ -4,7 +4,7 @@
 use tokio::time::Instant;
 
 use crate::client::Client;
-use crate::error::{Error, Op};
+use crate::error::{Error, Op, Result};
 use crate::future::within;
 use crate::spec::StoreSpec;
 
@@ -21,6 +21,20 @@ pub(crate) enum Probe {
 
 /// Reads `key` by `deadline`.
 pub(crate) async fn probe(client: &Client, spec: &StoreSpec, key: &str, deadline: Instant) -> Probe {
+    match read_by(client, spec, key, deadline).await {
+        Ok(found) => found.map_or(Probe::Missing, Probe::Found),
+        Err(_) => Probe::Failed,
+    }
+}
+
+/// Reads `key` by `deadline`, giving the backend's error (or a timeout);
+/// either way reported to the client's breaker.
+pub(crate) async fn read_by(
+    client: &Client,
+    spec: &StoreSpec,
+    key: &str,
+    deadline: Instant,
+) -> Result<Option<Vec<u8>>> {
     let backend = client.cache().backend();
     let read = backend.get(key);
     // A backend that fails the read itself within one cache budget needs
@@ -35,21 +49,19 @@ pub(crate) async fn probe(client: &Client, spec: &StoreSpec, key: &str, deadline
     } else {
         within(deadline, read).await
     };
-    match read {
+    let error = match read {
         Ok(Ok(found)) => {
             client.cache_answered(spec, key);
-            found.map_or(Probe::Missing, Probe::Found)
+            return Ok(found);
         }
-        Ok(Err(error)) => {
-            client.cache_failed(spec, key, &error);
-            Probe::Failed
-        }
-        Err(_) => {
-            let budget = client.cache_timeout();
-            client.cache_failed(spec, key, &Error::Timeout { op: Op::Get, budget });
-            Probe::Failed
-        }
-    }
+        Ok(Err(error)) => error,
+        Err(_) => Error::Timeout {
+            op: Op::Get,
+            budget: client.cache_timeout(),
+        },
+    };
+    client.cache_failed(spec, key, &error);
+    Err(error)
 }
 
 /// Removes a value that did not decode, if it is still those bytes.

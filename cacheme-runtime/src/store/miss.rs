@@ -218,7 +218,7 @@ where
         let deadline = Instant::now() + client.cache_timeout();
         let (owner, at, value) = (client.clone(), key.to_owned(), Arc::clone(&bytes));
         write_behind(client, spec, key, deadline, async move {
-            match owner.cache().backend().set(&at, &value, Some(spec.ttl)).await {
+            match owner.cache().backend().set(&at, &value, Some(spec.write_ttl())).await {
                 Ok(()) => owner.announce(spec, &[&at]).await,
                 Err(error) => owner.log(EventKind::BackendError, spec, &at, Some(&error)),
             }
@@ -313,7 +313,7 @@ where
     let (owner, value) = (client.clone(), bytes.clone());
     write_behind(client, spec, &key, deadline, async move {
         let key = leases.key(0).to_owned();
-        match leases.settle(&[value], &[spec.ttl]).await {
+        match leases.settle(&[value], &[spec.write_ttl()]).await {
             Ok(stored) if stored.first() == Some(&true) => owner.announce(spec, &[&key]).await,
             Ok(_) => {}
             // The dropped leases release the lock (a refused value, such

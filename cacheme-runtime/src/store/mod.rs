@@ -27,6 +27,7 @@ pub mod sharing {
 /// What the `#[cache_store]` macro knows about a store, and the link-time
 /// list of every store in the program.
 pub mod spec {
+    pub use crate::jitter::TtlJitter;
     pub use crate::spec::{LocalTier, STORES, StoreSpec, Version, check_unique};
 }
 
@@ -46,7 +47,7 @@ use crate::logger::EventKind;
 use crate::observe::{self, Call};
 pub use crate::sharing::ErrorSharing;
 use crate::spec::StoreSpec;
-use crate::stampede::probe::{Probe, discard, probe};
+use crate::stampede::probe::{Probe, discard, probe, read_by};
 pub use generation::storage_key;
 pub(crate) use miss::wait_then_load;
 use miss::{Step, coalesced};
@@ -322,7 +323,8 @@ async fn invalidate_unobserved(client: &Client, spec: &'static StoreSpec, key: &
     deleted
 }
 
-/// A store's `update`: fetches afresh and stores the result.
+/// A store's `update`: fetches afresh and stores the result (see
+/// [`replace`] for the fencing).
 pub async fn update<V, E, Fut>(
     client: &Client,
     spec: &'static StoreSpec,
@@ -352,15 +354,74 @@ where
         .await
         .map_err(UpdateError::Fetch)?;
     let bytes = codec(client, spec).encode(&value).map_err(UpdateError::Cache)?;
-    let written = match client.coordinator() {
-        // Also breaks the fetch lock, so a fill in flight does not land.
-        Some(coordinator) => coordinator.replace(&key, &bytes, spec.ttl).await,
-        None => client.cache().backend().set(&key, &bytes, Some(spec.ttl)).await,
-    };
-    client.forget(spec, &key);
-    client.announce(spec, &[&key]).await;
-    written.map_err(UpdateError::Cache)?;
+    replace(client, spec, &key, &bytes).await.map_err(UpdateError::Cache)?;
     Ok(value)
+}
+
+/// A store's `set`: writes a value the caller already has (after a
+/// database write, say), fenced as [`update`] is.
+///
+/// Cancel safety: dropped before the write is sent, nothing changes;
+/// dropped while it is in flight, the value may or may not be stored, and
+/// this process's local tier and the other processes may go on serving
+/// the old value until its TTL (as with `update` and `invalidate`).
+pub async fn set<V: Serialize>(client: &Client, spec: &'static StoreSpec, key: &str, value: &V) -> Result<()> {
+    let key = storage_key(client, spec, key).await?;
+    let bytes = codec(client, spec).encode(value)?;
+    replace(client, spec, &key, &bytes).await
+}
+
+/// Writes `bytes` at the storage key `key` with the store's TTL, over
+/// whatever is there. On a backend that coordinates fetches it also breaks
+/// the key's fetch lock, so a fill in flight (started before this write,
+/// with an older value) does not land over it. Then, written or not, the
+/// value held in this process is dropped (flights that read the old value
+/// are detached, the local tier forgets it) and the other processes are
+/// told, so no get that starts afterwards sees the old value.
+async fn replace(client: &Client, spec: &'static StoreSpec, key: &str, bytes: &[u8]) -> Result<()> {
+    let ttl = spec.write_ttl();
+    let written = match client.coordinator() {
+        Some(coordinator) => coordinator.replace(key, bytes, ttl).await,
+        None => client.cache().backend().set(key, bytes, Some(ttl)).await,
+    };
+    client.forget(spec, key);
+    client.announce(spec, &[key]).await;
+    written
+}
+
+/// A store's `peek`: the cached value, if there is one, without fetching.
+///
+/// A value held decoded in this process (the memory backend, the local
+/// tier) is served from there. A stored value that does not decode as `V`
+/// is reported (a DECODE_ERROR event) and peeked as `Ok(None)`; it is left
+/// in place (the next `get` replaces it). A backend that fails, or does
+/// not answer within the client's `cache_timeout`, is the cache's error:
+/// peek has no source to fall back on.
+///
+/// Cancel safety: it only reads; dropping it at any point changes nothing.
+pub async fn peek<V: DeserializeOwned>(
+    client: &Client,
+    spec: &'static StoreSpec,
+    key: &str,
+    keeping: ValueKeeping<V>,
+) -> Result<Option<V>> {
+    let deadline = Instant::now() + client.cache_timeout();
+    let key = match within(deadline, storage_key(client, spec, key)).await {
+        Ok(located) => located?,
+        Err(_) => {
+            return Err(Error::Timeout {
+                op: Op::Get,
+                budget: client.cache_timeout(),
+            });
+        }
+    };
+    if let Some(value) = held(client, spec, &key, keeping).await {
+        return Ok(Some(value));
+    }
+    let Some(bytes) = read_by(client, spec, &key, deadline).await? else {
+        return Ok(None);
+    };
+    Ok(decode(client, spec, &key, &bytes, true))
 }
 
 /// A store's `invalidate_all(version)`: removes every key of the store

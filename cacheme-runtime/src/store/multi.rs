@@ -8,7 +8,10 @@
 //! fetched again.
 //!
 //! Failure policy, as for `get`: when the cache cannot be read or locked,
-//! `get_m` logs it and serves the source (nothing is cached).
+//! `get_m` logs it and serves the source (nothing is cached). Each key has
+//! its own outcome: a key whose fetch fails (a key `fetch_many` did not
+//! return is fetched alone, and fails with the fetcher's error) is an
+//! error for that key only; the others are served and cached.
 
 use std::collections::HashMap;
 
@@ -20,27 +23,38 @@ use crate::observe::{self, Call};
 use crate::pipeline::{self, Fetchers, Outcome, StoreGroup};
 use crate::spec::StoreSpec;
 
-/// The results of a store's `get_m`: in the order the keys were added
-/// (duplicates included) and by parameters.
+/// The results of a store's `get_m`: one per key, in the order the keys
+/// were added (duplicates included) and by parameters.
 ///
+/// `get_m` gives a `MultiResult<Result<V, E>, P>`: each key has its own
+/// outcome, so one missing or failing key does not fail the others.
+/// [`into_all`](MultiResult::into_all) turns it into a `MultiResult<V, P>`
+/// of values, or the first error in the order the keys were added.
 /// `P` is the store's parameters: the one parameter's type, or a tuple of
 /// them for several (`(u32, u64)`).
-pub struct MultiResult<V, P> {
-    values: Vec<V>,
+///
+/// ```ignore
+/// let found = BookStore::get_m(&app).add(1).add(2).add(999).run().await;
+/// assert!(found.get(&999).is_some_and(|outcome| outcome.is_err()));
+/// let books: Vec<&Book> = found.oks().collect(); // books 1 and 2
+/// let all = found.into_all()?; // or every book, or the first error
+/// ```
+pub struct MultiResult<T, P> {
+    outcomes: Vec<T>,
     order: Vec<usize>,
     index: HashMap<String, usize>,
     key_of: fn(&P) -> String,
 }
 
-impl<V, P> MultiResult<V, P> {
-    /// The value for these parameters, if they were added.
-    pub fn get(&self, params: &P) -> Option<&V> {
-        self.index.get(&(self.key_of)(params)).map(|&i| &self.values[i])
+impl<T, P> MultiResult<T, P> {
+    /// The outcome for these parameters, if they were added.
+    pub fn get(&self, params: &P) -> Option<&T> {
+        self.index.get(&(self.key_of)(params)).map(|&i| &self.outcomes[i])
     }
 
-    /// The values in the order their keys were added.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &V> + '_ {
-        self.order.iter().map(|&i| &self.values[i])
+    /// The outcomes in the order their keys were added.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &T> + '_ {
+        self.order.iter().map(|&i| &self.outcomes[i])
     }
 
     /// How many keys were added (duplicates included).
@@ -55,11 +69,59 @@ impl<V, P> MultiResult<V, P> {
 
     /// How many distinct keys there were.
     pub fn distinct(&self) -> usize {
-        self.values.len()
+        self.outcomes.len()
     }
 }
 
-impl<V: std::fmt::Debug, P> std::fmt::Debug for MultiResult<V, P> {
+impl<V, E, P> MultiResult<Result<V, E>, P> {
+    /// Every value, or the first error in the order the keys were added
+    /// (the all-or-nothing case).
+    pub fn into_all(self) -> Result<MultiResult<V, P>, E> {
+        let MultiResult {
+            outcomes,
+            order,
+            index,
+            key_of,
+        } = self;
+        let mut outcomes = outcomes;
+        // The first failing key in added order, as the caller reads them.
+        if let Some(first) = order.iter().copied().find(|&i| outcomes[i].is_err())
+            && let Err(error) = outcomes.swap_remove(first)
+        {
+            return Err(error);
+        }
+        // Every outcome is a value: their indices are unchanged.
+        let outcomes = outcomes.into_iter().filter_map(Result::ok).collect();
+        Ok(MultiResult {
+            outcomes,
+            order,
+            index,
+            key_of,
+        })
+    }
+
+    /// The value for these parameters, if they were added and it was found.
+    pub fn value(&self, params: &P) -> Option<&V> {
+        self.get(params)?.as_ref().ok()
+    }
+
+    /// The values found, in the order their keys were added.
+    pub fn oks(&self) -> impl Iterator<Item = &V> + '_ {
+        self.iter().filter_map(|outcome| outcome.as_ref().ok())
+    }
+
+    /// The errors, in the order their keys were added.
+    pub fn errs(&self) -> impl Iterator<Item = &E> + '_ {
+        self.iter().filter_map(|outcome| outcome.as_ref().err())
+    }
+
+    /// Whether every key has a value.
+    pub fn all_ok(&self) -> bool {
+        self.outcomes.iter().all(Result::is_ok)
+    }
+}
+
+impl<T: std::fmt::Debug, P> std::fmt::Debug for MultiResult<T, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
@@ -71,14 +133,21 @@ pub async fn get_many<'a, V, E, P>(
     spec: &'static StoreSpec,
     params: Vec<P>,
     fetchers: Fetchers<'a, P, V, E>,
-) -> Result<MultiResult<V, P>, E>
+) -> MultiResult<Result<V, E>, P>
 where
     V: Serialize + DeserializeOwned + Send + 'static,
     E: Send + 'static,
     P: Clone + Send + Sync + 'static,
 {
-    let many = || get_many_unobserved(client, spec, params, fetchers);
-    observe::call(Some(client), Some(spec), Call::GetMany, many).await
+    // A call with a failed key is observed as failed (its span's `error`),
+    // though the other keys have their values.
+    let many = || async {
+        let results = get_many_unobserved(client, spec, params, fetchers).await;
+        if results.all_ok() { Ok(results) } else { Err(results) }
+    };
+    match observe::call(Some(client), Some(spec), Call::GetMany, many).await {
+        Ok(results) | Err(results) => results,
+    }
 }
 
 async fn get_many_unobserved<'a, V, E, P>(
@@ -86,7 +155,7 @@ async fn get_many_unobserved<'a, V, E, P>(
     spec: &'static StoreSpec,
     params: Vec<P>,
     fetchers: Fetchers<'a, P, V, E>,
-) -> Result<MultiResult<V, P>, E>
+) -> MultiResult<Result<V, E>, P>
 where
     V: Serialize + DeserializeOwned + Send + 'static,
     E: Send + 'static,
@@ -104,18 +173,18 @@ where
     }
     let key_of = group.key_of();
     let (outcomes, index) = group.into_outcomes();
-    let mut values = Vec::with_capacity(outcomes.len());
-    for outcome in outcomes {
-        match outcome {
-            Outcome::Value(value) => values.push(value),
-            Outcome::Fetch(error) => return Err(error),
+    let outcomes = outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            Outcome::Value(value) => Ok(value),
+            Outcome::Fetch(error) => Err(error),
             Outcome::Pending => unreachable!("every key of get_m is resolved or fetched"),
-        }
-    }
-    Ok(MultiResult {
-        values,
+        })
+        .collect();
+    MultiResult {
+        outcomes,
         order,
         index,
         key_of,
-    })
+    }
 }

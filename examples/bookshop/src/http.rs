@@ -19,6 +19,7 @@ use crate::stores::{App, Author, AuthorStore, Book, BookStore, GenresStore, PAGE
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(index))
+        .route("/books", get(books))
         .route("/books/{id}", get(book).put(rename_book))
         .route("/authors/{id}/books", post(add_book))
         .route("/authors/{id}/{genre}", get(author_page))
@@ -31,15 +32,53 @@ pub fn router(app: Arc<App>) -> Router {
 async fn index() -> &'static str {
     "cacheme bookshop\n\
      GET  /books/{id}                   one book (BookStore)\n\
+     GET  /books?ids=1,2,999            many books with BookStore::get_m; ids not found are listed apart\n\
      GET  /authors/{id}/{genre}?page=N  an author page: one pipeline over AuthorStore, GenresStore\n\
      \x20                                  and ShelfStore, then the page's books with BookStore::get_m\n\
      PUT  /books/{id}                   {\"title\": ..}: rename, then BookStore::update\n\
-     POST /authors/{id}/books           {\"title\": .., \"genre\": .., \"year\": ..}: add, then invalidate\n\
+     POST /authors/{id}/books           {\"title\": .., \"genre\": .., \"year\": ..}: add, BookStore::set, invalidate\n\
      GET  /stats                        database queries sent by this process\n"
 }
 
 async fn book(State(app): State<Arc<App>>, Path(id): Path<u64>) -> Result<Json<Book>, ApiError> {
     Ok(Json(BookStore::get(&app, id).await?))
+}
+
+#[derive(Deserialize)]
+struct IdsQuery {
+    ids: String,
+}
+
+#[derive(Serialize)]
+struct ManyBooks {
+    books: Vec<Book>,
+    missing: Vec<u64>,
+}
+
+/// Many books in one `get_m` (misses: one `IN (...)` query). Each id has
+/// its own outcome: ids not found are listed in `missing`, the others
+/// served; any other error fails the request.
+async fn books(State(app): State<Arc<App>>, Query(query): Query<IdsQuery>) -> Result<Json<ManyBooks>, ApiError> {
+    let mut ids = Vec::new();
+    for id in query.ids.split(',').filter(|id| !id.trim().is_empty()) {
+        let id = id.trim().parse::<u64>();
+        ids.push(id.map_err(|_| ApiError(StatusCode::BAD_REQUEST, "ids are numbers: ?ids=1,2,3".to_owned()))?);
+    }
+    let mut many = BookStore::get_m(&app);
+    many.extend(ids.iter().copied());
+    let found = many.run().await;
+    let mut answer = ManyBooks {
+        books: Vec::new(),
+        missing: Vec::new(),
+    };
+    for (id, outcome) in ids.into_iter().zip(found.iter()) {
+        match outcome {
+            Ok(book) => answer.books.push(book.clone()),
+            Err(DbError::NotFound(_)) => answer.missing.push(id),
+            Err(error) => return Err(error.clone().into()),
+        }
+    }
+    Ok(Json(answer))
 }
 
 #[derive(Deserialize)]
@@ -79,7 +118,7 @@ async fn author_page(
         for &book in &shelf.ids {
             many.add(book);
         }
-        books = many.run().await?.iter().cloned().collect();
+        books = many.run().await.into_all()?.iter().cloned().collect();
     }
     Ok(Json(AuthorPage {
         author,
@@ -128,9 +167,10 @@ struct NewBook {
     year: u16,
 }
 
-/// Adds a book, then invalidates what it changes: the author's genre
-/// counts and the pages of that genre (the count, refetched at once,
-/// tells how many pages there are).
+/// Adds a book, `set`s it in the cache (its row is known: no query), then
+/// invalidates what it changes: the author's genre counts and the pages of
+/// that genre (the count, refetched at once, tells how many pages there
+/// are).
 async fn add_book(
     State(app): State<Arc<App>>,
     Path(author_id): Path<u64>,
@@ -155,6 +195,8 @@ async fn add_book(
             },
         )
         .await?;
+    let book = Book { id, ..book };
+    BookStore::set(&app, id, &book).await.map_err(ApiError::cache)?;
     GenresStore::invalidate(&app, author_id)
         .await
         .map_err(ApiError::cache)?;
@@ -168,7 +210,7 @@ async fn add_book(
             .await
             .map_err(ApiError::cache)?;
     }
-    Ok((StatusCode::CREATED, Json(Book { id, ..book })))
+    Ok((StatusCode::CREATED, Json(book)))
 }
 
 /// What the cache saved: the database queries this process has sent.

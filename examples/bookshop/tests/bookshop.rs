@@ -166,10 +166,20 @@ fn memory_cache_saves_queries_and_writes_refresh_it() {
         assert_eq!(titles(&page), ["The Telling"]);
         assert_eq!(page["genres"], json!([["essays", 1], ["fantasy", 7], ["scifi", 6]]));
     });
-    assert_eq!(cost, 2, "the new page's shelf and its one new book");
+    assert_eq!(cost, 1, "the new page's shelf (the new book was `set` when added)");
 
     // Errors are answers, not cached values.
     assert_eq!(shop.call("GET", "/books/999", None).0, 404);
+    // Many books: one missing id does not fail the others.
+    let cost = shop.cost(|shop| {
+        let many = shop.get("/books?ids=1,999,2");
+        assert_eq!(many["missing"], json!([999]));
+        assert_eq!(many["books"].as_array().unwrap().len(), 2);
+    });
+    assert_eq!(
+        cost, 2,
+        "books 1 and 2 are cached; 999 is asked for (one IN query, then alone)"
+    );
     assert_eq!(shop.call("PUT", "/books/999", Some(json!({ "title": "x" }))).0, 404);
 }
 
