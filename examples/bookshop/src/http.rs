@@ -24,8 +24,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/authors/{id}/books", post(add_book))
         .route("/authors/{id}/{genre}", get(author_page))
         .route("/stats", get(stats))
-        // `GET /metrics` (the cache's hits, misses and fetches per store)
-        // belongs here once the client exposes metrics (issue 16).
+        .route("/metrics", get(metrics))
         .with_state(app)
 }
 
@@ -37,7 +36,8 @@ async fn index() -> &'static str {
      \x20                                  and ShelfStore, then the page's books with BookStore::get_m\n\
      PUT  /books/{id}                   {\"title\": ..}: rename, then BookStore::update\n\
      POST /authors/{id}/books           {\"title\": .., \"genre\": .., \"year\": ..}: add, BookStore::set, invalidate\n\
-     GET  /stats                        database queries sent by this process\n"
+     GET  /stats                        database queries sent by this process, and the cache's counters per store\n\
+     GET  /metrics                      the cache's metrics for Prometheus (hits, misses, fetches, latencies)\n"
 }
 
 async fn book(State(app): State<Arc<App>>, Path(id): Path<u64>) -> Result<Json<Book>, ApiError> {
@@ -215,10 +215,34 @@ async fn add_book(
 
 /// What the cache saved: the database queries this process has sent.
 async fn stats(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    let stores: serde_json::Map<String, serde_json::Value> = app
+        .cache
+        .stats()
+        .iter()
+        .map(|(store, counts)| {
+            let counts = json!({
+                "hits": counts.hits + counts.local_hits,
+                "misses": counts.misses,
+                "fetches": counts.fetches,
+                "hit_ratio": counts.hit_ratio(),
+            });
+            (store.to_string(), counts)
+        })
+        .collect();
     Json(json!({
         "queries": app.db.queries(),
         "cache": app.cache.cache().backend().provider(),
+        "stores": stores,
     }))
+}
+
+/// The Prometheus page of the cache's metrics (see cacheme's
+/// docs/observability.md for the names).
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
 }
 
 /// An error answer: 404 for a missing row, 500 otherwise, as JSON.

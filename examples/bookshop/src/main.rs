@@ -49,11 +49,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::var("BOOKSHOP_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let path = std::env::var("BOOKSHOP_DB").unwrap_or_else(|_| ":memory:".to_owned());
 
+    // The recorder goes in before the first cache call: each store's
+    // metrics are registered on its first event.
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = prometheus.handle();
+    metrics::set_global_recorder(prometheus)?;
+
     let cache = Cache::open(&url).await?;
     let provider = cache.backend().provider();
     let app = Arc::new(App {
         cache: Client::builder().cache(cache).logger(PrintLogger).build()?,
         db: Db::open(&path)?,
+        metrics,
     });
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!(

@@ -19,6 +19,8 @@ pub struct App {
     pub cache: Client,
     /// The database, which counts its queries.
     pub db: Db,
+    /// What `GET /metrics` renders: the Prometheus recorder's page.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 impl Context for App {

@@ -58,6 +58,12 @@ impl Shop {
 
     /// Sends one request; returns the status and the JSON body.
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let (status, body) = self.call_raw(method, path, body);
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// The answer's status and body as text.
+    fn call_raw(&self, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
         let body = body.map(|body| body.to_string()).unwrap_or_default();
         let mut stream = TcpStream::connect(self.addr).expect("connect to the bookshop");
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -77,7 +83,7 @@ impl Shop {
             .and_then(|code| code.parse().ok())
             .expect("a status line");
         let (_, body) = answer.split_once("\r\n\r\n").expect("a header block");
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+        (status, body.to_owned())
     }
 
     fn get(&self, path: &str) -> Value {
@@ -138,6 +144,19 @@ fn memory_cache_saves_queries_and_writes_refresh_it() {
     assert_eq!(shop.cost(|shop| drop(shop.get("/authors/1/scifi?page=1"))), 0);
     assert_eq!(shop.cost(|shop| drop(shop.get("/books/2"))), 0);
     assert!(shop.printed("[HIT] BookStore book:2"));
+
+    // What the cache saved, per store: `/stats` (Client::stats) and the
+    // Prometheus page at `/metrics`.
+    let stats = shop.get("/stats");
+    assert!(stats["stores"]["BookStore"]["hits"].as_u64().unwrap() >= 6, "{stats}");
+    assert!(stats["stores"]["ShelfStore"]["misses"].as_u64().unwrap() >= 1, "{stats}");
+    let (status, page) = shop.call_raw("GET", "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(
+        page.lines()
+            .any(|line| line.starts_with("cacheme_hits") && line.contains("store=\"BookStore\"")),
+        "{page}"
+    );
     assert_eq!(shop.cost(|shop| drop(shop.get("/books/1"))), 1);
 
     // A rename: the UPDATE and `update`'s refetch; then every read is warm
