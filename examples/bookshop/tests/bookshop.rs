@@ -149,7 +149,10 @@ fn memory_cache_saves_queries_and_writes_refresh_it() {
     // Prometheus page at `/metrics`.
     let stats = shop.get("/stats");
     assert!(stats["stores"]["BookStore"]["hits"].as_u64().unwrap() >= 6, "{stats}");
-    assert!(stats["stores"]["ShelfStore"]["misses"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(
+        stats["stores"]["ShelfStore"]["misses"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
     let (status, page) = shop.call_raw("GET", "/metrics", None);
     assert_eq!(status, 200);
     assert!(
