@@ -413,7 +413,7 @@ impl Client {
     /// backends serve from the tiers from the first get on. Always false
     /// without local tiers, and on the memory backend.
     pub fn local_tiers_serving(&self) -> bool {
-        !self.inner.local.is_empty() && self.local().vouched()
+        !self.inner.local.is_empty() && self.inner.local.vouched()
     }
 
     /// Every store declared in the program.
