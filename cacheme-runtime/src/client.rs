@@ -648,11 +648,11 @@ impl Client {
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// let client = cacheme_runtime::Client::memory()?;
+    /// let client = cacheme::Client::memory()?;
     /// let stats = client.stats();
     /// assert!(stats.store("BookStore").is_none()); // no call yet
     /// println!("hit ratio: {:?}", stats.total().hit_ratio());
-    /// # Ok::<(), cacheme_runtime::Error>(())
+    /// # Ok::<(), cacheme::Error>(())
     /// # }).unwrap();
     /// ```
     pub fn stats(&self) -> Stats {

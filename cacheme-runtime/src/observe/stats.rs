@@ -17,12 +17,12 @@ use crate::logger::EventKind;
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let client = cacheme_runtime::Client::memory()?;
+/// let client = cacheme::Client::memory()?;
 /// // ... gets through the client's stores ...
 /// for (store, stats) in client.stats().iter() {
 ///     println!("{store}: {:.0}% hits", 100.0 * stats.hit_ratio().unwrap_or(0.0));
 /// }
-/// # Ok::<(), cacheme_runtime::Error>(())
+/// # Ok::<(), cacheme::Error>(())
 /// # }).unwrap();
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
