@@ -228,10 +228,14 @@ async fn followers_of_a_hung_leader_are_released_after_max_wait(src: Arc<Source>
         "released after {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        src.fetches.load(Ordering::SeqCst),
-        2,
-        "the hung fetch and one replacement"
+    // The hung fetch and its replacement. On Redis the replacement first
+    // waits for the hung fetch's lock (renewed while it hangs) for up to
+    // max_wait plus a random part of a wait round, so its own followers
+    // may give up on it once more and replace it too: at most one more.
+    let fetches = src.fetches.load(Ordering::SeqCst);
+    assert!(
+        (2..=3).contains(&fetches),
+        "the hung fetch and at most two replacements, not one per follower: {fetches}"
     );
     hung.abort();
 }
