@@ -129,6 +129,7 @@ fn expand(s: &Store) -> TokenStream {
     let soft_timeout = millis(fresh.soft_timeout);
     let hard_timeout = millis(fresh.hard_timeout);
     let refresh_after = millis(fresh.refresh_after);
+    let none_ttl = millis(fresh.none_ttl);
     let store_name = store.to_string();
     let fetcher_name = fetcher.to_string();
 
@@ -142,6 +143,30 @@ fn expand(s: &Store) -> TokenStream {
     // the rest of the store sees an error type and adds none.
     let vspan = output.span();
     let value_ty = at(vspan, quote!(<#output as #cm::Fetched>::Value));
+    // `ttl_from = path`: each written value's TTL, asked of the user's
+    // `fn(&Value) -> Duration` (checked at the path) on the value decoded
+    // from the bytes being written.
+    let ttl_from = match &fresh.ttl_from {
+        Some(path) => {
+            let call = at(
+                path.span(),
+                quote!({
+                    let ttl_from: fn(&#value_ty) -> #cm::Duration = #path;
+                    ttl_from
+                }),
+            );
+            quote! {
+                ::core::option::Option::Some({
+                    fn __ttl_from(codec: #cm::Codec, bytes: &[u8]) -> ::core::option::Option<#cm::Duration> {
+                        let value: #value_ty = codec.decode(bytes).ok()?;
+                        ::core::option::Option::Some((#call)(&value))
+                    }
+                    __ttl_from
+                })
+            }
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let error_ty = at(vspan, quote!(<#output as #cm::Fetched>::Error));
     let result_ty = at(vspan, quote!(::core::result::Result<#value_ty, #error_ty>));
     let promise_ty = at(vspan, quote!(#cm::Promise<#value_ty, #error_ty>));
@@ -202,6 +227,16 @@ fn expand(s: &Store) -> TokenStream {
         }
     });
     let policy = quote!(#cm::FetchPolicy::none() #on_timeout #background);
+    // `none_ttl` caches a fetched `None`: the value must be an `Option`.
+    let none_check = fresh.none_ttl.map(|(_, span)| {
+        let check = at(span, quote!(none_ttl_needs_an_option_value::<#value_ty>();));
+        quote! {
+            const _: fn() = || {
+                fn none_ttl_needs_an_option_value<T: #cm::OptionValue>() {}
+                #check
+            };
+        }
+    });
     let cloned = s
         .params
         .iter()
@@ -344,6 +379,7 @@ fn expand(s: &Store) -> TokenStream {
         #item
 
         #local_check
+        #none_check
 
         #[doc = #doc_store]
         #[derive(Clone, Copy, Debug, Default)]
@@ -371,6 +407,8 @@ fn expand(s: &Store) -> TokenStream {
                 .soft_timeout(#soft_timeout)
                 .hard_timeout(#hard_timeout)
                 .refresh_after(#refresh_after)
+                .none_ttl(#none_ttl)
+                .ttl_from(#ttl_from)
                 .declared_at(
                     ::core::concat!(::core::module_path!(), "::", #fetcher_name),
                     ::core::file!(),

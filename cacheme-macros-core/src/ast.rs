@@ -53,6 +53,10 @@ pub struct Args {
     pub hard_timeout: Option<LitStr>,
     /// `refresh_after = "4m"`.
     pub refresh_after: Option<LitStr>,
+    /// `none_ttl = "30s"`: how long a fetched `None` is cached.
+    pub none_ttl: Option<LitStr>,
+    /// `ttl_from = path::to::fn`: each value's TTL, from the value.
+    pub ttl_from: Option<Path>,
     /// Options that were written but refused, or misspelt: already
     /// reported, so their absence is not reported again.
     pub attempted: Vec<&'static str>,
@@ -141,6 +145,22 @@ pub const OPTIONS: &[Opt] = &[
     Opt {
         name: "refresh_after",
         set: |a, v| put(&mut a.refresh_after, v.duration("\"4m\"")?, &v.name),
+    },
+    Opt {
+        name: "none_ttl",
+        set: |a, v| put(&mut a.none_ttl, v.duration("\"30s\"")?, &v.name),
+    },
+    Opt {
+        name: "ttl_from",
+        set: |a, v| {
+            put(
+                &mut a.ttl_from,
+                v.path(
+                    "a function of the value: `ttl_from = token_ttl` with `fn token_ttl(value: &Token) -> Duration`",
+                )?,
+                &v.name,
+            )
+        },
     },
     Opt {
         name: "codec",

@@ -104,6 +104,10 @@ pub struct Freshness {
     pub hard_timeout: Option<(u64, Span)>,
     /// The age past which a hit refreshes its key in the background.
     pub refresh_after: Option<(u64, Span)>,
+    /// How long a fetched `None` is cached.
+    pub none_ttl: Option<(u64, Span)>,
+    /// The function giving each value's TTL (`ttl_from`).
+    pub ttl_from: Option<syn::Path>,
 }
 
 impl Freshness {
@@ -357,11 +361,14 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         (local.span, capacity, ttl_ms)
     });
     if let Some((span, _, _)) = &local
-        && (args.stale_for.is_some() || args.refresh_after.is_some())
+        && (args.stale_for.is_some()
+            || args.refresh_after.is_some()
+            || args.none_ttl.is_some()
+            || args.ttl_from.is_some())
     {
         errors.push(syn::Error::new(
             *span,
-            "`local` cannot be combined with `stale_for` or `refresh_after` yet: the local tier would serve values past their freshness",
+            "`local` cannot be combined with `stale_for`, `refresh_after`, `none_ttl` or `ttl_from` yet: the local tier would serve values past their freshness",
         ));
     }
     let version = match args.version {
@@ -459,6 +466,8 @@ fn freshness(args: &Args, ttl_ms: Option<u64>, params: &[(Ident, Type)], errors:
         soft_timeout: read(&args.soft_timeout, "soft_timeout"),
         hard_timeout: read(&args.hard_timeout, "hard_timeout"),
         refresh_after: read(&args.refresh_after, "refresh_after"),
+        none_ttl: read(&args.none_ttl, "none_ttl"),
+        ttl_from: args.ttl_from.clone(),
     };
     let mut refuse = |span: Span, message: &str| errors.push(syn::Error::new(span, message));
     if fresh.stale_for.is_none() {

@@ -565,6 +565,12 @@ impl Client {
         refreshing.insert(key.to_owned())
     }
 
+    /// Whether this client is refreshing `key` in the background.
+    pub(crate) fn is_refreshing(&self, key: &str) -> bool {
+        let refreshing = self.inner.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+        refreshing.contains(key)
+    }
+
     /// Ends the refresh of `key` started by [`start_refresh`](Self::start_refresh).
     pub(crate) fn end_refresh(&self, key: &str) {
         let mut refreshing = self.inner.refreshing.lock().unwrap_or_else(|e| e.into_inner());

@@ -46,7 +46,13 @@ impl Dates {
     /// The dates of a value written `now` by `spec`'s store (its TTL drawn
     /// with the store's jitter).
     pub(crate) fn new(now: u64, spec: &StoreSpec) -> Self {
-        let fresh_until = now.saturating_add(millis(spec.write_ttl()));
+        Self::lasting(now, spec.write_ttl(), spec)
+    }
+
+    /// The dates of a value written `now` that is fresh for `ttl` (then
+    /// kept the store's `stale_for`).
+    pub(crate) fn lasting(now: u64, ttl: Duration, spec: &StoreSpec) -> Self {
+        let fresh_until = now.saturating_add(millis(ttl));
         Dates {
             written: now,
             fresh_until,

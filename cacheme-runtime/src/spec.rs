@@ -118,6 +118,13 @@ pub struct StoreSpec {
     /// The age past which a hit starts a background refresh of its key
     /// (`refresh_after`, below the TTL); `None`: no refresh-ahead.
     pub refresh_after: Option<Duration>,
+    /// The TTL of a fetched `None` (`none_ttl`: negative caching, on a
+    /// store whose value is an `Option`); `None`: the store's TTL.
+    pub none_ttl: Option<Duration>,
+    /// The TTL a value chooses (`ttl_from = path`): decodes a value's
+    /// codec bytes and asks the user's function; `None` (or a value that
+    /// does not decode) uses the store's TTL.
+    pub ttl_from: Option<fn(Codec, &[u8]) -> Option<Duration>>,
     /// The Rust path of the fetcher (`module::book`).
     pub fetcher: &'static str,
     /// Where the store is declared.
@@ -150,6 +157,8 @@ impl StoreSpec {
             soft_timeout: None,
             hard_timeout: None,
             refresh_after: None,
+            none_ttl: None,
+            ttl_from: None,
             fetcher: name,
             file: "",
             line: 0,
@@ -234,12 +243,24 @@ impl StoreSpec {
         self
     }
 
+    /// The TTL of a fetched `None` (negative caching).
+    pub const fn none_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.none_ttl = ttl;
+        self
+    }
+
+    /// How each value's TTL is chosen from the value (`ttl_from`).
+    pub const fn ttl_from(mut self, ttl_from: Option<fn(Codec, &[u8]) -> Option<Duration>>) -> Self {
+        self.ttl_from = ttl_from;
+        self
+    }
+
     /// Whether values are stored with their dates (written, fresh until,
-    /// stale until): stores with `stale_for` or `refresh_after`, whose
-    /// freshness is judged when a value is read, not only by the backend's
-    /// expiry.
+    /// stale until): stores with `stale_for`, `refresh_after`, `none_ttl`
+    /// or `ttl_from`, whose freshness is judged when a value is read, not
+    /// only by the backend's expiry.
     pub const fn dated(&self) -> bool {
-        self.stale_for.is_some() || self.refresh_after.is_some()
+        self.stale_for.is_some() || self.refresh_after.is_some() || self.none_ttl.is_some() || self.ttl_from.is_some()
     }
 
     /// The fail-safe throttle in effect.
@@ -340,6 +361,8 @@ mod tests {
             soft_timeout: None,
             hard_timeout: None,
             refresh_after: None,
+            none_ttl: None,
+            ttl_from: None,
             fetcher: "f",
             file: "src/lib.rs",
             line,

@@ -93,7 +93,7 @@ impl Leases {
     }
 
     /// Tries the one lock of the set over the value that is there (to
-    /// refresh it ahead of its expiry; see
+    /// refresh it ahead of its expiry or replace a stale one; see
     /// [`Coordinator::try_lock_to_refresh`]): `true` when taken (it is then
     /// renewed from now on).
     pub(crate) async fn acquire_to_refresh(&mut self) -> Result<bool> {

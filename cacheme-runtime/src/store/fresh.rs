@@ -59,6 +59,17 @@ pub struct FetchTimeout {
     pub limit: Duration,
 }
 
+/// Implemented by `Option<T>` only: a store with `none_ttl` caches its
+/// fetcher's `None` ("not found") for that TTL, so its value must be an
+/// `Option` (checked where `none_ttl` is written).
+#[diagnostic::on_unimplemented(
+    message = "`none_ttl` caches a fetched `None`: the fetcher must return `Result<Option<T>, E>`, not `{Self}`",
+    label = "not an `Option`"
+)]
+pub trait OptionValue {}
+
+impl<T> OptionValue for Option<T> {}
+
 /// What a store's `get` may do besides calling its fetcher: turn a hard
 /// timeout into the fetcher's error, and start a fetch that outlives the
 /// call (for `soft_timeout` and `refresh_after`). Built by the generated
@@ -375,10 +386,17 @@ pub(crate) fn refresh_ahead<V, E>(client: &Client, spec: &'static StoreSpec, key
             None => return None,
         };
         owner.log(EventKind::Refresh, spec, &at, None);
+        // A refresh that failed is not tried again by this process for
+        // the store's throttle: the value is still fresh, and a failing
+        // source is not asked on every hit.
         Some(Box::new(move |fetched: Option<Arc<[u8]>>| {
+            let failed = fetched.is_none();
             let settled = settle(fetched);
             Box::pin(async move {
                 settled.await;
+                if failed {
+                    tokio::time::sleep(spec.throttle()).await;
+                }
                 drop(refreshing);
             }) as BoxFuture<'static, ()>
         }) as Settle)
@@ -409,10 +427,32 @@ pub(crate) fn settle_unleased(
     })
 }
 
-/// A key this client refreshes; dropped when the refresh ends.
-struct Refreshing {
+/// A key this client refreshes (ahead of its expiry, or after answering
+/// with its stale value); dropped when the refresh ends.
+pub(crate) struct Refreshing {
     client: Client,
     key: String,
+}
+
+impl Refreshing {
+    /// Marks `key` as refreshed by this client; `None` if it already is.
+    pub(crate) fn start(client: &Client, key: &str) -> Option<Self> {
+        client.start_refresh(key).then(|| Refreshing {
+            client: client.clone(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+/// `settle`, then the end of `refreshing`.
+pub(crate) fn ending(settle: Settle, refreshing: Option<Refreshing>) -> Settle {
+    Box::new(move |fetched: Option<Arc<[u8]>>| {
+        let settled = settle(fetched);
+        Box::pin(async move {
+            settled.await;
+            drop(refreshing);
+        })
+    })
 }
 
 impl Drop for Refreshing {

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::fresh::{self, Background, FetchPolicy, Outcome, Stale, attempt, refresh_ahead, resolve};
-use super::{ErrorSharing, Read, decode, encode, read, stored_ttl};
+use super::{ErrorSharing, Read, decode, encode, is_fresh, read, stored_ttl};
 use crate::client::Client;
 use crate::error::{Error, Op};
 use crate::keeping::ValueKeeping;
@@ -20,6 +20,7 @@ use crate::logger::EventKind;
 use crate::singleflight::{Landed, LeaderGuard, Role};
 use crate::spec::StoreSpec;
 use crate::stampede::lease::Leases;
+use crate::stampede::probe::{Probe, probe};
 use crate::stampede::waiter::{self, Waited, Waiter};
 use crate::write_behind::write_behind;
 
@@ -118,6 +119,7 @@ where
                             guard.finish_read(Arc::from(bytes));
                             return Ok(value);
                         }
+                        Read::Stale(found) if client.is_refreshing(key) => Ok(answer_stale(client, spec, key, found)),
                         Read::Stale(found) => {
                             client.log(EventKind::Miss, spec, key, None);
                             fill(client, spec, key, &mut fetch, deadline, Some(found), policy).await
@@ -128,6 +130,10 @@ where
                         }
                         Read::Failed => fetch_uncached(client, spec, key, &mut fetch, policy).await,
                     },
+                    Step::Cached(_) if stale.is_some() && client.is_refreshing(key) => {
+                        let found = stale.take().expect("checked");
+                        Ok(answer_stale(client, spec, key, found))
+                    }
                     Step::Cached(deadline) => fill(client, spec, key, &mut fetch, deadline, stale.take(), policy).await,
                     Step::Uncached => fetch_uncached(client, spec, key, &mut fetch, policy).await,
                 };
@@ -202,6 +208,15 @@ where
         }
         role = client.flights().join(flight_key);
     }
+}
+
+/// A stale value of a key this process is refetching in the background
+/// (its caller was answered by the soft timeout): served as it is, rather
+/// than fetched again.
+fn answer_stale<V>(client: &Client, spec: &StoreSpec, key: &str, stale: Stale<V>) -> (V, Option<Arc<[u8]>>) {
+    client.log(EventKind::Stale, spec, key, None);
+    let bytes = stale.bytes();
+    (stale.value, Some(bytes))
 }
 
 /// Keeps a flight leader's value in the store's local tier, if it has one
@@ -312,14 +327,34 @@ where
     Fut: Future<Output = Result<V, E>>,
 {
     let Some(renewer) = client.renewer() else {
+        if stale.is_some()
+            && let Some((value, bytes)) = replaced(client, spec, key).await
+        {
+            return Ok((value, Some(bytes)));
+        }
         return fetch_and_store(client, spec, key, fetch, stale, policy).await;
     };
     let mut leases = Leases::new(renewer, [(key.to_owned(), waiter::lock_ttl(client, spec))]);
     let budget = client.cache_timeout();
-    match tokio::time::timeout_at(deadline, leases.acquire()).await {
+    // A stale value is still there: the lock is taken over it.
+    let over_value = stale.is_some();
+    let acquire = async {
+        if over_value {
+            leases.acquire_to_refresh().await
+        } else {
+            leases.acquire().await.map(|taken| taken.first() == Some(&true))
+        }
+    };
+    match tokio::time::timeout_at(deadline, acquire).await {
         Ok(Ok(taken)) => {
             client.cache_answered(spec, key);
-            if taken.first() == Some(&true) {
+            if taken {
+                // Over a stale value, the lock does not say nobody
+                // replaced it since it was read (a background fetch that
+                // just ended): look again, with the lock held.
+                if over_value && let Some((value, bytes)) = replaced(client, spec, key).await {
+                    return Ok((value, Some(bytes)));
+                }
                 return lead(client, spec, leases, fetch, stale, policy).await;
             }
         }
@@ -335,6 +370,19 @@ where
         }
     }
     wait_then_load(client, Waiter::new(client, renewer, spec, key), fetch, stale, policy).await
+}
+
+/// A fresh value at `key`, stored since its stale value was read, if
+/// there is one.
+async fn replaced<V: DeserializeOwned>(client: &Client, spec: &StoreSpec, key: &str) -> Option<(V, Arc<[u8]>)> {
+    let deadline = Instant::now() + client.cache_timeout();
+    match probe(client, spec, key, deadline).await {
+        Probe::Found(bytes) if is_fresh(client, spec, &bytes) => {
+            let value = decode(client, spec, key, &bytes, true)?;
+            Some((value, Arc::from(bytes)))
+        }
+        _ => None,
+    }
 }
 
 /// Waits for another process's fetch of the waiter's key; fetches itself
@@ -444,6 +492,9 @@ async fn answer_softly<V, E>(
 where
     V: Serialize,
 {
+    // While the fetch runs past the soft timeout, this process's callers
+    // get the stale value rather than fetch again.
+    let settle = fresh::ending(settle, fresh::Refreshing::start(client, key));
     let fetched = background.start(client, spec, key, Box::pin(async move { Some(settle) }));
     match tokio::time::timeout(soft, fetched).await {
         Ok(Ok(Outcome::Value(value))) => {
@@ -455,10 +506,6 @@ where
             let (value, bytes) = stale.serve(client, spec, key);
             Ok((value, Some(bytes)))
         }
-        Err(_) => {
-            client.log(EventKind::Stale, spec, key, None);
-            let bytes = stale.bytes();
-            Ok((stale.value, Some(bytes)))
-        }
+        Err(_) => Ok(answer_stale(client, spec, key, stale)),
     }
 }

@@ -57,7 +57,7 @@ pub use generation::storage_key;
 use miss::{Step, coalesced};
 pub(crate) use miss::{Ways, wait_then_load};
 
-pub use fresh::{Background, FetchPolicy, FetchTimeout};
+pub use fresh::{Background, FetchPolicy, FetchTimeout, OptionValue};
 pub use multi::{MultiResult, get_many};
 
 /// The value and error types of a fetcher's `Result`, so generated code can
@@ -97,8 +97,8 @@ pub(crate) enum Read<V> {
     /// The value and its bytes, older than the store's `refresh_after`: a
     /// hit that should refresh its key in the background.
     Due(V, Vec<u8>),
-    /// A value past its TTL, kept by `stale_for` (then removed, so its
-    /// key can be locked and refetched): served if the refetch fails.
+    /// A value past its TTL, kept by `stale_for`: refetched (its key
+    /// locked over it), and served if the refetch fails.
     Stale(Stale<V>),
     /// Nothing there, a value past its freshness, or a value that did not
     /// decode (then removed).
@@ -110,7 +110,8 @@ pub(crate) enum Read<V> {
 
 /// Reads `key` by `deadline`; on a hit decodes it. A value that does not
 /// decode is a miss, and is removed so the lock step can be taken over
-/// it; so is a stale one (kept in hand to be served if the refetch fails).
+/// it. A stale one is given with its value, to be served if the refetch
+/// fails.
 pub(crate) async fn read<V: DeserializeOwned>(
     client: &Client,
     spec: &StoreSpec,
@@ -135,11 +136,9 @@ pub(crate) async fn read<V: DeserializeOwned>(
     match age {
         Age::Fresh => Read::Hit(value, bytes),
         Age::Due => Read::Due(value, bytes),
-        Age::Stale | Age::Dead => {
-            let stale = Stale::new(value, &bytes);
-            discard(client, spec, key, &bytes).await;
-            stale.map_or(Read::Miss, Read::Stale)
-        }
+        // Left in place: the refetch locks the key over it (so other
+        // processes wait for the refetch, or for the fail-safe's value).
+        Age::Stale | Age::Dead => Stale::new(value, &bytes).map_or(Read::Miss, Read::Stale),
     }
 }
 
@@ -372,13 +371,28 @@ pub(crate) fn encode<V: Serialize>(client: &Client, spec: &StoreSpec, key: &str,
 }
 
 /// The bytes stored for `value`: encoded with the store's codec, and for
-/// a store with dates, dated from now.
+/// a store with dates, dated from now: fresh for the store's TTL, or for
+/// `none_ttl` if it is a `None`, or for the TTL the value chose
+/// (`ttl_from`).
 fn to_stored<V: Serialize>(client: &Client, spec: &StoreSpec, value: &V) -> Result<Vec<u8>> {
-    let bytes = codec(client, spec).encode(value)?;
+    let codec = codec(client, spec);
+    let bytes = codec.encode(value)?;
     if !spec.dated() {
         return Ok(bytes);
     }
-    Ok(dated::wrap(dated::Dates::new(client.clock().unix_ms(), spec), &bytes))
+    let now = client.clock().unix_ms();
+    let chosen = match (spec.none_ttl, spec.ttl_from) {
+        // The macro checks that the value is an `Option`: these bytes
+        // are its `None` ("not found", negative caching).
+        (Some(ttl), _) if codec.encodes_none(&bytes) => Some(ttl),
+        (_, Some(ttl_from)) => ttl_from(codec, &bytes),
+        _ => None,
+    };
+    let dates = match chosen {
+        Some(ttl) => dated::Dates::lasting(now, ttl.clamp(Duration::from_millis(1), crate::MAX_TTL), spec),
+        None => dated::Dates::new(now, spec),
+    };
+    Ok(dated::wrap(dates, &bytes))
 }
 
 /// A store's `invalidate`: removes the cached value of `key`.
