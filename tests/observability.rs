@@ -363,6 +363,37 @@ mod metrics_recorded {
     }
 }
 
+/// A `get_m` (or pipeline) whose key another caller is already fetching
+/// follows that fetch, and is counted as coalesced as a `get` is.
+#[tokio::test]
+async fn a_batch_following_another_callers_fetch_is_coalesced() {
+    let (gates, events): (Arc<Gates>, Arc<Mutex<Vec<EventKind>>>) = (Arc::default(), Arc::default());
+    // The logger opens gate 3 on COALESCED: without it the get of 3 never
+    // finishes (and its gate fails the test).
+    let app = app(Cache::open("memory://").await.unwrap(), &gates, &events, |b| b);
+    let (led, batch) = tokio::join!(ObsStore::get(&app, 3), async {
+        app.gates.fetching(3).await;
+        ObsStore::get_m(&app).add(3).add(1).run().await.into_all()
+    });
+    assert_eq!(led.unwrap(), "value 3");
+    let batch = batch.unwrap();
+    let values: Vec<&String> = batch.iter().collect();
+    assert_eq!(values, ["value 3", "value 1"]);
+    app.client.flush().await;
+    let stats = without_times(app.client.stats().store("ObsStore").cloned().unwrap());
+    assert_eq!(
+        stats,
+        expected(|s| {
+            s.gets = 2;
+            s.misses = 3;
+            s.fetches = 2;
+            s.coalesced = 1;
+        })
+    );
+    let kinds = events.lock().unwrap().clone();
+    assert_eq!(kinds.iter().filter(|&&k| k == EventKind::Coalesced).count(), 1);
+}
+
 /// `stats` without its durations (they depend on the machine).
 fn without_times(mut stats: StoreStats) -> StoreStats {
     stats.fetch_time = Duration::ZERO;
