@@ -269,6 +269,34 @@ mod metrics_recorded {
         outcomes
     }
 
+    /// Every `cacheme.backend.operation.duration` series of `backend`:
+    /// (operation, result, samples), sorted. Each has exactly the labels
+    /// `backend`, `operation` and `result`.
+    fn commands(metrics: &Metrics, backend: &str) -> Vec<(String, String, usize)> {
+        let mut commands: Vec<(String, String, usize)> = metrics
+            .iter()
+            .filter(|(n, _, _)| n == "cacheme.backend.operation.duration")
+            .filter_map(|(_, labels, value)| {
+                let label = |key: &str| labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+                let names: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+                assert_eq!(names, ["backend", "operation", "result"], "{labels:?}");
+                let samples = match value {
+                    DebugValue::Histogram(values) => values.len(),
+                    other => panic!("not a histogram: {other:?}"),
+                };
+                let ours = label("backend")? == backend && samples > 0;
+                ours.then_some((label("operation")?, label("result")?, samples))
+            })
+            .collect();
+        commands.sort();
+        commands
+    }
+
+    /// `(operation, result, samples)` as [`commands`] gives them.
+    fn command(op: &str, result: &str, samples: usize) -> (String, String, usize) {
+        (op.to_owned(), result.to_owned(), samples)
+    }
+
     #[tokio::test]
     async fn memory_counts_and_labels_of_a_scripted_sequence() {
         let recorder = DebuggingRecorder::new();
@@ -295,6 +323,12 @@ mod metrics_recorded {
         assert_eq!(
             get_outcomes(&m, "memory"),
             [("coalesced".into(), 1), ("hit".into(), 1), ("miss".into(), 3)]
+        );
+        // Each leader's read, then its fill; the hit reads the memory
+        // backend's decoded entry (no command), the follower nothing.
+        assert_eq!(
+            commands(&m, "memory"),
+            [command("get", "ok", 3), command("set", "ok", 2)]
         );
         assert_eq!(
             app.client.stats().store("ObsStore").cloned().map(without_times),
@@ -360,6 +394,41 @@ mod metrics_recorded {
         let count = |kind| kinds.iter().filter(|&&k| k == kind).count();
         assert_eq!((count(EventKind::Wait), count(EventKind::LockTimeout)), (2, 1));
         assert_eq!(count(EventKind::Degraded), 1);
+    }
+
+    #[tokio::test]
+    async fn redis_backend_commands_are_timed_by_operation_and_result() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let mut server = RedisServer::start();
+        let (gates, events) = (Arc::default(), Arc::default());
+        let cache = Cache::open(&server.url()).await.unwrap();
+        let app = app(cache, &gates, &events, |b| b.breaker(1, Duration::from_secs(3600)));
+        assert_eq!(ObsStore::get(&app, 1).await.unwrap(), "value 1"); // GET, lock, fill
+        app.client.flush().await;
+        assert_eq!(ObsStore::get(&app, 1).await.unwrap(), "value 1"); // GET
+        let m = take(&snapshotter);
+        assert_eq!(
+            commands(&m, "redis"),
+            [
+                command("fill", "ok", 1),
+                command("get", "ok", 2),
+                command("lock", "ok", 1)
+            ]
+        );
+
+        // A read of a stopped server fails (or is cut off at the cache
+        // budget): timed all the same.
+        server.stop();
+        assert_eq!(ObsStore::get(&app, 6).await.unwrap(), "value 6");
+        let failed: Vec<_> = commands(&take(&snapshotter), "redis")
+            .into_iter()
+            .filter(|(op, result, _)| op == "get" && result != "ok")
+            .collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(["error", "cancelled"].contains(&failed[0].1.as_str()), "{failed:?}");
+        assert_eq!(failed[0].2, 1);
     }
 }
 

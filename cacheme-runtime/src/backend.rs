@@ -182,6 +182,15 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
         None
     }
 
+    /// Whether this is the runtime's metering wrapper (feature `metrics`),
+    /// so a cache made from another's backend does not time it twice.
+    /// Other backends keep the default.
+    #[doc(hidden)]
+    #[cfg(feature = "metrics")]
+    fn is_metered(&self) -> bool {
+        false
+    }
+
     /// How this backend protects typed stores from stampedes across
     /// processes (see [`Coordination`]). The default coordinates inside the
     /// process only, which is all a backend no other process sees needs.

@@ -113,7 +113,14 @@ impl Cache {
     }
 
     /// Wraps a shared backend.
+    ///
+    /// With feature `metrics`, the cache times every command of its
+    /// backend (`cacheme.backend.operation.duration`, see
+    /// `docs/observability.md`); [`backend`](Cache::backend) is then that
+    /// timed wrapper, which behaves as the backend in every other way.
     pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
+        #[cfg(feature = "metrics")]
+        let backend = crate::observe::metered(backend);
         Cache {
             backend,
             codec: Codec::default(),
