@@ -397,6 +397,26 @@ mod metrics_recorded {
     }
 
     #[tokio::test]
+    async fn untyped_commands_are_timed_once_and_without_metrics_not_at_all() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let cache = Cache::open("memory://").await.unwrap();
+        cache.put("k", b"v", Duration::from_secs(60)).await.unwrap();
+        assert!(cache.get("k").await.unwrap().is_some());
+        // A cache made from a timed backend does not time it twice.
+        let again = Cache::from_arc(Arc::clone(cache.backend()));
+        assert!(again.get("k").await.unwrap().is_some());
+        let quiet = cache.clone().without_metrics();
+        assert!(quiet.get("k").await.unwrap().is_some());
+        assert!(!quiet.exists("absent").await.unwrap());
+        assert_eq!(
+            commands(&take(&snapshotter), "memory"),
+            [command("get", "ok", 2), command("set", "ok", 1)]
+        );
+    }
+
+    #[tokio::test]
     async fn redis_backend_commands_are_timed_by_operation_and_result() {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();

@@ -182,13 +182,13 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
         None
     }
 
-    /// Whether this is the runtime's metering wrapper (feature `metrics`),
-    /// so a cache made from another's backend does not time it twice.
-    /// Other backends keep the default.
+    /// The backend inside the runtime's metering wrapper (feature
+    /// `metrics`), so a cache made from another's backend does not time
+    /// it twice and one can opt out. Other backends keep the default.
     #[doc(hidden)]
     #[cfg(feature = "metrics")]
-    fn is_metered(&self) -> bool {
-        false
+    fn unmetered(&self) -> Option<&std::sync::Arc<dyn Backend>> {
+        None
     }
 
     /// How this backend protects typed stores from stampedes across

@@ -127,6 +127,20 @@ impl Cache {
         }
     }
 
+    /// The same cache, its backend's commands not timed: with feature
+    /// `metrics` a cache records the duration of every backend command
+    /// (`cacheme.backend.operation.duration`); this one (and its clones)
+    /// does not. Give it to a client built with
+    /// `ClientBuilder::metrics(false)` for a client that records nothing.
+    /// Without the feature, the cache as it is.
+    pub fn without_metrics(mut self) -> Self {
+        #[cfg(feature = "metrics")]
+        if let Some(inner) = self.backend.unmetered() {
+            self.backend = Arc::clone(inner);
+        }
+        self
+    }
+
     /// The same cache, encoding typed values with `codec` (default bincode).
     pub fn with_codec(mut self, codec: Codec) -> Self {
         self.codec = codec;

@@ -28,9 +28,10 @@ use crate::error::{Op, Result};
 use crate::stampede::{Coordination, Coordinator, Hearing, LockRequest, Settlement, Watch};
 
 /// `backend` metered: the cache's backend when feature `metrics` is on
-/// (a backend already metered is returned as is).
+/// (a backend already metered is returned as is; `Cache::without_metrics`
+/// takes the wrapper off).
 pub(crate) fn metered(backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
-    if backend.is_metered() {
+    if backend.unmetered().is_some() {
         return backend;
     }
     let timers = Arc::new(Timers::new(backend.provider()));
@@ -201,8 +202,8 @@ impl Backend for Metered {
         self.inner.as_any()
     }
 
-    fn is_metered(&self) -> bool {
-        true
+    fn unmetered(&self) -> Option<&Arc<dyn Backend>> {
+        Some(&self.inner)
     }
 
     fn coordination(&self) -> Coordination {
