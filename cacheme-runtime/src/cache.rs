@@ -133,10 +133,13 @@ impl Cache {
     /// does not. Give it to a client built with
     /// `ClientBuilder::metrics(false)` for a client that records nothing.
     /// Without the feature, the cache as it is.
-    pub fn without_metrics(mut self) -> Self {
+    pub fn without_metrics(self) -> Self {
         #[cfg(feature = "metrics")]
         if let Some(inner) = self.backend.unmetered() {
-            self.backend = Arc::clone(inner);
+            return Cache {
+                backend: Arc::clone(inner),
+                codec: self.codec,
+            };
         }
         self
     }

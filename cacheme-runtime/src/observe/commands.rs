@@ -20,8 +20,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics::{Histogram, Unit, describe_histogram, histogram};
-use quanta::Instant;
 
+use super::clock::Started;
 use super::metrics::names::BACKEND_OPERATION_DURATION;
 use crate::backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, Ttl};
 use crate::error::{Op, Result};
@@ -105,7 +105,7 @@ impl Timers {
             let mut timing = Timing {
                 timers: self,
                 op,
-                started: Instant::now(),
+                started: Started::now(),
                 done: false,
             };
             let result = command.await;
@@ -119,7 +119,7 @@ impl Timers {
 struct Timing<'a> {
     timers: &'a Timers,
     op: Op,
-    started: Instant,
+    started: Started,
     done: bool,
 }
 

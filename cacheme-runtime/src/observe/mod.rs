@@ -14,6 +14,7 @@
 //! `docs/observability.md` lists every metric, span and event.
 
 mod calls;
+mod clock;
 #[cfg(feature = "metrics")]
 mod commands;
 #[cfg(feature = "metrics")]
