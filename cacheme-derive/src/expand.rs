@@ -116,6 +116,19 @@ fn expand(s: &Store) -> TokenStream {
         }
         None => quote!(::core::option::Option::None),
     };
+    let millis = |option: Option<(u64, Span)>| match option {
+        Some((ms, _)) => {
+            let ms = Literal::u64_suffixed(ms);
+            quote!(::core::option::Option::Some(#cm::Duration::from_millis(#ms)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let fresh = &s.freshness;
+    let stale_for = millis(fresh.stale_for);
+    let fail_safe_throttle = millis(fresh.fail_safe_throttle);
+    let soft_timeout = millis(fresh.soft_timeout);
+    let hard_timeout = millis(fresh.hard_timeout);
+    let refresh_after = millis(fresh.refresh_after);
     let store_name = store.to_string();
     let fetcher_name = fetcher.to_string();
 
@@ -160,6 +173,35 @@ fn expand(s: &Store) -> TokenStream {
             };
         }
     });
+    // A hard timeout reaches the caller as the fetcher's own error:
+    // `From<FetchTimeout>`, checked where `hard_timeout` is written.
+    let on_timeout = fresh.hard_timeout.map(|(_, span)| {
+        let from = at(
+            span,
+            quote!(<#error_ty as ::core::convert::From<#cm::FetchTimeout>>::from),
+        );
+        quote!(.on_timeout(#from))
+    });
+    // A fetch that outlives its call (`soft_timeout`, `refresh_after`)
+    // owns a clone of the context and of the parameters; what that needs
+    // (a `Clone + Send + Sync + 'static` context, a `Send` fetch) is
+    // checked where the option is written.
+    let background = fresh.background().map(|span| {
+        let owned = s.params.iter().map(|(name, ty)| {
+            let clone = at(ty.span(), quote!(#cm::clone_param(&#name)));
+            quote!(let #name = #clone;)
+        });
+        let new = at(span, quote!(#cm::Background::new));
+        let clone_ctx = at(span, quote!(<#context as ::core::clone::Clone>::clone(__ctx)));
+        quote! {
+            .background(&|| {
+                let __owned_ctx = #clone_ctx;
+                #(#owned)*
+                #new(move || async move { #fetcher(&__owned_ctx, #(#names),*).await })
+            })
+        }
+    });
+    let policy = quote!(#cm::FetchPolicy::none() #on_timeout #background);
     let cloned = s
         .params
         .iter()
@@ -324,6 +366,11 @@ fn expand(s: &Store) -> TokenStream {
                 .codec(#codec)
                 .lock_ttl(#lock_ttl)
                 .local(#local)
+                .stale_for(#stale_for)
+                .fail_safe_throttle(#fail_safe_throttle)
+                .soft_timeout(#soft_timeout)
+                .hard_timeout(#hard_timeout)
+                .refresh_after(#refresh_after)
                 .declared_at(
                     ::core::concat!(::core::module_path!(), "::", #fetcher_name),
                     ::core::file!(),
@@ -346,7 +393,7 @@ fn expand(s: &Store) -> TokenStream {
                 let __key = Self::key(#(&#names),*);
                 #cm::get(#client, Self::SPEC, &__key, || {
                     #fetcher(__ctx, #(#cloned),*)
-                }, Self::__sharing(), Self::__keeping())
+                }, Self::__sharing(), Self::__keeping(), #policy)
                 .await
             }
 

@@ -134,7 +134,12 @@ pub(crate) async fn run<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) {
     for (load, bytes) in loads.into_iter().zip(found) {
         let group = groups[load.slot.g];
         match bytes {
-            Some(bytes) if group.accept(client, load.slot.i, &load.slot.key, &bytes, true) => {
+            // A value past its freshness (`stale_for`) is a miss here: the
+            // batch path refetches it, without the fail-safe.
+            Some(bytes)
+                if crate::store::is_fresh(client, group.spec(), &bytes)
+                    && group.accept(client, load.slot.i, &load.slot.key, &bytes, true) =>
+            {
                 load.flight.finish_read(Arc::from(bytes));
             }
             found => {

@@ -22,7 +22,7 @@ use crate::sharing::{ErrorSharing, SharedError};
 use crate::spec::StoreSpec;
 use crate::stampede::renewer::Renewer;
 use crate::stampede::waiter::Waiter;
-use crate::store::{decode, encode, load, wait_then_load};
+use crate::store::{Ways, decode, encode, load, wait_then_load};
 
 /// A store's single-key fetcher, bound to its context.
 type FetchOne<'a, P, V, E> = Box<dyn Fn(P) -> BoxFuture<'a, Result<V, E>> + Send + Sync + 'a>;
@@ -375,7 +375,7 @@ where
         Box::pin(async move {
             let mut fetch = || self.fetch_limited(limit, i);
             let waiter = Waiter::new(client, renewer, self.spec, key);
-            match wait_then_load(client, waiter, &mut fetch).await {
+            match wait_then_load(client, waiter, &mut fetch, None, crate::store::FetchPolicy::none()).await {
                 Ok((value, bytes)) => {
                     if let Some(bytes) = &bytes {
                         self.keep_bytes(i, bytes);
@@ -405,7 +405,7 @@ where
             let sharing = self.fetchers.sharing;
             let deadline = tokio::time::Instant::now() + client.cache_timeout();
             let fetch = || self.fetch_limited(limit, i);
-            let outcome = match load(client, self.spec, key, fetch, sharing, deadline).await {
+            let outcome = match load(client, self.spec, key, fetch, Ways::plain(sharing), deadline, None).await {
                 Ok(value) => Outcome::Value(value),
                 Err(error) => Outcome::Fetch(error),
             };
@@ -465,6 +465,7 @@ where
                     || self.fetch_one(i),
                     sharing,
                     ValueKeeping::none(),
+                    crate::store::FetchPolicy::none(),
                 )
                 .await;
                 cell.set(result.map_err(PromiseError::Fetch));
