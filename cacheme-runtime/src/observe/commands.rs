@@ -10,6 +10,11 @@
 //! nothing else times a backend command. Typed hits on the memory backend
 //! read its decoded entry directly: they are not backend commands.
 //!
+//! Both wrappers forward every method of their trait, those with a default
+//! included (a default left in place would replace the backend's own
+//! behaviour): a method added to [`Backend`] or [`Coordinator`] must be
+//! forwarded here too.
+//!
 //! Labels: `backend` and `operation` (an [`Op`]'s name), and `result`
 //! (`ok`, `error`, or `cancelled` for a command dropped before it ended,
 //! such as one past the cache budget). There is no `store` label: one
@@ -256,6 +261,11 @@ impl Coordinator for MeteredCoordinator {
         self.timers.time(Op::Lock, self.inner.try_lock(key, token, ttl))
     }
 
+    fn try_lock_to_refresh<'a>(&'a self, key: &'a str, token: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>> {
+        self.timers
+            .time(Op::Lock, self.inner.try_lock_to_refresh(key, token, ttl))
+    }
+
     fn renew<'a>(&'a self, key: &'a str, token: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>> {
         self.timers.time(Op::Lock, self.inner.renew(key, token, ttl))
     }
@@ -302,5 +312,127 @@ impl Coordinator for MeteredCoordinator {
 
     fn listen(&self, stores: &[&'static str], hear: Hearing) -> bool {
         self.inner.listen(stores, hear)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryBackend;
+
+    /// A coordinator whose every method, defaults included, answers
+    /// something its trait's default would not.
+    #[derive(Debug)]
+    struct Distinct;
+
+    impl Coordinator for Distinct {
+        fn try_lock<'a>(&'a self, _: &'a str, _: &'a str, _: Duration) -> BoxFuture<'a, Result<bool>> {
+            Box::pin(async { Ok(true) })
+        }
+        fn try_lock_to_refresh<'a>(&'a self, _: &'a str, _: &'a str, _: Duration) -> BoxFuture<'a, Result<bool>> {
+            Box::pin(async { Ok(true) })
+        }
+        fn renew<'a>(&'a self, _: &'a str, _: &'a str, _: Duration) -> BoxFuture<'a, Result<bool>> {
+            Box::pin(async { Ok(true) })
+        }
+        fn fill<'a>(&'a self, _: &'a str, _: &'a str, _: &'a [u8], _: Duration) -> BoxFuture<'a, Result<bool>> {
+            Box::pin(async { Ok(true) })
+        }
+        fn abandon<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn watch<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Watch>> {
+            Box::pin(async { Ok(Watch::polling()) })
+        }
+        fn invalidate<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<bool>> {
+            Box::pin(async { Ok(true) })
+        }
+        fn replace<'a>(&'a self, _: &'a str, _: &'a [u8], _: Duration) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn try_lock_many<'a>(&'a self, requests: &'a [LockRequest<'a>]) -> BoxFuture<'a, Result<Vec<bool>>> {
+            Box::pin(async move { Ok(vec![false; requests.len() + 1]) })
+        }
+        fn renew_many<'a>(&'a self, requests: &'a [LockRequest<'a>]) -> BoxFuture<'a, Result<Vec<bool>>> {
+            Box::pin(async move { Ok(vec![false; requests.len() + 2]) })
+        }
+        fn settle_many<'a>(&'a self, settlements: &'a [Settlement<'a>]) -> BoxFuture<'a, Result<Vec<bool>>> {
+            Box::pin(async move { Ok(vec![true; settlements.len() + 3]) })
+        }
+        fn waiting(&self) -> usize {
+            7
+        }
+        fn announce<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async {
+                Err(crate::Error::Unsupported {
+                    provider: "distinct",
+                    op: Op::Announce,
+                })
+            })
+        }
+        fn listen(&self, _: &[&'static str], _: Hearing) -> bool {
+            true
+        }
+    }
+
+    /// A memory backend that says it has [`Distinct`] as its coordinator.
+    #[derive(Debug)]
+    struct Coordinated(MemoryBackend);
+
+    impl Backend for Coordinated {
+        fn provider(&self) -> &'static str {
+            "coordinated"
+        }
+        fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
+            self.0.get(key)
+        }
+        fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<()>> {
+            self.0.set(key, value, ttl)
+        }
+        fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+            self.0.delete(key)
+        }
+        fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+            self.0.exists(key)
+        }
+        fn incr_by<'a>(&'a self, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64>> {
+            self.0.incr_by(key, delta)
+        }
+        fn clear(&self) -> BoxFuture<'_, Result<()>> {
+            self.0.clear()
+        }
+        fn coordination(&self) -> Coordination {
+            Coordination::Custom(Arc::new(Distinct))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_coordinator_wrapper_forwards_every_method_defaults_included() {
+        let backend = metered(Arc::new(Coordinated(MemoryBackend::with_capacity(10))));
+        let Coordination::Custom(coordinator) = backend.coordination() else {
+            panic!("the backend's own coordinator is kept");
+        };
+        let ttl = Duration::from_secs(1);
+        assert!(coordinator.try_lock("k", "t", ttl).await.unwrap());
+        assert!(coordinator.try_lock_to_refresh("k", "t", ttl).await.unwrap());
+        assert!(coordinator.renew("k", "t", ttl).await.unwrap());
+        assert!(coordinator.fill("k", "t", b"v", ttl).await.unwrap());
+        coordinator.abandon("k", "t").await.unwrap();
+        assert!(!coordinator.watch("k").await.unwrap().is_notified());
+        assert!(coordinator.invalidate("k").await.unwrap());
+        coordinator.replace("k", b"v", ttl).await.unwrap();
+        let requests = [LockRequest {
+            key: "k",
+            token: "t",
+            ttl,
+        }];
+        assert_eq!(coordinator.try_lock_many(&requests).await.unwrap().len(), 2);
+        assert_eq!(coordinator.renew_many(&requests).await.unwrap().len(), 3);
+        assert_eq!(coordinator.settle_many(&[]).await.unwrap().len(), 3);
+        assert_eq!(coordinator.waiting(), 7);
+        assert!(coordinator.announce("S", "p").await.is_err());
+        assert!(coordinator.listen(&["S"], Arc::new(|_| {})));
+        assert_eq!(backend.provider(), "coordinated");
+        assert!(backend.unmetered().is_some());
     }
 }
