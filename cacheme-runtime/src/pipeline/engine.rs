@@ -505,6 +505,9 @@ async fn follow(
 ) {
     join_all(followers.into_iter().map(|(slot, mut follower)| async move {
         let group = groups[slot.g];
+        // Served by another caller's read or fetch, as a single `get`
+        // that follows a flight is.
+        client.log(EventKind::Coalesced, group.spec(), &slot.key, None);
         let outcome = follower.outcome().await;
         // This batch did not read the key: a flight that missed is its
         // miss too (a hit is reported when the value is accepted).
