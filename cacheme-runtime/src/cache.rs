@@ -130,9 +130,8 @@ impl Cache {
     /// The same cache, its backend's commands not timed: with feature
     /// `metrics` a cache records the duration of every backend command
     /// (`cacheme.backend.operation.duration`); this one (and its clones)
-    /// does not. Give it to a client built with
-    /// `ClientBuilder::metrics(false)` for a client that records nothing.
-    /// Without the feature, the cache as it is.
+    /// does not (a client built with `ClientBuilder::metrics(false)` does
+    /// this to its cache). Without the feature, the cache as it is.
     pub fn without_metrics(self) -> Self {
         #[cfg(feature = "metrics")]
         if let Some(inner) = self.backend.unmetered() {

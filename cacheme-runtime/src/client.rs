@@ -328,6 +328,12 @@ impl ClientBuilder {
                 None => memory,
             })
         });
+        // A client that records no metrics times no backend commands
+        // either.
+        let cache = match self.metrics {
+            Some(false) => cache.without_metrics(),
+            _ => cache,
+        };
         let generations = (!cache.backend().supports_delete_matching())
             .then(|| Generations::new(self.generation_refresh.unwrap_or(generations::DEFAULT_REFRESH)));
         let coordinator = match cache.backend().coordination() {
