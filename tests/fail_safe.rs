@@ -276,6 +276,35 @@ async fn a_failing_refetch_serves_the_stale_value_throttled(app: App) {
     assert_eq!(SafeStore::get(&app, 1).await.unwrap(), "v2 of 1");
 }
 
+/// `get_m` and pipelines serve stale values too when their refetch fails,
+/// each key throttled as a `get` is.
+async fn batches_serve_stale_values_when_the_source_fails(app: App) {
+    let warm = SafeStore::get_m(&app).add(20).add(21).run().await.into_all().unwrap();
+    assert_eq!(warm.iter().cloned().collect::<Vec<_>>(), ["v1 of 20", "v1 of 21"]);
+    assert_eq!(app.fetches(), 2);
+    app.0.failing.store(true, Ordering::SeqCst);
+    app.advance(MINUTE * 2);
+
+    let stale = SafeStore::get_m(&app).add(20).add(21).run().await.into_all().unwrap();
+    assert_eq!(stale.iter().cloned().collect::<Vec<_>>(), ["v1 of 20", "v1 of 21"]);
+    assert_eq!(app.fetches(), 4, "each key asked once");
+
+    let mut pipeline = cacheme::Pipeline::new();
+    let twenty = SafeStore::get_p(&app, &mut pipeline, 20);
+    let one_more = SafeStore::get_p(&app, &mut pipeline, 21);
+    pipeline.execute().await.unwrap();
+    assert_eq!(twenty.into_result().unwrap(), "v1 of 20");
+    assert_eq!(one_more.into_result().unwrap(), "v1 of 21");
+    assert_eq!(app.fetches(), 4, "within the throttle: served again, not asked");
+
+    app.advance(Duration::from_secs(11));
+    let mut pipeline = cacheme::Pipeline::new();
+    let twenty = SafeStore::get_p(&app, &mut pipeline, 20);
+    pipeline.execute().await.unwrap();
+    assert_eq!(twenty.into_result().unwrap(), "v1 of 20");
+    assert_eq!(app.fetches(), 5);
+}
+
 /// A panicking refetch is a failed one: the stale value is served.
 async fn a_panicking_refetch_serves_the_stale_value(app: App) {
     assert_eq!(SafeStore::get(&app, 2).await.unwrap(), "v1 of 2");
@@ -396,6 +425,7 @@ on_every_backend!(
     an_old_hit_refreshes_ahead_in_the_background,
     a_missing_value_is_cached_for_none_ttl,
     a_value_lives_the_ttl_it_chose,
+    batches_serve_stale_values_when_the_source_fails,
 );
 
 // ---- fleets: three processes on one Redis (or cluster), real time ----

@@ -39,6 +39,11 @@ impl Version {
     }
 }
 
+/// How a store with `ttl_from` reads a value's TTL: decodes the value's
+/// codec bytes and asks the user's function (`None`: the value does not
+/// decode, the store's TTL applies).
+pub type TtlFrom = fn(Codec, &[u8]) -> Option<Duration>;
+
 /// A local tier's bounds: how many values it holds and how long each is
 /// served from process memory (never longer than the store's TTL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,7 +129,7 @@ pub struct StoreSpec {
     /// The TTL a value chooses (`ttl_from = path`): decodes a value's
     /// codec bytes and asks the user's function; `None` (or a value that
     /// does not decode) uses the store's TTL.
-    pub ttl_from: Option<fn(Codec, &[u8]) -> Option<Duration>>,
+    pub ttl_from: Option<TtlFrom>,
     /// The Rust path of the fetcher (`module::book`).
     pub fetcher: &'static str,
     /// Where the store is declared.
@@ -250,7 +255,7 @@ impl StoreSpec {
     }
 
     /// How each value's TTL is chosen from the value (`ttl_from`).
-    pub const fn ttl_from(mut self, ttl_from: Option<fn(Codec, &[u8]) -> Option<Duration>>) -> Self {
+    pub const fn ttl_from(mut self, ttl_from: Option<TtlFrom>) -> Self {
         self.ttl_from = ttl_from;
         self
     }

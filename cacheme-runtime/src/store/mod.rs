@@ -52,7 +52,8 @@ use crate::observe::{self, Call};
 pub use crate::sharing::ErrorSharing;
 use crate::spec::StoreSpec;
 use crate::stampede::probe::{Probe, discard, probe, read_by};
-use fresh::{Stale, refresh_ahead};
+pub(crate) use fresh::Stale;
+use fresh::refresh_ahead;
 pub use generation::storage_key;
 use miss::{Step, coalesced};
 pub(crate) use miss::{Ways, wait_then_load};
@@ -157,6 +158,12 @@ pub(crate) fn age(client: &Client, spec: &StoreSpec, bytes: &[u8]) -> Age {
 /// Whether the value stored as `bytes` is within its TTL.
 pub(crate) fn is_fresh(client: &Client, spec: &StoreSpec, bytes: &[u8]) -> bool {
     matches!(age(client, spec, bytes), Age::Fresh | Age::Due)
+}
+
+/// Whether the value stored as `bytes` is past its TTL and within its
+/// store's `stale_for` (served only if its refetch fails).
+pub(crate) fn is_stale(client: &Client, spec: &StoreSpec, bytes: &[u8]) -> bool {
+    age(client, spec, bytes) == Age::Stale
 }
 
 /// The codec's bytes of a stored value (without its dates).
