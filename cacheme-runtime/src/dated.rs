@@ -72,12 +72,25 @@ impl Dates {
             }
         } else if spec
             .refresh_after
-            .is_some_and(|after| now >= self.written.saturating_add(millis(after)))
+            .is_some_and(|after| now >= self.written.saturating_add(self.refresh_delay(after)))
         {
             Age::Due
         } else {
             Age::Fresh
         }
+    }
+
+    /// How long after it was written this value is due for refresh:
+    /// `after`, less up to a tenth of it, drawn from the value's own dates
+    /// (so every process agrees, and values written together are not all
+    /// refreshed in the same instant).
+    fn refresh_delay(&self, after: Duration) -> u64 {
+        let after = millis(after);
+        let mut mixed = self.written ^ self.fresh_until.rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15;
+        mixed ^= mixed >> 33;
+        mixed = mixed.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        mixed ^= mixed >> 33;
+        after - mixed % (after / 10 + 1)
     }
 
     /// The dates of a stale value served again by the fail-safe: fresh
@@ -149,10 +162,21 @@ mod tests {
         let bytes = wrap(dates, b"payload");
         assert_eq!(open(&bytes), Some((dates, &b"payload"[..])));
         assert_eq!(dates.age(1_000, &SPEC), Age::Fresh);
+        assert_eq!(dates.age(36_999, &SPEC), Age::Fresh, "due at most a tenth early");
         assert_eq!(dates.age(41_000, &SPEC), Age::Due);
         assert_eq!(dates.age(61_000, &SPEC), Age::Stale);
         assert_eq!(dates.age(661_000, &SPEC), Age::Dead);
         assert_eq!(dates.keep_for(61_000), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn refreshes_are_spread_over_a_tenth_of_refresh_after() {
+        let after = Duration::from_secs(40);
+        let delays: std::collections::HashSet<u64> = (0..100u64)
+            .map(|i| Dates::new(i * 7, &SPEC).refresh_delay(after))
+            .collect();
+        assert!(delays.iter().all(|d| (36_000..=40_000).contains(d)), "{delays:?}");
+        assert!(delays.len() > 50, "values written together are spread: {delays:?}");
     }
 
     #[test]
