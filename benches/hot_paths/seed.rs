@@ -164,9 +164,26 @@ fn redis_contenders(app: &Arc<SeedApp>, raw: &Raw, prefix: &str) -> Vec<Contende
             })
         }
     };
+    // cacheme's `Backend::get` with the key given: splits the typed get
+    // into the backend layer and the store layer above it.
+    let backend = {
+        let app = Arc::clone(app);
+        move |n| {
+            let app = Arc::clone(&app);
+            spread(n, move |id| {
+                let app = Arc::clone(&app);
+                async move {
+                    let key = SeedPlainStore::key(&id);
+                    let bytes = app.cache.cache().backend().get(&key).await.unwrap().unwrap();
+                    black_box(Codec::Bincode.decode::<Book>(&bytes).unwrap());
+                }
+            })
+        }
+    };
     vec![
         contender("raw redis-rs GET + decode (baseline)", raw_get),
         contender("raw GET coalesced per key + decode", coalesced),
+        contender("cacheme backend get + decode (key given)", backend),
         contender("typed get, no singleflight", typed(0)),
         contender("typed get, singleflight", typed(1)),
         contender("typed get, local tier", typed(2)),
@@ -225,6 +242,7 @@ async fn measure(settings: &Settings, make: impl Fn() -> Vec<Contender<'static>>
         "time/get (median)",
         "ratio (q1–q3)",
         "GETs per 1,000,000 gets",
+        "allocs/get",
     ]);
     for (i, (m, sent)) in measured.iter().zip(received).enumerate() {
         let ratio = if i == 0 {
@@ -232,7 +250,13 @@ async fn measure(settings: &Settings, make: impl Fn() -> Vec<Contender<'static>>
         } else {
             format!("**{:.2}** ({:.2}–{:.2})", m.ratio, m.ratio_q1, m.ratio_q3)
         };
-        table.row([m.name.clone(), human_ns(m.ns), ratio, sent.to_string()]);
+        table.row([
+            m.name.clone(),
+            human_ns(m.ns),
+            ratio,
+            sent.to_string(),
+            format!("{:.1}", m.allocs),
+        ]);
     }
     table
 }

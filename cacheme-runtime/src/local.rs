@@ -22,6 +22,7 @@
 pub(crate) mod notices;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ use crate::stampede::Heard;
 pub(crate) struct LocalTiers {
     /// Per store (by name: unique in a program, checked when the client
     /// is built), its values.
-    stores: HashMap<&'static str, Moka<String, Kept>>,
+    stores: HashMap<&'static str, Moka<String, Kept>, BuildHasherDefault<NameHasher>>,
     /// Whether the tiers may be used: the backend announces no changes
     /// (the TTL is the bound), or this process is hearing the
     /// announcements.
@@ -48,7 +49,7 @@ impl LocalTiers {
     /// `vouched`: whether they may be used before any notice is heard.
     pub(crate) fn new(stores: &[&'static StoreSpec], default: Option<LocalTier>, vouched: bool) -> Self {
         let mut tiers = LocalTiers {
-            stores: HashMap::new(),
+            stores: HashMap::default(),
             vouched: AtomicBool::new(vouched),
         };
         // Values judged by their dates (`stale_for`, `refresh_after`) are
@@ -170,6 +171,28 @@ impl LocalTiers {
                 tier.entry_count()
             })
             .sum()
+    }
+}
+
+/// FNV-1a over a store's name: every local hit looks its store's tier up
+/// by name, and SipHash (the default, which resists keys chosen to
+/// collide) showed in a local hit's profile. Store names are the
+/// program's own identifiers, not input, so collisions are no concern.
+#[derive(Default)]
+struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const PRIME: u64 = 0x0100_0000_01b3;
+        let mut hash = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &byte in bytes {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
+        }
+        self.0 = hash;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

@@ -8,6 +8,10 @@
 //! over, and splits multi-key commands (MGET, UNLINK) by slot and puts the
 //! answers back in the order of the keys. The cluster connection is
 //! replaced when it stops answering (see [`handle`](super::cluster::handle)).
+//! One command skips this layer on a cluster: `GET`, the typed hit path's
+//! read, is routed to its slot's node directly (`RedisBackend::routed`),
+//! under the same [`Limits`], to spare it a copy of the command and two
+//! boxed futures per call.
 //!
 //! Every command sent through a [`Connection`] is bounded here, the same
 //! way on both deployments ([`Limits`]):

@@ -439,6 +439,21 @@ fn glob_escape(text: &str) -> String {
     out
 }
 
+/// A cache key with the backend's prefix, written straight into a
+/// command's argument: the same bytes as [`RedisBackend::full_key`],
+/// without a `String` per command.
+struct Prefixed<'a>(&'a str, &'a str);
+
+impl redis::ToRedisArgs for Prefixed<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write;
+        let mut arg = out.writer_for_next_arg();
+        // Writing into a command's buffer cannot fail.
+        let _ = arg.write_all(self.0.as_bytes());
+        let _ = arg.write_all(self.1.as_bytes());
+    }
+}
+
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackend")
@@ -456,8 +471,13 @@ impl Backend for RedisBackend {
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
         Box::pin(async move {
-            self.query(redis::cmd("GET").arg(self.full_key(key)), Op::Get, Some(key))
-                .await
+            let mut get = redis::cmd("GET");
+            get.arg(Prefixed(&self.key_prefix, key));
+            #[cfg(feature = "redis-cluster")]
+            if let Ok(Link::Cluster(cluster)) = self.connection.link() {
+                return self.routed(cluster, get, true, Op::Get, key).await;
+            }
+            self.query(&get, Op::Get, Some(key)).await
         })
     }
 

@@ -27,7 +27,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use redis::RedisResult;
@@ -59,8 +59,10 @@ pub(crate) struct ClusterHandle {
 
 struct Shared {
     client: ClusterClient,
-    /// The connection in use and its generation (0 for the first).
-    current: Mutex<(ClusterConnection, u64)>,
+    /// The connection in use and its generation (0 for the first). Read
+    /// by every call, written only by a swap: a read lock keeps callers
+    /// on different threads from queueing behind each other.
+    current: RwLock<(ClusterConnection, u64)>,
     /// What the times below count from.
     epoch: Instant,
     /// Milliseconds since `epoch` of the first call made since the last
@@ -79,7 +81,7 @@ impl ClusterHandle {
         let connection = client.get_async_connection().await?;
         let shared = Arc::new(Shared {
             client,
-            current: Mutex::new((connection, 0)),
+            current: RwLock::new((connection, 0)),
             epoch: Instant::now(),
             unanswered_since: AtomicU64::new(NONE),
             reopen_failing: AtomicBool::new(false),
@@ -115,7 +117,7 @@ impl ClusterHandle {
 
 impl Shared {
     fn current(&self) -> (ClusterConnection, u64) {
-        self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn now(&self) -> u64 {
@@ -124,14 +126,21 @@ impl Shared {
 
     /// An answer came: nothing is waiting any more.
     fn alive(&self) {
-        self.unanswered_since.store(NONE, Ordering::Relaxed);
+        // Every call ends here: a load first spares the cache line shared
+        // by all callers a write when nothing was waiting.
+        if self.unanswered_since.load(Ordering::Relaxed) != NONE {
+            self.unanswered_since.store(NONE, Ordering::Relaxed);
+        }
     }
 
     /// A call starts: if none was waiting, the quiet time counts from now.
     fn calling(&self) {
-        let _ = self
-            .unanswered_since
-            .compare_exchange(NONE, self.now(), Ordering::Relaxed, Ordering::Relaxed);
+        // Under load a call is usually waiting already: no clock read then.
+        if self.unanswered_since.load(Ordering::Relaxed) == NONE {
+            let _ = self
+                .unanswered_since
+                .compare_exchange(NONE, self.now(), Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 
     /// Calls have been made for [`STALLED_AFTER`] with no answer.
@@ -173,7 +182,7 @@ impl Shared {
             }
         };
         {
-            let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
             if current.1 != generation {
                 return;
             }
