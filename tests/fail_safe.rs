@@ -305,6 +305,54 @@ async fn batches_serve_stale_values_when_the_source_fails(app: App) {
     assert_eq!(app.fetches(), 5);
 }
 
+#[cache_store(key = "near:<id>", ttl = "1m", stale_for = "1h", refresh_after = "30s", local)]
+async fn near(ctx: &App, id: u64) -> Result<String, AppError> {
+    ctx.source(id).await
+}
+
+/// Through a local tier: fresh values are served from process memory, a
+/// due one refreshes its key in the background (and the tier then serves
+/// the new value), and a stale one is served when its refetch fails.
+async fn a_local_tier_serves_fresh_values_refreshes_ahead_and_fails_safe(app: App) {
+    // The memory backend has no tier over it: it serves decoded values itself.
+    let remote = app.cacheme().cache().provider() != "memory";
+    assert_eq!(NearStore::get(&app, 30).await.unwrap(), "v1 of 30");
+    if remote {
+        // On Redis the tier serves once this client hears announcements.
+        let client = app.cacheme().clone();
+        let serving = async {
+            while !client.local_tiers_serving() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), serving)
+            .await
+            .expect("the tier serves");
+        assert_eq!(NearStore::get(&app, 30).await.unwrap(), "v1 of 30");
+    }
+    assert_eq!(NearStore::get(&app, 30).await.unwrap(), "v1 of 30");
+    let local_hits = app.cacheme().stats().store("NearStore").map_or(0, |s| s.local_hits);
+    assert_eq!(local_hits >= 1, remote, "a get is a local hit over a remote backend");
+
+    app.answer("v2");
+    app.advance(Duration::from_secs(31));
+    assert_eq!(
+        NearStore::get(&app, 30).await.unwrap(),
+        "v1 of 30",
+        "due: answered at once"
+    );
+    app.until("v2 of 30", || NearStore::get(&app, 30)).await;
+    assert_eq!(app.fetches(), 2);
+
+    app.0.failing.store(true, Ordering::SeqCst);
+    app.advance(MINUTE * 2);
+    assert_eq!(
+        NearStore::get(&app, 30).await.unwrap(),
+        "v2 of 30",
+        "stale, not the error"
+    );
+}
+
 /// A panicking refetch is a failed one: the stale value is served.
 async fn a_panicking_refetch_serves_the_stale_value(app: App) {
     assert_eq!(SafeStore::get(&app, 2).await.unwrap(), "v1 of 2");
@@ -426,6 +474,7 @@ on_every_backend!(
     a_missing_value_is_cached_for_none_ttl,
     a_value_lives_the_ttl_it_chose,
     batches_serve_stale_values_when_the_source_fails,
+    a_local_tier_serves_fresh_values_refreshes_ahead_and_fails_safe,
 );
 
 // ---- fleets: three processes on one Redis (or cluster), real time ----

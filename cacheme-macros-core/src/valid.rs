@@ -360,17 +360,6 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         let ttl_ms = local.ttl.as_ref().map(|lit| duration(lit, "ttl", errors));
         (local.span, capacity, ttl_ms)
     });
-    if let Some((span, _, _)) = &local
-        && (args.stale_for.is_some()
-            || args.refresh_after.is_some()
-            || args.none_ttl.is_some()
-            || args.ttl_from.is_some())
-    {
-        errors.push(syn::Error::new(
-            *span,
-            "`local` cannot be combined with `stale_for`, `refresh_after`, `none_ttl` or `ttl_from` yet: the local tier would serve values past their freshness",
-        ));
-    }
     let version = match args.version {
         None => Some(Version::Static("1".to_owned())),
         Some(VersionArg::Int(int)) => match int.base10_parse::<u64>() {

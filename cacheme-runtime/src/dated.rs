@@ -80,6 +80,12 @@ impl Dates {
         }
     }
 
+    /// When this value is due for refresh-ahead (`u64::MAX`: never).
+    pub(crate) fn due_at(&self, spec: &StoreSpec) -> u64 {
+        spec.refresh_after
+            .map_or(u64::MAX, |after| self.written.saturating_add(self.refresh_delay(after)))
+    }
+
     /// How long after it was written this value is due for refresh:
     /// `after`, less up to a tenth of it, drawn from the value's own dates
     /// (so every process agrees, and values written together are not all

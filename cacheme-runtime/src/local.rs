@@ -33,11 +33,35 @@ use crate::singleflight::Flights;
 use crate::spec::{LocalTier, StoreSpec};
 use crate::stampede::Heard;
 
+/// A value held in a tier, with the dates it was stored with (stores with
+/// `stale_for`, `refresh_after`, `none_ttl` or `ttl_from`; `u64::MAX`
+/// for others): it is served only while fresh, and reported due for a
+/// refresh past `due`.
+#[derive(Clone)]
+pub(crate) struct Held {
+    pub(crate) value: Kept,
+    /// When it is due for refresh-ahead, in ms since the Unix epoch.
+    pub(crate) due: u64,
+    /// When it stops being fresh, in ms since the Unix epoch.
+    pub(crate) until: u64,
+}
+
+impl Held {
+    /// A value without dates: served for the tier's TTL.
+    pub(crate) fn undated(value: Kept) -> Self {
+        Held {
+            value,
+            due: u64::MAX,
+            until: u64::MAX,
+        }
+    }
+}
+
 /// The local tiers of one client's stores.
 pub(crate) struct LocalTiers {
     /// Per store (by name: unique in a program, checked when the client
     /// is built), its values.
-    stores: HashMap<&'static str, Moka<String, Kept>, BuildHasherDefault<NameHasher>>,
+    stores: HashMap<&'static str, Moka<String, Held>, BuildHasherDefault<NameHasher>>,
     /// Whether the tiers may be used: the backend announces no changes
     /// (the TTL is the bound), or this process is hearing the
     /// announcements.
@@ -52,9 +76,7 @@ impl LocalTiers {
             stores: HashMap::default(),
             vouched: AtomicBool::new(vouched),
         };
-        // Values judged by their dates (`stale_for`, `refresh_after`) are
-        // not held in a tier, which would serve them past their freshness.
-        for spec in stores.iter().filter(|spec| !spec.dated()) {
+        for spec in stores {
             if let Some(tier) = spec.local.or(default) {
                 tiers.add(spec, tier);
             }
@@ -85,21 +107,22 @@ impl LocalTiers {
     }
 
     /// The tier of `spec`, if it has one and it may be used now.
-    fn usable(&self, spec: &StoreSpec) -> Option<&Moka<String, Kept>> {
+    fn usable(&self, spec: &StoreSpec) -> Option<&Moka<String, Held>> {
         if !self.vouched.load(Ordering::Acquire) {
             return None;
         }
         self.stores.get(spec.name)
     }
 
-    /// The value held for `key`, if any.
-    pub(crate) fn get(&self, spec: &StoreSpec, key: &str) -> Option<Kept> {
+    /// The value held for `key`, if any (with its dates: the caller
+    /// checks them against its clock).
+    pub(crate) fn get(&self, spec: &StoreSpec, key: &str) -> Option<Held> {
         self.usable(spec)?.get(key)
     }
 
     /// Holds `value` for `key` (call it under
     /// [`Flights::while_current`](crate::singleflight::Flights::while_current)).
-    pub(crate) fn insert(&self, spec: &StoreSpec, key: &str, value: Kept) {
+    pub(crate) fn insert(&self, spec: &StoreSpec, key: &str, value: Held) {
         if let Some(tier) = self.usable(spec) {
             tier.insert(key.to_owned(), value);
         }

@@ -336,7 +336,12 @@ pub(crate) fn settle_lease(
             .map_or(spec.ttl, |bytes| super::stored_ttl(&owner, spec, bytes));
         Box::pin(async move {
             match leases.settle(&[bytes], &[ttl]).await {
-                Ok(stored) if stored.first() == Some(&true) => owner.announce(spec, &[&key]).await,
+                Ok(stored) if stored.first() == Some(&true) => {
+                    // This process's local tier drops the value it holds
+                    // (the others hear the announcement).
+                    owner.forget(spec, &key);
+                    owner.announce(spec, &[&key]).await;
+                }
                 Ok(_) => {}
                 Err(error) => owner.log(EventKind::BackendError, spec, &key, Some(&error)),
             }
@@ -420,7 +425,10 @@ pub(crate) fn settle_unleased(
             let Some(bytes) = fetched.or(fallback) else { return };
             let ttl = super::stored_ttl(&owner, spec, &bytes);
             match owner.cache().backend().set(&key, &bytes, Some(ttl)).await {
-                Ok(()) => owner.announce(spec, &[&key]).await,
+                Ok(()) => {
+                    owner.forget(spec, &key);
+                    owner.announce(spec, &[&key]).await;
+                }
                 Err(error) => owner.log(EventKind::BackendError, spec, &key, Some(&error)),
             }
         })

@@ -16,6 +16,7 @@ use super::{ErrorSharing, Read, decode, encode, is_fresh, read, stored_ttl};
 use crate::client::Client;
 use crate::error::{Error, Op};
 use crate::keeping::ValueKeeping;
+use crate::local::Held;
 use crate::logger::EventKind;
 use crate::singleflight::{Landed, LeaderGuard, Role};
 use crate::spec::StoreSpec;
@@ -110,12 +111,13 @@ where
                 let led = match step {
                     Step::Read(deadline) => match read(client, spec, key, deadline).await {
                         Read::Hit(value, bytes) => {
-                            keep_local(client, spec, &guard, key, &value, keeping);
+                            keep_local(client, spec, &guard, key, &value, &bytes, keeping);
                             guard.finish_read(Arc::from(bytes));
                             return Ok(value);
                         }
                         Read::Due(value, bytes) => {
                             refresh_ahead(client, spec, key, policy);
+                            keep_local(client, spec, &guard, key, &value, &bytes, keeping);
                             guard.finish_read(Arc::from(bytes));
                             return Ok(value);
                         }
@@ -139,8 +141,10 @@ where
                 };
                 return match led {
                     Ok((value, bytes)) => {
-                        if step != Step::Uncached {
-                            keep_local(client, spec, &guard, key, &value, keeping);
+                        if step != Step::Uncached
+                            && let Some(bytes) = &bytes
+                        {
+                            keep_local(client, spec, &guard, key, &value, bytes, keeping);
                         }
                         if let Some(bytes) = bytes {
                             guard.finish(bytes);
@@ -219,14 +223,16 @@ fn answer_stale<V>(client: &Client, spec: &StoreSpec, key: &str, stale: Stale<V>
     (stale.value, Some(bytes))
 }
 
-/// Keeps a flight leader's value in the store's local tier, if it has one
-/// and the flight is still current (no invalidation since it began).
+/// Keeps a flight leader's value (stored as `bytes`) in the store's local
+/// tier, if it has one and the flight is still current (no invalidation
+/// since it began); with its dates, if the store dates its values.
 fn keep_local<V>(
     client: &Client,
     spec: &StoreSpec,
     guard: &LeaderGuard<'_>,
     key: &str,
     value: &V,
+    bytes: &[u8],
     keeping: ValueKeeping<V>,
 ) {
     let local = client.local();
@@ -234,7 +240,15 @@ fn keep_local<V>(
         return;
     }
     if let Some(kept) = keeping.keep(value) {
-        client.flights().while_current(guard, || local.insert(spec, key, kept));
+        let held = match crate::dated::open(bytes).filter(|_| spec.dated()) {
+            Some((dates, _)) => Held {
+                value: kept,
+                due: dates.due_at(spec),
+                until: dates.fresh_until,
+            },
+            None => Held::undated(kept),
+        };
+        client.flights().while_current(guard, || local.insert(spec, key, held));
         client.observer().local_entries(spec, local.count(spec));
     }
 }

@@ -334,9 +334,22 @@ async fn held<V: DeserializeOwned>(
         client.log(EventKind::Hit, spec, key, None);
         return Some((value, age));
     }
-    let value = keeping.take(&client.local().get(spec, key)?)?;
+    let held = client.local().get(spec, key)?;
+    // A value with dates is served only while fresh (then its key is
+    // read again, and judged there).
+    let age = match held.until {
+        u64::MAX => Age::Fresh,
+        until => {
+            let now = client.clock().unix_ms();
+            if now >= until {
+                return None;
+            }
+            if now >= held.due { Age::Due } else { Age::Fresh }
+        }
+    };
+    let value = keeping.take(&held.value)?;
     client.log(EventKind::LocalHit, spec, key, None);
-    Some((value, Age::Fresh))
+    Some((value, age))
 }
 
 /// The miss path: one fetch per key in this process (concurrent callers
