@@ -218,13 +218,17 @@ fn expand(s: &Store) -> TokenStream {
         None => fetchers,
         Some(path) => {
             let with_many = at(path.span(), quote!(#cm::with_many));
+            let checked = at(
+                vspan,
+                quote!(|__value: #dvalue_ty| <#output as #cm::Fetched>::checked(__value)),
+            );
             // The call's own tokens are all at the path (its first and last
             // tokens make its span): a batch fetcher or error type that does
             // not fit is reported at `fetch_many = path`.
             quote_spanned! {path.span()=>
                 {
                     let __fetchers = #fetchers;
-                    #with_many(__fetchers, move |__params: ::std::vec::Vec<#bundle_ty>| #path(__ctx, __params))
+                    #with_many(__fetchers, #checked, move |__params: ::std::vec::Vec<#bundle_ty>| #path(__ctx, __params))
                 }
             }
         }

@@ -70,6 +70,9 @@ pub trait Fetched: FetchResult {
         outcome: crate::Result<Option<<Self as Fetched>::Value>>,
     ) -> crate::Result<Option<<Self as FetchResult>::Value>>;
 
+    /// A declared value as the checked value type (a batch fetcher's).
+    fn checked(value: <Self as FetchResult>::Value) -> <Self as Fetched>::Value;
+
     /// A declared value as the checked value type.
     fn value_ref(value: &<Self as FetchResult>::Value) -> &<Self as Fetched>::Value;
 
@@ -107,6 +110,11 @@ impl<V: CacheValue, E> Fetched for Result<V, E> {
     #[inline]
     fn peeked(outcome: crate::Result<Option<V>>) -> crate::Result<Option<V>> {
         outcome
+    }
+
+    #[inline]
+    fn checked(value: V) -> V {
+        value
     }
 
     #[inline]
@@ -149,6 +157,10 @@ impl<T: NotFetched + FetchResult> Fetched for T {
     }
 
     fn peeked(_: crate::Result<Option<()>>) -> crate::Result<Option<T::Value>> {
+        unreachable!("NotFetched has no impl")
+    }
+
+    fn checked(_: T::Value) {
         unreachable!("NotFetched has no impl")
     }
 
@@ -229,15 +241,28 @@ pub trait BatchError: Clone {}
 
 impl<E: Clone> BatchError for E {}
 
-/// [`Fetchers::many`] with its error requirement stated as [`BatchError`].
-pub fn with_many<'a, P, V, E, F, Fut, I>(fetchers: Fetchers<'a, P, V, E>, many: F) -> Fetchers<'a, P, V, E>
+/// [`Fetchers::many`] with its error requirement stated as [`BatchError`];
+/// `checked` turns each value found (declared type `D`) into the checked
+/// value type (see [`Fetched::checked`]).
+pub fn with_many<'a, P, V, E, F, Fut, I, D, C>(
+    fetchers: Fetchers<'a, P, V, E>,
+    checked: C,
+    many: F,
+) -> Fetchers<'a, P, V, E>
 where
     E: BatchError,
+    C: Fn(D) -> V + Copy + Send + Sync + 'a,
     F: Fn(Vec<P>) -> Fut + Send + Sync + 'a,
     Fut: Future<Output = Result<I, E>> + Send + 'a,
-    I: IntoIterator<Item = (P, V)>,
+    I: IntoIterator<Item = (P, D)>,
 {
-    fetchers.many(many)
+    fetchers.many(move |params| {
+        let found = many(params);
+        async move {
+            let found = found.await?;
+            Ok(found.into_iter().map(move |(params, value)| (params, checked(value))))
+        }
+    })
 }
 
 /// Never implemented: the bound of the `get_m` of a store that does not
