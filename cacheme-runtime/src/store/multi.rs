@@ -34,11 +34,23 @@ use crate::spec::StoreSpec;
 /// `P` is the store's parameters: the one parameter's type, or a tuple of
 /// them for several (`(u32, u64)`).
 ///
-/// ```ignore
-/// let found = BookStore::get_m(&app).add(1).add(2).add(999).run().await;
+/// ```
+/// use cacheme::{Client, cache_store};
+///
+/// #[cache_store(key = "shelf:<id>", ttl = "1m")]
+/// async fn shelf_book(_: &Client, id: u64) -> Result<String, String> {
+///     if id == 999 { Err(format!("no book {id}")) } else { Ok(format!("book {id}")) }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let client = Client::memory().unwrap();
+/// let found = ShelfBookStore::get_m(&client).add(1).add(2).add(999).run().await;
 /// assert!(found.get(&999).is_some_and(|outcome| outcome.is_err()));
-/// let books: Vec<&Book> = found.oks().collect(); // books 1 and 2
-/// let all = found.into_all()?; // or every book, or the first error
+/// let books: Vec<&String> = found.oks().collect(); // books 1 and 2
+/// assert_eq!(books, ["book 1", "book 2"]);
+/// let all = found.into_all(); // every book, or the first error
+/// assert_eq!(all.unwrap_err(), "no book 999");
+/// # });
 /// ```
 pub struct MultiResult<T, P> {
     outcomes: Vec<T>,
@@ -58,23 +70,23 @@ impl<T, P> MultiResult<T, P> {
     /// ```
     /// use cacheme::{Client, cache_store};
     ///
-    /// #[cache_store(key = "user:<name>", ttl = "1m")]
-    /// async fn user(_: &Client, name: String) -> Result<usize, String> {
+    /// #[cache_store(key = "member:<name>", ttl = "1m")]
+    /// async fn member(_: &Client, name: String) -> Result<usize, String> {
     ///     Ok(name.len())
     /// }
     ///
-    /// #[cache_store(key = "book:<category>:<id>", ttl = "1m")]
-    /// async fn book(_: &Client, category: u32, id: u64) -> Result<u64, String> {
+    /// #[cache_store(key = "edition:<category>:<id>", ttl = "1m")]
+    /// async fn edition(_: &Client, category: u32, id: u64) -> Result<u64, String> {
     ///     Ok(u64::from(category) * id)
     /// }
     ///
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// let client = Client::memory().unwrap();
-    /// let users = UserStore::get_m(&client).add("ann".to_string()).add("bob".to_string()).run().await;
+    /// let users = MemberStore::get_m(&client).add("ann".to_string()).add("bob".to_string()).run().await;
     /// assert_eq!(users.get("ann"), Some(&Ok(3)));
     /// assert_eq!(users.get("eve"), None);
     ///
-    /// let books = BookStore::get_m(&client).add(7, 42).run().await;
+    /// let books = EditionStore::get_m(&client).add(7, 42).run().await;
     /// assert_eq!(books.get(&(7, 42)), Some(&Ok(294)));
     /// # });
     /// ```
