@@ -269,6 +269,34 @@ mod metrics_recorded {
         outcomes
     }
 
+    /// Every `cacheme.backend.operation.duration` series of `backend`:
+    /// (operation, result, samples), sorted. Each has exactly the labels
+    /// `backend`, `operation` and `result`.
+    fn commands(metrics: &Metrics, backend: &str) -> Vec<(String, String, usize)> {
+        let mut commands: Vec<(String, String, usize)> = metrics
+            .iter()
+            .filter(|(n, _, _)| n == "cacheme.backend.operation.duration")
+            .filter_map(|(_, labels, value)| {
+                let label = |key: &str| labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+                let names: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+                assert_eq!(names, ["backend", "operation", "result"], "{labels:?}");
+                let samples = match value {
+                    DebugValue::Histogram(values) => values.len(),
+                    other => panic!("not a histogram: {other:?}"),
+                };
+                let ours = label("backend")? == backend && samples > 0;
+                ours.then_some((label("operation")?, label("result")?, samples))
+            })
+            .collect();
+        commands.sort();
+        commands
+    }
+
+    /// `(operation, result, samples)` as [`commands`] gives them.
+    fn command(op: &str, result: &str, samples: usize) -> (String, String, usize) {
+        (op.to_owned(), result.to_owned(), samples)
+    }
+
     #[tokio::test]
     async fn memory_counts_and_labels_of_a_scripted_sequence() {
         let recorder = DebuggingRecorder::new();
@@ -295,6 +323,12 @@ mod metrics_recorded {
         assert_eq!(
             get_outcomes(&m, "memory"),
             [("coalesced".into(), 1), ("hit".into(), 1), ("miss".into(), 3)]
+        );
+        // Each leader's read, then its fill; the hit reads the memory
+        // backend's decoded entry (no command), the follower nothing.
+        assert_eq!(
+            commands(&m, "memory"),
+            [command("get", "ok", 3), command("set", "ok", 2)]
         );
         assert_eq!(
             app.client.stats().store("ObsStore").cloned().map(without_times),
@@ -361,6 +395,93 @@ mod metrics_recorded {
         assert_eq!((count(EventKind::Wait), count(EventKind::LockTimeout)), (2, 1));
         assert_eq!(count(EventKind::Degraded), 1);
     }
+
+    #[tokio::test]
+    async fn untyped_commands_are_timed_once_and_without_metrics_not_at_all() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let cache = Cache::open("memory://").await.unwrap();
+        cache.put("k", b"v", Duration::from_secs(60)).await.unwrap();
+        assert!(cache.get("k").await.unwrap().is_some());
+        // A cache made from a timed backend does not time it twice.
+        let again = Cache::from_arc(Arc::clone(cache.backend()));
+        assert!(again.get("k").await.unwrap().is_some());
+        let quiet = cache.clone().without_metrics();
+        assert!(quiet.get("k").await.unwrap().is_some());
+        assert!(!quiet.exists("absent").await.unwrap());
+        assert_eq!(
+            commands(&take(&snapshotter), "memory"),
+            [command("get", "ok", 2), command("set", "ok", 1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn redis_backend_commands_are_timed_by_operation_and_result() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let mut server = RedisServer::start();
+        let (gates, events) = (Arc::default(), Arc::default());
+        let cache = Cache::open(&server.url()).await.unwrap();
+        let app = app(cache, &gates, &events, |b| b.breaker(1, Duration::from_secs(3600)));
+        assert_eq!(ObsStore::get(&app, 1).await.unwrap(), "value 1"); // GET, lock, fill
+        app.client.flush().await;
+        assert_eq!(ObsStore::get(&app, 1).await.unwrap(), "value 1"); // GET
+        let timed = commands(&take(&snapshotter), "redis");
+        let labels: Vec<(&str, &str)> = timed
+            .iter()
+            .map(|(op, result, _)| (op.as_str(), result.as_str()))
+            .collect();
+        assert_eq!(labels, [("fill", "ok"), ("get", "ok"), ("lock", "ok")]);
+        assert_eq!((timed[0].2, timed[1].2), (1, 2), "one fill, two GETs: {timed:?}");
+        // The lock was taken once; a fetch slowed past a third of the lock's
+        // TTL by a loaded machine also renews it (a `lock` too).
+        assert!(timed[2].2 >= 1, "{timed:?}");
+
+        // A read of a stopped server fails (or is cut off at the cache
+        // budget): timed all the same.
+        server.stop();
+        assert_eq!(ObsStore::get(&app, 6).await.unwrap(), "value 6");
+        let failed: Vec<_> = commands(&take(&snapshotter), "redis")
+            .into_iter()
+            .filter(|(op, result, _)| op == "get" && result != "ok")
+            .collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(["error", "cancelled"].contains(&failed[0].1.as_str()), "{failed:?}");
+        assert_eq!(failed[0].2, 1);
+    }
+}
+
+/// A `get_m` (or pipeline) whose key another caller is already fetching
+/// follows that fetch, and is counted as coalesced as a `get` is.
+#[tokio::test]
+async fn a_batch_following_another_callers_fetch_is_coalesced() {
+    let (gates, events): (Arc<Gates>, Arc<Mutex<Vec<EventKind>>>) = (Arc::default(), Arc::default());
+    // The logger opens gate 3 on COALESCED: without it the get of 3 never
+    // finishes (and its gate fails the test).
+    let app = app(Cache::open("memory://").await.unwrap(), &gates, &events, |b| b);
+    let (led, batch) = tokio::join!(ObsStore::get(&app, 3), async {
+        app.gates.fetching(3).await;
+        ObsStore::get_m(&app).add(3).add(1).run().await.into_all()
+    });
+    assert_eq!(led.unwrap(), "value 3");
+    let batch = batch.unwrap();
+    let values: Vec<&String> = batch.iter().collect();
+    assert_eq!(values, ["value 3", "value 1"]);
+    app.client.flush().await;
+    let stats = without_times(app.client.stats().store("ObsStore").cloned().unwrap());
+    assert_eq!(
+        stats,
+        expected(|s| {
+            s.gets = 2;
+            s.misses = 3;
+            s.fetches = 2;
+            s.coalesced = 1;
+        })
+    );
+    let kinds = events.lock().unwrap().clone();
+    assert_eq!(kinds.iter().filter(|&&k| k == EventKind::Coalesced).count(), 1);
 }
 
 /// `stats` without its durations (they depend on the machine).

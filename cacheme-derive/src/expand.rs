@@ -116,6 +116,20 @@ fn expand(s: &Store) -> TokenStream {
         }
         None => quote!(::core::option::Option::None),
     };
+    let millis = |option: Option<(u64, Span)>| match option {
+        Some((ms, _)) => {
+            let ms = Literal::u64_suffixed(ms);
+            quote!(::core::option::Option::Some(#cm::Duration::from_millis(#ms)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let fresh = &s.freshness;
+    let stale_for = millis(fresh.stale_for);
+    let fail_safe_throttle = millis(fresh.fail_safe_throttle);
+    let soft_timeout = millis(fresh.soft_timeout);
+    let hard_timeout = millis(fresh.hard_timeout);
+    let refresh_after = millis(fresh.refresh_after);
+    let none_ttl = millis(fresh.none_ttl);
     let store_name = store.to_string();
     let fetcher_name = fetcher.to_string();
 
@@ -135,12 +149,37 @@ fn expand(s: &Store) -> TokenStream {
         .map(|(name, ty)| at(ty.span(), quote!(#cm::clone_param(&#name))))
         .collect();
     let value_ty = at(vspan, quote!(<#output as #cm::Fetched>::Value));
-    let error_ty = at(vspan, quote!(<#output as #cm::Fetched>::Error));
     // The public signatures name the declared types, unchecked, so a call
     // of a store whose value cannot be cached adds no error; the bodies
     // convert (identities, when the value type is right).
     let dvalue_ty = at(vspan, quote!(<#output as #cm::FetchResult>::Value));
     let derror_ty = at(vspan, quote!(<#output as #cm::FetchResult>::Error));
+    // `ttl_from = path`: each written value's TTL, asked of the user's
+    // `fn(&Value) -> Duration` (checked at the path) on the value decoded
+    // from the bytes being written.
+    let ttl_from = match &fresh.ttl_from {
+        Some(path) => {
+            let declared = at(vspan, quote!(<#output as #cm::Fetched>::declared_ref(&value)));
+            let call = at(
+                path.span(),
+                quote!({
+                    let ttl_from: fn(&#dvalue_ty) -> #cm::Duration = #path;
+                    ttl_from
+                }),
+            );
+            quote! {
+                ::core::option::Option::Some({
+                    fn __ttl_from(codec: #cm::Codec, bytes: &[u8]) -> ::core::option::Option<#cm::Duration> {
+                        let value: #value_ty = codec.decode(bytes).ok()?;
+                        ::core::option::Option::Some((#call)(#declared))
+                    }
+                    __ttl_from
+                })
+            }
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let error_ty = at(vspan, quote!(<#output as #cm::Fetched>::Error));
     let conv = |method: &str, arg: &str| {
         let (method, arg) = (Ident::new(method, vspan), Ident::new(arg, vspan));
         at(vspan, quote!(<#output as #cm::Fetched>::#method(#arg)))
@@ -202,6 +241,49 @@ fn expand(s: &Store) -> TokenStream {
                 >() {
                 }
                 local_tier_values_must_be_clone_send_sync_and_static::<#value_ty>();
+            };
+        }
+    });
+    // A hard timeout reaches the caller as the fetcher's own error:
+    // `From<FetchTimeout>`, checked where `hard_timeout` is written.
+    let on_timeout = fresh.hard_timeout.map(|(_, span)| {
+        let from = at(
+            span,
+            quote!(<#derror_ty as ::core::convert::From<#cm::FetchTimeout>>::from),
+        );
+        quote!(.on_timeout(#from))
+    });
+    // A fetch that outlives its call (`soft_timeout`, `refresh_after`)
+    // owns a clone of the context and of the parameters; what that needs
+    // (a `Clone + Send + Sync + 'static` context, a `Send` fetch) is
+    // checked where the option is written.
+    let background = fresh.background().map(|span| {
+        let owned = s.params.iter().map(|(name, ty)| {
+            let clone = at(ty.span(), quote!(#cm::clone_param(&#name)));
+            quote!(let #name = #clone;)
+        });
+        let new = at(span, quote!(#cm::Background::new));
+        let clone_ctx = at(span, quote!(<#context as ::core::clone::Clone>::clone(__ctx)));
+        quote! {
+            .background(&|| {
+                let __owned_ctx = #clone_ctx;
+                #(#owned)*
+                // Its value goes through `Fetched` as the fetcher's does.
+                #new(move || async move {
+                    let __fetch = #fetcher(&__owned_ctx, #(#names),*);
+                    #split
+                })
+            })
+        }
+    });
+    let policy = quote!(#cm::FetchPolicy::none() #on_timeout #background);
+    // `none_ttl` caches a fetched `None`: the value must be an `Option`.
+    let none_check = fresh.none_ttl.map(|(_, span)| {
+        let check = at(span, quote!(none_ttl_needs_an_option_value::<#dvalue_ty>();));
+        quote! {
+            const _: fn() = || {
+                fn none_ttl_needs_an_option_value<T: #cm::OptionValue>() {}
+                #check
             };
         }
     });
@@ -351,6 +433,7 @@ fn expand(s: &Store) -> TokenStream {
         #item
 
         #local_check
+        #none_check
 
         #[doc = #doc_store]
         #[derive(Clone, Copy, Debug, Default)]
@@ -373,6 +456,13 @@ fn expand(s: &Store) -> TokenStream {
                 .codec(#codec)
                 .lock_ttl(#lock_ttl)
                 .local(#local)
+                .stale_for(#stale_for)
+                .fail_safe_throttle(#fail_safe_throttle)
+                .soft_timeout(#soft_timeout)
+                .hard_timeout(#hard_timeout)
+                .refresh_after(#refresh_after)
+                .none_ttl(#none_ttl)
+                .ttl_from(#ttl_from)
                 .declared_at(
                     ::core::concat!(::core::module_path!(), "::", #fetcher_name),
                     ::core::file!(),
@@ -393,7 +483,7 @@ fn expand(s: &Store) -> TokenStream {
             /// failures fall back to the fetcher and are logged.
             #vis async fn get(__ctx: &#context, #(#names: #types),*) -> #output {
                 let __key = Self::key(#(&#names),*);
-                let __out = #cm::get(#client, Self::SPEC, &__key, || #get_fetch, #sharing, #keeping).await;
+                let __out = #cm::get(#client, Self::SPEC, &__key, || #get_fetch, #sharing, #keeping, #policy).await;
                 #joined
             }
 

@@ -43,6 +43,20 @@ pub struct Args {
     pub krate: Option<Path>,
     /// `local` or `local(capacity = 10_000, ttl = "30s")`: a local tier.
     pub local: Option<LocalArg>,
+    /// `stale_for = "1h"`: the fail-safe keeps values this long past their TTL.
+    pub stale_for: Option<LitStr>,
+    /// `fail_safe_throttle = "5s"`.
+    pub fail_safe_throttle: Option<LitStr>,
+    /// `soft_timeout = "100ms"`.
+    pub soft_timeout: Option<LitStr>,
+    /// `hard_timeout = "2s"`.
+    pub hard_timeout: Option<LitStr>,
+    /// `refresh_after = "4m"`.
+    pub refresh_after: Option<LitStr>,
+    /// `none_ttl = "30s"`: how long a fetched `None` is cached.
+    pub none_ttl: Option<LitStr>,
+    /// `ttl_from = path::to::fn`: each value's TTL, from the value.
+    pub ttl_from: Option<Path>,
     /// Options that were written but refused, or misspelt: already
     /// reported, so their absence is not reported again.
     pub attempted: Vec<&'static str>,
@@ -111,6 +125,42 @@ pub const OPTIONS: &[Opt] = &[
     Opt {
         name: "local",
         set: |a, v| put(&mut a.local, v.local()?, &v.name),
+    },
+    Opt {
+        name: "stale_for",
+        set: |a, v| put(&mut a.stale_for, v.duration("\"1h\"")?, &v.name),
+    },
+    Opt {
+        name: "fail_safe_throttle",
+        set: |a, v| put(&mut a.fail_safe_throttle, v.duration("\"5s\"")?, &v.name),
+    },
+    Opt {
+        name: "soft_timeout",
+        set: |a, v| put(&mut a.soft_timeout, v.duration("\"100ms\"")?, &v.name),
+    },
+    Opt {
+        name: "hard_timeout",
+        set: |a, v| put(&mut a.hard_timeout, v.duration("\"2s\"")?, &v.name),
+    },
+    Opt {
+        name: "refresh_after",
+        set: |a, v| put(&mut a.refresh_after, v.duration("\"4m\"")?, &v.name),
+    },
+    Opt {
+        name: "none_ttl",
+        set: |a, v| put(&mut a.none_ttl, v.duration("\"30s\"")?, &v.name),
+    },
+    Opt {
+        name: "ttl_from",
+        set: |a, v| {
+            put(
+                &mut a.ttl_from,
+                v.path(
+                    "a function of the value: `ttl_from = token_ttl` with `fn token_ttl(value: &Token) -> Duration`",
+                )?,
+                &v.name,
+            )
+        },
     },
     Opt {
         name: "codec",

@@ -21,7 +21,7 @@ pub mod valid;
 
 use proc_macro2::TokenStream;
 
-pub use valid::{Jitter, Store, Version};
+pub use valid::{Freshness, Jitter, Store, Version};
 
 /// Parses and checks one `#[cache_store(args)]` on `item` (the tokens of
 /// the item the attribute is on, without the attribute itself): the

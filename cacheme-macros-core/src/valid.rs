@@ -37,6 +37,9 @@ pub struct Store {
     pub singleflight: bool,
     /// The local tier, when asked for.
     pub local: Option<Local>,
+    /// Fail-safe and freshness options, in milliseconds, each with the
+    /// span of its value.
+    pub freshness: Freshness,
     /// The runtime `Codec` variant (`Bincode`, `Json`, `MessagePack`),
     /// spanned at the option; `None` uses the client's.
     pub codec: Option<Ident>,
@@ -85,6 +88,34 @@ pub struct Local {
     /// How long a value is served locally, in milliseconds; `None`: the
     /// store's TTL.
     pub ttl_ms: Option<u64>,
+}
+
+/// `stale_for`, `fail_safe_throttle`, `soft_timeout`, `hard_timeout` and
+/// `refresh_after`, in milliseconds, each with the span of its value.
+#[derive(Default)]
+pub struct Freshness {
+    /// How long values are kept past their TTL for the fail-safe.
+    pub stale_for: Option<(u64, Span)>,
+    /// How long a stale value is served again before the source is asked.
+    pub fail_safe_throttle: Option<(u64, Span)>,
+    /// How long callers wait for a refetch when a stale value exists.
+    pub soft_timeout: Option<(u64, Span)>,
+    /// How long a fetch may run.
+    pub hard_timeout: Option<(u64, Span)>,
+    /// The age past which a hit refreshes its key in the background.
+    pub refresh_after: Option<(u64, Span)>,
+    /// How long a fetched `None` is cached.
+    pub none_ttl: Option<(u64, Span)>,
+    /// The function giving each value's TTL (`ttl_from`).
+    pub ttl_from: Option<syn::Path>,
+}
+
+impl Freshness {
+    /// The span of the option that makes fetches run in the background
+    /// (`soft_timeout` or `refresh_after`), if one is given.
+    pub fn background(&self) -> Option<Span> {
+        self.soft_timeout.or(self.refresh_after).map(|(_, span)| span)
+    }
 }
 
 /// The validated `ttl_jitter`.
@@ -311,6 +342,7 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         }
     });
     let lock_ttl_ms = args.lock_ttl.as_ref().map(|lit| duration(lit, "lock_ttl", errors));
+    let freshness = freshness(&args, ttl_ms, &params, errors);
     let local = args.local.map(|local| {
         let capacity = match &local.capacity {
             None => Some(10_000),
@@ -328,6 +360,17 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         let ttl_ms = local.ttl.as_ref().map(|lit| duration(lit, "ttl", errors));
         (local.span, capacity, ttl_ms)
     });
+    if let Some((span, _, _)) = &local
+        && (args.stale_for.is_some()
+            || args.refresh_after.is_some()
+            || args.none_ttl.is_some()
+            || args.ttl_from.is_some())
+    {
+        errors.push(syn::Error::new(
+            *span,
+            "`local` cannot be combined with `stale_for`, `refresh_after`, `none_ttl` or `ttl_from` yet: the local tier would serve values past their freshness",
+        ));
+    }
     let version = match args.version {
         None => Some(Version::Static("1".to_owned())),
         Some(VersionArg::Int(int)) => match int.base10_parse::<u64>() {
@@ -399,6 +442,7 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
             }),
             None => None,
         },
+        freshness,
         codec,
         context: context?,
         params,
@@ -408,6 +452,62 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         batch,
         item,
     })
+}
+
+/// Reads and cross-checks the fail-safe and freshness options.
+fn freshness(args: &Args, ttl_ms: Option<u64>, params: &[(Ident, Type)], errors: &mut Vec<syn::Error>) -> Freshness {
+    let mut read = |lit: &Option<LitStr>, name: &str| {
+        let lit = lit.as_ref()?;
+        duration(lit, name, errors).map(|ms| (ms, lit.span()))
+    };
+    let fresh = Freshness {
+        stale_for: read(&args.stale_for, "stale_for"),
+        fail_safe_throttle: read(&args.fail_safe_throttle, "fail_safe_throttle"),
+        soft_timeout: read(&args.soft_timeout, "soft_timeout"),
+        hard_timeout: read(&args.hard_timeout, "hard_timeout"),
+        refresh_after: read(&args.refresh_after, "refresh_after"),
+        none_ttl: read(&args.none_ttl, "none_ttl"),
+        ttl_from: args.ttl_from.clone(),
+    };
+    let mut refuse = |span: Span, message: &str| errors.push(syn::Error::new(span, message));
+    if fresh.stale_for.is_none() {
+        if let Some((_, span)) = fresh.fail_safe_throttle {
+            refuse(
+                span,
+                "`fail_safe_throttle` paces the fail-safe: it needs `stale_for = \"...\"`, how long values are kept past their TTL to be served when a refetch fails",
+            );
+        }
+        if let Some((_, span)) = fresh.soft_timeout {
+            refuse(
+                span,
+                "`soft_timeout` answers from a stale value while the fetch goes on: it needs `stale_for = \"...\"`, how long values are kept past their TTL",
+            );
+        }
+    }
+    if let (Some((soft, span)), Some((hard, _))) = (fresh.soft_timeout, fresh.hard_timeout)
+        && soft >= hard
+    {
+        refuse(span, "`soft_timeout` must be shorter than `hard_timeout`");
+    }
+    if let (Some((after, span)), Some(ttl)) = (fresh.refresh_after, ttl_ms)
+        && after >= ttl
+    {
+        refuse(
+            span,
+            "`refresh_after` must be shorter than the `ttl`: values are refreshed in the background before they expire",
+        );
+    }
+    if fresh.background().is_some()
+        && let Some((name, _)) = params.iter().find(|(_, ty)| borrows(ty))
+    {
+        refuse(
+            name.span(),
+            &format!(
+                "`{name}` is borrowed, but `soft_timeout` and `refresh_after` fetch in the background, after the call returned: take an owned parameter (e.g. `String` for `&str`)"
+            ),
+        );
+    }
+    fresh
 }
 
 /// A `ttl_jitter`: a whole percentage from 1% to 99%, or a duration

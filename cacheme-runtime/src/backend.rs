@@ -182,6 +182,15 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
         None
     }
 
+    /// The backend inside the runtime's metering wrapper (feature
+    /// `metrics`), so a cache made from another's backend does not time
+    /// it twice and one can opt out. Other backends keep the default.
+    #[doc(hidden)]
+    #[cfg(feature = "metrics")]
+    fn unmetered(&self) -> Option<&std::sync::Arc<dyn Backend>> {
+        None
+    }
+
     /// How this backend protects typed stores from stampedes across
     /// processes (see [`Coordination`]). The default coordinates inside the
     /// process only, which is all a backend no other process sees needs.

@@ -113,11 +113,34 @@ impl Cache {
     }
 
     /// Wraps a shared backend.
+    ///
+    /// With feature `metrics`, the cache times every command of its
+    /// backend (`cacheme.backend.operation.duration`, see
+    /// `docs/observability.md`); [`backend`](Cache::backend) is then that
+    /// timed wrapper, which behaves as the backend in every other way.
     pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
+        #[cfg(feature = "metrics")]
+        let backend = crate::observe::metered(backend);
         Cache {
             backend,
             codec: Codec::default(),
         }
+    }
+
+    /// The same cache, its backend's commands not timed: with feature
+    /// `metrics` a cache records the duration of every backend command
+    /// (`cacheme.backend.operation.duration`); this one (and its clones)
+    /// does not (a client built with `ClientBuilder::metrics(false)` does
+    /// this to its cache). Without the feature, the cache as it is.
+    pub fn without_metrics(self) -> Self {
+        #[cfg(feature = "metrics")]
+        if let Some(inner) = self.backend.unmetered() {
+            return Cache {
+                backend: Arc::clone(inner),
+                codec: self.codec,
+            };
+        }
+        self
     }
 
     /// The same cache, encoding typed values with `codec` (default bincode).

@@ -73,6 +73,9 @@ pub trait Fetched: FetchResult {
     /// A declared value as the checked value type (a batch fetcher's).
     fn checked(value: <Self as FetchResult>::Value) -> <Self as Fetched>::Value;
 
+    /// A checked value as the declared value type (for `ttl_from`).
+    fn declared_ref(value: &<Self as Fetched>::Value) -> &<Self as FetchResult>::Value;
+
     /// A declared value as the checked value type.
     fn value_ref(value: &<Self as FetchResult>::Value) -> &<Self as Fetched>::Value;
 
@@ -114,6 +117,11 @@ impl<V: CacheValue, E> Fetched for Result<V, E> {
 
     #[inline]
     fn checked(value: V) -> V {
+        value
+    }
+
+    #[inline]
+    fn declared_ref(value: &V) -> &V {
         value
     }
 
@@ -161,6 +169,10 @@ impl<T: NotFetched + FetchResult> Fetched for T {
     }
 
     fn checked(_: T::Value) {
+        unreachable!("NotFetched has no impl")
+    }
+
+    fn declared_ref(_: &()) -> &T::Value {
         unreachable!("NotFetched has no impl")
     }
 

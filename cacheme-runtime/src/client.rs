@@ -1,6 +1,8 @@
 //! [`Client`]: what typed stores run on (a cache, a codec, a logger, the
 //! singleflight table), and [`Context`], how a store finds it.
 
+use crate::clock::Clock;
+use crate::testing::TestClock;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,6 +86,10 @@ struct Inner {
     fetch_concurrency: usize,
     /// Counts events for `stats` and the metrics.
     observer: Observer,
+    /// The time freshness is judged by.
+    clock: Clock,
+    /// Keys being refreshed ahead of their expiry by this client.
+    refreshing: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// The budget of a typed call's cache work, by default.
@@ -124,6 +130,7 @@ pub struct ClientBuilder {
     fetch_concurrency: Option<usize>,
     local: Option<LocalTier>,
     metrics: Option<bool>,
+    clock: Option<TestClock>,
 }
 
 impl ClientBuilder {
@@ -265,6 +272,26 @@ impl ClientBuilder {
         self
     }
 
+    /// Judges how old values are by `clock`, a clock the test drives,
+    /// rather than the system's (see [`TestClock`]): the freshness of
+    /// stores with `stale_for` or `refresh_after`, and the expiry of the
+    /// default memory backend. A memory backend given with
+    /// [`cache`](Self::cache) takes its own clock
+    /// ([`MemoryBackend::with_clock`](crate::MemoryBackend::with_clock)).
+    ///
+    /// ```
+    /// use cacheme::Client;
+    /// use cacheme::testing::TestClock;
+    ///
+    /// let clock = TestClock::new();
+    /// let client = Client::builder().clock(&clock).build()?;
+    /// # Ok::<(), cacheme::Error>(())
+    /// ```
+    pub fn clock(mut self, clock: &TestClock) -> Self {
+        self.clock = Some(clock.clone());
+        self
+    }
+
     /// Builds the client, refusing duplicate or overlapping stores and a
     /// `lock_ttl` (the client's or a store's) outside
     /// [`MIN_LOCK_TTL`]..=[`MAX_LOCK_TTL`].
@@ -293,9 +320,20 @@ impl ClientBuilder {
         if let Some(ttl) = self.lock_ttl {
             check_lock_ttl(ttl, "ClientBuilder::lock_ttl")?;
         }
-        let cache = self
-            .cache
-            .unwrap_or_else(|| Cache::from_backend(crate::MemoryBackend::with_capacity(crate::DEFAULT_CAPACITY)));
+        let clock = self.clock.as_ref().map(Clock::driven).unwrap_or_default();
+        let cache = self.cache.unwrap_or_else(|| {
+            let memory = crate::MemoryBackend::with_capacity(crate::DEFAULT_CAPACITY);
+            Cache::from_backend(match &self.clock {
+                Some(clock) => memory.with_clock(clock),
+                None => memory,
+            })
+        });
+        // A client that records no metrics times no backend commands
+        // either.
+        let cache = match self.metrics {
+            Some(false) => cache.without_metrics(),
+            _ => cache,
+        };
         let generations = (!cache.backend().supports_delete_matching())
             .then(|| Generations::new(self.generation_refresh.unwrap_or(generations::DEFAULT_REFRESH)));
         let coordinator = match cache.backend().coordination() {
@@ -349,6 +387,8 @@ impl ClientBuilder {
                 memory,
                 id: local::sender_id(),
                 hearing: std::sync::OnceLock::new(),
+                clock,
+                refreshing: std::sync::Mutex::default(),
             }),
         })
     }
@@ -519,6 +559,30 @@ impl Client {
     }
 
     /// The renewer of this client's fetch locks (with a coordinator).
+    /// The time freshness is judged by.
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Marks `key` as being refreshed by this client; `false` if it
+    /// already is (one background refresh per key at a time).
+    pub(crate) fn start_refresh(&self, key: &str) -> bool {
+        let mut refreshing = self.inner.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+        refreshing.insert(key.to_owned())
+    }
+
+    /// Whether this client is refreshing `key` in the background.
+    pub(crate) fn is_refreshing(&self, key: &str) -> bool {
+        let refreshing = self.inner.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+        refreshing.contains(key)
+    }
+
+    /// Ends the refresh of `key` started by [`start_refresh`](Self::start_refresh).
+    pub(crate) fn end_refresh(&self, key: &str) {
+        let mut refreshing = self.inner.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+        refreshing.remove(key);
+    }
+
     pub(crate) fn renewer(&self) -> Option<&Renewer> {
         self.inner.renewer.as_ref()
     }

@@ -68,6 +68,16 @@ impl Codec {
         encoded.map_err(|source| self.error::<T>(Op::Encode, source))
     }
 
+    /// Whether `bytes` are this codec's encoding of an `Option`'s `None`
+    /// (also of `()` and of some other values: callers know the type).
+    pub(crate) fn encodes_none(self, bytes: &[u8]) -> bool {
+        match self {
+            Codec::Bincode => bytes == [0],
+            Codec::Json => bytes == b"null",
+            Codec::MessagePack => bytes == [0xC0],
+        }
+    }
+
     /// Decodes a whole `T` from `bytes`; trailing bytes are an error.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T> {
         let decoded: std::result::Result<T, crate::error::BoxError> = match self {
@@ -169,6 +179,18 @@ fn bincode_decode<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<(T, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_codec_knows_its_none() {
+        for codec in [Codec::Bincode, Codec::Json, Codec::MessagePack] {
+            assert!(codec.encodes_none(&codec.encode(&None::<String>).unwrap()), "{codec:?}");
+            assert!(
+                !codec.encodes_none(&codec.encode(&Some(String::new())).unwrap()),
+                "{codec:?}"
+            );
+            assert!(!codec.encodes_none(&codec.encode(&Some(0u8)).unwrap()), "{codec:?}");
+        }
+    }
     use serde::Deserialize;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]

@@ -51,7 +51,9 @@ impl LocalTiers {
             stores: HashMap::new(),
             vouched: AtomicBool::new(vouched),
         };
-        for spec in stores {
+        // Values judged by their dates (`stale_for`, `refresh_after`) are
+        // not held in a tier, which would serve them past their freshness.
+        for spec in stores.iter().filter(|spec| !spec.dated()) {
             if let Some(tier) = spec.local.or(default) {
                 tiers.add(spec, tier);
             }

@@ -16,10 +16,12 @@ use moka::future::Cache as Moka;
 use moka::ops::compute::Op as Compute;
 
 use crate::backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, Ttl, clamp_ttl};
+use crate::clock::Clock;
 use crate::config::ProviderConfig;
 use crate::counter;
 use crate::error::Result;
 use crate::keeping::Kept;
+use crate::testing::TestClock;
 
 const PROVIDER: &str = "memory";
 
@@ -53,10 +55,10 @@ impl Stored {
 }
 
 impl Entry {
-    fn new(value: &[u8], ttl: Ttl) -> Self {
+    fn new(value: &[u8], ttl: Ttl, now: Instant) -> Self {
         // Clamped, so the addition cannot overflow; were it to, the entry
         // would simply not expire.
-        Self::until(value, ttl.and_then(|ttl| Instant::now().checked_add(clamp_ttl(ttl))))
+        Self::until(value, ttl.and_then(|ttl| now.checked_add(clamp_ttl(ttl))))
     }
 
     fn until(value: &[u8], expires_at: Option<Instant>) -> Self {
@@ -112,6 +114,7 @@ impl Expiry<String, Entry> for Deadline {
 pub struct MemoryBackend {
     entries: Arc<Moka<String, Entry>>,
     capacity: u64,
+    clock: Clock,
 }
 
 impl MemoryBackend {
@@ -121,7 +124,30 @@ impl MemoryBackend {
         MemoryBackend {
             entries: Arc::new(entries),
             capacity,
+            clock: Clock::default(),
         }
+    }
+
+    /// The same backend, judging expiry by `clock` (a test's) rather than
+    /// the system's: an entry expires when the test has moved the clock
+    /// past its TTL.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use cacheme::testing::TestClock;
+    /// use cacheme::{Backend, MemoryBackend};
+    /// use std::time::Duration;
+    ///
+    /// let clock = TestClock::new();
+    /// let memory = MemoryBackend::with_capacity(100).with_clock(&clock);
+    /// memory.set("k", b"v", Some(Duration::from_secs(60))).await.unwrap();
+    /// clock.advance(Duration::from_secs(61));
+    /// assert_eq!(memory.get("k").await.unwrap(), None);
+    /// # });
+    /// ```
+    pub fn with_clock(mut self, clock: &TestClock) -> Self {
+        self.clock = Clock::driven(clock);
+        self
     }
 
     /// Builds the backend from `capacity` and `interval` (see the type docs).
@@ -153,7 +179,7 @@ impl MemoryBackend {
     }
 
     async fn live(&self, key: &str) -> Option<Entry> {
-        self.entries.get(key).await.filter(|e| e.is_live(Instant::now()))
+        self.entries.get(key).await.filter(|e| e.is_live(self.clock.now()))
     }
 
     /// The live entry at `key`, shared (no copy of its bytes).
@@ -186,7 +212,9 @@ impl Backend for MemoryBackend {
 
     fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            self.entries.insert(key.to_owned(), Entry::new(value, ttl)).await;
+            self.entries
+                .insert(key.to_owned(), Entry::new(value, ttl, self.clock.now()))
+                .await;
             Ok(())
         })
     }
@@ -194,7 +222,7 @@ impl Backend for MemoryBackend {
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let removed = self.entries.remove(key).await;
-            Ok(removed.is_some_and(|e| e.is_live(Instant::now())))
+            Ok(removed.is_some_and(|e| e.is_live(self.clock.now())))
         })
     }
 
@@ -208,7 +236,7 @@ impl Backend for MemoryBackend {
             self.entries
                 .entry_by_ref(key)
                 .and_try_compute_with(|current| {
-                    let live = current.map(|e| e.into_value()).filter(|e| e.is_live(Instant::now()));
+                    let live = current.map(|e| e.into_value()).filter(|e| e.is_live(self.clock.now()));
                     let outcome =
                         counter::apply(PROVIDER, key, live.as_ref().map(|e| e.value.bytes()), delta).map(|n| {
                             result = n;
@@ -238,7 +266,7 @@ impl Backend for MemoryBackend {
     /// keys already in memory) are collected before they are removed.
     fn delete_matching<'a>(&'a self, _glob: &'a str, filter: &'a KeyFilter<'a>) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            let now = Instant::now();
+            let now = self.clock.now();
             let doomed: Vec<Arc<String>> = self
                 .entries
                 .iter()
@@ -255,7 +283,7 @@ impl Backend for MemoryBackend {
 
     fn ttl<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Ttl>>> {
         Box::pin(async move {
-            let now = Instant::now();
+            let now = self.clock.now();
             Ok(self
                 .live(key)
                 .await
@@ -267,7 +295,7 @@ impl Backend for MemoryBackend {
     /// used, callers check each key).
     fn scan_keys<'a>(&'a self, _glob: &'a str, visit: &'a mut KeyVisitor<'a>) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            let now = Instant::now();
+            let now = self.clock.now();
             let mut visited = 0;
             for (key, entry) in self.entries.iter() {
                 if entry.is_live(now) {
@@ -285,12 +313,12 @@ impl Backend for MemoryBackend {
             self.entries
                 .entry_by_ref(key)
                 .and_compute_with(|current| {
-                    let taken = current.is_some_and(|e| e.value().is_live(Instant::now()));
+                    let taken = current.is_some_and(|e| e.value().is_live(self.clock.now()));
                     written = !taken;
                     std::future::ready(if taken {
                         Compute::Nop
                     } else {
-                        Compute::Put(Entry::new(value, ttl))
+                        Compute::Put(Entry::new(value, ttl, self.clock.now()))
                     })
                 })
                 .await;
@@ -305,7 +333,7 @@ impl Backend for MemoryBackend {
                 .entry_by_ref(key)
                 .and_compute_with(|current| {
                     removed = current
-                        .is_some_and(|e| e.value().is_live(Instant::now()) && e.value().value.bytes() == expected);
+                        .is_some_and(|e| e.value().is_live(self.clock.now()) && e.value().value.bytes() == expected);
                     std::future::ready(if removed { Compute::Remove } else { Compute::Nop })
                 })
                 .await;

@@ -63,6 +63,14 @@ impl Coordinator for PollingCoordinator {
         })
     }
 
+    fn try_lock_to_refresh<'a>(&'a self, key: &'a str, token: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            self.backend
+                .set_if_absent(&lock_key(key), token.as_bytes(), Some(ttl))
+                .await
+        })
+    }
+
     fn renew<'a>(&'a self, key: &'a str, token: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let lock = lock_key(key);

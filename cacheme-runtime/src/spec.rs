@@ -39,6 +39,11 @@ impl Version {
     }
 }
 
+/// How a store with `ttl_from` reads a value's TTL: decodes the value's
+/// codec bytes and asks the user's function (`None`: the value does not
+/// decode, the store's TTL applies).
+pub type TtlFrom = fn(Codec, &[u8]) -> Option<Duration>;
+
 /// A local tier's bounds: how many values it holds and how long each is
 /// served from process memory (never longer than the store's TTL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +105,31 @@ pub struct StoreSpec {
     /// process over a remote backend; `None` uses the client's default
     /// ([`ClientBuilder::local`](crate::ClientBuilder::local)).
     pub local: Option<LocalTier>,
+    /// How long a value is kept past its TTL to be served when its
+    /// refetch fails or times out (`stale_for`, fail-safe); `None`: never.
+    pub stale_for: Option<Duration>,
+    /// After a fail-safe served a stale value, how long that value is
+    /// served again before the source is asked for the key again
+    /// (`fail_safe_throttle`); `None`: [`StoreSpec::DEFAULT_FAIL_SAFE_THROTTLE`].
+    pub fail_safe_throttle: Option<Duration>,
+    /// How long a caller waits for a refetch when a stale value can be
+    /// served instead (`soft_timeout`); the fetch goes on in the
+    /// background. `None`: callers wait for the fetch.
+    pub soft_timeout: Option<Duration>,
+    /// How long a fetch may run at all (`hard_timeout`): past it the fetch
+    /// is abandoned, and callers get the stale value or the fetcher's
+    /// timeout error. `None`: no limit.
+    pub hard_timeout: Option<Duration>,
+    /// The age past which a hit starts a background refresh of its key
+    /// (`refresh_after`, below the TTL); `None`: no refresh-ahead.
+    pub refresh_after: Option<Duration>,
+    /// The TTL of a fetched `None` (`none_ttl`: negative caching, on a
+    /// store whose value is an `Option`); `None`: the store's TTL.
+    pub none_ttl: Option<Duration>,
+    /// The TTL a value chooses (`ttl_from = path`): decodes a value's
+    /// codec bytes and asks the user's function; `None` (or a value that
+    /// does not decode) uses the store's TTL.
+    pub ttl_from: Option<TtlFrom>,
     /// The Rust path of the fetcher (`module::book`).
     pub fetcher: &'static str,
     /// Where the store is declared.
@@ -109,6 +139,11 @@ pub struct StoreSpec {
 }
 
 impl StoreSpec {
+    /// How long a stale value served by the fail-safe is served again
+    /// before the source is asked again, unless the store says
+    /// (`fail_safe_throttle`): 5 s.
+    pub const DEFAULT_FAIL_SAFE_THROTTLE: Duration = Duration::from_secs(5);
+
     /// A store with the defaults: version `1`, no singleflight, the
     /// client's codec and lock TTL, declared nowhere in particular.
     pub const fn new(name: &'static str, template: KeyTemplate, ttl: Duration) -> Self {
@@ -122,6 +157,13 @@ impl StoreSpec {
             codec: None,
             lock_ttl: None,
             local: None,
+            stale_for: None,
+            fail_safe_throttle: None,
+            soft_timeout: None,
+            hard_timeout: None,
+            refresh_after: None,
+            none_ttl: None,
+            ttl_from: None,
             fetcher: name,
             file: "",
             line: 0,
@@ -172,6 +214,63 @@ impl StoreSpec {
     pub const fn local(mut self, local: Option<LocalTier>) -> Self {
         self.local = local;
         self
+    }
+
+    /// Keeps values `stale_for` past their TTL, to serve when a refetch
+    /// fails (fail-safe).
+    pub const fn stale_for(mut self, stale_for: Option<Duration>) -> Self {
+        self.stale_for = stale_for;
+        self
+    }
+
+    /// How long a stale value served by the fail-safe is served again
+    /// before the source is asked again.
+    pub const fn fail_safe_throttle(mut self, throttle: Option<Duration>) -> Self {
+        self.fail_safe_throttle = throttle;
+        self
+    }
+
+    /// How long callers wait for a refetch when a stale value exists.
+    pub const fn soft_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.soft_timeout = timeout;
+        self
+    }
+
+    /// How long a fetch may run before it is abandoned.
+    pub const fn hard_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.hard_timeout = timeout;
+        self
+    }
+
+    /// The age past which a hit refreshes its key in the background.
+    pub const fn refresh_after(mut self, after: Option<Duration>) -> Self {
+        self.refresh_after = after;
+        self
+    }
+
+    /// The TTL of a fetched `None` (negative caching).
+    pub const fn none_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.none_ttl = ttl;
+        self
+    }
+
+    /// How each value's TTL is chosen from the value (`ttl_from`).
+    pub const fn ttl_from(mut self, ttl_from: Option<TtlFrom>) -> Self {
+        self.ttl_from = ttl_from;
+        self
+    }
+
+    /// Whether values are stored with their dates (written, fresh until,
+    /// stale until): stores with `stale_for`, `refresh_after`, `none_ttl`
+    /// or `ttl_from`, whose freshness is judged when a value is read, not
+    /// only by the backend's expiry.
+    pub const fn dated(&self) -> bool {
+        self.stale_for.is_some() || self.refresh_after.is_some() || self.none_ttl.is_some() || self.ttl_from.is_some()
+    }
+
+    /// The fail-safe throttle in effect.
+    pub fn throttle(&self) -> Duration {
+        self.fail_safe_throttle.unwrap_or(Self::DEFAULT_FAIL_SAFE_THROTTLE)
     }
 
     /// The fetcher's Rust path and where the store is declared.
@@ -262,6 +361,13 @@ mod tests {
             codec: None,
             lock_ttl: None,
             local: None,
+            stale_for: None,
+            fail_safe_throttle: None,
+            soft_timeout: None,
+            hard_timeout: None,
+            refresh_after: None,
+            none_ttl: None,
+            ttl_from: None,
             fetcher: "f",
             file: "src/lib.rs",
             line,

@@ -46,23 +46,16 @@ mod tests {
     use crate::store::key::{KeyTemplate, Part};
     use crate::store::spec::Version;
 
-    static SPEC: StoreSpec = StoreSpec {
-        name: "ReportStore",
-        template: KeyTemplate {
+    static SPEC: StoreSpec = StoreSpec::new(
+        "ReportStore",
+        KeyTemplate {
             source: "report:<id>",
             parts: &[Part::Lit("report:"), Part::Var("id")],
         },
-        ttl: Duration::from_secs(60),
-        ttl_jitter: None,
-        version: Version::Static("1"),
-        singleflight: false,
-        codec: None,
-        lock_ttl: None,
-        local: None,
-        fetcher: "report",
-        file: "src/lib.rs",
-        line: 1,
-    };
+        Duration::from_secs(60),
+    )
+    .version(Version::Static("1"))
+    .declared_at("report", "src/lib.rs", 1);
 
     #[derive(Clone, Default)]
     struct Kinds(Arc<Mutex<Vec<EventKind>>>);

@@ -118,6 +118,32 @@ impl<L: Launch> ServerProcess<L> {
         if self.child.is_some() && !self.frozen {
             self.signal("-STOP").unwrap_or_else(|e| panic!("{e}"));
             self.frozen = true;
+            self.wait_stopped();
+        }
+    }
+
+    /// Waits (at most 10 s) until every thread of the server is stopped:
+    /// `kill` returns once the signal is queued, and a thread of a
+    /// multi-threaded server (memcached) may still answer a request before
+    /// it stops.
+    fn wait_stopped(&self) {
+        let Some(child) = &self.child else { return };
+        let tasks = format!("/proc/{}/task", child.id());
+        let stopped = || {
+            let Ok(threads) = std::fs::read_dir(&tasks) else {
+                return true; // no procfs: nothing to wait on
+            };
+            threads.flatten().all(|thread| {
+                let stat = std::fs::read_to_string(thread.path().join("stat")).unwrap_or_default();
+                // The state follows the command's closing parenthesis.
+                stat.rsplit_once(") ")
+                    .is_none_or(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !stopped() {
+            assert!(Instant::now() < deadline, "{} did not stop after SIGSTOP", L::BINARY);
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 

@@ -9,16 +9,10 @@ use std::cell::Cell;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 
-// Timing a call is the metrics' main cost on a hit: with them, quanta's
-// TSC clock (calibrated once) instead of a clock_gettime per read.
-#[cfg(feature = "metrics")]
-use quanta::Instant;
-#[cfg(not(feature = "metrics"))]
-use std::time::Instant;
-
 use tracing::Span;
 use tracing::field::{Empty, debug};
 
+use super::clock::Started;
 use crate::client::Client;
 use crate::logger::EventKind;
 use crate::spec::StoreSpec;
@@ -201,7 +195,7 @@ where
         }
         return result;
     }
-    let started = Instant::now();
+    let started = Started::now();
     let mut noted = Outcome::Nothing as u8;
     let mut call = pin!(make());
     let result = poll_fn(|cx| {

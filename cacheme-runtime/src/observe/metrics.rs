@@ -37,6 +37,7 @@ pub(crate) mod names {
     pub(crate) const FILLS_DROPPED: &str = "cacheme.fills.dropped";
     pub(crate) const OPERATION_DURATION: &str = "cacheme.operation.duration";
     pub(crate) const LOCAL_ENTRIES: &str = "cacheme.local.entries";
+    pub(crate) const BACKEND_OPERATION_DURATION: &str = "cacheme.backend.operation.duration";
 }
 
 /// Describes every metric to the current recorder.
@@ -54,7 +55,7 @@ fn describe() {
     describe_counter!(
         COALESCED,
         Unit::Count,
-        "callers served by another caller's fetch in the process"
+        "callers (a batch: keys) served by another caller's fetch in the process"
     );
     describe_counter!(LOCK_WAITS, Unit::Count, "waits for another process's fetch");
     describe_counter!(

@@ -9,9 +9,14 @@
 //! `invalidate_all`) run inside [`call`], which opens their span and
 //! times them; fetches run inside [`fetch`] (or a [`Fetching`]) and
 //! stampede waits inside a [`Waiting`], which report their durations.
+//! Backend commands are timed by the cache's backend itself, wrapped once
+//! when the cache is made (`commands`, feature `metrics`).
 //! `docs/observability.md` lists every metric, span and event.
 
 mod calls;
+mod clock;
+#[cfg(feature = "metrics")]
+mod commands;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod stats;
@@ -24,6 +29,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub(crate) use calls::{Call, Outcome, call, note_outcome};
+#[cfg(feature = "metrics")]
+pub(crate) use commands::metered;
 pub use stats::{Stats, StoreStats};
 pub(crate) use timing::{Fetching, Waiting, fetch};
 

@@ -9,7 +9,9 @@
 //!    (one MGET on Redis, one command per node in a cluster, one multi-get
 //!    per memcached server); hits are handed to their followers. A value
 //!    that does not decode is a miss, and is removed (if still the same
-//!    bytes) so the lock step does not refuse its lock.
+//!    bytes) so the lock step does not refuse its lock. A value past its
+//!    TTL and within `stale_for` takes a single `get`'s miss path (which
+//!    serves it if its refetch fails).
 //! 3. The misses take their stampede locks through one set of
 //!    leases (one [`Coordinator::try_lock_many`], one script per Redis
 //!    node), armed before the command is sent.
@@ -131,11 +133,21 @@ pub(crate) async fn run<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) {
     }
     let mut misses = Vec::new();
     let mut undecodable = Vec::new();
+    let mut stale = Vec::new();
     for (load, bytes) in loads.into_iter().zip(found) {
         let group = groups[load.slot.g];
         match bytes {
-            Some(bytes) if group.accept(client, load.slot.i, &load.slot.key, &bytes, true) => {
+            Some(bytes)
+                if crate::store::is_fresh(client, group.spec(), &bytes)
+                    && group.accept(client, load.slot.i, &load.slot.key, &bytes, true) =>
+            {
                 load.flight.finish_read(Arc::from(bytes));
+            }
+            // A value past its TTL and within `stale_for` takes a single
+            // get's miss path, which serves it if its refetch fails (its
+            // flight here ends: its followers join that get's).
+            Some(bytes) if crate::store::is_stale(client, group.spec(), &bytes) => {
+                stale.push((load.slot, bytes));
             }
             found => {
                 client.log(EventKind::Miss, group.spec(), &load.slot.key, None);
@@ -153,17 +165,25 @@ pub(crate) async fn run<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) {
         })
         .await;
 
-    match client.renewer() {
-        Some(renewer) => lock_and_load(client, renewer, groups, &limit, misses, followers, deadline).await,
-        None => {
-            join(
-                fetch_unlocked(client, groups, &limit, misses, true),
-                follow(client, groups, &limit, followers, Mode::Cached),
-            )
-            .await;
+    let limit = &limit;
+    let refetch_stale =
+        join_all(stale.into_iter().map(|(slot, bytes)| async move {
+            groups[slot.g].load_stale(client, limit, slot.i, &slot.key, bytes).await
+        }));
+    let load_misses = async {
+        match client.renewer() {
+            Some(renewer) => lock_and_load(client, renewer, groups, limit, misses, followers, deadline).await,
+            None => {
+                join(
+                    fetch_unlocked(client, groups, limit, misses, true),
+                    follow(client, groups, limit, followers, Mode::Cached),
+                )
+                .await;
+            }
         }
-    }
-    join_all(repeated.iter().map(|s| groups[s.g].load(client, &limit, s.i, &s.key))).await;
+    };
+    join(load_misses, refetch_stale).await;
+    join_all(repeated.iter().map(|s| groups[s.g].load(client, limit, s.i, &s.key))).await;
 }
 
 /// A cache step of the batch that failed or timed out: reported once.
@@ -363,7 +383,10 @@ async fn fetch_won(
         }
         if at < leases.len() {
             values[at] = fetched.bytes().cloned();
-            ttls[at] = groups[load.slot.g].spec().write_ttl();
+            let spec = groups[load.slot.g].spec();
+            ttls[at] = fetched
+                .bytes()
+                .map_or(spec.ttl, |bytes| crate::store::stored_ttl(client, spec, bytes));
         }
     }
     let spec = groups[won[0].slot.g].spec();
@@ -403,11 +426,8 @@ async fn fetch_unlocked(
             .zip(&outcomes)
             .filter_map(|(l, f)| {
                 let value = f.bytes()?;
-                Some((
-                    l.slot.key.to_string(),
-                    Arc::clone(value),
-                    groups[l.slot.g].spec().write_ttl(),
-                ))
+                let ttl = crate::store::stored_ttl(client, groups[l.slot.g].spec(), value);
+                Some((l.slot.key.to_string(), Arc::clone(value), ttl))
             })
             .collect();
         if !writes.is_empty() {
@@ -500,6 +520,9 @@ async fn follow(
 ) {
     join_all(followers.into_iter().map(|(slot, mut follower)| async move {
         let group = groups[slot.g];
+        // Served by another caller's read or fetch, as a single `get`
+        // that follows a flight is.
+        client.log(EventKind::Coalesced, group.spec(), &slot.key, None);
         let outcome = follower.outcome().await;
         // This batch did not read the key: a flight that missed is its
         // miss too (a hit is reported when the value is accepted).

@@ -22,7 +22,7 @@ use crate::sharing::{ErrorSharing, SharedError};
 use crate::spec::StoreSpec;
 use crate::stampede::renewer::Renewer;
 use crate::stampede::waiter::Waiter;
-use crate::store::{decode, encode, load, wait_then_load};
+use crate::store::{Stale, Ways, decode, encode, load, wait_then_load};
 
 /// A store's single-key fetcher, bound to its context.
 type FetchOne<'a, P, V, E> = Box<dyn Fn(P) -> BoxFuture<'a, Result<V, E>> + Send + Sync + 'a>;
@@ -167,6 +167,17 @@ pub(crate) trait Group<'a>: Send + Sync {
     /// (singleflight, then the stampede protocol); a fetch holds a permit
     /// of `limit`.
     fn load<'f>(&'f self, client: &'f Client, limit: &'f Semaphore, i: usize, key: &'f str) -> BoxFuture<'f, ()>;
+
+    /// [`load`](Group::load) entry `i`, whose value was read past its TTL
+    /// as `stale` (`stale_for`): served if its refetch fails.
+    fn load_stale<'f>(
+        &'f self,
+        client: &'f Client,
+        limit: &'f Semaphore,
+        i: usize,
+        key: &'f str,
+        stale: Vec<u8>,
+    ) -> BoxFuture<'f, ()>;
 
     /// For pipelines: adds `params` (a `P`) and a promise cell (an
     /// `Arc<Cell<V, E>>`); gives them back if they are not this group's
@@ -375,7 +386,7 @@ where
         Box::pin(async move {
             let mut fetch = || self.fetch_limited(limit, i);
             let waiter = Waiter::new(client, renewer, self.spec, key);
-            match wait_then_load(client, waiter, &mut fetch).await {
+            match wait_then_load(client, waiter, &mut fetch, None, crate::store::FetchPolicy::none()).await {
                 Ok((value, bytes)) => {
                     if let Some(bytes) = &bytes {
                         self.keep_bytes(i, bytes);
@@ -405,7 +416,28 @@ where
             let sharing = self.fetchers.sharing;
             let deadline = tokio::time::Instant::now() + client.cache_timeout();
             let fetch = || self.fetch_limited(limit, i);
-            let outcome = match load(client, self.spec, key, fetch, sharing, deadline).await {
+            let outcome = match load(client, self.spec, key, fetch, Ways::plain(sharing), deadline, None).await {
+                Ok(value) => Outcome::Value(value),
+                Err(error) => Outcome::Fetch(error),
+            };
+            self.resolve(i, outcome);
+        })
+    }
+
+    fn load_stale<'f>(
+        &'f self,
+        client: &'f Client,
+        limit: &'f Semaphore,
+        i: usize,
+        key: &'f str,
+        stale: Vec<u8>,
+    ) -> BoxFuture<'f, ()> {
+        Box::pin(async move {
+            let sharing = self.fetchers.sharing;
+            let deadline = tokio::time::Instant::now() + client.cache_timeout();
+            let fetch = || self.fetch_limited(limit, i);
+            let stale = decode::<V>(client, self.spec, key, &stale, false).and_then(|value| Stale::new(value, &stale));
+            let outcome = match load(client, self.spec, key, fetch, Ways::plain(sharing), deadline, stale).await {
                 Ok(value) => Outcome::Value(value),
                 Err(error) => Outcome::Fetch(error),
             };
@@ -465,6 +497,7 @@ where
                     || self.fetch_one(i),
                     sharing,
                     ValueKeeping::none(),
+                    crate::store::FetchPolicy::none(),
                 )
                 .await;
                 cell.set(result.map_err(PromiseError::Fetch));

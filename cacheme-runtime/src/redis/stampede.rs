@@ -24,6 +24,13 @@ impl Coordinator for RedisCoordinator {
         Box::pin(self.backend.try_lock(key, token, ttl))
     }
 
+    fn try_lock_to_refresh<'a>(&'a self, key: &'a str, token: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let names = self.backend.names(key);
+            self.backend.set_lock(key, &names.lock, token, ttl).await
+        })
+    }
+
     fn renew<'a>(&'a self, key: &'a str, token: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>> {
         Box::pin(self.backend.renew_lock(key, token, ttl))
     }

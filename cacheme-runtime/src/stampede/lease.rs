@@ -92,6 +92,25 @@ impl Leases {
         Ok(taken)
     }
 
+    /// Tries the one lock of the set over the value that is there (to
+    /// refresh it ahead of its expiry or replace a stale one; see
+    /// [`Coordinator::try_lock_to_refresh`]): `true` when taken (it is then
+    /// renewed from now on).
+    pub(crate) async fn acquire_to_refresh(&mut self) -> Result<bool> {
+        let coordinator = Arc::clone(self.coordinator());
+        let Some(lock) = self.locks.first_mut() else {
+            return Ok(false);
+        };
+        let taken = coordinator
+            .try_lock_to_refresh(&lock.key, &lock.token, lock.ttl)
+            .await?;
+        lock.armed = taken;
+        if taken {
+            lock.renewal = Some(self.renewer.hold(&lock.key, &lock.token, lock.ttl));
+        }
+        Ok(taken)
+    }
+
     /// Settles every held lock in one call: where `values[i]` is a value,
     /// it is stored for `ttls[i]` if the lock is still ours; else the lock
     /// is released and its waiters told the fetch failed. Returns, per

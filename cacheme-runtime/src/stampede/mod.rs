@@ -174,6 +174,20 @@ pub trait Coordinator: fmt::Debug + Send + Sync + 'static {
     /// caller's miss: the caller re-reads it instead of fetching again).
     fn try_lock<'a>(&'a self, key: &'a str, token: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>>;
 
+    /// Takes `key`'s fetch lock as [`try_lock`](Coordinator::try_lock)
+    /// does, but over the value that is there: to refresh a value ahead of
+    /// its expiry (`refresh_after`) or replace a stale one (`stale_for`),
+    /// one process at a time. `Ok(false)` when someone holds the lock.
+    ///
+    /// The default answers `Ok(false)`: with a coordinator that does not
+    /// implement it, values are not refreshed ahead, and a stale value is
+    /// refetched only by callers that waited `max_wait` for a lock nobody
+    /// takes.
+    fn try_lock_to_refresh<'a>(&'a self, key: &'a str, token: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>> {
+        let _ = (key, token, ttl);
+        Box::pin(std::future::ready(Ok(false)))
+    }
+
     /// Extends the lock to `ttl` from now if `token` still holds it;
     /// `Ok(false)` when it does not (expired or broken).
     fn renew<'a>(&'a self, key: &'a str, token: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>>;

@@ -167,6 +167,12 @@ impl<'c> Waiter<'c> {
         let Probe::Found(bytes) = probe(self.client, self.spec, self.key, deadline).await else {
             return None;
         };
+        // A value past its TTL is not what a waiter waits for; the lock
+        // holder replaces it (it is left in place: the holder may still
+        // serve it, `stale_for`).
+        if !crate::store::is_fresh(self.client, self.spec, &bytes) {
+            return None;
+        }
         match accept(&bytes) {
             Some(value) => Some((value, Arc::from(bytes))),
             None => {

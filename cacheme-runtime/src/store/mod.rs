@@ -9,6 +9,7 @@
 //! whole point is the cache (`invalidate`, `invalidate_all`, `update`'s
 //! write) do return cache errors.
 
+mod fresh;
 pub(crate) mod generation;
 mod miss;
 mod multi;
@@ -38,8 +39,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
+use std::time::Duration;
+
 use crate::client::Client;
 use crate::codec::Codec;
+use crate::dated::{self, Age};
 use crate::error::{Error, Op, Result};
 use crate::future::within;
 pub use crate::keeping::ValueKeeping;
@@ -48,10 +52,13 @@ use crate::observe::{self, Call};
 pub use crate::sharing::ErrorSharing;
 use crate::spec::StoreSpec;
 use crate::stampede::probe::{Probe, discard, probe, read_by};
+pub(crate) use fresh::Stale;
+use fresh::refresh_ahead;
 pub use generation::storage_key;
-pub(crate) use miss::wait_then_load;
 use miss::{Step, coalesced};
+pub(crate) use miss::{Ways, wait_then_load};
 
+pub use fresh::{Background, FetchPolicy, FetchTimeout, OptionValue};
 pub use multi::{MultiResult, get_many};
 
 /// The value and error types of a fetcher's `Result`, so generated code can
@@ -86,48 +93,97 @@ fn codec(client: &Client, spec: &StoreSpec) -> Codec {
 
 /// What reading a key found.
 pub(crate) enum Read<V> {
-    /// The value.
-    Hit(V),
-    /// Nothing there, or a value that did not decode (then removed).
+    /// The value, and the bytes it was read from.
+    Hit(V, Vec<u8>),
+    /// The value and its bytes, older than the store's `refresh_after`: a
+    /// hit that should refresh its key in the background.
+    Due(V, Vec<u8>),
+    /// A value past its TTL, kept by `stale_for`: refetched (its key
+    /// locked over it), and served if the refetch fails.
+    Stale(Stale<V>),
+    /// Nothing there, a value past its freshness, or a value that did not
+    /// decode (then removed).
     Miss,
     /// The backend failed or did not answer by the deadline (reported to
     /// the client's breaker).
     Failed,
 }
 
-/// Reads `key` by `deadline`; on a hit decodes it. A value that does not decode is a miss, and is removed
-/// so the lock step can be taken over it.
+/// Reads `key` by `deadline`; on a hit decodes it. A value that does not
+/// decode is a miss, and is removed so the lock step can be taken over
+/// it. A stale one is given with its value, to be served if the refetch
+/// fails.
 pub(crate) async fn read<V: DeserializeOwned>(
     client: &Client,
     spec: &StoreSpec,
     key: &str,
     deadline: Instant,
 ) -> Read<V> {
-    match read_bytes(client, spec, key, deadline).await {
-        Read::Hit((value, _)) => Read::Hit(value),
-        Read::Miss => Read::Miss,
-        Read::Failed => Read::Failed,
+    let bytes = match probe(client, spec, key, deadline).await {
+        Probe::Found(bytes) => bytes,
+        Probe::Missing => return Read::Miss,
+        Probe::Failed => return Read::Failed,
+    };
+    let age = age(client, spec, &bytes);
+    if age == Age::Dead {
+        // Expired by its dates; the backend drops it soon.
+        discard(client, spec, key, &bytes).await;
+        return Read::Miss;
+    }
+    let Some(value) = decode(client, spec, key, &bytes, age != Age::Stale) else {
+        discard(client, spec, key, &bytes).await;
+        return Read::Miss;
+    };
+    match age {
+        Age::Fresh => Read::Hit(value, bytes),
+        Age::Due => Read::Due(value, bytes),
+        // Left in place: the refetch locks the key over it (so other
+        // processes wait for the refetch, or for the fail-safe's value).
+        Age::Stale | Age::Dead => Stale::new(value, &bytes).map_or(Read::Miss, Read::Stale),
     }
 }
 
-/// [`read`], also giving the bytes read (for a flight's followers).
-pub(crate) async fn read_bytes<V: DeserializeOwned>(
-    client: &Client,
-    spec: &StoreSpec,
-    key: &str,
-    deadline: Instant,
-) -> Read<(V, Vec<u8>)> {
-    match probe(client, spec, key, deadline).await {
-        Probe::Found(bytes) => match decode(client, spec, key, &bytes, true) {
-            Some(value) => Read::Hit((value, bytes)),
-            None => {
-                discard(client, spec, key, &bytes).await;
-                Read::Miss
-            }
-        },
-        Probe::Missing => Read::Miss,
-        Probe::Failed => Read::Failed,
+/// How old the value stored as `bytes` is (always fresh for a store
+/// without dates: its backend expires it).
+pub(crate) fn age(client: &Client, spec: &StoreSpec, bytes: &[u8]) -> Age {
+    if !spec.dated() {
+        return Age::Fresh;
     }
+    match dated::open(bytes) {
+        Some((dates, _)) => dates.age(client.clock().unix_ms(), spec),
+        None => Age::Fresh,
+    }
+}
+
+/// Whether the value stored as `bytes` is within its TTL.
+pub(crate) fn is_fresh(client: &Client, spec: &StoreSpec, bytes: &[u8]) -> bool {
+    matches!(age(client, spec, bytes), Age::Fresh | Age::Due)
+}
+
+/// Whether the value stored as `bytes` is past its TTL and within its
+/// store's `stale_for` (served only if its refetch fails).
+pub(crate) fn is_stale(client: &Client, spec: &StoreSpec, bytes: &[u8]) -> bool {
+    age(client, spec, bytes) == Age::Stale
+}
+
+/// The codec's bytes of a stored value (without its dates).
+fn payload<'b>(spec: &StoreSpec, bytes: &'b [u8]) -> &'b [u8] {
+    if !spec.dated() {
+        return bytes;
+    }
+    dated::open(bytes).map_or(bytes, |(_, payload)| payload)
+}
+
+/// How long the backend keeps the value stored as `bytes`: the store's
+/// TTL (drawn with its jitter), or for a store with dates until the
+/// value's stale end.
+pub(crate) fn stored_ttl(client: &Client, spec: &StoreSpec, bytes: &[u8]) -> Duration {
+    if spec.dated()
+        && let Some((dates, _)) = dated::open(bytes)
+    {
+        return dates.keep_for(client.clock().unix_ms());
+    }
+    spec.write_ttl()
 }
 
 /// Decodes a value read from the cache (`hit`: report a HIT) or handed
@@ -140,7 +196,7 @@ pub(crate) fn decode<V: DeserializeOwned>(
     bytes: &[u8],
     hit: bool,
 ) -> Option<V> {
-    match codec(client, spec).decode(bytes) {
+    match codec(client, spec).decode(payload(spec, bytes)) {
         Ok(value) => {
             if hit {
                 client.log(EventKind::Hit, spec, key, None);
@@ -156,12 +212,15 @@ pub(crate) fn decode<V: DeserializeOwned>(
 
 /// A store's `get`: the cached value, or the fetcher's (then cached).
 /// `sharing` says whether coalesced callers can be handed a failed fetch's
-/// error (see [`sharing`]).
+/// error (see [`sharing`]); `policy`, how a hard timeout becomes the
+/// fetcher's error and how to fetch in the background (see
+/// [`FetchPolicy`]).
 ///
 /// The cache work (locating and reading the key, taking its lock) has the
 /// client's `cache_timeout`; past it, or when the backend fails, or while
 /// the client's breaker is open, the caller is served from the source,
 /// still one fetch per key in the process.
+#[allow(clippy::too_many_arguments)]
 pub async fn get<V, E, F, Fut>(
     client: &Client,
     spec: &'static StoreSpec,
@@ -169,13 +228,19 @@ pub async fn get<V, E, F, Fut>(
     fetch: F,
     sharing: ErrorSharing<E>,
     keeping: ValueKeeping<V>,
+    policy: FetchPolicy<'_, V, E>,
 ) -> Result<V, E>
 where
     V: Serialize + DeserializeOwned,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<V, E>>,
 {
-    let get = || get_unobserved(client, spec, key, fetch, sharing, keeping);
+    let ways = Ways {
+        sharing,
+        keeping,
+        policy,
+    };
+    let get = || get_unobserved(client, spec, key, fetch, ways);
     observe::call(Some(client), Some(spec), Call::Get, get).await
 }
 
@@ -184,8 +249,7 @@ async fn get_unobserved<V, E, F, Fut>(
     spec: &'static StoreSpec,
     key: &str,
     fetch: F,
-    sharing: ErrorSharing<E>,
-    keeping: ValueKeeping<V>,
+    ways: Ways<'_, V, E>,
 ) -> Result<V, E>
 where
     V: Serialize + DeserializeOwned,
@@ -193,25 +257,33 @@ where
     Fut: Future<Output = Result<V, E>>,
 {
     if !client.cache_admits() {
-        return coalesced(client, spec, key, Step::Uncached, fetch, sharing, keeping).await;
+        return coalesced(client, spec, key, Step::Uncached, fetch, ways, None).await;
     }
     let deadline = Instant::now() + client.cache_timeout();
     let store_key = key;
     let located = within(deadline, storage_key(client, spec, key)).await;
     let failure = match located {
         Ok(Ok(key)) => {
-            if let Some(value) = held(client, spec, &key, keeping).await {
+            if let Some((value, age)) = held(client, spec, &key, ways.keeping).await {
+                if age == Age::Due {
+                    refresh_ahead(client, spec, &key, ways.policy);
+                }
                 return Ok(value);
             }
-            if spec.singleflight || (keeping.keeps() && client.local().has(spec)) {
+            if spec.singleflight || (ways.keeping.keeps() && client.local().has(spec)) {
                 // One read per key in the process, shared with its fetch
                 // (and kept in the local tier, if the store has one).
-                return coalesced(client, spec, &key, Step::Read(deadline), fetch, sharing, keeping).await;
+                return coalesced(client, spec, &key, Step::Read(deadline), fetch, ways, None).await;
             }
             return match read(client, spec, &key, deadline).await {
-                Read::Hit(value) => Ok(value),
-                Read::Miss => load(client, spec, &key, fetch, sharing, deadline).await,
-                Read::Failed => coalesced(client, spec, store_key, Step::Uncached, fetch, sharing, keeping).await,
+                Read::Hit(value, _) => Ok(value),
+                Read::Due(value, _) => {
+                    refresh_ahead(client, spec, &key, ways.policy);
+                    Ok(value)
+                }
+                Read::Stale(stale) => load(client, spec, &key, fetch, ways, deadline, Some(stale)).await,
+                Read::Miss => load(client, spec, &key, fetch, ways, deadline, None).await,
+                Read::Failed => coalesced(client, spec, store_key, Step::Uncached, fetch, ways, None).await,
             };
         }
         Ok(Err(error)) => error,
@@ -224,7 +296,7 @@ where
     // could not be read): serve the source, caching nothing, still one
     // fetch per key in this process.
     client.cache_failed(spec, key, &failure);
-    coalesced(client, spec, key, Step::Uncached, fetch, sharing, keeping).await
+    coalesced(client, spec, key, Step::Uncached, fetch, ways, None).await
 }
 
 /// A hit on a value held decoded in this process, if there is one: the
@@ -232,21 +304,27 @@ where
 /// the store's local tier.
 async fn held<V: DeserializeOwned>(
     client: &Client,
-    spec: &StoreSpec,
+    spec: &'static StoreSpec,
     key: &str,
     keeping: ValueKeeping<V>,
-) -> Option<V> {
+) -> Option<(V, Age)> {
     if !keeping.keeps() {
         return None;
     }
     if let Some(memory) = client.memory_backend() {
         let stored = memory.stored(key).await?;
+        // A value past its freshness is left to the read path, which
+        // judges it (and keeps it in hand if it is stale).
+        let age = age(client, spec, stored.bytes());
+        if matches!(age, Age::Stale | Age::Dead) {
+            return None;
+        }
         let value = match stored.decoded().get().and_then(|kept| keeping.take(kept)) {
             Some(value) => value,
             None => {
                 // A value that does not decode is left to the read path,
                 // which reports and removes it.
-                let value: V = codec(client, spec).decode(stored.bytes()).ok()?;
+                let value: V = codec(client, spec).decode(payload(spec, stored.bytes())).ok()?;
                 if let Some(kept) = keeping.keep(&value) {
                     let _ = stored.decoded().set(kept);
                 }
@@ -254,23 +332,26 @@ async fn held<V: DeserializeOwned>(
             }
         };
         client.log(EventKind::Hit, spec, key, None);
-        return Some(value);
+        return Some((value, age));
     }
     let value = keeping.take(&client.local().get(spec, key)?)?;
     client.log(EventKind::LocalHit, spec, key, None);
-    Some(value)
+    Some((value, Age::Fresh))
 }
 
 /// The miss path: one fetch per key in this process (concurrent callers
 /// follow it), coordinated across processes by the backend, then stored.
 /// `deadline` bounds the lock step (the rest of the call's cache budget).
+/// A stale value read on the way (`stale_for`) is served if the fetch
+/// fails.
 pub(crate) async fn load<V, E, F, Fut>(
     client: &Client,
     spec: &'static StoreSpec,
     key: &str,
     fetch: F,
-    sharing: ErrorSharing<E>,
+    ways: Ways<'_, V, E>,
     deadline: Instant,
+    stale: Option<Stale<V>>,
 ) -> Result<V, E>
 where
     V: Serialize + DeserializeOwned,
@@ -278,27 +359,47 @@ where
     Fut: Future<Output = Result<V, E>>,
 {
     client.log(EventKind::Miss, spec, key, None);
-    coalesced(
-        client,
-        spec,
-        key,
-        Step::Cached(deadline),
-        fetch,
-        sharing,
-        ValueKeeping::none(),
-    )
-    .await
+    let ways = Ways {
+        keeping: ValueKeeping::none(),
+        ..ways
+    };
+    coalesced(client, spec, key, Step::Cached(deadline), fetch, ways, stale).await
 }
 
 /// Encodes a fetched value; a failure is logged and gives `None`.
 pub(crate) fn encode<V: Serialize>(client: &Client, spec: &StoreSpec, key: &str, value: &V) -> Option<Arc<[u8]>> {
-    match codec(client, spec).encode(value) {
+    match to_stored(client, spec, value) {
         Ok(bytes) => Some(Arc::from(bytes)),
         Err(error) => {
             client.log(EventKind::BackendError, spec, key, Some(&error));
             None
         }
     }
+}
+
+/// The bytes stored for `value`: encoded with the store's codec, and for
+/// a store with dates, dated from now: fresh for the store's TTL, or for
+/// `none_ttl` if it is a `None`, or for the TTL the value chose
+/// (`ttl_from`).
+fn to_stored<V: Serialize>(client: &Client, spec: &StoreSpec, value: &V) -> Result<Vec<u8>> {
+    let codec = codec(client, spec);
+    let bytes = codec.encode(value)?;
+    if !spec.dated() {
+        return Ok(bytes);
+    }
+    let now = client.clock().unix_ms();
+    let chosen = match (spec.none_ttl, spec.ttl_from) {
+        // The macro checks that the value is an `Option`: these bytes
+        // are its `None` ("not found", negative caching).
+        (Some(ttl), _) if codec.encodes_none(&bytes) => Some(ttl),
+        (_, Some(ttl_from)) => ttl_from(codec, &bytes),
+        _ => None,
+    };
+    let dates = match chosen {
+        Some(ttl) => dated::Dates::lasting(now, ttl.clamp(Duration::from_millis(1), crate::MAX_TTL), spec),
+        None => dated::Dates::new(now, spec),
+    };
+    Ok(dated::wrap(dates, &bytes))
 }
 
 /// A store's `invalidate`: removes the cached value of `key`.
@@ -353,7 +454,7 @@ where
     let value = observe::fetch(client, spec, &key, fetch)
         .await
         .map_err(UpdateError::Fetch)?;
-    let bytes = codec(client, spec).encode(&value).map_err(UpdateError::Cache)?;
+    let bytes = to_stored(client, spec, &value).map_err(UpdateError::Cache)?;
     replace(client, spec, &key, &bytes).await.map_err(UpdateError::Cache)?;
     Ok(value)
 }
@@ -367,7 +468,7 @@ where
 /// the old value until its TTL (as with `update` and `invalidate`).
 pub async fn set<V: Serialize>(client: &Client, spec: &'static StoreSpec, key: &str, value: &V) -> Result<()> {
     let key = storage_key(client, spec, key).await?;
-    let bytes = codec(client, spec).encode(value)?;
+    let bytes = to_stored(client, spec, value)?;
     replace(client, spec, &key, &bytes).await
 }
 
@@ -379,7 +480,7 @@ pub async fn set<V: Serialize>(client: &Client, spec: &'static StoreSpec, key: &
 /// are detached, the local tier forgets it) and the other processes are
 /// told, so no get that starts afterwards sees the old value.
 async fn replace(client: &Client, spec: &'static StoreSpec, key: &str, bytes: &[u8]) -> Result<()> {
-    let ttl = spec.write_ttl();
+    let ttl = stored_ttl(client, spec, bytes);
     let written = match client.coordinator() {
         Some(coordinator) => coordinator.replace(key, bytes, ttl).await,
         None => client.cache().backend().set(key, bytes, Some(ttl)).await,
@@ -415,12 +516,15 @@ pub async fn peek<V: DeserializeOwned>(
             });
         }
     };
-    if let Some(value) = held(client, spec, &key, keeping).await {
+    if let Some((value, _)) = held(client, spec, &key, keeping).await {
         return Ok(Some(value));
     }
     let Some(bytes) = read_by(client, spec, &key, deadline).await? else {
         return Ok(None);
     };
+    if matches!(age(client, spec, &bytes), Age::Stale | Age::Dead) {
+        return Ok(None);
+    }
     Ok(decode(client, spec, &key, &bytes, true))
 }
 

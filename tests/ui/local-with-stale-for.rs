@@ -1,0 +1,8 @@
+use cacheme::{Client, cache_store};
+
+#[cache_store(key = "book:<id>", ttl = "5m", stale_for = "1h", local)]
+async fn book(ctx: &Client, id: u64) -> Result<String, std::io::Error> {
+    Ok(format!("{id}"))
+}
+
+fn main() {}
