@@ -203,7 +203,7 @@ async fn an_undecodable_value_is_refetched_at_once_by_get_get_m_and_pipelines(ap
         let before = app.fetched();
         let started = Instant::now();
         let mut batch = ItemStore::get_m(&app);
-        batch.add(base + 1).add(base + 2).add(base);
+        batch = batch.add(base + 1).add(base + 2).add(base);
         let found = batch.run().await.into_all().unwrap();
         assert!(started.elapsed() < PROMPT, "get_m took {:?}", started.elapsed());
         let values: Vec<Item> = found.iter().cloned().collect();

@@ -128,7 +128,7 @@ impl Call {
             Call::GetM => {
                 let mut m = ItemStore::get_m(&worker);
                 for &id in &ids {
-                    m.add(id);
+                    m.push(id);
                 }
                 m.run().await.into_all().unwrap();
             }

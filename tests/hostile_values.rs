@@ -175,7 +175,7 @@ async fn multi_gets(app: &App, ids: &[u32]) {
             async {
                 let mut multi = $store::get_m(app);
                 for &id in ids {
-                    multi.add(id);
+                    multi.push(id);
                 }
                 multi.run().await.into_all().unwrap()
             }

@@ -96,7 +96,7 @@ async fn child_worker() {
                 if task % 2 == 0 {
                     let mut m = ItemStore::get_m(&worker);
                     for &id in &order {
-                        m.add(id);
+                        m.push(id);
                     }
                     let values = m.run().await.into_all().unwrap();
                     for (&id, value) in order.iter().zip(values.iter()) {
@@ -217,7 +217,7 @@ async fn a_cancelled_pipeline_releases_its_locks() {
     let started = Instant::now();
     let mut m = HangStore::get_m(&second);
     for id in 0..5 {
-        m.add(id);
+        m.push(id);
     }
     let values = tokio::time::timeout(Duration::from_secs(5), m.run())
         .await

@@ -361,7 +361,7 @@ async fn concurrent_get_m_of_the_same_keys_in_any_order_run_once() {
         async move {
             let mut m = StockStore::get_m(shop);
             for (shop, sku) in keys {
-                m.add(shop, sku);
+                m.push(shop, sku);
             }
             m.run().await.into_all().unwrap().iter().copied().collect::<Vec<u32>>()
         }
@@ -429,7 +429,7 @@ async fn counted_redis() -> (Shop, CountingProxy) {
 async fn load_scripts(shop: &Shop) {
     let mut m = StockStore::get_m(shop);
     for n in 0..100 {
-        m.add(n, "warm-up".to_owned());
+        m.push(n, "warm-up".to_owned());
     }
     m.run().await.into_all().unwrap();
     shop.take_calls();
@@ -446,7 +446,7 @@ async fn warm_get_m_of_1000_keys_is_one_request_per_chunk_on_redis() {
     let (shop, proxy) = counted_redis().await;
     let mut m = BookStore::get_m(&shop);
     for id in 0..1000 {
-        m.add(id);
+        m.push(id);
     }
     let before = proxy.requests();
     assert_eq!(m.run().await.into_all().unwrap().len(), 1000);
@@ -458,7 +458,7 @@ async fn warm_get_m_of_1000_keys_is_one_request_per_chunk_on_redis() {
     assert_eq!(shop.take_calls().len(), 1, "one batch fetch");
 
     for id in 0..1000 {
-        m.add(id);
+        m.push(id);
     }
     let before = proxy.requests();
     assert_eq!(m.run().await.into_all().unwrap().len(), 1000);
@@ -505,13 +505,13 @@ async fn warm_get_m_of_1000_keys_is_one_multi_get_per_chunk_on_memcached() {
     .keep(server);
     let mut m = BookStore::get_m(&shop);
     for id in 0..1000 {
-        m.add(id);
+        m.push(id);
     }
     assert_eq!(m.run().await.into_all().unwrap().len(), 1000);
     // The fills run off the caller's path: let them land before counting.
     shop.client.flush().await;
     for id in 0..1000 {
-        m.add(id);
+        m.push(id);
     }
     let before = proxy.requests();
     assert_eq!(m.run().await.into_all().unwrap().len(), 1000);
@@ -564,7 +564,7 @@ async fn get_m_costs_one_command_per_cluster_slot_and_step() {
 
     let mut m = BookStore::get_m(&shop);
     for id in 0..1000 {
-        m.add(id);
+        m.push(id);
     }
     let (values, calls) = sent.of(m.run()).await;
     assert_eq!(values.into_all().unwrap().len(), 1000);
@@ -580,7 +580,7 @@ async fn get_m_costs_one_command_per_cluster_slot_and_step() {
     assert_eq!(shop.take_calls().len(), 1, "one batch fetch");
 
     for id in 0..1000 {
-        m.add(id);
+        m.push(id);
     }
     let (values, calls) = sent.of(m.run()).await;
     assert_eq!(values.into_all().unwrap().len(), 1000);

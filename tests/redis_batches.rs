@@ -719,7 +719,7 @@ async fn big_get_m_is_bounded(cache: Cache, nodes: &mut [redis::Connection]) {
     };
     let mut m = BigValueStore::get_m(&app);
     for id in 0..BIG {
-        m.add(id);
+        m.push(id);
     }
     let got = m.run().await.into_all().unwrap();
     assert_eq!(got.len(), BIG as usize);

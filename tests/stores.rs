@@ -342,7 +342,7 @@ async fn get_m_extends_from_an_iterator(app: App) {
     let mut multi = StringValueStore::get_m(&app);
     multi.extend([1, 2]);
     for id in [3, 1] {
-        multi.add(id);
+        multi.push(id);
     }
     let found = multi.run().await.into_all().unwrap();
     assert_eq!(
@@ -472,7 +472,7 @@ async fn bumping_the_version_hides_old_values(app: App) {
 async fn get_m_keeps_order_reads_by_params_and_fetches_duplicates_once(app: App) {
     BookStore::get(&app, 1, 1).await.unwrap();
     let mut m = BookStore::get_m(&app);
-    m.add(1, 3).add(1, 1).add(2, 7).add(1, 3);
+    m = m.add(1, 3).add(1, 1).add(2, 7).add(1, 3);
     let found = m.run().await.into_all().unwrap();
     let ids: Vec<u64> = found.iter().map(|b| b.id).collect();
     assert_eq!(ids, [3, 1, 7, 3]);

@@ -251,7 +251,7 @@ pub async fn redis_get_m(settings: &Settings) -> Report {
                 for _ in 0..n {
                     let mut many = BookStore::get_m(app);
                     for id in 0..KEYS {
-                        many.add(CATEGORY, id);
+                        many.push(CATEGORY, id);
                     }
                     black_box(many.run().await.into_all().unwrap());
                 }
@@ -280,7 +280,7 @@ async fn get_m_round_trips(app: &App) -> u64 {
     let before = proxy.requests();
     let mut many = BookStore::get_m(&counted);
     for id in 0..KEYS {
-        many.add(CATEGORY, id);
+        many.push(CATEGORY, id);
     }
     assert_eq!(many.run().await.into_all().unwrap().len(), KEYS as usize);
     assert_eq!(counted.fetches(), 0, "every key was warm");

@@ -139,19 +139,31 @@ fn expand(s: &Store) -> TokenStream {
         _ => (quote!((#(#types,)*)), quote!((#(#names,)*))),
     };
     // The value and error types go through `Fetched`, spanned at the
-    // return type: a value that cannot be cached is one error there, and
-    // the rest of the store sees an error type and adds none.
-    let vspan = output.span();
+    // value type: a value that cannot be cached is one error there, and
+    // the rest of the store sees an unknown type and adds none (see
+    // `Fetched` for how).
+    let vspan = value_span(output);
+    let cloned: Vec<_> = s
+        .params
+        .iter()
+        .map(|(name, ty)| at(ty.span(), quote!(#cm::clone_param(&#name))))
+        .collect();
     let value_ty = at(vspan, quote!(<#output as #cm::Fetched>::Value));
+    // The public signatures name the declared types, unchecked, so a call
+    // of a store whose value cannot be cached adds no error; the bodies
+    // convert (identities, when the value type is right).
+    let dvalue_ty = at(vspan, quote!(<#output as #cm::FetchResult>::Value));
+    let derror_ty = at(vspan, quote!(<#output as #cm::FetchResult>::Error));
     // `ttl_from = path`: each written value's TTL, asked of the user's
     // `fn(&Value) -> Duration` (checked at the path) on the value decoded
     // from the bytes being written.
     let ttl_from = match &fresh.ttl_from {
         Some(path) => {
+            let declared = at(vspan, quote!(<#output as #cm::Fetched>::declared_ref(&value)));
             let call = at(
                 path.span(),
                 quote!({
-                    let ttl_from: fn(&#value_ty) -> #cm::Duration = #path;
+                    let ttl_from: fn(&#dvalue_ty) -> #cm::Duration = #path;
                     ttl_from
                 }),
             );
@@ -159,7 +171,7 @@ fn expand(s: &Store) -> TokenStream {
                 ::core::option::Option::Some({
                     fn __ttl_from(codec: #cm::Codec, bytes: &[u8]) -> ::core::option::Option<#cm::Duration> {
                         let value: #value_ty = codec.decode(bytes).ok()?;
-                        ::core::option::Option::Some((#call)(&value))
+                        ::core::option::Option::Some((#call)(#declared))
                     }
                     __ttl_from
                 })
@@ -168,23 +180,57 @@ fn expand(s: &Store) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     let error_ty = at(vspan, quote!(<#output as #cm::Fetched>::Error));
-    let result_ty = at(vspan, quote!(::core::result::Result<#value_ty, #error_ty>));
-    let promise_ty = at(vspan, quote!(#cm::Promise<#value_ty, #error_ty>));
-    let sharing_ty = at(vspan, quote!(#cm::ErrorSharing<#error_ty>));
+    let conv = |method: &str, arg: &str| {
+        let (method, arg) = (Ident::new(method, vspan), Ident::new(arg, vspan));
+        at(vspan, quote!(<#output as #cm::Fetched>::#method(#arg)))
+    };
+    let joined = conv("join", "__out");
+    let updated = conv("updated", "__out");
+    let peeked = conv("peeked", "__out");
+    let promised = conv("promise", "__out");
+    let multied = conv("multi", "__out");
+    let value_ref = conv("value_ref", "__value");
+    // The fetcher's output, named as those types: the runtime infers its
+    // value type from here, never from the fetcher's own signature.
+    let split = at(vspan, quote!(<#output as #cm::Fetched>::split));
+    let split = at(vspan, quote!(#split(__fetch.await)));
+    let fetch = |call: TokenStream| quote!({ let __fetch = #call; async move { #split } });
+    let get_fetch = fetch(quote!(#fetcher(__ctx, #(#cloned),*)));
+    let update_fetch = fetch(quote!(#fetcher(__ctx, #(#names),*)));
+    let many_fetch = fetch(quote!(#fetcher(__ctx, #(#names),*)));
+    let promise_ty = at(vspan, quote!(#cm::Promise<#dvalue_ty, #derror_ty>));
     let probe = at(vspan, quote!((&&#cm::ErrorProbe::<#error_ty>::NEW).sharing()));
-    let fetchers_ty = at(vspan, quote!(#cm::Fetchers<'_, #bundle_ty, #value_ty, #error_ty>));
     let update_ty = at(
         vspan,
-        quote!(::core::result::Result<#value_ty, #cm::UpdateError<#error_ty>>),
+        quote!(::core::result::Result<#dvalue_ty, #cm::UpdateError<#derror_ty>>),
     );
     let multi_ty = at(
         vspan,
-        quote!(#cm::MultiResult<::core::result::Result<#value_ty, #error_ty>, #bundle_ty>),
+        quote!(#cm::MultiResult<::core::result::Result<#dvalue_ty, #derror_ty>, #bundle_ty>),
     );
-    let peek_ty = at(vspan, quote!(#cm::Result<::core::option::Option<#value_ty>>));
+    let peek_ty = at(vspan, quote!(#cm::Result<::core::option::Option<#dvalue_ty>>));
     let client = at(context.span(), quote!(#cm::StoreContext::client(__ctx)));
-    let keeping_ty = at(vspan, quote!(#cm::ValueKeeping<#value_ty>));
+    // How a failed fetch's error reaches the callers coalesced behind it
+    // (cloned when the error type is `Clone + Send`), and whether values
+    // can be kept decoded in process (the memory backend, a local tier:
+    // when the value type is `Clone + Send + Sync + 'static`), by autoref
+    // specialization. Expressions, not functions: a signature naming the
+    // checked types would repeat their error at the attribute.
+    let sharing = quote! {{
+        #[allow(unused_imports)]
+        use #cm::{ShareByClone as _, ShareNothing as _};
+        #[allow(clippy::needless_borrow)]
+        let __sharing = #probe;
+        __sharing
+    }};
     let keeping_probe = at(vspan, quote!((&&#cm::ValueProbe::<#value_ty>::NEW).keeping()));
+    let keeping = quote! {{
+        #[allow(unused_imports)]
+        use #cm::{KeepByClone as _, KeepNothing as _};
+        #[allow(clippy::needless_borrow)]
+        let __keeping = #keeping_probe;
+        __keeping
+    }};
     // A local tier holds decoded values and clones them out: the value
     // type must allow it (checked where `local` is written).
     let local_check = s.local.as_ref().map(|local| {
@@ -203,7 +249,7 @@ fn expand(s: &Store) -> TokenStream {
     let on_timeout = fresh.hard_timeout.map(|(_, span)| {
         let from = at(
             span,
-            quote!(<#error_ty as ::core::convert::From<#cm::FetchTimeout>>::from),
+            quote!(<#derror_ty as ::core::convert::From<#cm::FetchTimeout>>::from),
         );
         quote!(.on_timeout(#from))
     });
@@ -222,14 +268,18 @@ fn expand(s: &Store) -> TokenStream {
             .background(&|| {
                 let __owned_ctx = #clone_ctx;
                 #(#owned)*
-                #new(move || async move { #fetcher(&__owned_ctx, #(#names),*).await })
+                // Its value goes through `Fetched` as the fetcher's does.
+                #new(move || async move {
+                    let __fetch = #fetcher(&__owned_ctx, #(#names),*);
+                    #split
+                })
             })
         }
     });
     let policy = quote!(#cm::FetchPolicy::none() #on_timeout #background);
     // `none_ttl` caches a fetched `None`: the value must be an `Option`.
     let none_check = fresh.none_ttl.map(|(_, span)| {
-        let check = at(span, quote!(none_ttl_needs_an_option_value::<#value_ty>();));
+        let check = at(span, quote!(none_ttl_needs_an_option_value::<#dvalue_ty>();));
         quote! {
             const _: fn() = || {
                 fn none_ttl_needs_an_option_value<T: #cm::OptionValue>() {}
@@ -237,30 +287,30 @@ fn expand(s: &Store) -> TokenStream {
             };
         }
     });
-    let cloned = s
-        .params
-        .iter()
-        .map(|(name, ty)| at(ty.span(), quote!(#cm::clone_param(&#name))));
 
     // The batch fetcher, bound to the context like the fetcher.
     let fetchers = quote! {
         #cm::Fetchers::new(
-            |#bundle_pat: &#bundle_ty| Self::key(#(#names),*),
-            move |#bundle_pat: #bundle_ty| #fetcher(__ctx, #(#names),*),
+            |#bundle_pat: &#bundle_ty| #store::key(#(#names),*),
+            move |#bundle_pat: #bundle_ty| #many_fetch,
         )
-        .sharing(Self::__sharing())
+        .sharing(#sharing)
     };
     let fetchers = match &s.fetch_many {
         None => fetchers,
         Some(path) => {
             let with_many = at(path.span(), quote!(#cm::with_many));
+            let checked = at(
+                vspan,
+                quote!(|__value: #dvalue_ty| <#output as #cm::Fetched>::checked(__value)),
+            );
             // The call's own tokens are all at the path (its first and last
             // tokens make its span): a batch fetcher or error type that does
             // not fit is reported at `fetch_many = path`.
             quote_spanned! {path.span()=>
                 {
                     let __fetchers = #fetchers;
-                    #with_many(__fetchers, move |__params: ::std::vec::Vec<#bundle_ty>| #path(__ctx, __params))
+                    #with_many(__fetchers, #checked, move |__params: ::std::vec::Vec<#bundle_ty>| #path(__ctx, __params))
                 }
             }
         }
@@ -272,7 +322,7 @@ fn expand(s: &Store) -> TokenStream {
         human_ms(s.ttl_ms),
         if s.batch { "`get_m`, `get_p`, " } else { "" }
     );
-    let doc_multi = format!("Multi-getter of [`{store_name}`]: `add` keys, then `run` once.");
+    let doc_multi = format!("Multi-getter of [`{store_name}`]: `add` (or `push`) keys, then `run` once.");
 
     // Batching keeps parameters past the call (`get_m`'s list, a
     // pipeline's groups), so it needs owned ones: a store with a borrowed
@@ -297,7 +347,7 @@ fn expand(s: &Store) -> TokenStream {
             // Types spelled at the user's return type, for its error messages.
             #[allow(clippy::type_complexity)]
             impl #store {
-            /// Starts a multi-get: `add` keys, then `run` once.
+            /// Starts a multi-get: `add` (or `push`) keys, then `run` once.
             #vis fn get_m(__ctx: &#context) -> #multi<'_> {
                 #multi { ctx: __ctx, params: ::std::vec::Vec::new() }
             }
@@ -310,19 +360,14 @@ fn expand(s: &Store) -> TokenStream {
                 __pipeline: &mut #cm::Pipeline<'p>,
                 #(#names: #types),*
             ) -> #promise_ty {
-                __pipeline.add(
+                let __out = __pipeline.add(
                     __ctx,
                     #client,
                     Self::SPEC,
                     #bundle_pat,
-                    || Self::__fetchers(__ctx),
-                )
-            }
-
-            /// How this store fetches, bound to a context (`get_m`, `get_p`).
-            #[doc(hidden)]
-            #vis fn __fetchers(__ctx: &#context) -> #fetchers_ty {
-                #fetchers
+                    || #fetchers,
+                );
+                #promised
             }
 
             }
@@ -336,13 +381,21 @@ fn expand(s: &Store) -> TokenStream {
         // Types spelled at the user's return type, for its error messages.
         #[allow(clippy::type_complexity)]
         impl<'a> #multi<'a> {
-            /// Adds a key (duplicates are read and fetched once). It
-            /// borrows the multi-getter, so chain it
-            /// (`get_m(ctx).add(1).add(2).run()`) or call it in a loop
-            /// (`for id in ids { multi.add(id); }`), or use `extend`.
-            #vis fn add(&mut self, #(#names: #types),*) -> &mut Self {
+            /// Adds a key (duplicates are read and fetched once) and
+            /// returns the multi-getter, to chain
+            /// (`get_m(ctx).add(1).add(2)`) or to reassign
+            /// (`batch = batch.add(id)`). In place, in a loop: `push`, or
+            /// `extend`.
+            #[must_use = "`add` returns the multi-getter with the key added; to add in place, use `push`"]
+            #vis fn add(mut self, #(#names: #types),*) -> Self {
                 self.params.push(#bundle_pat);
                 self
+            }
+
+            /// Adds a key in place (duplicates are read and fetched
+            /// once): `for id in ids { multi.push(id); }`.
+            #vis fn push(&mut self, #(#names: #types),*) {
+                self.params.push(#bundle_pat);
             }
 
             /// Reads every added key in one round trip, locks and fetches
@@ -355,13 +408,14 @@ fn expand(s: &Store) -> TokenStream {
             /// error.
             #vis async fn run(&mut self) -> #multi_ty {
                 let __ctx: &#context = self.ctx;
-                #cm::get_many(
+                let __out = #cm::get_many(
                     #client,
                     #store::SPEC,
                     ::core::mem::take(&mut self.params),
-                    #store::__fetchers(__ctx),
+                    #fetchers,
                 )
-                .await
+                .await;
+                #multied
             }
         }
 
@@ -427,33 +481,10 @@ fn expand(s: &Store) -> TokenStream {
 
             /// The cached value, or the fetcher's (then cached). Cache
             /// failures fall back to the fetcher and are logged.
-            #vis async fn get(__ctx: &#context, #(#names: #types),*) -> #result_ty {
+            #vis async fn get(__ctx: &#context, #(#names: #types),*) -> #output {
                 let __key = Self::key(#(&#names),*);
-                #cm::get(#client, Self::SPEC, &__key, || {
-                    #fetcher(__ctx, #(#cloned),*)
-                }, Self::__sharing(), Self::__keeping(), #policy)
-                .await
-            }
-
-            /// Whether this store's values can be kept decoded in process
-            /// (the memory backend, a local tier): when the value type is
-            /// `Clone + Send + Sync + 'static`.
-            #[doc(hidden)]
-            #[allow(clippy::needless_borrow)] // autoref specialization
-            #vis fn __keeping() -> #keeping_ty {
-                #[allow(unused_imports)]
-                use #cm::{KeepByClone as _, KeepNothing as _};
-                #keeping_probe
-            }
-
-            /// How a failed fetch's error reaches the callers coalesced
-            /// behind it: cloned when the error type is `Clone + Send`.
-            #[doc(hidden)]
-            #[allow(clippy::needless_borrow)] // autoref specialization
-            #vis fn __sharing() -> #sharing_ty {
-                #[allow(unused_imports)]
-                use #cm::{ShareByClone as _, ShareNothing as _};
-                #probe
+                let __out = #cm::get(#client, Self::SPEC, &__key, || #get_fetch, #sharing, #keeping, #policy).await;
+                #joined
             }
 
             /// Removes the cached value of these parameters.
@@ -467,7 +498,8 @@ fn expand(s: &Store) -> TokenStream {
                 #(#names: #types),*
             ) -> #update_ty {
                 let __key = Self::key(#(&#names),*);
-                #cm::update(#client, Self::SPEC, &__key, #fetcher(__ctx, #(#names),*)).await
+                let __out = #cm::update(#client, Self::SPEC, &__key, #update_fetch).await;
+                #updated
             }
 
             /// Writes `value` as the cached value of these parameters (a
@@ -478,16 +510,17 @@ fn expand(s: &Store) -> TokenStream {
             #vis async fn set(
                 __ctx: &#context,
                 #(#names: #types,)*
-                __value: &#value_ty,
+                __value: &#dvalue_ty,
             ) -> #cm::Result<()> {
-                #cm::set(#client, Self::SPEC, &Self::key(#(&#names),*), __value).await
+                #cm::set(#client, Self::SPEC, &Self::key(#(&#names),*), #value_ref).await
             }
 
             /// The cached value of these parameters, if there is one,
             /// without fetching. A stored value that no longer decodes is
             /// reported and peeked as `None`; a cache failure is an error.
             #vis async fn peek(__ctx: &#context, #(#names: #types),*) -> #peek_ty {
-                #cm::peek(#client, Self::SPEC, &Self::key(#(&#names),*), Self::__keeping()).await
+                let __out = #cm::peek(#client, Self::SPEC, &Self::key(#(&#names),*), #keeping).await;
+                #peeked
             }
 
             /// Removes every cached value of this store written with
@@ -526,6 +559,23 @@ fn at(span: Span, tokens: TokenStream) -> TokenStream {
             tree
         })
         .collect()
+}
+
+/// Where the value type is written: the first type argument of the
+/// return type (`Book` in `Result<Book, AppError>` or `AppResult<Book>`),
+/// else the whole return type.
+fn value_span(output: &syn::Type) -> Span {
+    if let syn::Type::Path(path) = output
+        && let Some(last) = path.path.segments.last()
+        && let syn::PathArguments::AngleBracketed(args) = &last.arguments
+        && let Some(value) = args.args.iter().find_map(|arg| match arg {
+            syn::GenericArgument::Type(ty) => Some(ty),
+            _ => None,
+        })
+    {
+        return value.span();
+    }
+    output.span()
 }
 
 fn human_ms(ms: u64) -> String {

@@ -70,7 +70,8 @@ pub fn stub(args: TokenStream, item: TokenStream) -> TokenStream {
             #vis struct #multi;
             #[allow(unused, clippy::all)]
             impl #multi {
-                pub fn add(&mut self, #(_: #params),*) -> &mut Self { self }
+                pub fn add(self, #(_: #params),*) -> Self { self }
+                pub fn push(&mut self, #(_: #params),*) {}
                 pub async fn run(&mut self) -> #cm::MultiResult<::core::result::Result<#value, #error>, #bundle> { #body }
             }
         }

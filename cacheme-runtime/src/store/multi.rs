@@ -13,6 +13,7 @@
 //! return is fetched alone, and fails with the fetcher's error) is an
 //! error for that key only; the others are served and cached.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -33,11 +34,23 @@ use crate::spec::StoreSpec;
 /// `P` is the store's parameters: the one parameter's type, or a tuple of
 /// them for several (`(u32, u64)`).
 ///
-/// ```ignore
-/// let found = BookStore::get_m(&app).add(1).add(2).add(999).run().await;
+/// ```
+/// use cacheme::{Client, cache_store};
+///
+/// #[cache_store(key = "shelf:<id>", ttl = "1m")]
+/// async fn shelf_book(_: &Client, id: u64) -> Result<String, String> {
+///     if id == 999 { Err(format!("no book {id}")) } else { Ok(format!("book {id}")) }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let client = Client::memory().unwrap();
+/// let found = ShelfBookStore::get_m(&client).add(1).add(2).add(999).run().await;
 /// assert!(found.get(&999).is_some_and(|outcome| outcome.is_err()));
-/// let books: Vec<&Book> = found.oks().collect(); // books 1 and 2
-/// let all = found.into_all()?; // or every book, or the first error
+/// let books: Vec<&String> = found.oks().collect(); // books 1 and 2
+/// assert_eq!(books, ["book 1", "book 2"]);
+/// let all = found.into_all(); // every book, or the first error
+/// assert_eq!(all.unwrap_err(), "no book 999");
+/// # });
 /// ```
 pub struct MultiResult<T, P> {
     outcomes: Vec<T>,
@@ -48,8 +61,44 @@ pub struct MultiResult<T, P> {
 
 impl<T, P> MultiResult<T, P> {
     /// The outcome for these parameters, if they were added.
-    pub fn get(&self, params: &P) -> Option<&T> {
-        self.index.get(&(self.key_of)(params)).map(|&i| &self.outcomes[i])
+    ///
+    /// As `HashMap::get`, it takes any borrowed form of the parameters:
+    /// a store keyed by one `String` is looked up with a `&str`; one
+    /// keyed by several, with a reference to their tuple (each element
+    /// its owned type: a tuple of borrows is not a borrowed tuple).
+    ///
+    /// ```
+    /// use cacheme::{Client, cache_store};
+    ///
+    /// #[cache_store(key = "member:<name>", ttl = "1m")]
+    /// async fn member(_: &Client, name: String) -> Result<usize, String> {
+    ///     Ok(name.len())
+    /// }
+    ///
+    /// #[cache_store(key = "edition:<category>:<id>", ttl = "1m")]
+    /// async fn edition(_: &Client, category: u32, id: u64) -> Result<u64, String> {
+    ///     Ok(u64::from(category) * id)
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let client = Client::memory().unwrap();
+    /// let users = MemberStore::get_m(&client).add("ann".to_string()).add("bob".to_string()).run().await;
+    /// assert_eq!(users.get("ann"), Some(&Ok(3)));
+    /// assert_eq!(users.get("eve"), None);
+    ///
+    /// let books = EditionStore::get_m(&client).add(7, 42).run().await;
+    /// assert_eq!(books.get(&(7, 42)), Some(&Ok(294)));
+    /// # });
+    /// ```
+    pub fn get<Q>(&self, params: &Q) -> Option<&T>
+    where
+        P: Borrow<Q>,
+        Q: ?Sized + ToOwned<Owned = P>,
+    {
+        // The key function takes the owned form; the lookup pays one copy
+        // of the parameters, as building the key already allocates.
+        let owned = params.to_owned();
+        self.index.get(&(self.key_of)(&owned)).map(|&i| &self.outcomes[i])
     }
 
     /// The outcomes in the order their keys were added.
@@ -100,8 +149,13 @@ impl<V, E, P> MultiResult<Result<V, E>, P> {
         })
     }
 
-    /// The value for these parameters, if they were added and it was found.
-    pub fn value(&self, params: &P) -> Option<&V> {
+    /// The value for these parameters, if they were added and it was
+    /// found; like [`get`](MultiResult::get), by any borrowed form.
+    pub fn value<Q>(&self, params: &Q) -> Option<&V>
+    where
+        P: Borrow<Q>,
+        Q: ?Sized + ToOwned<Owned = P>,
+    {
         self.get(params)?.as_ref().ok()
     }
 

@@ -116,7 +116,7 @@ async fn author_page(
     if !shelf.ids.is_empty() {
         let mut many = BookStore::get_m(&app);
         for &book in &shelf.ids {
-            many.add(book);
+            many.push(book);
         }
         books = many.run().await.into_all()?.iter().cloned().collect();
     }
