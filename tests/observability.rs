@@ -88,6 +88,24 @@ async fn obs(app: &App, id: u32) -> Result<String, String> {
     Ok(format!("value {id}"))
 }
 
+/// Whether `obs_fresh`'s source fails.
+#[cfg(feature = "metrics")]
+static FRESH_FAILS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// How many times `obs_fresh`'s source was called.
+#[cfg(feature = "metrics")]
+static FRESH_FETCHES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+#[cfg(feature = "metrics")]
+#[cache_store(key = "obs-fresh:<id>", ttl = "1m", stale_for = "1h", refresh_after = "30s")]
+async fn obs_fresh(ctx: &Client, id: u32) -> Result<String, String> {
+    let _ = ctx;
+    let n = FRESH_FETCHES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    if FRESH_FAILS.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err("the source failed".into());
+    }
+    Ok(format!("value {id} #{n}"))
+}
+
 /// A client on `cache` whose logger opens gate 3 when a caller coalesces
 /// and gate 5 when a wait gives up, and records every event kind.
 fn app(
@@ -295,6 +313,55 @@ mod metrics_recorded {
     /// `(operation, result, samples)` as [`commands`] gives them.
     fn command(op: &str, result: &str, samples: usize) -> (String, String, usize) {
         (op.to_owned(), result.to_owned(), samples)
+    }
+
+    /// A refresh-ahead and a stale value served by the fail-safe: each
+    /// counted once, with the store's labels (memory, a driven clock).
+    #[tokio::test]
+    async fn a_refresh_and_a_stale_value_are_counted() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let clock = cacheme::testing::TestClock::new();
+        let client = Client::builder().clock(&clock).build().unwrap();
+        assert_eq!(ObsFreshStore::get(&client, 1).await.unwrap(), "value 1 #1");
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(
+            ObsFreshStore::get(&client, 1).await.unwrap(),
+            "value 1 #1",
+            "due: answered at once"
+        );
+        let refreshed = async {
+            while ObsFreshStore::peek(&client, 1).await.unwrap().as_deref() != Some("value 1 #2") {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(NEVER, refreshed)
+            .await
+            .expect("the refresh landed");
+        FRESH_FAILS.store(true, std::sync::atomic::Ordering::SeqCst);
+        clock.advance(Duration::from_secs(120));
+        assert_eq!(ObsFreshStore::get(&client, 1).await.unwrap(), "value 1 #2", "stale");
+
+        let m = take(&snapshotter);
+        let at = |extra: &[(&str, &str)]| {
+            let mut labels = labels("memory", extra);
+            for (key, value) in &mut labels {
+                if key == "store" {
+                    *value = "ObsFreshStore".to_owned();
+                }
+            }
+            labels
+        };
+        assert_eq!(counter(&m, "cacheme.refreshes", &at(&[])), 1);
+        assert_eq!(counter(&m, "cacheme.stale", &at(&[])), 1);
+        assert_eq!(counter(&m, "cacheme.fetches", &at(&[("result", "ok")])), 2);
+        assert_eq!(counter(&m, "cacheme.fetches", &at(&[("result", "error")])), 1);
+        let stats = client.stats().store("ObsFreshStore").cloned().unwrap();
+        assert_eq!(
+            (stats.refreshes, stats.stale, stats.fetches, stats.fetch_errors),
+            (1, 1, 2, 1)
+        );
     }
 
     #[tokio::test]
