@@ -40,6 +40,8 @@ struct Inner {
     release: Semaphore,
     /// What the source answers.
     version: Mutex<String>,
+    /// How many keys each call of a batch fetcher asked for.
+    batches: Mutex<Vec<usize>>,
     /// Keeps the backend's server or directory alive.
     _guard: Box<dyn std::any::Any + Send + Sync>,
 }
@@ -61,6 +63,7 @@ impl App {
             gated: AtomicBool::new(false),
             release: Semaphore::new(0),
             version: Mutex::new("v1".to_owned()),
+            batches: Mutex::default(),
             _guard: Box::new(guard),
         }))
     }
@@ -353,6 +356,47 @@ async fn a_local_tier_serves_fresh_values_refreshes_ahead_and_fails_safe(app: Ap
     );
 }
 
+async fn shelves(ctx: &App, ids: Vec<u64>) -> Result<Vec<(u64, String)>, AppError> {
+    ctx.0.batches.lock().unwrap().push(ids.len());
+    let version = ctx.0.version.lock().unwrap().clone();
+    Ok(ids.into_iter().map(|id| (id, format!("{version} of {id}"))).collect())
+}
+
+#[cache_store(key = "shelf:<id>", ttl = "1m", refresh_after = "30s", fetch_many = shelves)]
+async fn shelf(ctx: &App, id: u64) -> Result<String, AppError> {
+    ctx.source(id).await
+}
+
+/// Keys of a store with `fetch_many` that fall due together are refreshed
+/// by its batch fetcher, in one call (two at most on a loaded machine),
+/// never by the per-key fetcher.
+async fn due_keys_are_refreshed_through_fetch_many(app: App) {
+    let ids = [41, 42, 43, 44, 45];
+    let mut multi = ShelfStore::get_m(&app);
+    multi.extend(ids);
+    multi.run().await.into_all().unwrap();
+    assert_eq!(*app.0.batches.lock().unwrap(), [5], "warmed by one batch");
+    app.answer("v2");
+    app.advance(Duration::from_secs(31));
+
+    let due = futures_util::future::join_all(ids.map(|id| ShelfStore::get(&app, id))).await;
+    assert!(
+        due.iter().all(|got| got.as_deref().is_ok_and(|v| v.starts_with("v1"))),
+        "{due:?}"
+    );
+    for id in ids {
+        app.until(&format!("v2 of {id}"), || ShelfStore::get(&app, id)).await;
+    }
+    let batches = app.0.batches.lock().unwrap().clone();
+    assert_eq!(
+        batches.iter().sum::<usize>(),
+        10,
+        "each key refreshed once: {batches:?}"
+    );
+    assert!(batches.len() <= 3, "the due keys were batched: {batches:?}");
+    assert_eq!(app.fetches(), 0, "the per-key fetcher was never called");
+}
+
 /// A panicking refetch is a failed one: the stale value is served.
 async fn a_panicking_refetch_serves_the_stale_value(app: App) {
     assert_eq!(SafeStore::get(&app, 2).await.unwrap(), "v1 of 2");
@@ -475,6 +519,7 @@ on_every_backend!(
     a_value_lives_the_ttl_it_chose,
     batches_serve_stale_values_when_the_source_fails,
     a_local_tier_serves_fresh_values_refreshes_ahead_and_fails_safe,
+    due_keys_are_refreshed_through_fetch_many,
 );
 
 // ---- fleets: three processes on one Redis (or cluster), real time ----

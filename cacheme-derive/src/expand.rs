@@ -276,7 +276,45 @@ fn expand(s: &Store) -> TokenStream {
             })
         }
     });
-    let policy = quote!(#cm::FetchPolicy::none() #on_timeout #background);
+    // Refresh-ahead of a store with `fetch_many`: due keys of one window
+    // are refreshed by one call of the batch fetcher (owned context and
+    // parameters, as above; the batch fetcher's type is checked at
+    // `fetch_many = path` by `__fetchers`).
+    let batch_refresh = match (&s.fetch_many, fresh.refresh_after) {
+        (Some(path), Some((_, span))) if s.batch => {
+            let new = at(span, quote!(#cm::BatchRefresh::new));
+            let clone_ctx = at(span, quote!(<#context as ::core::clone::Clone>::clone(__ctx)));
+            let clones: Vec<_> = s
+                .params
+                .iter()
+                .map(|(name, ty)| at(ty.span(), quote!(#cm::clone_param(&#name))))
+                .collect();
+            let bundle = match clones.as_slice() {
+                [one] => quote!(#one),
+                _ => quote!((#(#clones,)*)),
+            };
+            let checked = at(
+                vspan,
+                quote!(|__value: #dvalue_ty| <#output as #cm::Fetched>::checked(__value)),
+            );
+            Some(quote! {
+                .batch_refresh(&|| {
+                    let __owned_ctx = #clone_ctx;
+                    #new(
+                        #bundle,
+                        |#bundle_pat: &#bundle_ty| #store::key(#(#names),*),
+                        #checked,
+                        move |__params: ::std::vec::Vec<#bundle_ty>| {
+                            let __ctx = ::core::clone::Clone::clone(&__owned_ctx);
+                            async move { #path(&__ctx, __params).await }
+                        },
+                    )
+                })
+            })
+        }
+        _ => None,
+    };
+    let policy = quote!(#cm::FetchPolicy::none() #on_timeout #background #batch_refresh);
     // `none_ttl` caches a fetched `None`: the value must be an `Option`.
     let none_check = fresh.none_ttl.map(|(_, span)| {
         let check = at(span, quote!(none_ttl_needs_an_option_value::<#dvalue_ty>();));

@@ -90,6 +90,8 @@ struct Inner {
     clock: Clock,
     /// Keys being refreshed ahead of their expiry by this client.
     refreshing: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Due keys waiting for their store's batch refresh.
+    refresh_batches: crate::store::RefreshBatches,
 }
 
 /// The budget of a typed call's cache work, by default.
@@ -389,6 +391,7 @@ impl ClientBuilder {
                 hearing: std::sync::OnceLock::new(),
                 clock,
                 refreshing: std::sync::Mutex::default(),
+                refresh_batches: crate::store::RefreshBatches::default(),
             }),
         })
     }
@@ -569,6 +572,11 @@ impl Client {
     pub(crate) fn start_refresh(&self, key: &str) -> bool {
         let mut refreshing = self.inner.refreshing.lock().unwrap_or_else(|e| e.into_inner());
         refreshing.insert(key.to_owned())
+    }
+
+    /// The pending batch refresh of the store named `store`.
+    pub(crate) fn refresh_batch<T: std::any::Any + Send + Sync + Default>(&self, store: &'static str) -> Arc<T> {
+        self.inner.refresh_batches.of(store)
     }
 
     /// Whether this client is refreshing `key` in the background.

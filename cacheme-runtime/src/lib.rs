@@ -103,8 +103,8 @@ pub mod __private {
     pub use crate::store::sharing::{ErrorProbe, ErrorSharing, ShareByClone, ShareNothing};
     pub use crate::store::spec::{LocalTier, STORES, StoreSpec, TtlJitter, Version};
     pub use crate::store::{
-        Background, FetchPolicy, FetchResult, FetchTimeout, MultiResult, OptionValue, UpdateError, get, get_many,
-        invalidate, invalidate_all, peek, set, update,
+        Background, BatchRefresh, FetchPolicy, FetchResult, FetchTimeout, MultiResult, OptionValue, UpdateError, get,
+        get_many, invalidate, invalidate_all, peek, set, update,
     };
     pub use linkme;
     pub use std::time::Duration;

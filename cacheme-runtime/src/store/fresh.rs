@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::encode;
+use super::refresh_batch::BatchRefresh;
 use crate::backend::BoxFuture;
 use crate::client::Client;
 use crate::dated::{self, Age, Dates};
@@ -77,6 +78,7 @@ impl<T> OptionValue for Option<T> {}
 pub struct FetchPolicy<'a, V, E> {
     timed_out: Option<fn(FetchTimeout) -> E>,
     background: Option<&'a (dyn Fn() -> Background<V, E> + Send + Sync + 'a)>,
+    batch_refresh: Option<&'a (dyn Fn() -> BatchRefresh + Send + Sync + 'a)>,
 }
 
 impl<V, E> Clone for FetchPolicy<'_, V, E> {
@@ -94,6 +96,7 @@ impl<'a, V, E> FetchPolicy<'a, V, E> {
         FetchPolicy {
             timed_out: None,
             background: None,
+            batch_refresh: None,
         }
     }
 
@@ -106,6 +109,13 @@ impl<'a, V, E> FetchPolicy<'a, V, E> {
     /// How to start this call's fetch in the background.
     pub const fn background(mut self, start: &'a (dyn Fn() -> Background<V, E> + Send + Sync + 'a)) -> Self {
         self.background = Some(start);
+        self
+    }
+
+    /// How to refresh this call's key ahead through the store's batch
+    /// fetcher (`fetch_many`), with the other keys due in the same window.
+    pub const fn batch_refresh(mut self, start: &'a (dyn Fn() -> BatchRefresh + Send + Sync + 'a)) -> Self {
+        self.batch_refresh = Some(start);
         self
     }
 }
@@ -406,7 +416,10 @@ pub(crate) fn refresh_ahead<V, E>(client: &Client, spec: &'static StoreSpec, key
             }) as BoxFuture<'static, ()>
         }) as Settle)
     });
-    drop(background().start(client, spec, key, gate));
+    match policy.batch_refresh {
+        Some(batch) => batch().start(client, spec, key, gate),
+        None => drop(background().start(client, spec, key, gate)),
+    }
 }
 
 /// The settlement of a background fetch without a fetch lock (the

@@ -13,6 +13,7 @@ mod fresh;
 pub(crate) mod generation;
 mod miss;
 mod multi;
+mod refresh_batch;
 
 /// The key scheme of typed stores: `template with escaped values:v{version}`
 /// (the backend adds its namespace prefix).
@@ -60,6 +61,8 @@ pub(crate) use miss::{Ways, wait_then_load};
 
 pub use fresh::{Background, FetchPolicy, FetchTimeout, OptionValue};
 pub use multi::{MultiResult, get_many};
+pub use refresh_batch::BatchRefresh;
+pub(crate) use refresh_batch::RefreshBatches;
 
 /// The value and error types of a fetcher's `Result`, so generated code can
 /// name them even when the fetcher returns an alias (`anyhow::Result<T>`).
