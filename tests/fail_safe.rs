@@ -397,6 +397,45 @@ async fn due_keys_are_refreshed_through_fetch_many(app: App) {
     assert_eq!(app.fetches(), 0, "the per-key fetcher was never called");
 }
 
+/// The last resort: the cache is down (its server stopped) and the source
+/// fails; a value the local tier held within its stale end is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_tier_serves_stale_when_the_cache_is_down_and_the_source_fails() {
+    let mut server = RedisServer::start();
+    let cache = Cache::open(&format!("{}?prefix=failsafe&timeout=200ms", server.url()))
+        .await
+        .unwrap();
+    let clock = TestClock::new();
+    let app = App::on(cache, clock, ());
+    assert_eq!(NearStore::get(&app, 50).await.unwrap(), "v1 of 50");
+    let client = app.cacheme().clone();
+    let serving = async {
+        while !client.local_tiers_serving() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), serving)
+        .await
+        .expect("the tier serves");
+    assert_eq!(NearStore::get(&app, 50).await.unwrap(), "v1 of 50");
+
+    server.stop();
+    app.0.failing.store(true, Ordering::SeqCst);
+    app.advance(MINUTE * 2);
+    for _ in 0..3 {
+        assert_eq!(
+            NearStore::get(&app, 50).await.unwrap(),
+            "v1 of 50",
+            "stale, from the tier"
+        );
+    }
+    // Past its stale end, the error comes through.
+    app.advance(Duration::from_secs(2 * 60 * 60));
+    assert_eq!(NearStore::get(&app, 50).await, Err(AppError::Down));
+    // A store without `stale_for` has no last resort.
+    assert_eq!(SafeStore::get(&app, 51).await, Err(AppError::Down));
+}
+
 /// A panicking refetch is a failed one: the stale value is served.
 async fn a_panicking_refetch_serves_the_stale_value(app: App) {
     assert_eq!(SafeStore::get(&app, 2).await.unwrap(), "v1 of 2");

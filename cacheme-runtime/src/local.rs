@@ -23,7 +23,7 @@ pub(crate) mod notices;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use moka::sync::Cache as Moka;
@@ -44,6 +44,12 @@ pub(crate) struct Held {
     pub(crate) due: u64,
     /// When it stops being fresh, in ms since the Unix epoch.
     pub(crate) until: u64,
+    /// When it stops being servable by the fail-safe (`stale_for`), in ms
+    /// since the Unix epoch.
+    pub(crate) stale_until: u64,
+    /// The tiers' epoch when it was held: a value held before the tiers
+    /// last stopped being vouched for is never served as fresh.
+    pub(crate) epoch: u64,
 }
 
 impl Held {
@@ -53,19 +59,31 @@ impl Held {
             value,
             due: u64::MAX,
             until: u64::MAX,
+            stale_until: 0,
+            epoch: 0,
         }
     }
+}
+
+/// One store's tier.
+struct Tier {
+    values: Moka<String, Held>,
+    /// Whether its values are kept (until their stale end) through a loss
+    /// of the announcements, as a last resort of the fail-safe.
+    keeps_stale: bool,
 }
 
 /// The local tiers of one client's stores.
 pub(crate) struct LocalTiers {
     /// Per store (by name: unique in a program, checked when the client
     /// is built), its values.
-    stores: HashMap<&'static str, Moka<String, Held>, BuildHasherDefault<NameHasher>>,
+    stores: HashMap<&'static str, Tier, BuildHasherDefault<NameHasher>>,
     /// Whether the tiers may be used: the backend announces no changes
     /// (the TTL is the bound), or this process is hearing the
     /// announcements.
     vouched: AtomicBool,
+    /// Bumped whenever the tiers stop being vouched for.
+    epoch: AtomicU64,
 }
 
 impl LocalTiers {
@@ -75,6 +93,7 @@ impl LocalTiers {
         let mut tiers = LocalTiers {
             stores: HashMap::default(),
             vouched: AtomicBool::new(vouched),
+            epoch: AtomicU64::new(1),
         };
         for spec in stores {
             if let Some(tier) = spec.local.or(default) {
@@ -89,11 +108,18 @@ impl LocalTiers {
             .ttl
             .map_or(spec.ttl, |ttl| ttl.min(spec.ttl))
             .max(Duration::from_millis(1));
-        let cache = Moka::builder()
+        // Values with a stale end are kept until it (each is served as
+        // fresh only until its own freshness ends), for the fail-safe.
+        let keeps_stale = spec.stale_for.is_some();
+        let ttl = match spec.stale_for {
+            Some(stale_for) => spec.ttl.saturating_add(stale_for).min(crate::MAX_TTL),
+            None => ttl,
+        };
+        let values = Moka::builder()
             .max_capacity(tier.capacity.max(1))
             .time_to_live(ttl)
             .build();
-        self.stores.insert(spec.name, cache);
+        self.stores.insert(spec.name, Tier { values, keeps_stale });
     }
 
     /// Whether no store has a tier.
@@ -111,19 +137,28 @@ impl LocalTiers {
         if !self.vouched.load(Ordering::Acquire) {
             return None;
         }
-        self.stores.get(spec.name)
+        self.stores.get(spec.name).map(|tier| &tier.values)
     }
 
     /// The value held for `key`, if any (with its dates: the caller
-    /// checks them against its clock).
+    /// checks them against its clock), and held since the tiers were
+    /// last vouched for.
     pub(crate) fn get(&self, spec: &StoreSpec, key: &str) -> Option<Held> {
-        self.usable(spec)?.get(key)
+        let held = self.usable(spec)?.get(key)?;
+        (held.epoch == self.epoch.load(Ordering::Acquire)).then_some(held)
+    }
+
+    /// The value held for `key` whatever the tiers' state, for the
+    /// fail-safe's last resort (the caller checks its stale end).
+    pub(crate) fn get_stale(&self, spec: &StoreSpec, key: &str) -> Option<Held> {
+        self.stores.get(spec.name)?.values.get(key)
     }
 
     /// Holds `value` for `key` (call it under
     /// [`Flights::while_current`](crate::singleflight::Flights::while_current)).
-    pub(crate) fn insert(&self, spec: &StoreSpec, key: &str, value: Held) {
+    pub(crate) fn insert(&self, spec: &StoreSpec, key: &str, mut value: Held) {
         if let Some(tier) = self.usable(spec) {
+            value.epoch = self.epoch.load(Ordering::Acquire);
             tier.insert(key.to_owned(), value);
         }
     }
@@ -131,13 +166,13 @@ impl LocalTiers {
     /// How many values `spec`'s tier holds, as moka last counted them
     /// (cheap; evictions and expiries are counted as moka catches up).
     pub(crate) fn count(&self, spec: &StoreSpec) -> u64 {
-        self.stores.get(spec.name).map_or(0, Moka::entry_count)
+        self.stores.get(spec.name).map_or(0, |tier| tier.values.entry_count())
     }
 
     /// Drops what is held for `key` of `spec`.
     pub(crate) fn remove(&self, spec: &StoreSpec, key: &str) {
         if let Some(tier) = self.stores.get(spec.name) {
-            tier.invalidate(key);
+            tier.values.invalidate(key);
         }
     }
 
@@ -147,17 +182,17 @@ impl LocalTiers {
             return;
         };
         if keys.is_empty() {
-            tier.invalidate_all();
+            tier.values.invalidate_all();
         }
         for key in keys {
-            tier.invalidate(*key);
+            tier.values.invalidate(*key);
         }
     }
 
     /// Drops everything `spec`'s tier holds.
     pub(crate) fn clear_store(&self, spec: &StoreSpec) {
         if let Some(tier) = self.stores.get(spec.name) {
-            tier.invalidate_all();
+            tier.values.invalidate_all();
         }
     }
 
@@ -166,8 +201,11 @@ impl LocalTiers {
     /// whatever was missed meanwhile is gone with the values).
     pub(crate) fn vouch(&self, vouched: bool) {
         self.vouched.store(false, Ordering::Release);
-        for tier in self.stores.values() {
-            tier.invalidate_all();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        // Values of stores with `stale_for` stay, no longer served as
+        // fresh (their epoch has passed), as the fail-safe's last resort.
+        for tier in self.stores.values().filter(|tier| !tier.keeps_stale) {
+            tier.values.invalidate_all();
         }
         if vouched {
             self.vouched.store(true, Ordering::Release);
@@ -190,8 +228,8 @@ impl LocalTiers {
         self.stores
             .values()
             .map(|tier| {
-                tier.run_pending_tasks();
-                tier.entry_count()
+                tier.values.run_pending_tasks();
+                tier.values.entry_count()
             })
             .sum()
     }

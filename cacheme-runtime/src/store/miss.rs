@@ -130,14 +130,20 @@ where
                             client.log(EventKind::Miss, spec, key, None);
                             fill(client, spec, key, &mut fetch, deadline, None, policy).await
                         }
-                        Read::Failed => fetch_uncached(client, spec, key, &mut fetch, policy).await,
+                        Read::Failed => {
+                            let last_resort = last_resort(client, spec, key, keeping);
+                            fetch_uncached(client, spec, key, &mut fetch, policy, last_resort).await
+                        }
                     },
                     Step::Cached(_) if stale.is_some() && client.is_refreshing(key) => {
                         let found = stale.take().expect("checked");
                         Ok(answer_stale(client, spec, key, found))
                     }
                     Step::Cached(deadline) => fill(client, spec, key, &mut fetch, deadline, stale.take(), policy).await,
-                    Step::Uncached => fetch_uncached(client, spec, key, &mut fetch, policy).await,
+                    Step::Uncached => {
+                        let last_resort = last_resort(client, spec, key, keeping);
+                        fetch_uncached(client, spec, key, &mut fetch, policy, last_resort).await
+                    }
                 };
                 return match led {
                     Ok((value, bytes)) => {
@@ -189,7 +195,7 @@ where
                     Step::Read(_) | Step::Cached(_) => {
                         fetch_and_store(client, spec, key, &mut fetch, stale.take(), policy).await
                     }
-                    Step::Uncached => fetch_uncached(client, spec, key, &mut fetch, policy).await,
+                    Step::Uncached => fetch_uncached(client, spec, key, &mut fetch, policy, None).await,
                 }
                 .map(|(value, _)| value);
             }
@@ -245,6 +251,8 @@ fn keep_local<V>(
                 value: kept,
                 due: dates.due_at(spec),
                 until: dates.fresh_until,
+                stale_until: dates.stale_until,
+                epoch: 0,
             },
             None => Held::undated(kept),
         };
@@ -253,22 +261,46 @@ fn keep_local<V>(
     }
 }
 
+/// The fail-safe's last resort when the cache cannot be read: a value of
+/// the store's local tier within its stale end (`stale_for`), kept there
+/// even while the tier cannot vouch for it.
+fn last_resort<V>(client: &Client, spec: &StoreSpec, key: &str, keeping: ValueKeeping<V>) -> Option<V> {
+    spec.stale_for?;
+    let held = client.local().get_stale(spec, key)?;
+    if client.clock().unix_ms() >= held.stale_until {
+        return None;
+    }
+    keeping.take(&held.value)
+}
+
 /// The leader's fetch when the cache cannot be addressed: nothing stored,
-/// the value encoded only to hand it to the followers.
+/// the value encoded only to hand it to the followers. If it fails and
+/// the local tier still holds a value within its stale end
+/// (`last_resort`), that value is served.
 async fn fetch_uncached<V, E, F, Fut>(
     client: &Client,
     spec: &'static StoreSpec,
     key: &str,
     fetch: &mut F,
     policy: FetchPolicy<'_, V, E>,
+    last_resort: Option<V>,
 ) -> Result<(V, Option<Arc<[u8]>>), E>
 where
     V: Serialize,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<V, E>>,
 {
-    let limited = fresh::limited(spec, None, policy);
+    let limited = fresh::limited(spec, None, policy) || (spec.hard_timeout.is_some() && last_resort.is_some());
     let outcome = attempt(client, spec, key, fetch(), limited).await;
+    let outcome = match (outcome, last_resort) {
+        (Outcome::Value(value), _) => Outcome::Value(value),
+        (_, Some(value)) => {
+            client.log(EventKind::Stale, spec, key, None);
+            let bytes = encode(client, spec, key, &value);
+            return Ok((value, bytes));
+        }
+        (failed, None) => failed,
+    };
     let (result, bytes) = resolve(client, spec, key, outcome, None, policy_timeout(policy));
     result.map(|value| (value, bytes))
 }
