@@ -34,7 +34,7 @@ impl<T: Serialize + DeserializeOwned> CacheValue for T {}
 /// fetcher's output goes through [`Fetched::split`]), so a value that
 /// cannot be cached is reported once, at the return type.
 ///
-/// Why once: the only other impl, for [`NotFetched`] types, never
+/// Why once: the only other impl, for `NotFetched` types, never
 /// applies, but its presence makes rustc check the `Result` impl's bound
 /// while choosing the impl. A value that is not cacheable then leaves no
 /// impl, so every mention of `<Output as Fetched>::Value` is the same

@@ -11,7 +11,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use super::fresh::{self, Background, FetchPolicy, Outcome, Stale, attempt, refresh_ahead, resolve};
+use super::fresh::{self, Background, FetchPolicy, Outcome, Stale, attempt, resolve};
+use super::refresh::{self, refresh_ahead};
 use super::{ErrorSharing, Read, decode, encode, is_fresh, read, stored_ttl};
 use crate::client::Client;
 use crate::error::{Error, Op};
@@ -540,7 +541,7 @@ where
 {
     // While the fetch runs past the soft timeout, this process's callers
     // get the stale value rather than fetch again.
-    let settle = fresh::ending(settle, fresh::Refreshing::start(client, key));
+    let settle = refresh::ending(settle, refresh::Refreshing::start(client, key));
     let fetched = background.start(client, spec, key, Box::pin(async move { Some(settle) }));
     match tokio::time::timeout(soft, fetched).await {
         Ok(Ok(Outcome::Value(value))) => {

@@ -13,6 +13,7 @@ mod fresh;
 pub(crate) mod generation;
 mod miss;
 mod multi;
+mod refresh;
 mod refresh_batch;
 
 /// The key scheme of typed stores: `template with escaped values:v{version}`
@@ -54,10 +55,10 @@ pub use crate::sharing::ErrorSharing;
 use crate::spec::StoreSpec;
 use crate::stampede::probe::{Probe, discard, probe, read_by};
 pub(crate) use fresh::Stale;
-use fresh::refresh_ahead;
 pub use generation::storage_key;
 use miss::{Step, coalesced};
 pub(crate) use miss::{Ways, wait_then_load};
+use refresh::refresh_ahead;
 
 pub use fresh::{Background, FetchPolicy, FetchTimeout, OptionValue};
 pub use multi::{MultiResult, get_many};
@@ -441,7 +442,7 @@ async fn invalidate_unobserved(client: &Client, spec: &'static StoreSpec, key: &
 }
 
 /// A store's `update`: fetches afresh and stores the result (see
-/// [`replace`] for the fencing).
+/// `replace` for the fencing).
 pub async fn update<V, E, Fut>(
     client: &Client,
     spec: &'static StoreSpec,
