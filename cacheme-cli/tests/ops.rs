@@ -16,7 +16,7 @@ use cacheme::stampede::Coordination;
 use cacheme::{Cache, Client};
 use cacheme_test_support::{MemcachedServer, RedisServer};
 use serde_json::Value;
-use shop::{AuthorStore, BookStore, Shop};
+use shop::{AuthorStore, BookStore, PriceStore, Shop};
 use support::Project;
 
 const PASSWORD: &str = "s3cr3t-Pw";
@@ -201,6 +201,29 @@ async fn get_and_invalidate_change_what_the_store_returns() {
     w.assert_password_never_printed();
 }
 
+/// A value of a store with `stale_for` is stored with its dates: `get`
+/// shows them, and decodes the value behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_shows_the_dates_of_a_fail_safe_value_and_decodes_it() {
+    let w = World::new().await;
+    assert_eq!(PriceStore::get(&w.shop, 3).await.unwrap(), 300);
+    let (code, out, err) = w.run(&["get", "--store", "PriceStore", "3"]);
+    assert_eq!(code, 0, "{err}");
+    let dates = out.lines().find_map(|l| l.strip_prefix("dates: ")).expect(&out);
+    assert!(dates.starts_with("written "), "{dates}");
+    assert!(
+        dates.contains(", fresh for 4m") || dates.contains(", fresh for 5m"),
+        "{dates}"
+    );
+    assert!(dates.contains("kept for the fail-safe 1h"), "{dates}");
+    let json = out.split_once("bytes):\n").unwrap().1;
+    assert_eq!(serde_json::from_str::<Value>(json).unwrap(), serde_json::json!(300));
+    // The server keeps it until its stale end: about 1h5m.
+    let ttl = out.lines().find_map(|l| l.strip_prefix("ttl:   ")).unwrap();
+    assert!(ttl.starts_with("1h4m") || ttl.starts_with("1h5m"), "{ttl}");
+    w.assert_password_never_printed();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_counts_per_store_and_invalidate_all_removes_one_store_and_version() {
     let w = World::new().await;
@@ -228,6 +251,7 @@ async fn stats_counts_per_store_and_invalidate_all_removes_one_store_and_version
             {"store": "BookStore", "version": "1", "keys": 5},
             {"store": "BookStore", "version": "2", "keys": 1},
             {"store": "AuthorStore", "version": "1", "keys": 1},
+            {"store": "PriceStore", "version": "1", "keys": 0},
         ])
     );
     assert_eq!(

@@ -110,8 +110,36 @@ pub async fn run(opt: &GetOpt) -> Result<i32> {
         Err(e) => return Err(connection.error("cannot read the key's TTL", e)),
     };
     println!("ttl:   {ttl}");
-    print!("{}", render(target.codec, &bytes));
+    let payload = match store::stored_dates(&bytes) {
+        Some((dates, payload)) => {
+            println!("dates: {}", describe_dates(dates));
+            payload
+        }
+        None => &bytes[..],
+    };
+    print!("{}", render(target.codec, payload));
     Ok(0)
+}
+
+/// A value's dates (stores with `stale_for`, `refresh_after`, `none_ttl`
+/// or `ttl_from`), relative to now: "written 1m ago, fresh for 4m, stale
+/// until 1h4m from now".
+fn describe_dates(dates: store::StoredDates) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let since = |at: u64| output::duration(std::time::Duration::from_millis(now.saturating_sub(at)));
+    let until = |at: u64| output::duration(std::time::Duration::from_millis(at.saturating_sub(now)));
+    let fresh = if now < dates.fresh_until_ms {
+        format!("fresh for {}", until(dates.fresh_until_ms))
+    } else {
+        format!("stale since {}", since(dates.fresh_until_ms))
+    };
+    format!(
+        "written {} ago, {fresh}, kept for the fail-safe {} more",
+        since(dates.written_ms),
+        until(dates.stale_until_ms)
+    )
 }
 
 /// The value as text: pretty JSON for self-describing codecs, hex for

@@ -159,6 +159,37 @@ pub(crate) fn age(client: &Client, spec: &StoreSpec, bytes: &[u8]) -> Age {
     }
 }
 
+/// When a value of a store with `stale_for`, `refresh_after`, `none_ttl`
+/// or `ttl_from` was written, until when it is fresh, and until when the
+/// fail-safe may serve it, in milliseconds since the Unix epoch: for tools
+/// that read stored values (`cargo cacheme get`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredDates {
+    /// When it was written (or written again by the fail-safe).
+    pub written_ms: u64,
+    /// When its TTL ends.
+    pub fresh_until_ms: u64,
+    /// When its `stale_for` ends (the backend drops it then).
+    pub stale_until_ms: u64,
+}
+
+/// The dates and the codec's bytes of a stored value, if it was stored
+/// with dates (see [`StoredDates`]); `None` for any other bytes.
+///
+/// ```
+/// assert_eq!(cacheme::store::stored_dates(b"plain bytes"), None);
+/// ```
+pub fn stored_dates(bytes: &[u8]) -> Option<(StoredDates, &[u8])> {
+    let (dates, payload) = dated::open(bytes)?;
+    let dates = StoredDates {
+        written_ms: dates.written,
+        fresh_until_ms: dates.fresh_until,
+        stale_until_ms: dates.stale_until,
+    };
+    Some((dates, payload))
+}
+
 /// Whether the value stored as `bytes` is within its TTL.
 pub(crate) fn is_fresh(client: &Client, spec: &StoreSpec, bytes: &[u8]) -> bool {
     matches!(age(client, spec, bytes), Age::Fresh | Age::Due)
