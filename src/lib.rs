@@ -7,8 +7,8 @@ pub use cacheme_runtime::{
     DEFAULT_CAPACITY, DEFAULT_FETCH_CONCURRENCY, DEFAULT_MAX_PENDING_FILLS, Error, Event, EventKind, Factory,
     FetchTimeout, KeyFilter, KeyVisitor, LocalTier, Logger, MAX_KEYS_PER_COMMAND, MAX_LOCK_TTL, MAX_TTL, MIN_LOCK_TTL,
     MemoryBackend, MultiResult, Op, Pipeline, Promise, PromiseError, ProviderConfig, Result, Stats, StoreSpec,
-    StoreStats, Ttl, TtlJitter, UpdateError, config, connect, counter, pipeline, providers, register, stampede,
-    testing,
+    StoreStats, StoredDates, Ttl, TtlJitter, UpdateError, config, connect, counter, pipeline, providers, register,
+    stampede, stored_dates, testing,
 };
 
 #[doc = include_str!("../docs/cache_store.md")]

@@ -178,7 +178,7 @@ pub struct StoredDates {
 /// with dates (see [`StoredDates`]); `None` for any other bytes.
 ///
 /// ```
-/// assert_eq!(cacheme::store::stored_dates(b"plain bytes"), None);
+/// assert_eq!(cacheme::stored_dates(b"plain bytes"), None);
 /// ```
 pub fn stored_dates(bytes: &[u8]) -> Option<(StoredDates, &[u8])> {
     let (dates, payload) = dated::open(bytes)?;
