@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cacheme::{Cache, Client, Context, LocalTier, cache_store};
+use cacheme::{Cache, Client, Context, LocalTier, Pipeline, cache_store};
 use cacheme_test_support::child::{expect_success, this_test};
 use cacheme_test_support::{RedisCluster, RedisServer, SentCommands};
 use futures_util::FutureExt;
@@ -273,6 +273,75 @@ async fn the_local_tier_serves_hits_without_a_round_trip() {
         Ok(Counted(6)),
         "update drops the local value"
     );
+}
+
+/// `cmdstat_mget` calls from `INFO commandstats` (a batch's reads).
+async fn mgets(server: &RedisServer) -> u64 {
+    let mut connection = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_mget:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn get_m_and_pipelines_read_and_fill_the_local_tier() {
+    let server = RedisServer::start();
+    // Keys 2 and 3 are in Redis only (another client cached them, and
+    // announced it before this one listened), key 4 nowhere, key 1 in
+    // this client's tier.
+    let other = redis_app(&server).await;
+    for id in 2..=3 {
+        other.set_version(id, 10 + u64::from(id));
+        NearStore::get(&other, id).await.unwrap();
+    }
+    other.cache.flush().await;
+    let app = redis_app(&server).await;
+    for id in 1..=4 {
+        app.set_version(id, 10 + u64::from(id));
+    }
+    NearStore::get(&app, 1).await.unwrap();
+    until(|| async { app.cache.local_tiers_serving() }).await;
+    let fetched = app.fetches.load(Ordering::SeqCst);
+    let batch = NearStore::get_m(&app).add(1).add(2).add(3).add(4).run().await;
+    let versions: Vec<u64> = batch.oks().map(|c| c.0).collect();
+    assert_eq!(versions, [11, 12, 13, 14]);
+    assert_eq!(app.fetches.load(Ordering::SeqCst) - fetched, 1, "only key 4 is fetched");
+    assert_eq!(app.cache.local_entries(), 4, "what the batch read or fetched is held");
+
+    // Now nothing leaves the process: single gets, a batch, a pipeline
+    // that asks for one key twice.
+    let (gets_before, mgets_before) = (gets(&server).await, mgets(&server).await);
+    let decoded = DECODED.load(Ordering::SeqCst);
+    for id in 1..=4 {
+        assert_eq!(NearStore::get(&app, id).await, Ok(Counted(10 + u64::from(id))));
+    }
+    let again = NearStore::get_m(&app).add(4).add(3).add(2).add(1).run().await;
+    assert_eq!(again.oks().map(|c| c.0).collect::<Vec<_>>(), [14, 13, 12, 11]);
+    let mut pipeline = Pipeline::new();
+    let first = NearStore::get_p(&app, &mut pipeline, 2);
+    let second = NearStore::get_p(&app, &mut pipeline, 2);
+    pipeline.execute().await.unwrap();
+    assert_eq!(first.into_result().unwrap(), Counted(12));
+    assert_eq!(second.into_result().unwrap(), Counted(12));
+    assert_eq!(gets(&server).await - gets_before, 0, "no GET left the process");
+    assert_eq!(mgets(&server).await - mgets_before, 0, "no MGET left the process");
+    assert_eq!(DECODED.load(Ordering::SeqCst), decoded, "local hits decode nothing");
+
+    // An update drops the local value: the next batch reads the new one.
+    app.set_version(3, 99);
+    NearStore::update(&app, 3).await.unwrap();
+    let after = NearStore::get_m(&app).add(3).add(1).run().await;
+    assert_eq!(after.oks().map(|c| c.0).collect::<Vec<_>>(), [99, 11]);
 }
 
 /// Retries `condition` (every 10 ms, at most 30 s) until it holds.

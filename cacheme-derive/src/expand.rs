@@ -333,6 +333,7 @@ fn expand(s: &Store) -> TokenStream {
             move |#bundle_pat: #bundle_ty| #many_fetch,
         )
         .sharing(#sharing)
+        .keeping(#keeping)
     };
     let fetchers = match &s.fetch_many {
         None => fetchers,

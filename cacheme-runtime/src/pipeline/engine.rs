@@ -103,7 +103,14 @@ pub(crate) async fn run<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) {
             return bypass(client, groups, &limit).await;
         }
     };
+    // Keys the stores' local tiers hold fresh are served from them.
+    let slots: Vec<Slot<'g>> = slots
+        .into_iter()
+        .filter(|s| !groups[s.g].serve_local(client, s.i, &s.key))
+        .collect();
     if slots.is_empty() {
+        let limit = &limit;
+        join_all(repeated.iter().map(|s| groups[s.g].load(client, limit, s.i, &s.key))).await;
         return;
     }
     // Keys another task of this process is reading or loading right now
@@ -141,6 +148,7 @@ pub(crate) async fn run<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) {
                 if crate::store::is_fresh(client, group.spec(), &bytes)
                     && group.accept(client, load.slot.i, &load.slot.key, &bytes, true) =>
             {
+                group.keep_local(client, &load.flight, load.slot.i, &load.slot.key, &bytes);
                 load.flight.finish_read(Arc::from(bytes));
             }
             // A value past its TTL and within `stale_for` takes a single
@@ -403,7 +411,7 @@ async fn fetch_won(
     })
     .await;
     for (load, fetched) in won.into_iter().zip(outcomes) {
-        land(load.flight, fetched);
+        keep_and_land(client, groups, load, fetched);
     }
 }
 
@@ -420,7 +428,8 @@ async fn fetch_unlocked(
         return;
     }
     let outcomes = fetch_loads(client, groups, limit, &loads).await;
-    if write && !client.is_degraded() {
+    let write = write && !client.is_degraded();
+    if write {
         let writes: Vec<(String, Arc<[u8]>, Duration)> = loads
             .iter()
             .zip(&outcomes)
@@ -448,7 +457,11 @@ async fn fetch_unlocked(
         }
     }
     for (load, fetched) in loads.into_iter().zip(outcomes) {
-        land(load.flight, fetched);
+        if write {
+            keep_and_land(client, groups, load, fetched);
+        } else {
+            land(load.flight, fetched);
+        }
     }
 }
 
@@ -480,6 +493,15 @@ async fn announce(client: &Client, filled: &[(&'static StoreSpec, Vec<String>)])
     }
 }
 
+/// Holds a value fetched into the cache (or waited for) in its store's
+/// local tier, then hands it to this process's followers of its key.
+fn keep_and_land(client: &Client, groups: &[&dyn Group<'_>], load: Load<'_, '_>, fetched: Fetched) {
+    if let Some(bytes) = fetched.bytes() {
+        groups[load.slot.g].keep_local(client, &load.flight, load.slot.i, &load.slot.key, bytes);
+    }
+    land(load.flight, fetched);
+}
+
 /// Hands a fetch's outcome to this process's followers of its key.
 fn land(flight: LeaderGuard<'_>, fetched: Fetched) {
     match fetched {
@@ -503,7 +525,7 @@ async fn wait_lost(
         let fetched = groups[load.slot.g]
             .wait_lost(client, renewer, limit, load.slot.i, &load.slot.key)
             .await;
-        land(load.flight, fetched);
+        keep_and_land(client, groups, load, fetched);
     }))
     .await;
 }

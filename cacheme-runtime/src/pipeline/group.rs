@@ -16,13 +16,15 @@ use tokio::sync::Semaphore;
 use crate::backend::BoxFuture;
 use crate::client::Client;
 use crate::keeping::ValueKeeping;
+use crate::logger::EventKind;
 use crate::observe;
 use crate::pipeline::promise::{Cell, PromiseError};
 use crate::sharing::{ErrorSharing, SharedError};
+use crate::singleflight::LeaderGuard;
 use crate::spec::StoreSpec;
 use crate::stampede::renewer::Renewer;
 use crate::stampede::waiter::Waiter;
-use crate::store::{Stale, Ways, decode, encode, load, wait_then_load};
+use crate::store::{Stale, Ways, decode, encode, load, tier, wait_then_load};
 
 /// A store's single-key fetcher, bound to its context.
 type FetchOne<'a, P, V, E> = Box<dyn Fn(P) -> BoxFuture<'a, Result<V, E>> + Send + Sync + 'a>;
@@ -41,6 +43,7 @@ pub struct Fetchers<'a, P, V, E> {
     one: FetchOne<'a, P, V, E>,
     many: Option<Many<'a, P, V, E>>,
     sharing: ErrorSharing<E>,
+    keeping: ValueKeeping<V>,
 }
 
 /// A batch fetcher and how to hand its error to every key of the batch.
@@ -61,6 +64,7 @@ impl<'a, P, V, E> Fetchers<'a, P, V, E> {
             one: Box::new(move |p| Box::pin(one(p))),
             many: None,
             sharing: ErrorSharing::none(),
+            keeping: ValueKeeping::none(),
         }
     }
 
@@ -68,6 +72,16 @@ impl<'a, P, V, E> Fetchers<'a, P, V, E> {
     /// (chosen by generated code for the store's error type).
     pub fn sharing(mut self, sharing: ErrorSharing<E>) -> Self {
         self.sharing = sharing;
+        self
+    }
+
+    /// How the store's values are kept decoded in process (chosen by
+    /// generated code for the store's value type): with it, keys the
+    /// store's local tier holds fresh are served from it, values read or
+    /// fetched are held there, and a key added twice to a pipeline is
+    /// cloned rather than decoded again.
+    pub fn keeping(mut self, keeping: ValueKeeping<V>) -> Self {
+        self.keeping = keeping;
         self
     }
 
@@ -131,6 +145,16 @@ pub(crate) trait Group<'a>: Send + Sync {
 
     /// The store key of entry `i` (without generation or prefix).
     fn key(&self, i: usize) -> &str;
+
+    /// Resolves entry `i` (cache key `key`) from the store's local tier,
+    /// if it has one and holds the value fresh; `false` otherwise. As the
+    /// batch's reads of the cache, a value due for refresh-ahead is served
+    /// without one.
+    fn serve_local(&self, client: &Client, i: usize, key: &str) -> bool;
+
+    /// Holds entry `i`'s value, read or fetched under `flight` and stored
+    /// as `bytes`, in the store's local tier (see [`tier::keep`]).
+    fn keep_local(&self, client: &Client, flight: &LeaderGuard<'_>, i: usize, key: &str, bytes: &[u8]);
 
     /// Resolves entry `i` from cached bytes (`hit`) or bytes handed over
     /// by another fetch; `false` when they do not decode (a miss).
@@ -330,6 +354,34 @@ where
         &self.entries[i].key
     }
 
+    fn serve_local(&self, client: &Client, i: usize, key: &str) -> bool {
+        let keeping = self.fetchers.keeping;
+        if !keeping.keeps() || !client.local().has(self.spec) {
+            return false;
+        }
+        let Some(held) = client.local().get(self.spec, key) else {
+            return false;
+        };
+        if tier::age_of(client, &held).is_none() {
+            return false;
+        }
+        let Some(value) = keeping.take(&held.value) else {
+            return false;
+        };
+        client.log(EventKind::LocalHit, self.spec, key, None);
+        self.resolve(i, Outcome::Value(value));
+        true
+    }
+
+    fn keep_local(&self, client: &Client, flight: &LeaderGuard<'_>, i: usize, key: &str, bytes: &[u8]) {
+        tier::keep(client, self.spec, flight, key, bytes, || {
+            match &lock(&self.outcomes)[i] {
+                Outcome::Value(value) => self.fetchers.keeping.keep(value),
+                _ => None,
+            }
+        });
+    }
+
     fn accept(&self, client: &Client, i: usize, key: &str, bytes: &[u8], hit: bool) -> bool {
         let Some(value) = decode::<V>(client, self.spec, key, bytes, hit) else {
             return false;
@@ -469,6 +521,12 @@ where
                     continue;
                 };
                 let ok = matches!(outcome, Outcome::Value(_));
+                // A decoded copy to clone for the others, where values can
+                // be kept (else each decodes the bytes).
+                let kept = match &outcome {
+                    Outcome::Value(value) if !others.is_empty() => self.fetchers.keeping.keep(value),
+                    _ => None,
+                };
                 first.set(match outcome {
                     Outcome::Value(value) => Ok(value),
                     Outcome::Fetch(error) => Err(PromiseError::Fetch(error)),
@@ -477,10 +535,14 @@ where
                 for other in others {
                     // Another promise of the same key: its own copy of the
                     // value or, as errors are not shared, its own get.
-                    let copy = ok
-                        .then(|| bytes.get(&i))
-                        .flatten()
-                        .and_then(|b| decode::<V>(client, self.spec, &self.entries[i].key, b, false));
+                    let copy = kept
+                        .as_ref()
+                        .and_then(|kept| self.fetchers.keeping.take(kept))
+                        .or_else(|| {
+                            ok.then(|| bytes.get(&i))
+                                .flatten()
+                                .and_then(|b| decode::<V>(client, self.spec, &self.entries[i].key, b, false))
+                        });
                     match copy {
                         Some(value) => other.set(Ok(value)),
                         None => again.push((i, Arc::clone(other))),
@@ -496,7 +558,7 @@ where
                     key,
                     || self.fetch_one(i),
                     sharing,
-                    ValueKeeping::none(),
+                    self.fetchers.keeping,
                     crate::store::FetchPolicy::none(),
                 )
                 .await;

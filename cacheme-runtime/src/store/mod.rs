@@ -15,6 +15,7 @@ mod miss;
 mod multi;
 mod refresh;
 mod refresh_batch;
+pub(crate) mod tier;
 
 /// The key scheme of typed stores: `template with escaped values:v{version}`
 /// (the backend adds its namespace prefix).
