@@ -458,7 +458,8 @@ async fn coherence_reader() {
 
 /// Process A: runs the trials against a reader in another process, killing
 /// the push connections (`CLIENT KILL TYPE pubsub`) now and then, and
-/// restarting the server once (`restart`).
+/// restarting the server (on a cluster, the master of the announcements'
+/// shard) once (`restart`).
 async fn coherence_across_processes(cache_url: &str, mut kill_pubsub: impl FnMut(u64), mut restart: impl FnMut()) {
     let source_server = RedisServer::start();
     let mut source = connect(&source_server.url()).await;
@@ -530,21 +531,26 @@ async fn local_tiers_stay_coherent_across_processes_on_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_tiers_stay_coherent_across_processes_on_a_cluster() {
-    let cluster = RedisCluster::builder().masters(3).replicas(0).start();
+    let mut cluster = RedisCluster::builder().masters(3).replicas(0).start();
     let config = cluster.config("coherent");
-    let mut masters: Vec<redis::Connection> = cluster
-        .masters()
-        .iter()
-        .map(|addr| cluster.node_connection(addr))
-        .collect();
+    let masters = cluster.masters();
     coherence_across_processes(
         &config,
         |_| {
-            for master in &mut masters {
-                kill_pubsub_clients(master);
+            for master in &masters {
+                // A new connection each time: a master restarts midway.
+                let node = redis::Client::open(format!("redis://{master}")).unwrap();
+                kill_pubsub_clients(&mut node.get_connection().unwrap());
             }
         },
-        || {},
+        || {
+            // The master of the store's announcement channel (a shard
+            // channel) goes down and comes back empty.
+            let master = cluster.master_of("coherent:cacheme:local:NearStore");
+            cluster.kill(&master);
+            cluster.restart_all();
+            cluster.wait_until_ok(Duration::from_secs(60));
+        },
     )
     .await;
 }
