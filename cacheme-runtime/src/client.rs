@@ -276,8 +276,8 @@ impl ClientBuilder {
 
     /// Judges how old values are by `clock`, a clock the test drives,
     /// rather than the system's (see [`TestClock`]): the freshness of
-    /// stores with `stale_for` or `refresh_after`, and the expiry of the
-    /// default memory backend. A memory backend given with
+    /// stores with `stale_for` or `refresh_after`, the expiry of the
+    /// default memory backend and the TTL of the local tiers. A memory backend given with
     /// [`cache`](Self::cache) takes its own clock
     /// ([`MemoryBackend::with_clock`](crate::MemoryBackend::with_clock)).
     ///
@@ -365,7 +365,7 @@ impl ClientBuilder {
         // The memory backend serves decoded values itself: no tier over it.
         let local = match memory {
             Some(_) => LocalTiers::new(&[], None, true),
-            None => LocalTiers::new(stores, self.local, false),
+            None => LocalTiers::new(stores, self.local, false).timed_by(clock.clone()),
         };
         let observer = Observer::new(cache.provider(), self.metrics.unwrap_or(true));
         Ok(Client {

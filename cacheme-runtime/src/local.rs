@@ -2,9 +2,14 @@
 //! remote backend (Redis, Redis Cluster, memcached, file), served without
 //! a round trip and without decoding.
 //!
-//! One bounded moka cache per store that has a tier (its `local(...)`
-//! option, or the client's default), keyed by the storage key, with a TTL
-//! of the tier's (never more than the store's).
+//! One bounded map per store that has a tier (its `local(...)` option, or
+//! the client's default), keyed by the storage key: a
+//! [`quick_cache`](quick_cache::sync::Cache) (sharded, each shard under a
+//! read-write lock; a hit is a hash and a read lock, nothing queued, no
+//! background work), bounded by entries. Expiry is checked when a value is
+//! read, against the time it was held and the tier's TTL (never more than
+//! the store's): a value past it is never served, and is dropped when read
+//! after it is no longer kept (the capacity bound evicts what is not read).
 //!
 //! Coherence, in the process: values enter the tier only from a flight
 //! that is still current (see [`Flights::while_current`](crate::singleflight::Flights::while_current)),
@@ -20,14 +25,17 @@
 //! file) bound staleness by the tier's TTL alone.
 
 pub(crate) mod notices;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use moka::sync::Cache as Moka;
+use quick_cache::sync::Cache as Quick;
 
+use crate::clock::Clock;
 use crate::keeping::Kept;
 use crate::singleflight::Flights;
 use crate::spec::{LocalTier, StoreSpec};
@@ -65,12 +73,82 @@ impl Held {
     }
 }
 
+/// What a tier holds for a key: the value, and when it was held (the
+/// tier's TTL runs from then).
+#[derive(Clone)]
+struct Entry {
+    held: Held,
+    held_at: Instant,
+}
+
 /// One store's tier.
 struct Tier {
-    values: Moka<String, Held>,
+    values: Quick<String, Entry>,
+    /// How long a value is served after it was held: the tier's TTL.
+    serve_for: Duration,
+    /// How long it is kept: `serve_for`, or for a store with `stale_for`
+    /// until the end of its stale window (for the fail-safe's last resort).
+    keep_for: Duration,
     /// Whether its values are kept (until their stale end) through a loss
     /// of the announcements, as a last resort of the fail-safe.
     keeps_stale: bool,
+}
+
+impl Tier {
+    /// A tier of at most `capacity` values.
+    fn new(capacity: u64, serve_for: Duration, keep_for: Duration, keeps_stale: bool) -> Self {
+        let capacity = usize::try_from(capacity.max(1)).unwrap_or(usize::MAX);
+        // quick_cache bounds each shard by an equal share of the weight (a
+        // value weighs 1) and rounds the share up; give it a capacity the
+        // shard count divides, so the whole tier never holds more than
+        // `capacity`. Its own rule for the shard count: about 4 per core,
+        // each shard at least 32 values.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut shards = cores.saturating_mul(4).next_power_of_two();
+        while shards > 1 && capacity / shards < 32 {
+            shards /= 2;
+        }
+        let bound = (capacity / shards * shards).max(1);
+        let options = quick_cache::OptionsBuilder::new()
+            .shards(shards)
+            .estimated_items_capacity(bound)
+            .weight_capacity(bound as u64)
+            .build()
+            .expect("every option is set");
+        let values = Quick::with_options(
+            options,
+            quick_cache::UnitWeighter,
+            quick_cache::DefaultHashBuilder::default(),
+            quick_cache::sync::DefaultLifecycle::default(),
+        );
+        Tier {
+            values,
+            serve_for,
+            keep_for,
+            keeps_stale,
+        }
+    }
+
+    /// Whether a value held at `held_at` is past being kept at `now`.
+    fn gone(&self, held_at: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(held_at) >= self.keep_for
+    }
+
+    /// The entry of `key` while it is kept at `now` (dropped if it is not:
+    /// unless a newer one replaced it meanwhile).
+    fn kept(&self, key: &str, now: Instant) -> Option<Entry> {
+        let entry = self.values.get(key)?;
+        if self.gone(entry.held_at, now) {
+            self.values.remove_if(key, |entry| self.gone(entry.held_at, now));
+            return None;
+        }
+        Some(entry)
+    }
+
+    /// Drops every value no longer kept at `now`.
+    fn purge(&self, now: Instant) {
+        self.values.retain(|_, entry| !self.gone(entry.held_at, now));
+    }
 }
 
 /// The local tiers of one client's stores.
@@ -84,6 +162,8 @@ pub(crate) struct LocalTiers {
     vouched: AtomicBool,
     /// Bumped whenever the tiers stop being vouched for.
     epoch: AtomicU64,
+    /// The time the tiers' TTLs run by (the client's: a test's clock).
+    clock: Clock,
 }
 
 impl LocalTiers {
@@ -94,6 +174,7 @@ impl LocalTiers {
             stores: HashMap::default(),
             vouched: AtomicBool::new(vouched),
             epoch: AtomicU64::new(1),
+            clock: Clock::default(),
         };
         for spec in stores {
             if let Some(tier) = spec.local.or(default) {
@@ -103,23 +184,26 @@ impl LocalTiers {
         tiers
     }
 
+    /// The same tiers, their TTLs run by `clock`.
+    pub(crate) fn timed_by(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     fn add(&mut self, spec: &'static StoreSpec, tier: LocalTier) {
-        let ttl = tier
+        let serve_for = tier
             .ttl
             .map_or(spec.ttl, |ttl| ttl.min(spec.ttl))
             .max(Duration::from_millis(1));
         // Values with a stale end are kept until it (each is served as
         // fresh only until its own freshness ends), for the fail-safe.
         let keeps_stale = spec.stale_for.is_some();
-        let ttl = match spec.stale_for {
-            Some(stale_for) => spec.ttl.saturating_add(stale_for).min(crate::MAX_TTL),
-            None => ttl,
+        let keep_for = match spec.stale_for {
+            Some(stale_for) => spec.ttl.saturating_add(stale_for).min(crate::MAX_TTL).max(serve_for),
+            None => serve_for,
         };
-        let values = Moka::builder()
-            .max_capacity(tier.capacity.max(1))
-            .time_to_live(ttl)
-            .build();
-        self.stores.insert(spec.name, Tier { values, keeps_stale });
+        let tier = Tier::new(tier.capacity, serve_for, keep_for, keeps_stale);
+        self.stores.insert(spec.name, tier);
     }
 
     /// Whether no store has a tier.
@@ -133,25 +217,37 @@ impl LocalTiers {
     }
 
     /// The tier of `spec`, if it has one and it may be used now.
-    fn usable(&self, spec: &StoreSpec) -> Option<&Moka<String, Held>> {
+    fn usable(&self, spec: &StoreSpec) -> Option<&Tier> {
         if !self.vouched.load(Ordering::Acquire) {
             return None;
         }
-        self.stores.get(spec.name).map(|tier| &tier.values)
+        self.stores.get(spec.name)
     }
 
-    /// The value held for `key`, if any (with its dates: the caller
-    /// checks them against its clock), and held since the tiers were
-    /// last vouched for.
+    /// The value held for `key`, if any, within the tier's TTL and held
+    /// since the tiers were last vouched for (with its dates: the caller
+    /// checks them against its clock).
     pub(crate) fn get(&self, spec: &StoreSpec, key: &str) -> Option<Held> {
-        let held = self.usable(spec)?.get(key)?;
-        (held.epoch == self.epoch.load(Ordering::Acquire)).then_some(held)
+        let tier = self.usable(spec)?;
+        let entry = tier.values.get(key)?;
+        if entry.held.epoch != self.epoch.load(Ordering::Acquire) {
+            return None;
+        }
+        let now = self.clock.now();
+        if now.saturating_duration_since(entry.held_at) >= tier.serve_for {
+            if tier.gone(entry.held_at, now) {
+                tier.values.remove_if(key, |entry| tier.gone(entry.held_at, now));
+            }
+            return None;
+        }
+        Some(entry.held)
     }
 
     /// The value held for `key` whatever the tiers' state, for the
     /// fail-safe's last resort (the caller checks its stale end).
     pub(crate) fn get_stale(&self, spec: &StoreSpec, key: &str) -> Option<Held> {
-        self.stores.get(spec.name)?.values.get(key)
+        let tier = self.stores.get(spec.name)?;
+        tier.kept(key, self.clock.now()).map(|entry| entry.held)
     }
 
     /// Holds `value` for `key` (call it under
@@ -159,20 +255,24 @@ impl LocalTiers {
     pub(crate) fn insert(&self, spec: &StoreSpec, key: &str, mut value: Held) {
         if let Some(tier) = self.usable(spec) {
             value.epoch = self.epoch.load(Ordering::Acquire);
-            tier.insert(key.to_owned(), value);
+            let entry = Entry {
+                held: value,
+                held_at: self.clock.now(),
+            };
+            tier.values.insert(key.to_owned(), entry);
         }
     }
 
-    /// How many values `spec`'s tier holds, as moka last counted them
-    /// (cheap; evictions and expiries are counted as moka catches up).
+    /// How many values `spec`'s tier holds (cheap: values past the tier's
+    /// TTL are counted until they are read or evicted).
     pub(crate) fn count(&self, spec: &StoreSpec) -> u64 {
-        self.stores.get(spec.name).map_or(0, |tier| tier.values.entry_count())
+        self.stores.get(spec.name).map_or(0, |tier| tier.values.len() as u64)
     }
 
     /// Drops what is held for `key` of `spec`.
     pub(crate) fn remove(&self, spec: &StoreSpec, key: &str) {
         if let Some(tier) = self.stores.get(spec.name) {
-            tier.values.invalidate(key);
+            tier.values.remove(key);
         }
     }
 
@@ -182,17 +282,17 @@ impl LocalTiers {
             return;
         };
         if keys.is_empty() {
-            tier.values.invalidate_all();
+            tier.values.clear();
         }
         for key in keys {
-            tier.values.invalidate(*key);
+            tier.values.remove(*key);
         }
     }
 
     /// Drops everything `spec`'s tier holds.
     pub(crate) fn clear_store(&self, spec: &StoreSpec) {
         if let Some(tier) = self.stores.get(spec.name) {
-            tier.values.invalidate_all();
+            tier.values.clear();
         }
     }
 
@@ -205,7 +305,7 @@ impl LocalTiers {
         // Values of stores with `stale_for` stay, no longer served as
         // fresh (their epoch has passed), as the fail-safe's last resort.
         for tier in self.stores.values().filter(|tier| !tier.keeps_stale) {
-            tier.values.invalidate_all();
+            tier.values.clear();
         }
         if vouched {
             self.vouched.store(true, Ordering::Release);
@@ -222,34 +322,39 @@ impl LocalTiers {
         self.stores.keys().copied()
     }
 
-    /// How many values the tiers hold (after moka's pending evictions and
-    /// expiries are applied).
+    /// How many values the tiers hold (values no longer kept are dropped
+    /// first).
     pub(crate) fn len(&self) -> u64 {
+        let now = self.clock.now();
         self.stores
             .values()
             .map(|tier| {
-                tier.values.run_pending_tasks();
-                tier.values.entry_count()
+                tier.purge(now);
+                tier.values.len() as u64
             })
             .sum()
     }
 }
 
-/// FNV-1a over a store's name: every local hit looks its store's tier up
-/// by name, and SipHash (the default, which resists keys chosen to
-/// collide) showed in a local hit's profile. Store names are the
-/// program's own identifiers, not input, so collisions are no concern.
+/// A store name's length and its first and last eight bytes: every local
+/// hit looks its store's tier up by name, and hashing the whole name
+/// (SipHash, then FNV-1a byte by byte) showed in a local hit's profile.
+/// Store names are the program's own identifiers, not input, and the map
+/// compares the names themselves: a collision costs a probe, nothing more.
 #[derive(Default)]
 struct NameHasher(u64);
 
 impl Hasher for NameHasher {
     fn write(&mut self, bytes: &[u8]) {
-        const PRIME: u64 = 0x0100_0000_01b3;
-        let mut hash = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for &byte in bytes {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
-        }
-        self.0 = hash;
+        let word = |chunk: &[u8]| {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            u64::from_le_bytes(buf)
+        };
+        let head = word(&bytes[..bytes.len().min(8)]);
+        let tail = word(&bytes[bytes.len().saturating_sub(8)..]);
+        let mixed = (self.0 ^ head ^ tail.rotate_left(29) ^ bytes.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = mixed ^ (mixed >> 32);
     }
 
     fn finish(&self) -> u64 {

@@ -48,8 +48,8 @@ pub type TtlFrom = fn(Codec, &[u8]) -> Option<Duration>;
 /// served from process memory (never longer than the store's TTL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LocalTier {
-    /// The most values held (least recently and frequently used evicted
-    /// first, as moka does).
+    /// The most values held (when full, a new value evicts one that was
+    /// read least: quick_cache's S3-FIFO).
     pub capacity: u64,
     /// How long a value is served from the local tier after it was read or
     /// fetched; `None`: the store's TTL. Capped at the store's TTL.

@@ -295,12 +295,21 @@ where
     if !client.cache_admits() {
         return coalesced(client, spec, key, Step::Uncached, fetch, ways, None).await;
     }
+    // Where keys carry no generation the key is the storage key: a value
+    // held in process is served before the clock is read for the budget.
+    let plain = client.generations().is_none();
+    if plain && let Some((value, age)) = held(client, spec, key, ways.keeping).await {
+        if age == Age::Due {
+            refresh_ahead(client, spec, key, ways.policy);
+        }
+        return Ok(value);
+    }
     let deadline = Instant::now() + client.cache_timeout();
     let store_key = key;
     let located = within(deadline, storage_key(client, spec, key)).await;
     let failure = match located {
         Ok(Ok(key)) => {
-            if let Some((value, age)) = held(client, spec, &key, ways.keeping).await {
+            if !plain && let Some((value, age)) = held(client, spec, &key, ways.keeping).await {
                 if age == Age::Due {
                     refresh_ahead(client, spec, &key, ways.policy);
                 }
