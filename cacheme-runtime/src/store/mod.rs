@@ -380,18 +380,7 @@ async fn held<V: DeserializeOwned>(
         return Some((value, age));
     }
     let held = client.local().get(spec, key)?;
-    // A value with dates is served only while fresh (then its key is
-    // read again, and judged there).
-    let age = match held.until {
-        u64::MAX => Age::Fresh,
-        until => {
-            let now = client.clock().unix_ms();
-            if now >= until {
-                return None;
-            }
-            if now >= held.due { Age::Due } else { Age::Fresh }
-        }
-    };
+    let age = tier::age_of(client, &held)?;
     let value = keeping.take(&held.value)?;
     client.log(EventKind::LocalHit, spec, key, None);
     Some((value, age))
