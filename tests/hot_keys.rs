@@ -169,6 +169,42 @@ async fn singleflight_reads_a_warm_key_once_for_a_hundred_concurrent_gets_on_a_c
     assert_eq!(total, 1, "one GET for 100 concurrent gets: {calls:?}");
 }
 
+/// Decodes of [`Shared`] values, in this process.
+static SHARED_DECODED: AtomicUsize = AtomicUsize::new(0);
+
+/// A value that counts its decodes, used by one test only.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+struct Shared(u64);
+
+impl<'de> Deserialize<'de> for Shared {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        SHARED_DECODED.fetch_add(1, Ordering::SeqCst);
+        u64::deserialize(deserializer).map(Shared)
+    }
+}
+
+#[cache_store(key = "shared:<id>", ttl = "1m", singleflight)]
+async fn shared(ctx: &App, id: u32) -> Result<Shared, String> {
+    Ok(Shared(ctx.version(id).await))
+}
+
+#[tokio::test]
+async fn singleflight_followers_take_the_leaders_decoded_value() {
+    let server = RedisServer::start();
+    let app = redis_app(&server).await;
+    app.set_version(1, 9);
+    assert_eq!(SharedStore::get(&app, 1).await, Ok(Shared(9)));
+    app.cache.flush().await;
+
+    let before = (gets(&server).await, SHARED_DECODED.load(Ordering::SeqCst));
+    let values = join_all((0..100).map(|_| SharedStore::get(&app, 1))).await;
+    assert!(values.iter().all(|v| v == &Ok(Shared(9))), "{values:?}");
+    assert_eq!(gets(&server).await - before.0, 1, "one GET for 100 concurrent gets");
+    // The leader decodes what it read; its 99 followers clone its value.
+    let decoded = SHARED_DECODED.load(Ordering::SeqCst) - before.1;
+    assert_eq!(decoded, 1, "100 coalesced gets decoded {decoded} times");
+}
+
 type Get = for<'a> fn(&'a App, u32) -> Pin<Box<dyn Future<Output = Result<Counted, String>> + 'a>>;
 type Write = for<'a> fn(&'a App, u32) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
 

@@ -9,41 +9,82 @@
 //! goes away, so the table never outgrows the keys being loaded right now.
 //!
 //! Values travel between tasks as the encoded bytes the leader also wrote to
-//! the cache, so stored types need not be `Clone`. A failed fetch's error
+//! the cache, so stored types need not be `Clone`; when they are (see
+//! [`ValueKeeping`](crate::keeping::ValueKeeping)), the leader hands its
+//! decoded value along too and each follower takes a clone of it instead
+//! of decoding the bytes again. A failed fetch's error
 //! travels too when the store's error type can be shared (see
 //! [`ErrorSharing`]): the followers of a failed flight return that error
 //! instead of calling the source again, so N callers of a failing key make
 //! one fetch, not N in a row.
+//!
+//! A follower's wait is bounded (`max_wait`) without a timer per follower:
+//! one follower of a flight at a time watches it with a timer, the others
+//! wait for its outcome alone. A watcher that goes away hands the watch to
+//! another follower; one whose timer fires takes the flight over (see
+//! [`Flights::take_over`]), which releases the stuck flight's other
+//! followers to follow the new one.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
+use crate::keeping::Kept;
 use crate::sharing::SharedError;
 
-/// The state of one flight, as seen by its followers.
-#[derive(Clone, Debug)]
+/// How one flight ended, set once; while unset the flight is running.
+#[derive(Debug)]
 enum Phase {
-    Running,
-    /// The leader's encoded value; `cached`: read from the cache (else
+    /// The leader's encoded value, its decoded value when values of the
+    /// store's type can be kept, and `cached`: read from the cache (else
     /// fetched).
     Done {
         bytes: Arc<[u8]>,
+        decoded: Option<Kept>,
         cached: bool,
     },
     /// The leader's fetch failed; its error, if it could be shared.
     Failed(Option<SharedError>),
-    /// The leader panicked or was dropped: compete again.
+    /// The leader panicked, was dropped, or was taken over: compete again.
     Abandoned,
+}
+
+/// One flight: its outcome once there is one, and the followers waiting
+/// for it.
+#[derive(Debug, Default)]
+struct Flight {
+    phase: OnceLock<Phase>,
+    /// Woken when the phase is set or the watch is given up.
+    event: Notify,
+    /// Whether a follower watches the flight with a timer.
+    watched: AtomicBool,
+}
+
+impl Flight {
+    /// Sets the flight's outcome, unless it has one, and wakes its
+    /// followers.
+    fn land(&self, phase: Phase) {
+        if self.phase.set(phase).is_ok() {
+            self.event.notify_waiters();
+        }
+    }
 }
 
 /// How a flight ended, as a follower learns it.
 #[derive(Debug)]
 pub(crate) enum Landed {
-    /// The leader's encoded value; `cached`: read from the cache (a hit),
-    /// else fetched from the source.
-    Value { bytes: Arc<[u8]>, cached: bool },
+    /// The leader's encoded value and, if values of the store's type can
+    /// be kept, its decoded one (a follower takes a clone of it rather
+    /// than decode); `cached`: read from the cache (a hit), else fetched
+    /// from the source.
+    Value {
+        bytes: Arc<[u8]>,
+        decoded: Option<Kept>,
+        cached: bool,
+    },
     /// The leader's fetch failed with this error (`None`: an error that
     /// cannot be shared; the follower fetches by itself rather than start
     /// another flight that would fail one caller after another).
@@ -52,12 +93,12 @@ pub(crate) enum Landed {
     Abandoned,
 }
 
-/// The table of keys being loaded right now: per key, its flight's id
-/// and channel.
+type Table = HashMap<Arc<str>, Arc<Flight>>;
+
+/// The table of keys being loaded right now: per key, its flight.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
-    table: Mutex<HashMap<String, (u64, watch::Receiver<Phase>)>>,
-    next_id: std::sync::atomic::AtomicU64,
+    table: Mutex<Table>,
 }
 
 /// What a caller of [`Flights::join`] is to do.
@@ -72,10 +113,9 @@ impl Flights {
     /// Joins the flight for `key`, starting it if there is none.
     pub(crate) fn join(&self, key: &str) -> Role<'_> {
         let mut table = self.lock();
-        if let Some((id, rx)) = table.get(key) {
+        if let Some(flight) = table.get(key) {
             return Role::Follower(Follower {
-                id: *id,
-                rx: rx.clone(),
+                flight: Arc::clone(flight),
             });
         }
         self.start(&mut table, key)
@@ -84,28 +124,30 @@ impl Flights {
     /// For a follower whose leader has not answered within its wait: the
     /// first such follower replaces the stuck flight and leads a new one
     /// (the stuck leader, if it ever finishes, no longer touches the
-    /// table); the others follow whatever flight is current.
+    /// table), and the stuck flight's other followers are released to
+    /// follow the new one; later callers follow whatever flight is current.
     pub(crate) fn take_over(&self, key: &str, stuck: &Follower) -> Role<'_> {
         let mut table = self.lock();
-        match table.get(key) {
-            Some((id, _)) if *id == stuck.id => self.start(&mut table, key),
-            Some((id, rx)) => Role::Follower(Follower {
-                id: *id,
-                rx: rx.clone(),
+        let role = match table.get(key) {
+            Some(flight) if Arc::ptr_eq(flight, &stuck.flight) => self.start(&mut table, key),
+            Some(flight) => Role::Follower(Follower {
+                flight: Arc::clone(flight),
             }),
             None => self.start(&mut table, key),
-        }
+        };
+        drop(table);
+        stuck.flight.land(Phase::Abandoned);
+        role
     }
 
-    fn start(&self, table: &mut HashMap<String, (u64, watch::Receiver<Phase>)>, key: &str) -> Role<'_> {
-        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (tx, rx) = watch::channel(Phase::Running);
-        table.insert(key.to_owned(), (id, rx));
+    fn start(&self, table: &mut Table, key: &str) -> Role<'_> {
+        let key: Arc<str> = Arc::from(key);
+        let flight = Arc::new(Flight::default());
+        table.insert(Arc::clone(&key), Arc::clone(&flight));
         Role::Leader(LeaderGuard {
             flights: self,
-            key: key.to_owned(),
-            id,
-            tx,
+            key,
+            flight,
         })
     }
 
@@ -135,7 +177,7 @@ impl Flights {
     /// either happened before (then `f` does not run) or waits for `f`.
     pub(crate) fn while_current<R>(&self, guard: &LeaderGuard<'_>, f: impl FnOnce() -> R) -> Option<R> {
         let table = self.lock();
-        let current = table.get(&guard.key).is_some_and(|(id, _)| *id == guard.id);
+        let current = guard.is_current(&table);
         current.then(f)
     }
 
@@ -144,7 +186,7 @@ impl Flights {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, watch::Receiver<Phase>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // The table holds no invariant a panic could break mid-update.
         self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -154,25 +196,46 @@ impl Flights {
 /// without one.
 pub(crate) struct LeaderGuard<'a> {
     flights: &'a Flights,
-    key: String,
-    id: u64,
-    tx: watch::Sender<Phase>,
+    key: Arc<str>,
+    flight: Arc<Flight>,
 }
 
 impl LeaderGuard<'_> {
+    /// Whether anyone follows the flight now: when nobody does, its
+    /// decoded value need not be kept for followers (one arriving later
+    /// decodes the bytes).
+    pub(crate) fn followed(&self) -> bool {
+        // The table's reference and this guard's; more are followers'.
+        Arc::strong_count(&self.flight) > 2
+    }
+
     /// Hands the fetched value, encoded, to the followers.
     pub(crate) fn finish(self, value: Arc<[u8]>) {
-        self.tx.send_replace(Phase::Done {
+        self.finish_with(value, None);
+    }
+
+    /// Hands the fetched value to the followers: encoded, and decoded
+    /// (`decoded`) if it can be kept.
+    pub(crate) fn finish_with(self, value: Arc<[u8]>, decoded: Option<Kept>) {
+        self.flight.land(Phase::Done {
             bytes: value,
+            decoded,
             cached: false,
         });
-        // Drop removes the entry; the Done phase stays readable by followers.
+        // Drop removes the entry; the outcome stays readable by followers.
     }
 
     /// Hands the value read from the cache to the followers.
     pub(crate) fn finish_read(self, value: Arc<[u8]>) {
-        self.tx.send_replace(Phase::Done {
+        self.finish_read_with(value, None);
+    }
+
+    /// Hands the value read from the cache to the followers: encoded, and
+    /// decoded (`decoded`) if it can be kept.
+    pub(crate) fn finish_read_with(self, value: Arc<[u8]>, decoded: Option<Kept>) {
+        self.flight.land(Phase::Done {
             bytes: value,
+            decoded,
             cached: true,
         });
     }
@@ -180,7 +243,13 @@ impl LeaderGuard<'_> {
     /// Tells the followers the fetch failed, with its error if it can be
     /// shared.
     pub(crate) fn fail(self, error: Option<SharedError>) {
-        self.tx.send_replace(Phase::Failed(error));
+        self.flight.land(Phase::Failed(error));
+    }
+
+    fn is_current(&self, table: &Table) -> bool {
+        table
+            .get(&*self.key)
+            .is_some_and(|flight| Arc::ptr_eq(flight, &self.flight))
     }
 }
 
@@ -189,46 +258,92 @@ impl Drop for LeaderGuard<'_> {
         {
             let mut table = self.flights.lock();
             // Unless a follower took the flight over meanwhile.
-            if table.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
-                table.remove(&self.key);
+            if self.is_current(&table) {
+                table.remove(&*self.key);
             }
         }
-        self.tx.send_if_modified(|phase| match phase {
-            Phase::Running => {
-                *phase = Phase::Abandoned;
-                true
-            }
-            _ => false,
-        });
+        self.flight.land(Phase::Abandoned);
     }
 }
 
 /// Waits for a flight's leader.
 pub(crate) struct Follower {
-    id: u64,
-    rx: watch::Receiver<Phase>,
+    flight: Arc<Flight>,
 }
 
 impl Follower {
     /// How the flight ended. Cancel safe: a follower whose wait is dropped
-    /// (a timeout) can wait again or [`take_over`](Flights::take_over).
+    /// can wait again or [`take_over`](Flights::take_over).
     pub(crate) async fn outcome(&mut self) -> Landed {
-        match self.rx.wait_for(|phase| !matches!(phase, Phase::Running)).await {
-            Ok(phase) => match &*phase {
-                Phase::Done { bytes, cached } => Landed::Value {
-                    bytes: bytes.clone(),
-                    cached: *cached,
-                },
-                Phase::Failed(error) => Landed::Failed(error.clone()),
-                Phase::Running | Phase::Abandoned => Landed::Abandoned,
+        self.flight.outcome().await
+    }
+
+    /// How the flight ended, or `None` when this follower watched it for
+    /// `max_wait` with no outcome (then it is to
+    /// [`take_over`](Flights::take_over)). One follower of a flight at a
+    /// time watches with a timer; the others wait for the outcome or for
+    /// the watch to be given up (the watcher's future dropped), then one
+    /// of them watches on, for `max_wait` from then. Cancel safe.
+    pub(crate) async fn outcome_within(&mut self, max_wait: Duration) -> Option<Landed> {
+        let flight = &*self.flight;
+        loop {
+            // Made before looking, so a landing or a watch given up in
+            // between still wakes it.
+            let event = flight.event.notified();
+            if let Some(outcome) = flight.landed() {
+                return Some(outcome);
+            }
+            if !flight.watched.swap(true, Ordering::AcqRel) {
+                let _watch = Watch(flight);
+                return tokio::time::timeout(max_wait, flight.outcome()).await.ok();
+            }
+            event.await;
+        }
+    }
+}
+
+impl Flight {
+    async fn outcome(&self) -> Landed {
+        loop {
+            let event = self.event.notified();
+            if let Some(outcome) = self.landed() {
+                return outcome;
+            }
+            event.await;
+        }
+    }
+
+    fn landed(&self) -> Option<Landed> {
+        Some(match self.phase.get()? {
+            Phase::Done { bytes, decoded, cached } => Landed::Value {
+                bytes: Arc::clone(bytes),
+                decoded: decoded.clone(),
+                cached: *cached,
             },
-            Err(_) => Landed::Abandoned,
+            Phase::Failed(error) => Landed::Failed(error.clone()),
+            Phase::Abandoned => Landed::Abandoned,
+        })
+    }
+}
+
+/// A follower's watch of a flight; given up when dropped, waking the
+/// other followers if the flight is still running, so one of them
+/// watches on.
+struct Watch<'a>(&'a Flight);
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        self.0.watched.store(false, Ordering::Release);
+        if self.0.phase.get().is_none() {
+            self.0.event.notify_waiters();
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
 
     #[tokio::test]
@@ -243,7 +358,7 @@ mod tests {
         assert_eq!(flights.len(), 1);
         leader.finish(Arc::from(&b"v"[..]));
         assert_eq!(flights.len(), 0);
-        assert!(matches!(follower.outcome().await, Landed::Value { bytes, cached: false } if &*bytes == b"v"));
+        assert!(matches!(follower.outcome().await, Landed::Value { bytes, cached: false, .. } if &*bytes == b"v"));
     }
 
     #[tokio::test]
@@ -300,12 +415,95 @@ mod tests {
         };
         old.finish_read(Arc::from(&b"old"[..]));
         assert!(
-            matches!(early.outcome().await, Landed::Value { bytes, cached: true } if &*bytes == b"old"),
+            matches!(early.outcome().await, Landed::Value { bytes, cached: true, .. } if &*bytes == b"old"),
             "who joined before still gets the old flight's value"
         );
         assert_eq!(flights.len(), 1, "the old leader leaves the new flight alone");
         drop(new);
         assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn followers_get_the_leaders_decoded_value() {
+        let flights = Flights::default();
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!()
+        };
+        assert!(!leader.followed(), "nobody follows yet");
+        let Role::Follower(mut follower) = flights.join("k") else {
+            panic!()
+        };
+        assert!(leader.followed());
+        let keeping = crate::keeping::ValueKeeping::<String>::by_clone();
+        leader.finish_read_with(Arc::from(&b"bytes"[..]), keeping.keep(&"v".to_owned()));
+        let Landed::Value {
+            decoded: Some(kept),
+            cached: true,
+            ..
+        } = follower.outcome().await
+        else {
+            panic!("the follower gets the decoded value")
+        };
+        assert_eq!(keeping.take(&kept).as_deref(), Some("v"));
+    }
+
+    /// Waits until `follower`'s flight is watched by one of its followers.
+    async fn watched(follower: &Follower) {
+        while !follower.flight.watched.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_follower_watches_and_a_dropped_watch_is_taken_on() {
+        let flights = Flights::default();
+        let Role::Leader(_stuck) = flights.join("k") else {
+            panic!()
+        };
+        let (Role::Follower(mut first), Role::Follower(mut second)) = (flights.join("k"), flights.join("k")) else {
+            panic!()
+        };
+        let max_wait = Duration::from_secs(10);
+        let watching = tokio::spawn(async move { first.outcome_within(max_wait).await.is_none() });
+        let probe = Follower {
+            flight: Arc::clone(&second.flight),
+        };
+        watched(&probe).await;
+        // The second follower waits without a timer while the first watches.
+        let waiting = tokio::spawn(async move { second.outcome_within(max_wait).await.is_none() });
+        tokio::task::yield_now().await;
+        watching.abort();
+        assert!(watching.await.unwrap_err().is_cancelled());
+        // The watch given up, the second follower watches on and times out
+        // (the paused clock runs ahead when every task is idle).
+        let waited = tokio::time::timeout(max_wait * 3, waiting)
+            .await
+            .expect("the second follower was never told the watch was given up");
+        assert!(waited.unwrap(), "the second follower watched and timed out");
+        assert!(!probe.flight.watched.load(Ordering::Acquire), "its watch ended with it");
+    }
+
+    #[tokio::test]
+    async fn taking_a_flight_over_releases_its_other_followers() {
+        let flights = Flights::default();
+        let Role::Leader(_stuck) = flights.join("k") else {
+            panic!()
+        };
+        let (Role::Follower(first), Role::Follower(mut second)) = (flights.join("k"), flights.join("k")) else {
+            panic!()
+        };
+        let Role::Leader(new) = flights.take_over("k", &first) else {
+            panic!()
+        };
+        assert!(
+            matches!(second.outcome().now_or_never(), Some(Landed::Abandoned)),
+            "released at once to follow the new flight"
+        );
+        let Role::Follower(mut rejoined) = flights.join("k") else {
+            panic!()
+        };
+        new.finish(Arc::from(&b"v"[..]));
+        assert!(matches!(rejoined.outcome().await, Landed::Value { .. }));
     }
 
     #[tokio::test]

@@ -552,7 +552,7 @@ async fn follow(
             client.log(EventKind::Miss, group.spec(), &slot.key, None);
         }
         match outcome {
-            Landed::Value { bytes, cached } if group.accept(client, slot.i, &slot.key, &bytes, cached) => return,
+            Landed::Value { bytes, cached, .. } if group.accept(client, slot.i, &slot.key, &bytes, cached) => return,
             Landed::Failed(Some(error)) if group.fail_with(slot.i, &error) => return,
             _ => {}
         }

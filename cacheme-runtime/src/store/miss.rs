@@ -16,8 +16,7 @@ use super::refresh::{self, refresh_ahead};
 use super::{ErrorSharing, Read, decode, encode, is_fresh, read, stored_ttl};
 use crate::client::Client;
 use crate::error::{Error, Op};
-use crate::keeping::ValueKeeping;
-use crate::local::Held;
+use crate::keeping::{Kept, ValueKeeping};
 use crate::logger::EventKind;
 use crate::singleflight::{Landed, LeaderGuard, Role};
 use crate::spec::StoreSpec;
@@ -112,14 +111,14 @@ where
                 let led = match step {
                     Step::Read(deadline) => match read(client, spec, key, deadline).await {
                         Read::Hit(value, bytes) => {
-                            keep_local(client, spec, &guard, key, &value, &bytes, keeping);
-                            guard.finish_read(Arc::from(bytes));
+                            let kept = keep(client, spec, &guard, key, &value, &bytes, keeping);
+                            guard.finish_read_with(Arc::from(bytes), kept);
                             return Ok(value);
                         }
                         Read::Due(value, bytes) => {
                             refresh_ahead(client, spec, key, policy);
-                            keep_local(client, spec, &guard, key, &value, &bytes, keeping);
-                            guard.finish_read(Arc::from(bytes));
+                            let kept = keep(client, spec, &guard, key, &value, &bytes, keeping);
+                            guard.finish_read_with(Arc::from(bytes), kept);
                             return Ok(value);
                         }
                         Read::Stale(found) if client.is_refreshing(key) => Ok(answer_stale(client, spec, key, found)),
@@ -148,13 +147,12 @@ where
                 };
                 return match led {
                     Ok((value, bytes)) => {
-                        if step != Step::Uncached
-                            && let Some(bytes) = &bytes
-                        {
-                            keep_local(client, spec, &guard, key, &value, bytes, keeping);
-                        }
                         if let Some(bytes) = bytes {
-                            guard.finish(bytes);
+                            let kept = match step {
+                                Step::Uncached => for_followers(&guard, &value, keeping),
+                                _ => keep(client, spec, &guard, key, &value, &bytes, keeping),
+                            };
+                            guard.finish_with(bytes, kept);
                         }
                         Ok(value)
                     }
@@ -167,28 +165,35 @@ where
             Role::Follower(follower) => follower,
         };
         client.log(EventKind::Coalesced, spec, key, None);
-        let outcome = tokio::time::timeout(max_wait, follower.outcome()).await;
+        let outcome = follower.outcome_within(max_wait).await;
         // A caller that joined a read which missed missed too: every get
         // reports a hit or a miss (the leader reported its own).
         if matches!(step, Step::Read(_))
             && !reported_miss
-            && matches!(outcome, Ok(Landed::Value { cached: false, .. } | Landed::Failed(_)))
+            && matches!(outcome, Some(Landed::Value { cached: false, .. } | Landed::Failed(_)))
         {
             client.log(EventKind::Miss, spec, key, None);
             reported_miss = true;
         }
         match outcome {
-            Ok(Landed::Value { bytes, cached }) => {
+            Some(Landed::Value { bytes, decoded, cached }) => {
+                // The leader's decoded value, cloned, saves a decode.
+                if let Some(value) = decoded.as_ref().and_then(|kept| keeping.take(kept)) {
+                    if cached {
+                        client.log(EventKind::Hit, spec, key, None);
+                    }
+                    return Ok(value);
+                }
                 if let Some(value) = decode(client, spec, key, &bytes, cached) {
                     return Ok(value);
                 }
             }
-            Ok(Landed::Failed(Some(error))) => {
+            Some(Landed::Failed(Some(error))) => {
                 if let Some(error) = sharing.restore(&error) {
                     return Err(error);
                 }
             }
-            Ok(Landed::Failed(None)) => {
+            Some(Landed::Failed(None)) => {
                 // Its error cannot be handed over: fetch once by ourselves,
                 // alongside the other followers, rather than fail one after
                 // another behind new leaders.
@@ -200,8 +205,8 @@ where
                 }
                 .map(|(value, _)| value);
             }
-            Ok(Landed::Abandoned) => {}
-            Err(_) => {
+            Some(Landed::Abandoned) => {}
+            None => {
                 // The leader hangs: lead a new flight in its place.
                 role = client.flights().take_over(flight_key, &follower);
                 continue;
@@ -230,10 +235,12 @@ fn answer_stale<V>(client: &Client, spec: &StoreSpec, key: &str, stale: Stale<V>
     (stale.value, Some(bytes))
 }
 
-/// Keeps a flight leader's value (stored as `bytes`) in the store's local
-/// tier, if it has one and the flight is still current (no invalidation
-/// since it began); with its dates, if the store dates its values.
-fn keep_local<V>(
+/// A flight leader's value, kept decoded (if values of the store's type
+/// can be) for its followers and for the store's local tier: there too if
+/// the store has one and the flight is still current (no invalidation
+/// since it began), with its dates if the store dates its values. The
+/// value is cloned once, and only when someone takes it.
+fn keep<V>(
     client: &Client,
     spec: &StoreSpec,
     guard: &LeaderGuard<'_>,
@@ -241,25 +248,17 @@ fn keep_local<V>(
     value: &V,
     bytes: &[u8],
     keeping: ValueKeeping<V>,
-) {
-    let local = client.local();
-    if !local.has(spec) {
-        return;
+) -> Option<Kept> {
+    if !client.local().has(spec) {
+        return for_followers(guard, value, keeping);
     }
-    if let Some(kept) = keeping.keep(value) {
-        let held = match crate::dated::open(bytes).filter(|_| spec.dated()) {
-            Some((dates, _)) => Held {
-                value: kept,
-                due: dates.due_at(spec),
-                until: dates.fresh_until,
-                stale_until: dates.stale_until,
-                epoch: 0,
-            },
-            None => Held::undated(kept),
-        };
-        client.flights().while_current(guard, || local.insert(spec, key, held));
-        client.observer().local_entries(spec, local.count(spec));
-    }
+    super::tier::keep(client, spec, guard, key, bytes, || keeping.keep(value))
+}
+
+/// A flight leader's value, kept decoded for its followers if it has any
+/// and values of the store's type can be kept.
+fn for_followers<V>(guard: &LeaderGuard<'_>, value: &V, keeping: ValueKeeping<V>) -> Option<Kept> {
+    if guard.followed() { keeping.keep(value) } else { None }
 }
 
 /// The fail-safe's last resort when the cache cannot be read: a value of

@@ -3,6 +3,8 @@
 //! what a flight read or fetched, unless an invalidation came first. One
 //! copy for `get`, `get_m` and pipelines.
 
+use std::sync::Arc;
+
 use crate::client::Client;
 use crate::dated::{self, Age};
 use crate::keeping::Kept;
@@ -30,7 +32,8 @@ pub(crate) fn age_of(client: &Client, held: &Held) -> Option<Age> {
 /// Holds the value a flight read or fetched (stored as `bytes`; `kept`
 /// makes its decoded copy) in `spec`'s local tier, if the store has one
 /// and the flight is still current (no invalidation of `key` since it
-/// began); with its dates, if the store dates its values.
+/// began); with its dates, if the store dates its values. Gives the
+/// decoded copy it made, for the flight's followers.
 pub(crate) fn keep(
     client: &Client,
     spec: &StoreSpec,
@@ -38,22 +41,23 @@ pub(crate) fn keep(
     key: &str,
     bytes: &[u8],
     kept: impl FnOnce() -> Option<Kept>,
-) {
+) -> Option<Kept> {
     let local = client.local();
     if !local.has(spec) {
-        return;
+        return None;
     }
-    let Some(kept) = kept() else { return };
+    let kept = kept()?;
     let held = match dated::open(bytes).filter(|_| spec.dated()) {
         Some((dates, _)) => Held {
-            value: kept,
+            value: Arc::clone(&kept),
             due: dates.due_at(spec),
             until: dates.fresh_until,
             stale_until: dates.stale_until,
             epoch: 0,
         },
-        None => Held::undated(kept),
+        None => Held::undated(Arc::clone(&kept)),
     };
     client.flights().while_current(flight, || local.insert(spec, key, held));
     client.observer().local_entries(spec, local.count(spec));
+    Some(kept)
 }
