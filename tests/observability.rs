@@ -463,6 +463,82 @@ mod metrics_recorded {
         assert_eq!(count(EventKind::Degraded), 1);
     }
 
+    /// Hits served in process (here the memory backend's) are all counted
+    /// but only sampled into `cacheme.operation.duration`: the store's
+    /// first, then one in `in_process_hit_sampling` on the thread; with
+    /// sampling 1 every hit is timed. Misses are always timed.
+    #[tokio::test]
+    async fn hits_served_in_process_are_counted_every_time_and_timed_by_sample() {
+        const HITS: usize = 1000;
+        for (one_in, timed) in [
+            (0, HITS),
+            (1, HITS),
+            (100, HITS / 100),
+            (cacheme::DEFAULT_IN_PROCESS_HIT_SAMPLING, 16),
+        ] {
+            let recorder = DebuggingRecorder::new();
+            let snapshotter = recorder.snapshotter();
+            let _local = metrics::set_default_local_recorder(&recorder);
+            let (gates, events) = (Arc::default(), Arc::default());
+            let client = |b: cacheme::ClientBuilder| b.in_process_hit_sampling(one_in);
+            let app = app(Cache::open("memory://").await.unwrap(), &gates, &events, client);
+            for _ in 0..=HITS {
+                ObsStore::get(&app, 1).await.unwrap();
+            }
+            let m = take(&snapshotter);
+            let at = |extra: &[(&str, &str)]| labels("memory", extra);
+            assert_eq!(
+                counter(&m, "cacheme.gets", &at(&[("operation", "get")])),
+                HITS as u64 + 1
+            );
+            assert_eq!(counter(&m, "cacheme.hits", &at(&[("tier", "remote")])), HITS as u64);
+            let outcomes = get_outcomes(&m, "memory");
+            // The thread's count goes on from the previous rounds: one
+            // sample more or less.
+            let hits = outcomes.iter().find(|(o, _)| o == "hit").map_or(0, |(_, n)| *n);
+            assert!(
+                hits.abs_diff(timed) <= 1 && hits >= 1,
+                "sampling one in {one_in}: {hits} hits timed, about {timed} expected"
+            );
+            assert!(outcomes.contains(&("miss".into(), 1)), "{outcomes:?}");
+        }
+    }
+
+    /// Hits that crossed the network are each timed, and so are the local
+    /// tier's by sample (sampling 1 here: every one).
+    #[tokio::test]
+    async fn redis_hits_are_each_timed() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let server = RedisServer::start();
+        let (gates, events) = (Arc::default(), Arc::default());
+        let remote = app(Cache::open(&server.url()).await.unwrap(), &gates, &events, |b| b);
+        let local = app(Cache::open(&server.url()).await.unwrap(), &gates, &events, |b| {
+            b.local(cacheme::LocalTier::new(100)).in_process_hit_sampling(1)
+        });
+        for _ in 0..=100 {
+            ObsStore::get(&remote, 1).await.unwrap();
+            ObsStore::get(&local, 1).await.unwrap();
+        }
+        let outcomes = get_outcomes(&take(&snapshotter), "redis");
+        // Which of the local client's gets read Redis depends on when the
+        // remote client's fill notice reached it: take the counts from
+        // the stats, which count every hit.
+        let stats = |app: &App| app.client.stats().store("ObsStore").cloned().unwrap();
+        let (remote, local) = (stats(&remote), stats(&local));
+        assert!(local.local_hits >= 90, "{local:?}");
+        let hits = (remote.hits + local.hits) as usize;
+        assert_eq!(
+            outcomes,
+            [
+                ("hit".into(), hits),
+                ("local_hit".into(), local.local_hits as usize),
+                ("miss".into(), 1)
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn untyped_commands_are_timed_once_and_without_metrics_not_at_all() {
         let recorder = DebuggingRecorder::new();

@@ -32,7 +32,9 @@ const COUNTED: u64 = 100_000;
 /// is off by default; the bench is built with it for the `metrics-*`
 /// scenarios, which measure its cost), so its metrics are switched off.
 fn seed_client(cache: Option<Cache>) -> Client {
-    let builder = Client::builder().metrics(false);
+    let builder = Client::builder();
+    #[cfg(feature = "metrics")]
+    let builder = builder.metrics(false);
     match cache {
         Some(cache) => builder.cache(cache),
         None => builder,

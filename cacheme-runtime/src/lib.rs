@@ -72,8 +72,8 @@ pub use crate::redis::RedisBackend;
 pub use backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, MAX_KEYS_PER_COMMAND, MAX_TTL, Ttl};
 pub use cache::Cache;
 pub use client::{
-    Client, ClientBuilder, Context, DEFAULT_CACHE_TIMEOUT, DEFAULT_FETCH_CONCURRENCY, DEFAULT_MAX_PENDING_FILLS,
-    MAX_LOCK_TTL, MIN_LOCK_TTL,
+    Client, ClientBuilder, Context, DEFAULT_CACHE_TIMEOUT, DEFAULT_FETCH_CONCURRENCY, DEFAULT_IN_PROCESS_HIT_SAMPLING,
+    DEFAULT_MAX_PENDING_FILLS, MAX_LOCK_TTL, MIN_LOCK_TTL,
 };
 pub use codec::Codec;
 pub use config::ProviderConfig;

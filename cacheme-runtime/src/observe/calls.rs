@@ -8,6 +8,7 @@
 use std::cell::Cell;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
+use std::time::Duration;
 
 use tracing::Span;
 use tracing::field::{Empty, debug};
@@ -135,6 +136,24 @@ impl Outcome {
     }
 }
 
+/// How a timed call ended.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code, reason = "read by the metrics"))]
+pub(crate) struct Ended {
+    pub(crate) outcome: Outcome,
+    /// A hit served without waiting (the local tier's, or the memory
+    /// backend's): metrics time only a sample of these.
+    pub(crate) in_process: bool,
+    started: Started,
+    elapsed: Option<Duration>,
+}
+
+impl Ended {
+    /// How long the call took (the clock is read once, when first asked).
+    pub(crate) fn elapsed(&mut self) -> Duration {
+        *self.elapsed.get_or_insert_with(|| self.started.elapsed())
+    }
+}
+
 thread_local! {
     /// The outcome of the call being polled on this thread.
     static CURRENT: Cell<u8> = const { Cell::new(Outcome::Outside as u8) };
@@ -197,28 +216,37 @@ where
     }
     let started = Started::now();
     let mut noted = Outcome::Nothing as u8;
+    let mut waited = false;
     let mut call = pin!(make());
     let result = poll_fn(|cx| {
         let _entered = span.enter();
         let outer = CURRENT.replace(noted);
         let poll = call.as_mut().poll(cx);
         noted = CURRENT.replace(outer);
+        waited |= poll.is_pending();
         poll
     })
     .await;
-    let elapsed = started.elapsed();
     let outcome = match (op.reads(), result.is_ok()) {
         (true, _) => Outcome::from_u8(noted),
         (false, true) => Outcome::Ok,
         (false, false) => Outcome::Error,
     };
-    span.record("outcome", outcome.as_str());
-    span.record("duration", debug(elapsed));
-    if op.reads() && result.is_err() {
-        span.record("error", true);
+    let mut ended = Ended {
+        outcome,
+        in_process: !waited && matches!(outcome, Outcome::LocalHit | Outcome::Hit),
+        started,
+        elapsed: None,
+    };
+    if !span.is_disabled() {
+        span.record("outcome", outcome.as_str());
+        span.record("duration", debug(ended.elapsed()));
+        if op.reads() && result.is_err() {
+            span.record("error", true);
+        }
     }
     if let Some((client, spec)) = store {
-        client.observer().ended(spec, op, metered.then_some((outcome, elapsed)));
+        client.observer().ended(spec, op, metered.then_some(ended));
     }
     result
 }

@@ -6,12 +6,14 @@
 //! OpenTelemetry's conventions (dotted, durations in seconds); the table
 //! is in `docs/observability.md`.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Unit, counter, gauge, histogram};
 
-use super::calls::{Call, Outcome};
+use super::calls::{Call, Ended, Outcome};
 use super::stats::is_timeout;
 use crate::error::Error;
 use crate::logger::EventKind;
@@ -110,6 +112,8 @@ pub(crate) struct StoreMetrics {
     /// `cacheme.operation.duration` by operation and outcome, registered
     /// on first use (most pairs never occur).
     durations: [[OnceLock<Histogram>; Outcome::COUNT]; Call::COUNT],
+    /// Whether a hit served in process has been timed yet.
+    hit_timed: AtomicBool,
 }
 
 impl StoreMetrics {
@@ -147,6 +151,7 @@ impl StoreMetrics {
             fills_dropped: counter!(FILLS_DROPPED, &labels),
             local_entries: OnceLock::new(),
             durations: Default::default(),
+            hit_timed: AtomicBool::new(false),
         }
     }
 
@@ -194,11 +199,17 @@ impl StoreMetrics {
         }
     }
 
-    /// A call ended.
-    pub(crate) fn call(&self, op: Call, outcome: Outcome, elapsed: Duration) {
-        let Some(slot) = self.durations[op as usize].get(outcome as usize) else {
+    /// A call ended: its duration is recorded, except for hits served in
+    /// process, of which only the store's first and one in `one_in` per
+    /// thread are (a histogram sample costs more than such a hit).
+    pub(crate) fn call(&self, op: Call, mut ended: Ended, one_in: u32) {
+        if ended.in_process && !self.sample_hit(one_in) {
+            return;
+        }
+        let Some(slot) = self.durations[op as usize].get(ended.outcome as usize) else {
             return;
         };
+        let outcome = ended.outcome;
         slot.get_or_init(|| {
             histogram!(
                 names::OPERATION_DURATION,
@@ -208,7 +219,25 @@ impl StoreMetrics {
                 "outcome" => outcome.as_str()
             )
         })
-        .record(elapsed.as_secs_f64());
+        .record(ended.elapsed().as_secs_f64());
+    }
+
+    /// Whether to time this hit served in process.
+    fn sample_hit(&self, one_in: u32) -> bool {
+        thread_local! {
+            /// Hits served in process on this thread, any store's.
+            static HITS: Cell<u32> = const { Cell::new(0) };
+        }
+        let nth = HITS.with(|hits| {
+            let nth = hits.get();
+            hits.set(nth.wrapping_add(1));
+            nth
+        });
+        if !self.hit_timed.load(Ordering::Relaxed) {
+            self.hit_timed.store(true, Ordering::Relaxed);
+            return true;
+        }
+        nth.is_multiple_of(one_in)
     }
 
     pub(crate) fn fetching(&self, delta: f64) {

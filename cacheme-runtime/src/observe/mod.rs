@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-pub(crate) use calls::{Call, Outcome, call, note_outcome};
+pub(crate) use calls::{Call, Ended, Outcome, call, note_outcome};
 #[cfg(feature = "metrics")]
 pub(crate) use commands::metered;
 pub use stats::{Stats, StoreStats};
@@ -55,6 +55,10 @@ pub(crate) struct Observer {
     stores: RwLock<HashMap<&'static str, Arc<Store>>>,
     #[cfg(feature = "metrics")]
     metrics: bool,
+    /// One in how many hits served in process are timed (see
+    /// `ClientBuilder::in_process_hit_sampling`).
+    #[cfg(feature = "metrics")]
+    hit_sampling: u32,
 }
 
 thread_local! {
@@ -67,16 +71,19 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Observer {
     /// An observer for a client on the backend `backend` (a label);
-    /// `metrics`: record metrics (with feature `metrics`).
-    pub(crate) fn new(backend: &'static str, metrics: bool) -> Self {
+    /// `metrics`: record metrics (with feature `metrics`), timing one in
+    /// `hit_sampling` hits served in process (0 counts as 1).
+    pub(crate) fn new(backend: &'static str, metrics: bool, hit_sampling: u32) -> Self {
         #[cfg(not(feature = "metrics"))]
-        let _ = metrics;
+        let _ = (metrics, hit_sampling);
         Observer {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             backend,
             stores: RwLock::default(),
             #[cfg(feature = "metrics")]
             metrics,
+            #[cfg(feature = "metrics")]
+            hit_sampling: hit_sampling.max(1),
         }
     }
 
@@ -138,9 +145,9 @@ impl Observer {
         });
     }
 
-    /// A call of `op` on `spec` ended (`timed`: with this outcome after
-    /// this long, for the metrics). One lookup of the store for both.
-    fn ended(&self, spec: &StoreSpec, op: Call, timed: Option<(Outcome, Duration)>) {
+    /// A call of `op` on `spec` ended (`timed`: how, for the metrics).
+    /// One lookup of the store for both.
+    fn ended(&self, spec: &StoreSpec, op: Call, timed: Option<Ended>) {
         let get = matches!(op, Call::Get | Call::GetMany);
         if !get && timed.is_none() {
             return;
@@ -154,8 +161,8 @@ impl Observer {
                 if get {
                     metrics.get(op);
                 }
-                if let Some((outcome, elapsed)) = timed {
-                    metrics.call(op, outcome, elapsed);
+                if let Some(ended) = timed {
+                    metrics.call(op, ended, self.hit_sampling);
                 }
             }
             #[cfg(not(feature = "metrics"))]
