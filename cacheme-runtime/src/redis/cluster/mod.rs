@@ -9,11 +9,11 @@
 //!   redis-rs deadlock after a master dies under load) is replaced by a
 //!   new one within a few seconds ([`handle`]).
 //! - Time limits: `connectTimeout` (at most [`CONNECT_TIMEOUT`]) to connect
-//!   to a node, the provider's `timeout` for one attempt's reply,
-//!   [`CALL_TIMEOUT`] (or `timeout` if longer) for a whole call with its
-//!   retries and redirections. A call to the slots of a dead master fails
-//!   after that until its replica takes over (the cluster's
-//!   `cluster-node-timeout` plus an election).
+//!   to a node, the provider's `timeout` for one attempt's reply, and
+//!   `timeout` plus what the command's size adds for a whole call with its
+//!   retries and redirections (`Limits::bounded`, around every call). A
+//!   call to the slots of a dead master fails after that until its replica
+//!   takes over (the cluster's `cluster-node-timeout` plus an election).
 //! - `get_many` and the stampede batch steps are one script per node, sent
 //!   concurrently, whatever the number of keys ([`per_node`], with a slot
 //!   map of our own, [`slots`]).
@@ -70,9 +70,6 @@ fn cannot_connect(address: &str, source: RedisError) -> Error {
     }
 }
 
-/// How long a whole call may take, retries and redirections included.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
-
 impl RedisBackend {
     /// Connects to a Redis Cluster (provider `redis-cluster`): redis-rs
     /// learns the cluster's nodes and slots from the first seed node that
@@ -95,12 +92,14 @@ impl RedisBackend {
                 // Per attempt, so redis-rs sees a node that stopped
                 // answering and refreshes its slot map.
                 .response_timeout(limits.timeout)
-                // A call that cannot be served soon is failed rather than
-                // retried for as long as a failover takes: the caller is
-                // served from the source meanwhile. `Connection` (or
-                // `Limits::bounded` for routed commands) also bounds a call
-                // to `timeout` plus what its size adds.
-                .overall_response_timeout(Some(CALL_TIMEOUT.max(limits.timeout)))
+                // No overall bound of redis-rs's: every call is already
+                // bounded, retries and redirections included, by
+                // `Limits::bounded` (the provider's `timeout` plus what its
+                // size adds), so a call that cannot be served soon fails
+                // rather than being retried for as long as a failover
+                // takes. redis-rs's would be a second timer per call (one
+                // more entry in tokio's timer wheel for every GET).
+                .overall_response_timeout(None)
                 .retries(12)
                 .min_retry_wait(20)
                 .max_retry_wait(500);
