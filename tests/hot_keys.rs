@@ -205,6 +205,62 @@ async fn singleflight_followers_take_the_leaders_decoded_value() {
     assert_eq!(decoded, 1, "100 coalesced gets decoded {decoded} times");
 }
 
+/// Decodes of [`SharedInBatches`] values, in this process.
+static BATCH_DECODED: AtomicUsize = AtomicUsize::new(0);
+
+/// A value that counts its decodes, used by one test only.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+struct SharedInBatches(u64);
+
+impl<'de> Deserialize<'de> for SharedInBatches {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        BATCH_DECODED.fetch_add(1, Ordering::SeqCst);
+        u64::deserialize(deserializer).map(SharedInBatches)
+    }
+}
+
+#[cache_store(key = "shared-in-batches:<id>", ttl = "1m", singleflight)]
+async fn shared_in_batches(ctx: &App, id: u32) -> Result<SharedInBatches, String> {
+    Ok(SharedInBatches(ctx.version(id).await))
+}
+
+/// `get_m` and pipeline entries that follow a single get's read of a key
+/// take its decoded value too, as single-get followers do.
+#[tokio::test]
+async fn batches_following_a_read_take_the_leaders_decoded_value() {
+    let server = RedisServer::start();
+    let app = redis_app(&server).await;
+    app.set_version(1, 7);
+    assert_eq!(SharedInBatchesStore::get(&app, 1).await, Ok(SharedInBatches(7)));
+    app.cache.flush().await;
+
+    let before = (gets(&server).await, BATCH_DECODED.load(Ordering::SeqCst));
+    // The single get is polled first: it leads the read, the batches
+    // find its flight and follow it.
+    let led = SharedInBatchesStore::get(&app, 1);
+    let batches = join_all((0..20).map(|_| async {
+        let batch = SharedInBatchesStore::get_m(&app).add(1).add(1).run().await;
+        batch.oks().map(|v| v.0).collect::<Vec<_>>()
+    }));
+    let pipelines = join_all((0..20).map(|_| async {
+        let mut pipeline = Pipeline::new();
+        let promise = SharedInBatchesStore::get_p(&app, &mut pipeline, 1);
+        pipeline.execute().await.unwrap();
+        promise.into_result().unwrap()
+    }));
+    let (led, batches, pipelines) = tokio::join!(led, batches, pipelines);
+    assert_eq!(led, Ok(SharedInBatches(7)));
+    assert!(batches.iter().all(|b| b == &[7, 7]), "{batches:?}");
+    assert!(pipelines.iter().all(|v| v == &SharedInBatches(7)), "{pipelines:?}");
+    assert_eq!(
+        gets(&server).await - before.0,
+        1,
+        "one GET for the get and its followers"
+    );
+    let decoded = BATCH_DECODED.load(Ordering::SeqCst) - before.1;
+    assert_eq!(decoded, 1, "a read followed by 40 batches decoded {decoded} times");
+}
+
 type Get = for<'a> fn(&'a App, u32) -> Pin<Box<dyn Future<Output = Result<Counted, String>> + 'a>>;
 type Write = for<'a> fn(&'a App, u32) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
 

@@ -146,7 +146,7 @@ pub(crate) async fn run<'g>(client: &Client, groups: &'g [&'g dyn Group<'_>]) {
         match bytes {
             Some(bytes)
                 if crate::store::is_fresh(client, group.spec(), &bytes)
-                    && group.accept(client, load.slot.i, &load.slot.key, &bytes, true) =>
+                    && group.accept(client, load.slot.i, &load.slot.key, &bytes, None, true) =>
             {
                 group.keep_local(client, &load.flight, load.slot.i, &load.slot.key, &bytes);
                 load.flight.finish_read(Arc::from(bytes));
@@ -552,7 +552,11 @@ async fn follow(
             client.log(EventKind::Miss, group.spec(), &slot.key, None);
         }
         match outcome {
-            Landed::Value { bytes, cached, .. } if group.accept(client, slot.i, &slot.key, &bytes, cached) => return,
+            Landed::Value { bytes, decoded, cached }
+                if group.accept(client, slot.i, &slot.key, &bytes, decoded.as_ref(), cached) =>
+            {
+                return;
+            }
             Landed::Failed(Some(error)) if group.fail_with(slot.i, &error) => return,
             _ => {}
         }

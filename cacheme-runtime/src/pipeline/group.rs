@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 
 use crate::backend::BoxFuture;
 use crate::client::Client;
-use crate::keeping::ValueKeeping;
+use crate::keeping::{Kept, ValueKeeping};
 use crate::logger::EventKind;
 use crate::observe;
 use crate::pipeline::promise::{Cell, PromiseError};
@@ -24,7 +24,7 @@ use crate::singleflight::LeaderGuard;
 use crate::spec::StoreSpec;
 use crate::stampede::renewer::Renewer;
 use crate::stampede::waiter::Waiter;
-use crate::store::{Stale, Ways, decode, encode, load, tier, wait_then_load};
+use crate::store::{Stale, Ways, decode, encode, landed, load, tier, wait_then_load};
 
 /// A store's single-key fetcher, bound to its context.
 type FetchOne<'a, P, V, E> = Box<dyn Fn(P) -> BoxFuture<'a, Result<V, E>> + Send + Sync + 'a>;
@@ -157,8 +157,10 @@ pub(crate) trait Group<'a>: Send + Sync {
     fn keep_local(&self, client: &Client, flight: &LeaderGuard<'_>, i: usize, key: &str, bytes: &[u8]);
 
     /// Resolves entry `i` from cached bytes (`hit`) or bytes handed over
-    /// by another fetch; `false` when they do not decode (a miss).
-    fn accept(&self, client: &Client, i: usize, key: &str, bytes: &[u8], hit: bool) -> bool;
+    /// by another caller's flight, with its decoded value if it kept one
+    /// (`decoded`, cloned rather than the bytes decoded); `false` when
+    /// they do not decode (a miss).
+    fn accept(&self, client: &Client, i: usize, key: &str, bytes: &[u8], decoded: Option<&Kept>, hit: bool) -> bool;
 
     /// Fetches the entries `which` (`(entry, cache key)`): the batch
     /// fetcher once if the store has one, else one fetch per key,
@@ -382,8 +384,9 @@ where
         });
     }
 
-    fn accept(&self, client: &Client, i: usize, key: &str, bytes: &[u8], hit: bool) -> bool {
-        let Some(value) = decode::<V>(client, self.spec, key, bytes, hit) else {
+    fn accept(&self, client: &Client, i: usize, key: &str, bytes: &[u8], decoded: Option<&Kept>, hit: bool) -> bool {
+        let keeping = self.fetchers.keeping;
+        let Some(value) = landed::<V>(client, self.spec, key, keeping, bytes, decoded, hit) else {
             return false;
         };
         if self.promises[i].len() > 1 {

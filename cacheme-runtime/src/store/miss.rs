@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::fresh::{self, Background, FetchPolicy, Outcome, Stale, attempt, resolve};
 use super::refresh::{self, refresh_ahead};
-use super::{ErrorSharing, Read, decode, encode, is_fresh, read, stored_ttl};
+use super::{ErrorSharing, Read, decode, encode, is_fresh, landed, read, stored_ttl};
 use crate::client::Client;
 use crate::error::{Error, Op};
 use crate::keeping::{Kept, ValueKeeping};
@@ -177,14 +177,7 @@ where
         }
         match outcome {
             Some(Landed::Value { bytes, decoded, cached }) => {
-                // The leader's decoded value, cloned, saves a decode.
-                if let Some(value) = decoded.as_ref().and_then(|kept| keeping.take(kept)) {
-                    if cached {
-                        client.log(EventKind::Hit, spec, key, None);
-                    }
-                    return Ok(value);
-                }
-                if let Some(value) = decode(client, spec, key, &bytes, cached) {
+                if let Some(value) = landed(client, spec, key, keeping, &bytes, decoded.as_ref(), cached) {
                     return Ok(value);
                 }
             }

@@ -49,6 +49,7 @@ use crate::codec::Codec;
 use crate::dated::{self, Age};
 use crate::error::{Error, Op, Result};
 use crate::future::within;
+use crate::keeping::Kept;
 pub use crate::keeping::ValueKeeping;
 use crate::logger::EventKind;
 use crate::observe::{self, Call};
@@ -244,6 +245,28 @@ pub(crate) fn decode<V: DeserializeOwned>(
             None
         }
     }
+}
+
+/// A value another caller's flight landed (`bytes`, and `decoded` if it
+/// kept its decoded value): a clone of the decoded value, which saves a
+/// decode, else the bytes decoded; reported as a hit if it was `cached`
+/// (`None` and a DECODE_ERROR when the bytes do not decode).
+pub(crate) fn landed<V: DeserializeOwned>(
+    client: &Client,
+    spec: &StoreSpec,
+    key: &str,
+    keeping: ValueKeeping<V>,
+    bytes: &[u8],
+    decoded: Option<&Kept>,
+    cached: bool,
+) -> Option<V> {
+    if let Some(value) = decoded.and_then(|kept| keeping.take(kept)) {
+        if cached {
+            client.log(EventKind::Hit, spec, key, None);
+        }
+        return Some(value);
+    }
+    decode(client, spec, key, bytes, cached)
 }
 
 /// A store's `get`: the cached value, or the fetcher's (then cached).
