@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use cacheme::{Cache, Error, Op};
-use cacheme_test_support::{CapturedLogs, RedisServer, free_port};
+use cacheme_test_support::{CapturedLogs, RedisServer, StallingProxy, free_port};
 use redis::AsyncCommands;
 
 /// A raw redis-rs connection to inspect what cacheme wrote.
@@ -476,6 +476,51 @@ async fn a_frozen_server_fails_calls_within_the_timeout_and_the_connection_recov
     }
 }
 
+/// A GET dropped while its reply is on the way (its task aborted, not
+/// timed out) leaves the connection in step: a GET sent after it, whose
+/// reply comes behind the abandoned one, gets its own value, and so do
+/// the next ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_dropped_mid_flight_leaves_the_connection_in_step() {
+    let server = RedisServer::start();
+    let proxy = StallingProxy::start(server.port());
+    // A timeout far above the test: only the abort ends the held GET.
+    let cache = Cache::open(&proxy.redis_url("?timeout=60s")).await.unwrap();
+    cache.put("held", b"held value", Duration::from_secs(60)).await.unwrap();
+    for i in 0..10 {
+        cache
+            .put(&format!("k{i}"), format!("v{i}").as_bytes(), Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+
+    proxy.arm(b"cacheme:held");
+    let dropped = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.get("held").await }
+    });
+    tokio::task::block_in_place(|| proxy.wait_seen(1, Duration::from_secs(30)));
+    dropped.abort();
+    let ended = dropped.await;
+    assert!(
+        ended.as_ref().is_err_and(|e| e.is_cancelled()),
+        "the GET finished: {ended:?}"
+    );
+
+    // Sent while the abandoned reply is still held: its reply comes after.
+    let behind = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.get("k0").await }
+    });
+    proxy.release();
+    assert_eq!(behind.await.unwrap().unwrap().as_deref(), Some(&b"v0"[..]));
+    for i in (0..10).chain(0..10) {
+        let value = cache.get(&format!("k{i}")).await.unwrap();
+        assert_eq!(value, Some(format!("v{i}").into_bytes()), "k{i}");
+    }
+    assert_eq!(cache.get("held").await.unwrap().as_deref(), Some(&b"held value"[..]));
+}
+
 #[tokio::test]
 async fn a_port_that_never_answers_fails_open_within_the_connect_timeout() {
     // The kernel completes the TCP handshake for the listen backlog; nothing
@@ -533,6 +578,14 @@ async fn refuses_what_the_server_would_refuse(url: &str, conn: &mut redis::aio::
     assert!(err.to_string().contains("too large"), "{err}");
     assert_eq!(calls(conn, "set").await, sets, "nothing was sent");
     assert_eq!(calls(conn, "evalsha").await + calls(conn, "eval").await, 0);
+
+    // The typed hit path's GET is checked too: a key over the limit.
+    let gets = calls(conn, "get").await;
+    let huge_key = "k".repeat(1536 * 1024);
+    let err = cache.get(&huge_key).await.unwrap_err();
+    assert!(matches!(err, Error::Backend { op: Op::Get, .. }), "{err:?}");
+    assert!(err.to_string().contains("too large"), "{err}");
+    assert_eq!(calls(conn, "get").await, gets, "the GET was not sent");
 
     // The connection was never broken: the next calls work.
     let fits = vec![7u8; 512 * 1024];

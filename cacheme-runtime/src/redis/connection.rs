@@ -8,10 +8,14 @@
 //! over, and splits multi-key commands (MGET, UNLINK) by slot and puts the
 //! answers back in the order of the keys. The cluster connection is
 //! replaced when it stops answering (see [`handle`](super::cluster::handle)).
-//! One command skips this layer on a cluster: `GET`, the typed hit path's
-//! read, is routed to its slot's node directly (`RedisBackend::routed`),
-//! under the same [`Limits`], to spare it a copy of the command and two
-//! boxed futures per call.
+//! One command skips redis-rs's generic `query_async` and this type's
+//! `ConnectionLike`, on both deployments: `GET`, the typed hit path's read
+//! ([`Link::direct`]). On one server it goes straight to the
+//! `ConnectionManager` (reconnecting as every command does); on a cluster
+//! to its slot's node ([`Bounded::routed`]). Both are held to the same
+//! [`Limits`] through the same function ([`Limits::sending`]), and spare
+//! each get a clone of the connection and two boxed futures (and on a
+//! cluster a copy of the command).
 //!
 //! Every command sent through a [`Connection`] is bounded here, the same
 //! way on both deployments ([`Limits`]):
@@ -33,6 +37,7 @@
 //! with the reason, without touching the network, until the background
 //! task has connected.
 
+use std::borrow::Borrow;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
@@ -118,6 +123,22 @@ impl Limits {
             }
         }
         Ok(total)
+    }
+
+    /// One command sent by `send`, under these limits: refused before it
+    /// is sent when an argument is over `max_value_size`
+    /// ([`check`](Self::check)), failed when its reply does not come in
+    /// time ([`bounded`](Self::bounded)). `cmd` is handed to `send`, owned
+    /// or borrowed as `send` needs it. Every single command a [`Link`]
+    /// sends goes through here, through redis-rs's `ConnectionLike` or
+    /// directly ([`Link::direct`]).
+    pub(crate) async fn sending<C, T, Fut>(&self, cmd: C, send: impl FnOnce(C) -> Fut) -> RedisResult<T>
+    where
+        C: Borrow<Cmd>,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let sent = self.check([cmd.borrow()])?;
+        self.bounded(sent, send(cmd)).await
     }
 
     /// `command` (which sends `sent` bytes), failed with a "timed out" I/O
@@ -230,6 +251,38 @@ impl Connection {
     }
 }
 
+impl Link {
+    /// `cmd`, a command on one key (its first argument), sent straight to
+    /// the connection that serves that key, under the same [`Limits`] as
+    /// every command sent through [`Connection`]; a reply that is an error
+    /// is returned as the error. On one server that is
+    /// `ConnectionManager::send_packed_command` (its reconnecting
+    /// included); on a cluster the node of the key's slot, a replica when
+    /// `read` and the cluster reads from replicas
+    /// ([`routed`](Bounded::routed)).
+    ///
+    /// The typed hit path's GET: redis-rs's `query_async` through
+    /// [`Connection`] costs a clone of the connection and two boxed
+    /// futures per call (on a cluster also a copy of the command), about a
+    /// tenth of a warm get on one server under 100 concurrent tasks
+    /// (BENCHMARKS.md).
+    pub(crate) async fn direct(&self, cmd: Cmd, read: bool) -> RedisResult<Value> {
+        let reply = match self {
+            Link::Node(node) => {
+                let mut manager = node.inner.clone();
+                node.limits
+                    .sending(cmd, |cmd| async move { manager.send_packed_command(&cmd).await })
+                    .await
+            }
+            #[cfg(feature = "redis-cluster")]
+            Link::Cluster(cluster) => cluster.routed(cmd, read).await,
+        };
+        #[cfg(not(feature = "redis-cluster"))]
+        let _ = read;
+        reply?.extract_error()
+    }
+}
+
 fn not_connected(lazy: &Lazy<Link>) -> RedisError {
     RedisError::from((ErrorKind::Io, "not connected", lazy.not_connected().to_string()))
 }
@@ -271,17 +324,19 @@ impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         let limits = self.limits();
         Box::pin(async move {
-            let sent = limits.check([cmd])?;
-            let reply = match self {
-                Link::Node(node) => node.inner.req_packed_command(cmd),
-                #[cfg(feature = "redis-cluster")]
-                Link::Cluster(cluster) => Box::pin(
-                    cluster
-                        .inner
-                        .run(move |mut cluster| async move { cluster.req_packed_command(cmd).await }),
-                ),
+            let send = move |cmd| async move {
+                match self {
+                    Link::Node(node) => node.inner.req_packed_command(cmd).await,
+                    #[cfg(feature = "redis-cluster")]
+                    Link::Cluster(cluster) => {
+                        cluster
+                            .inner
+                            .run(move |mut cluster| async move { cluster.req_packed_command(cmd).await })
+                            .await
+                    }
+                }
             };
-            limits.bounded(sent, reply).await
+            limits.sending(cmd, send).await
         })
     }
 

@@ -273,6 +273,18 @@ impl RedisBackend {
             .map_err(|e| Error::backend(self.provider, op, key, e))
     }
 
+    /// `cmd`, a command on one key (its first argument; `key` unprefixed,
+    /// for errors), sent straight to the connection that serves the key
+    /// ([`Link::direct`]; a replica may answer when `read`), with the
+    /// limits, errors and decoding of [`query`](Self::query).
+    async fn direct<T: redis::FromRedisValue>(&self, cmd: Cmd, read: bool, op: Op, key: &str) -> Result<T> {
+        let failed = |e: RedisError| Error::backend(self.provider, op, Some(key), e);
+        let reply = async { self.connection.link()?.direct(cmd, read).await }
+            .await
+            .map_err(failed)?;
+        redis::from_redis_value(reply).map_err(|e| failed(e.into()))
+    }
+
     /// Removes the keys under `prefix:glob` that `filter` accepts, from the
     /// one server or from every master of a cluster; returns how many.
     async fn scan_unlink(&self, glob: &str, filter: &KeyFilter<'_>, op: Op) -> Result<u64> {
@@ -473,11 +485,7 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             let mut get = redis::cmd("GET");
             get.arg(Prefixed(&self.key_prefix, key));
-            #[cfg(feature = "redis-cluster")]
-            if let Ok(Link::Cluster(cluster)) = self.connection.link() {
-                return self.routed(cluster, get, true, Op::Get, key).await;
-            }
-            self.query(&get, Op::Get, Some(key)).await
+            self.direct(get, true, Op::Get, key).await
         })
     }
 

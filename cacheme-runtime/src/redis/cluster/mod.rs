@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
-use redis::{RedisError, Value};
+use redis::{RedisError, RedisResult, Value};
 
 use self::handle::ClusterHandle;
 use super::connection::{Bounded, Link};
@@ -179,40 +179,39 @@ impl RedisBackend {
     }
 }
 
-impl RedisBackend {
+impl Bounded<ClusterHandle> {
     /// `cmd`, a command on one key (its first argument), sent straight to
-    /// the node of that key's slot with the limits of [`Link`]'s commands.
-    /// The typed hit path's GET: redis-rs's generic `req_packed_command`
-    /// clones the command, parses its name to route it and boxes its
-    /// future, and [`Connection`](super::connection::Connection) boxes it
-    /// again; per get those cost as much as the gap to a raw cluster GET.
-    pub(super) async fn routed<T: redis::FromRedisValue>(
-        &self,
-        cluster: &Bounded<ClusterHandle>,
-        cmd: redis::Cmd,
-        read: bool,
-        op: Op,
-        key: &str,
-    ) -> Result<T> {
-        let failed = |e: RedisError| Error::backend(self.provider, op, Some(key), e);
-        let slot = match cmd.args_iter().nth(1) {
-            Some(redis::Arg::Simple(full)) => Slot::for_key(full),
-            _ => Slot::for_key(key),
+    /// the node of that key's slot (a replica's when `read` and the cluster
+    /// reads from replicas), under the limits of every command
+    /// ([`Limits::sending`](super::connection::Limits::sending)); the
+    /// cluster's part of [`Link::direct`]. redis-rs's generic
+    /// `req_packed_command` clones the command and parses its name to
+    /// route it.
+    pub(crate) async fn routed(&self, cmd: redis::Cmd, read: bool) -> RedisResult<Value> {
+        let Some(redis::Arg::Simple(key)) = cmd.args_iter().nth(1) else {
+            return Err(RedisError::from((
+                redis::ErrorKind::Client,
+                "a routed command needs a key as its first argument",
+            )));
         };
         let to = if read {
             SlotAddr::ReplicaOptional
         } else {
             SlotAddr::Master
         };
-        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_slot(slot, to)));
-        let limits = cluster.limits;
-        let sent = limits.check([&cmd]).map_err(failed)?;
-        let reply = cluster.run(move |mut cluster| async move { cluster.route_command(cmd, route).await });
-        let reply = limits.bounded(sent, reply).await.map_err(failed)?;
-        let reply = reply.extract_error().map_err(failed)?;
-        redis::from_redis_value(reply).map_err(|e| failed(e.into()))
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_slot(
+            Slot::for_key(key),
+            to,
+        )));
+        self.limits
+            .sending(cmd, |cmd| {
+                self.run(move |mut cluster| async move { cluster.route_command(cmd, route).await })
+            })
+            .await
     }
+}
 
+impl RedisBackend {
     /// The `INFO section` report of every master.
     pub(super) async fn info_of_masters(&self, cluster: &ClusterHandle, section: &str) -> Result<Vec<String>> {
         let mut reports = Vec::new();
