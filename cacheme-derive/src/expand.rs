@@ -42,17 +42,12 @@ fn expand(s: &Store) -> TokenStream {
         Part::Lit(text) => quote!(#cm::Part::Lit(#text)),
         Part::Var(name) => quote!(#cm::Part::Var(#name)),
     });
-    let mut capacity = 8;
     let pushes: Vec<_> = s
         .parts
         .iter()
         .map(|part| match part {
-            Part::Lit(text) => {
-                capacity += text.len();
-                quote!(__key.push_str(#text);)
-            }
+            Part::Lit(text) => quote!(__key.push_str(#text);),
             Part::Var(name) => {
-                capacity += 12;
                 let ident = format_ident!("{}", name);
                 // Spanned at the parameter's type: a type without `Display`
                 // is one error there, saying why it needs it.
@@ -62,15 +57,20 @@ fn expand(s: &Store) -> TokenStream {
                     .find(|(p, _)| p == name)
                     .map_or(ident.span(), |(_, ty)| ty.span());
                 let ident = Ident::new(name, span);
+                let ty = s.params.iter().find(|(p, _)| p == name).map(|(_, ty)| ty);
+                if ty.is_some_and(is_primitive_integer) {
+                    // Digits and `-` need no escaping: written without `fmt`.
+                    return quote!(#cm::push_integer(&mut __key, *#ident););
+                }
+                if ty.is_some_and(is_string) {
+                    return quote!(#cm::push_text(&mut __key, ::core::convert::AsRef::<str>::as_ref(#ident)););
+                }
                 at(span, quote!(#cm::KeyParam::push_to(#ident, &mut __key);))
             }
         })
         .collect();
     let version = match &s.version {
-        Version::Static(v) => {
-            capacity += v.len();
-            quote!(#cm::Version::Static(#v))
-        }
+        Version::Static(v) => quote!(#cm::Version::Static(#v)),
         Version::Dynamic(path) => quote_spanned! {path.span()=>
             #cm::Version::Dynamic({
                 let version: fn() -> ::std::string::String = #path;
@@ -512,7 +512,14 @@ fn expand(s: &Store) -> TokenStream {
 
             /// The cache key of these parameters (the backend adds its prefix).
             #vis fn key(#(#names: &#types),*) -> ::std::string::String {
-                let mut __key = ::std::string::String::with_capacity(#capacity);
+                Self::__key(#(#names),*).into_string()
+            }
+
+            /// The key, written on the stack while it is short.
+            #[doc(hidden)]
+            #[inline]
+            fn __key(#(#names: &#types),*) -> #cm::KeyBuf {
+                let mut __key = #cm::KeyBuf::new();
                 #(#pushes)*
                 Self::SPEC.version.push_suffix(&mut __key);
                 __key
@@ -521,14 +528,14 @@ fn expand(s: &Store) -> TokenStream {
             /// The cached value, or the fetcher's (then cached). Cache
             /// failures fall back to the fetcher and are logged.
             #vis async fn get(__ctx: &#context, #(#names: #types),*) -> #output {
-                let __key = Self::key(#(&#names),*);
+                let __key = Self::__key(#(&#names),*);
                 let __out = #cm::get(#client, Self::SPEC, &__key, || #get_fetch, #sharing, #keeping, #policy).await;
                 #joined
             }
 
             /// Removes the cached value of these parameters.
             #vis async fn invalidate(__ctx: &#context, #(#names: #types),*) -> #cm::Result<()> {
-                #cm::invalidate(#client, Self::SPEC, &Self::key(#(&#names),*)).await
+                #cm::invalidate(#client, Self::SPEC, &Self::__key(#(&#names),*)).await
             }
 
             /// Fetches afresh and replaces the cached value.
@@ -536,7 +543,7 @@ fn expand(s: &Store) -> TokenStream {
                 __ctx: &#context,
                 #(#names: #types),*
             ) -> #update_ty {
-                let __key = Self::key(#(&#names),*);
+                let __key = Self::__key(#(&#names),*);
                 let __out = #cm::update(#client, Self::SPEC, &__key, #update_fetch).await;
                 #updated
             }
@@ -551,14 +558,14 @@ fn expand(s: &Store) -> TokenStream {
                 #(#names: #types,)*
                 __value: &#dvalue_ty,
             ) -> #cm::Result<()> {
-                #cm::set(#client, Self::SPEC, &Self::key(#(&#names),*), #value_ref).await
+                #cm::set(#client, Self::SPEC, &Self::__key(#(&#names),*), #value_ref).await
             }
 
             /// The cached value of these parameters, if there is one,
             /// without fetching. A stored value that no longer decodes is
             /// reported and peeked as `None`; a cache failure is an error.
             #vis async fn peek(__ctx: &#context, #(#names: #types),*) -> #peek_ty {
-                let __out = #cm::peek(#client, Self::SPEC, &Self::key(#(&#names),*), #keeping).await;
+                let __out = #cm::peek(#client, Self::SPEC, &Self::__key(#(&#names),*), #keeping).await;
                 #peeked
             }
 
@@ -623,5 +630,37 @@ fn human_ms(ms: u64) -> String {
         ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
         ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
         ms => format!("{ms}ms"),
+    }
+}
+
+/// Whether `ty` is written as one of Rust's integer types (`u64`, `i32`,
+/// ...): its key part can be written by the integer fast path.
+fn is_primitive_integer(ty: &syn::Type) -> bool {
+    const INTEGERS: [&str; 12] = [
+        "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
+    ];
+    match ty {
+        syn::Type::Path(path) if path.qself.is_none() => path
+            .path
+            .get_ident()
+            .is_some_and(|ident| INTEGERS.iter().any(|name| ident == name)),
+        syn::Type::Group(group) => is_primitive_integer(&group.elem),
+        syn::Type::Paren(paren) => is_primitive_integer(&paren.elem),
+        _ => false,
+    }
+}
+
+/// Whether `ty` is written as `String` or `&str`: its key part can be
+/// escaped without `fmt`.
+fn is_string(ty: &syn::Type) -> bool {
+    match ty {
+        syn::Type::Path(path) if path.qself.is_none() => path.path.get_ident().is_some_and(|ident| ident == "String"),
+        syn::Type::Reference(reference) if reference.mutability.is_none() => matches!(
+            &*reference.elem,
+            syn::Type::Path(path) if path.qself.is_none() && path.path.get_ident().is_some_and(|ident| ident == "str")
+        ),
+        syn::Type::Group(group) => is_string(&group.elem),
+        syn::Type::Paren(paren) => is_string(&paren.elem),
+        _ => false,
     }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::client::{Client, Context};
-use crate::key::push_param;
+use crate::key::{KeyBuf, push_param};
 use crate::pipeline::{Fetchers, Promise};
 use crate::store::{FetchResult, MultiResult, UpdateError};
 
@@ -215,12 +215,12 @@ impl<T: Context + ?Sized> StoreContext for T {
 )]
 pub trait KeyParam {
     /// Appends this parameter, escaped, to `key`.
-    fn push_to(&self, key: &mut String);
+    fn push_to(&self, key: &mut KeyBuf);
 }
 
 impl<T: Display + ?Sized> KeyParam for T {
     #[inline]
-    fn push_to(&self, key: &mut String) {
+    fn push_to(&self, key: &mut KeyBuf) {
         push_param(key, self);
     }
 }

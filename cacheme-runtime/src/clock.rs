@@ -20,6 +20,11 @@ impl Clock {
         Clock(Some(clock.clone()))
     }
 
+    /// Whether this is the system's clock (no test drives it).
+    pub(crate) fn is_system(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// Now, as a monotonic instant (for in-process expiry).
     pub(crate) fn now(&self) -> Instant {
         match &self.0 {

@@ -108,37 +108,131 @@ fn needs_escape(byte: u8) -> bool {
     matches!(byte, b':' | b'%' | b'*' | b'?' | b'[' | b']' | b'\\' | b'{' | b'}') || byte <= b' ' || byte == 0x7f
 }
 
-/// Writes into a `String`, percent-escaping what [`needs_escape`] says.
-struct Escaper<'a>(&'a mut String);
+/// Writes into a key, percent-escaping what [`needs_escape`] says.
+struct Escaper<'a, W>(&'a mut W);
 
-impl Write for Escaper<'_> {
+impl<W: Write> Write for Escaper<'_, W> {
     #[inline]
     fn write_str(&mut self, s: &str) -> fmt::Result {
         if !s.bytes().any(needs_escape) {
-            self.0.push_str(s);
-            return Ok(());
+            return self.0.write_str(s);
         }
         for c in s.chars() {
             if c.is_ascii() && needs_escape(c as u8) {
                 const HEX: &[u8; 16] = b"0123456789ABCDEF";
                 let b = c as u8;
-                self.0.push('%');
-                self.0.push(HEX[usize::from(b >> 4)] as char);
-                self.0.push(HEX[usize::from(b & 0xf)] as char);
+                self.0.write_char('%')?;
+                self.0.write_char(HEX[usize::from(b >> 4)] as char)?;
+                self.0.write_char(HEX[usize::from(b & 0xf)] as char)?;
             } else {
-                self.0.push(c);
+                self.0.write_char(c)?;
             }
         }
         Ok(())
     }
 }
 
-/// Appends `value` (its `Display` form) to `key`, escaped.
+/// Appends `value` (its `Display` form) to `key` (a `String` or a
+/// [`KeyBuf`]), escaped.
 #[inline]
-pub fn push_param<T: Display + ?Sized>(key: &mut String, value: &T) {
-    // Writing into a String cannot fail; a Display impl that errors leaves
-    // what it wrote so far, like `to_string` would panic on instead.
+pub fn push_param<W: Write, T: Display + ?Sized>(key: &mut W, value: &T) {
+    // Writing into a String or a KeyBuf cannot fail; a Display impl that
+    // errors leaves what it wrote so far, like `to_string` would panic on
+    // instead.
     let _ = write!(Escaper(key), "{value}");
+}
+
+/// Appends `text` to `key`, escaped: what [`push_param`] writes for a
+/// string, without going through `fmt`.
+#[inline]
+pub fn push_text<W: Write>(key: &mut W, text: &str) {
+    let _ = Escaper(key).write_str(text);
+}
+
+/// Appends the integer `value` to `key`, as `Display` would write it
+/// (digits need no escaping), without going through `fmt`.
+#[inline]
+pub fn push_integer(key: &mut KeyBuf, value: impl itoa::Integer) {
+    key.push_str(itoa::Buffer::new().format(value));
+}
+
+/// How many bytes of a key [`KeyBuf`] holds without allocating.
+const INLINE: usize = 64;
+
+/// A key being written by a typed call: on the stack while it fits
+/// [`INLINE`] bytes (so a get costs no allocation for its key), moved to
+/// the heap when it grows past them. Writing never fails.
+#[derive(Clone, Debug)]
+pub struct KeyBuf(Repr);
+
+#[derive(Clone, Debug)]
+enum Repr {
+    Inline(arrayvec::ArrayString<INLINE>),
+    Heap(String),
+}
+
+impl KeyBuf {
+    /// An empty key.
+    #[inline]
+    pub fn new() -> Self {
+        KeyBuf(Repr::Inline(arrayvec::ArrayString::new()))
+    }
+
+    /// Appends `text` as it is.
+    #[inline]
+    pub fn push_str(&mut self, text: &str) {
+        match &mut self.0 {
+            Repr::Inline(inline) => {
+                if inline.try_push_str(text).is_err() {
+                    let mut heap = String::with_capacity(2 * (inline.len() + text.len()));
+                    heap.push_str(inline);
+                    heap.push_str(text);
+                    self.0 = Repr::Heap(heap);
+                }
+            }
+            Repr::Heap(heap) => heap.push_str(text),
+        }
+    }
+
+    /// The key written so far.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Inline(inline) => inline,
+            Repr::Heap(heap) => heap,
+        }
+    }
+
+    /// The key, as an owned string.
+    pub fn into_string(self) -> String {
+        match self.0 {
+            Repr::Inline(inline) => inline.as_str().to_owned(),
+            Repr::Heap(heap) => heap,
+        }
+    }
+}
+
+impl Default for KeyBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Write for KeyBuf {
+    #[inline]
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        self.push_str(text);
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for KeyBuf {
+    type Target = str;
+
+    #[inline]
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
 }
 
 #[cfg(test)]
@@ -163,6 +257,62 @@ mod tests {
         out.push_str(":v");
         push_param(&mut out, version);
         out
+    }
+
+    #[test]
+    fn a_key_buf_moves_to_the_heap_past_its_inline_bytes_and_loses_nothing() {
+        let mut buf = KeyBuf::new();
+        let mut expected = String::new();
+        for i in 0..40 {
+            let part = format!("part{i}:");
+            buf.push_str(&part);
+            push_param(&mut buf, "a:b é");
+            expected.push_str(&part);
+            push_param(&mut expected, "a:b é");
+            assert_eq!(buf.as_str(), expected);
+        }
+        assert!(expected.len() > 4 * INLINE);
+        assert!(matches!(buf.0, Repr::Heap(_)));
+        assert_eq!(buf.clone().into_string(), expected);
+        let mut short = KeyBuf::default();
+        short.push_str("book:7");
+        assert!(matches!(short.0, Repr::Inline(_)));
+        assert_eq!(&*short, "book:7");
+        assert_eq!(short.into_string(), "book:7");
+        // A push that crosses the bound mid-way (and one exactly at it).
+        let mut edge = KeyBuf::new();
+        edge.push_str(&"x".repeat(INLINE));
+        assert!(matches!(edge.0, Repr::Inline(_)));
+        edge.push_str("é");
+        assert_eq!(edge.as_str(), format!("{}é", "x".repeat(INLINE)));
+    }
+
+    #[test]
+    fn integers_are_written_as_display_writes_them() {
+        fn both(value: impl itoa::Integer + Display + Copy) {
+            let mut fast = KeyBuf::new();
+            push_integer(&mut fast, value);
+            let mut slow = KeyBuf::new();
+            push_param(&mut slow, &value);
+            assert_eq!(fast.as_str(), slow.as_str());
+        }
+        both(0u8);
+        both(u64::MAX);
+        both(i64::MIN);
+        both(-1i32);
+        both(u128::MAX);
+        both(isize::MIN);
+    }
+
+    #[test]
+    fn text_is_escaped_as_display_escapes_it() {
+        for text in ["", "plain", "a:b", "100%", "x y\n*", "ключ", "🦀{}[]?\\"] {
+            let mut fast = KeyBuf::new();
+            push_text(&mut fast, text);
+            let mut slow = String::new();
+            push_param(&mut slow, text);
+            assert_eq!(fast.as_str(), slow);
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::jitter::TtlJitter;
-use crate::key::{KeyTemplate, push_param};
+use crate::key::{KeyTemplate, push_text};
 
 /// A store's version: part of every key, so bumping it hides old values.
 #[derive(Clone, Copy, Debug)]
@@ -22,11 +22,11 @@ pub enum Version {
 impl Version {
     /// Appends `:v{version}` (escaped) to `key`.
     #[inline]
-    pub fn push_suffix(&self, key: &mut String) {
-        key.push_str(":v");
+    pub fn push_suffix(&self, key: &mut impl std::fmt::Write) {
+        let _ = key.write_str(":v");
         match self {
-            Version::Static(v) => push_param(key, v),
-            Version::Dynamic(f) => push_param(key, &f()),
+            Version::Static(v) => push_text(key, v),
+            Version::Dynamic(f) => push_text(key, &f()),
         }
     }
 
