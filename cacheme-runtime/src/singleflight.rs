@@ -26,8 +26,9 @@
 //! followers to follow the new one.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -73,32 +74,40 @@ impl Flight {
     }
 }
 
-/// How a flight ended, as a follower learns it.
+/// How a flight ended, as a follower learns it: borrowed from the flight
+/// (which the follower holds), so learning it touches no reference count
+/// the other followers share.
 #[derive(Debug)]
-pub(crate) enum Landed {
+pub(crate) enum Landed<'a> {
     /// The leader's encoded value and, if values of the store's type can
     /// be kept, its decoded one (a follower takes a clone of it rather
     /// than decode); `cached`: read from the cache (a hit), else fetched
     /// from the source.
     Value {
-        bytes: Arc<[u8]>,
-        decoded: Option<Kept>,
+        bytes: &'a [u8],
+        decoded: Option<&'a Kept>,
         cached: bool,
     },
     /// The leader's fetch failed with this error (`None`: an error that
     /// cannot be shared; the follower fetches by itself rather than start
     /// another flight that would fail one caller after another).
-    Failed(Option<SharedError>),
+    Failed(Option<&'a SharedError>),
     /// The leader went away without an outcome to share.
     Abandoned,
 }
 
-type Table = HashMap<Arc<str>, Arc<Flight>>;
+type Table = HashMap<Arc<str>, Arc<Flight>, foldhash::fast::RandomState>;
 
-/// The table of keys being loaded right now: per key, its flight.
+/// How many locks the table is split under: concurrent callers of
+/// different keys rarely meet on one.
+const SHARDS: usize = 16;
+
+/// The table of keys being loaded right now: per key, its flight; split
+/// by key hash into shards, each under its own lock.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
-    table: Mutex<Table>,
+    shards: [Mutex<Table>; SHARDS],
+    hasher: foldhash::fast::RandomState,
 }
 
 /// What a caller of [`Flights::join`] is to do.
@@ -112,7 +121,7 @@ pub(crate) enum Role<'a> {
 impl Flights {
     /// Joins the flight for `key`, starting it if there is none.
     pub(crate) fn join(&self, key: &str) -> Role<'_> {
-        let mut table = self.lock();
+        let mut table = self.lock(key);
         if let Some(flight) = table.get(key) {
             return Role::Follower(Follower {
                 flight: Arc::clone(flight),
@@ -127,7 +136,7 @@ impl Flights {
     /// table), and the stuck flight's other followers are released to
     /// follow the new one; later callers follow whatever flight is current.
     pub(crate) fn take_over(&self, key: &str, stuck: &Follower) -> Role<'_> {
-        let mut table = self.lock();
+        let mut table = self.lock(key);
         let role = match table.get(key) {
             Some(flight) if Arc::ptr_eq(flight, &stuck.flight) => self.start(&mut table, key),
             Some(flight) => Role::Follower(Follower {
@@ -159,15 +168,18 @@ impl Flights {
     /// The detached flight's followers still get its outcome (they joined
     /// before).
     pub(crate) fn detach_with(&self, key: &str, also: impl FnOnce()) {
-        let mut table = self.lock();
+        let mut table = self.lock(key);
         table.remove(key);
         also();
     }
 
     /// Detaches every flight (see [`detach_with`](Self::detach_with)).
     pub(crate) fn detach_all_with(&self, also: impl FnOnce()) {
-        let mut table = self.lock();
-        table.clear();
+        // Every shard locked (always in this order) while `also` runs.
+        let mut tables: Vec<_> = self.shards.iter().map(lock).collect();
+        for table in &mut tables {
+            table.clear();
+        }
         also();
     }
 
@@ -176,20 +188,26 @@ impl Flights {
     /// with respect to [`detach_with`](Self::detach_with): an invalidation
     /// either happened before (then `f` does not run) or waits for `f`.
     pub(crate) fn while_current<R>(&self, guard: &LeaderGuard<'_>, f: impl FnOnce() -> R) -> Option<R> {
-        let table = self.lock();
+        let table = self.lock(&guard.key);
         let current = guard.is_current(&table);
         current.then(f)
     }
 
     /// How many keys are being loaded right now.
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.shards.iter().map(|shard| lock(shard).len()).sum()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
-        // The table holds no invariant a panic could break mid-update.
-        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The shard of `key`, locked.
+    fn lock(&self, key: &str) -> MutexGuard<'_, Table> {
+        let hash = self.hasher.hash_one(key);
+        lock(&self.shards[(hash % SHARDS as u64) as usize])
     }
+}
+
+fn lock(shard: &Mutex<Table>) -> MutexGuard<'_, Table> {
+    // A table holds no invariant a panic could break mid-update.
+    shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Held by the leader; reports the outcome, or abandonment when dropped
@@ -256,7 +274,7 @@ impl LeaderGuard<'_> {
 impl Drop for LeaderGuard<'_> {
     fn drop(&mut self) {
         {
-            let mut table = self.flights.lock();
+            let mut table = self.flights.lock(&self.key);
             // Unless a follower took the flight over meanwhile.
             if self.is_current(&table) {
                 table.remove(&*self.key);
@@ -274,7 +292,7 @@ pub(crate) struct Follower {
 impl Follower {
     /// How the flight ended. Cancel safe: a follower whose wait is dropped
     /// can wait again or [`take_over`](Flights::take_over).
-    pub(crate) async fn outcome(&mut self) -> Landed {
+    pub(crate) async fn outcome(&self) -> Landed<'_> {
         self.flight.outcome().await
     }
 
@@ -284,7 +302,7 @@ impl Follower {
     /// time watches with a timer; the others wait for the outcome or for
     /// the watch to be given up (the watcher's future dropped), then one
     /// of them watches on, for `max_wait` from then. Cancel safe.
-    pub(crate) async fn outcome_within(&mut self, max_wait: Duration) -> Option<Landed> {
+    pub(crate) async fn outcome_within(&self, max_wait: Duration) -> Option<Landed<'_>> {
         let flight = &*self.flight;
         loop {
             // Made before looking, so a landing or a watch given up in
@@ -293,7 +311,9 @@ impl Follower {
             if let Some(outcome) = flight.landed() {
                 return Some(outcome);
             }
-            if !flight.watched.swap(true, Ordering::AcqRel) {
+            // Looked at first: most followers find it watched, and a swap
+            // would write the line every follower reads.
+            if !flight.watched.load(Ordering::Acquire) && !flight.watched.swap(true, Ordering::AcqRel) {
                 let _watch = Watch(flight);
                 return tokio::time::timeout(max_wait, flight.outcome()).await.ok();
             }
@@ -303,7 +323,7 @@ impl Follower {
 }
 
 impl Flight {
-    async fn outcome(&self) -> Landed {
+    async fn outcome(&self) -> Landed<'_> {
         loop {
             let event = self.event.notified();
             if let Some(outcome) = self.landed() {
@@ -313,14 +333,14 @@ impl Flight {
         }
     }
 
-    fn landed(&self) -> Option<Landed> {
+    fn landed(&self) -> Option<Landed<'_>> {
         Some(match self.phase.get()? {
             Phase::Done { bytes, decoded, cached } => Landed::Value {
-                bytes: Arc::clone(bytes),
-                decoded: decoded.clone(),
+                bytes,
+                decoded: decoded.as_ref(),
                 cached: *cached,
             },
-            Phase::Failed(error) => Landed::Failed(error.clone()),
+            Phase::Failed(error) => Landed::Failed(error.as_ref()),
             Phase::Abandoned => Landed::Abandoned,
         })
     }
@@ -352,13 +372,47 @@ mod tests {
         let Role::Leader(leader) = flights.join("k") else {
             panic!("first caller leads")
         };
-        let Role::Follower(mut follower) = flights.join("k") else {
+        let Role::Follower(follower) = flights.join("k") else {
             panic!("second caller follows")
         };
         assert_eq!(flights.len(), 1);
         leader.finish(Arc::from(&b"v"[..]));
         assert_eq!(flights.len(), 0);
-        assert!(matches!(follower.outcome().await, Landed::Value { bytes, cached: false, .. } if &*bytes == b"v"));
+        assert!(matches!(follower.outcome().await, Landed::Value { bytes, cached: false, .. } if bytes == b"v"));
+    }
+
+    #[test]
+    fn an_invalidate_all_detaches_the_flights_of_every_shard() {
+        let flights = Flights::default();
+        let keys: Vec<String> = (0..200).map(|i| format!("key:{i}")).collect();
+        let leaders: Vec<_> = keys
+            .iter()
+            .map(|key| match flights.join(key) {
+                Role::Leader(guard) => guard,
+                Role::Follower(_) => panic!("a new key leads"),
+            })
+            .collect();
+        assert_eq!(flights.len(), keys.len());
+        assert!(keys.iter().all(|key| matches!(flights.join(key), Role::Follower(_))));
+        let mut ran = false;
+        flights.detach_all_with(|| ran = true);
+        assert!(ran);
+        assert_eq!(flights.len(), 0);
+        assert!(
+            leaders
+                .iter()
+                .all(|guard| flights.while_current(guard, || ()).is_none()),
+            "no detached flight is current"
+        );
+        let again: Vec<_> = keys.iter().map(|key| flights.join(key)).collect();
+        assert!(
+            again.iter().all(|role| matches!(role, Role::Leader(_))),
+            "callers after it lead anew"
+        );
+        drop(leaders);
+        assert_eq!(flights.len(), keys.len(), "old leaders leave the new flights in place");
+        drop(again);
+        assert_eq!(flights.len(), 0);
     }
 
     #[tokio::test]
@@ -367,7 +421,7 @@ mod tests {
         let Role::Leader(leader) = flights.join("k") else {
             panic!()
         };
-        let Role::Follower(mut follower) = flights.join("k") else {
+        let Role::Follower(follower) = flights.join("k") else {
             panic!()
         };
         drop(leader);
@@ -382,7 +436,7 @@ mod tests {
         let Role::Leader(leader) = flights.join("k") else {
             panic!()
         };
-        let Role::Follower(mut follower) = flights.join("k") else {
+        let Role::Follower(follower) = flights.join("k") else {
             panic!()
         };
         let sharing = crate::sharing::ErrorSharing::<String>::by_clone();
@@ -390,7 +444,7 @@ mod tests {
         let Landed::Failed(Some(error)) = follower.outcome().await else {
             panic!("the follower hears the failure")
         };
-        assert_eq!(sharing.restore(&error).as_deref(), Some("down"));
+        assert_eq!(sharing.restore(error).as_deref(), Some("down"));
         assert_eq!(flights.len(), 0);
     }
 
@@ -398,7 +452,7 @@ mod tests {
     async fn a_detached_flight_is_not_joined_and_keeps_nothing() {
         let flights = Flights::default();
         let Role::Leader(old) = flights.join("k") else { panic!() };
-        let Role::Follower(mut early) = flights.join("k") else {
+        let Role::Follower(early) = flights.join("k") else {
             panic!()
         };
         assert_eq!(flights.while_current(&old, || 1), Some(1));
@@ -415,7 +469,7 @@ mod tests {
         };
         old.finish_read(Arc::from(&b"old"[..]));
         assert!(
-            matches!(early.outcome().await, Landed::Value { bytes, cached: true, .. } if &*bytes == b"old"),
+            matches!(early.outcome().await, Landed::Value { bytes, cached: true, .. } if bytes == b"old"),
             "who joined before still gets the old flight's value"
         );
         assert_eq!(flights.len(), 1, "the old leader leaves the new flight alone");
@@ -430,7 +484,7 @@ mod tests {
             panic!()
         };
         assert!(!leader.followed(), "nobody follows yet");
-        let Role::Follower(mut follower) = flights.join("k") else {
+        let Role::Follower(follower) = flights.join("k") else {
             panic!()
         };
         assert!(leader.followed());
@@ -444,7 +498,7 @@ mod tests {
         else {
             panic!("the follower gets the decoded value")
         };
-        assert_eq!(keeping.take(&kept).as_deref(), Some("v"));
+        assert_eq!(keeping.take(kept).as_deref(), Some("v"));
     }
 
     /// Waits until `follower`'s flight is watched by one of its followers.
@@ -460,7 +514,7 @@ mod tests {
         let Role::Leader(_stuck) = flights.join("k") else {
             panic!()
         };
-        let (Role::Follower(mut first), Role::Follower(mut second)) = (flights.join("k"), flights.join("k")) else {
+        let (Role::Follower(first), Role::Follower(second)) = (flights.join("k"), flights.join("k")) else {
             panic!()
         };
         let max_wait = Duration::from_secs(10);
@@ -489,7 +543,7 @@ mod tests {
         let Role::Leader(_stuck) = flights.join("k") else {
             panic!()
         };
-        let (Role::Follower(first), Role::Follower(mut second)) = (flights.join("k"), flights.join("k")) else {
+        let (Role::Follower(first), Role::Follower(second)) = (flights.join("k"), flights.join("k")) else {
             panic!()
         };
         let Role::Leader(new) = flights.take_over("k", &first) else {
@@ -499,7 +553,7 @@ mod tests {
             matches!(second.outcome().now_or_never(), Some(Landed::Abandoned)),
             "released at once to follow the new flight"
         );
-        let Role::Follower(mut rejoined) = flights.join("k") else {
+        let Role::Follower(rejoined) = flights.join("k") else {
             panic!()
         };
         new.finish(Arc::from(&b"v"[..]));
@@ -518,7 +572,7 @@ mod tests {
         let Role::Leader(new) = flights.take_over("k", &first) else {
             panic!("the first to give up leads a new flight")
         };
-        let Role::Follower(mut later) = flights.take_over("k", &second) else {
+        let Role::Follower(later) = flights.take_over("k", &second) else {
             panic!("the next one follows the new flight")
         };
         drop(stuck);

@@ -540,7 +540,7 @@ async fn follow(
     followers: Vec<(Slot<'_>, Follower)>,
     mode: Mode,
 ) {
-    join_all(followers.into_iter().map(|(slot, mut follower)| async move {
+    join_all(followers.into_iter().map(|(slot, follower)| async move {
         let group = groups[slot.g];
         // Served by another caller's read or fetch, as a single `get`
         // that follows a flight is.
@@ -553,11 +553,11 @@ async fn follow(
         }
         match outcome {
             Landed::Value { bytes, decoded, cached }
-                if group.accept(client, slot.i, &slot.key, &bytes, decoded.as_ref(), cached) =>
+                if group.accept(client, slot.i, &slot.key, bytes, decoded, cached) =>
             {
                 return;
             }
-            Landed::Failed(Some(error)) if group.fail_with(slot.i, &error) => return,
+            Landed::Failed(Some(error)) if group.fail_with(slot.i, error) => return,
             _ => {}
         }
         match mode {

@@ -106,7 +106,7 @@ where
     let mut role = client.flights().join(flight_key);
     let mut reported_miss = false;
     loop {
-        let mut follower = match role {
+        let follower = match role {
             Role::Leader(guard) => {
                 let led = match step {
                     Step::Read(deadline) => match read(client, spec, key, deadline).await {
@@ -122,27 +122,31 @@ where
                             return Ok(value);
                         }
                         Read::Stale(found) if client.is_refreshing(key) => Ok(answer_stale(client, spec, key, found)),
+                        // Past a hit, boxed: the hit path's future stays
+                        // small (see `get`).
                         Read::Stale(found) => {
                             client.log(EventKind::Miss, spec, key, None);
-                            fill(client, spec, key, &mut fetch, deadline, Some(found), policy).await
+                            Box::pin(fill(client, spec, key, &mut fetch, deadline, Some(found), policy)).await
                         }
                         Read::Miss => {
                             client.log(EventKind::Miss, spec, key, None);
-                            fill(client, spec, key, &mut fetch, deadline, None, policy).await
+                            Box::pin(fill(client, spec, key, &mut fetch, deadline, None, policy)).await
                         }
                         Read::Failed => {
                             let last_resort = last_resort(client, spec, key, keeping);
-                            fetch_uncached(client, spec, key, &mut fetch, policy, last_resort).await
+                            Box::pin(fetch_uncached(client, spec, key, &mut fetch, policy, last_resort)).await
                         }
                     },
                     Step::Cached(_) if stale.is_some() && client.is_refreshing(key) => {
                         let found = stale.take().expect("checked");
                         Ok(answer_stale(client, spec, key, found))
                     }
-                    Step::Cached(deadline) => fill(client, spec, key, &mut fetch, deadline, stale.take(), policy).await,
+                    Step::Cached(deadline) => {
+                        Box::pin(fill(client, spec, key, &mut fetch, deadline, stale.take(), policy)).await
+                    }
                     Step::Uncached => {
                         let last_resort = last_resort(client, spec, key, keeping);
-                        fetch_uncached(client, spec, key, &mut fetch, policy, last_resort).await
+                        Box::pin(fetch_uncached(client, spec, key, &mut fetch, policy, last_resort)).await
                     }
                 };
                 return match led {
@@ -177,12 +181,12 @@ where
         }
         match outcome {
             Some(Landed::Value { bytes, decoded, cached }) => {
-                if let Some(value) = landed(client, spec, key, keeping, &bytes, decoded.as_ref(), cached) {
+                if let Some(value) = landed(client, spec, key, keeping, bytes, decoded, cached) {
                     return Ok(value);
                 }
             }
             Some(Landed::Failed(Some(error))) => {
-                if let Some(error) = sharing.restore(&error) {
+                if let Some(error) = sharing.restore(error) {
                     return Err(error);
                 }
             }
@@ -192,9 +196,9 @@ where
                 // another behind new leaders.
                 return match step {
                     Step::Read(_) | Step::Cached(_) => {
-                        fetch_and_store(client, spec, key, &mut fetch, stale.take(), policy).await
+                        Box::pin(fetch_and_store(client, spec, key, &mut fetch, stale.take(), policy)).await
                     }
-                    Step::Uncached => fetch_uncached(client, spec, key, &mut fetch, policy, None).await,
+                    Step::Uncached => Box::pin(fetch_uncached(client, spec, key, &mut fetch, policy, None)).await,
                 }
                 .map(|(value, _)| value);
             }

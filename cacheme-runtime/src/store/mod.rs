@@ -315,8 +315,11 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<V, E>>,
 {
+    // What follows a miss or a failure is boxed: the hit path's future
+    // stays small (it is moved at each await of every get), the rest is
+    // allocated only when taken.
     if !client.cache_admits() {
-        return coalesced(client, spec, key, Step::Uncached, fetch, ways, None).await;
+        return Box::pin(coalesced(client, spec, key, Step::Uncached, fetch, ways, None)).await;
     }
     // Where keys carry no generation the key is the storage key: a value
     // held in process is served before the clock is read for the budget.
@@ -349,9 +352,9 @@ where
                     refresh_ahead(client, spec, &key, ways.policy);
                     Ok(value)
                 }
-                Read::Stale(stale) => load(client, spec, &key, fetch, ways, deadline, Some(stale)).await,
-                Read::Miss => load(client, spec, &key, fetch, ways, deadline, None).await,
-                Read::Failed => coalesced(client, spec, store_key, Step::Uncached, fetch, ways, None).await,
+                Read::Stale(stale) => Box::pin(load(client, spec, &key, fetch, ways, deadline, Some(stale))).await,
+                Read::Miss => Box::pin(load(client, spec, &key, fetch, ways, deadline, None)).await,
+                Read::Failed => Box::pin(coalesced(client, spec, store_key, Step::Uncached, fetch, ways, None)).await,
             };
         }
         Ok(Err(error)) => error,
@@ -364,7 +367,7 @@ where
     // could not be read): serve the source, caching nothing, still one
     // fetch per key in this process.
     client.cache_failed(spec, key, &failure);
-    coalesced(client, spec, key, Step::Uncached, fetch, ways, None).await
+    Box::pin(coalesced(client, spec, key, Step::Uncached, fetch, ways, None)).await
 }
 
 /// A hit on a value held decoded in this process, if there is one: the
