@@ -16,11 +16,28 @@ mod measured {
     use crate::fixtures::{App, BookStore, CATEGORY, KEYS};
     use crate::harness::{Report, Settings, compare, contender, ratio_table};
 
-    /// Installs a Prometheus recorder as the global one (once).
-    fn install_prometheus() {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        // A second scenario finds it installed already.
-        let _ = metrics::set_global_recorder(recorder);
+    /// Installs a Prometheus recorder as the global one (once); its handle.
+    fn install_prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+        static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+        HANDLE.get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).expect("the metrics scenarios install the only recorder");
+            handle
+        })
+    }
+
+    /// Panics unless the metered client's gets reached the recorder: the
+    /// scenario measured recording, not a client that records nothing.
+    fn assert_recorded(prometheus: &metrics_exporter_prometheus::PrometheusHandle) {
+        let text = prometheus.render();
+        for name in ["cacheme_gets", "cacheme_hits", "cacheme_operation_duration"] {
+            assert!(
+                text.lines()
+                    .any(|line| line.starts_with(name) && line.contains("BookStore")),
+                "the recorder holds no {name} of BookStore:\n{text}"
+            );
+        }
     }
 
     /// Gets of every warm key, round robin, off and on.
@@ -47,12 +64,13 @@ mod measured {
     }
 
     pub async fn memory(settings: &Settings) -> Report {
-        install_prometheus();
+        let prometheus = install_prometheus();
         let off = &App::memory().await;
         let on = &App::memory_metered().await;
         let measured = off_and_on(settings, off, on).await;
         off.assert_all_hits();
         on.assert_all_hits();
+        assert_recorded(prometheus);
         Report {
             title: "metrics-memory-get: typed memory hit, metrics off vs on".into(),
             about: format!(
@@ -65,12 +83,13 @@ mod measured {
     }
 
     pub async fn redis(settings: &Settings) -> Report {
-        install_prometheus();
+        let prometheus = install_prometheus();
         let off = &App::redis().await;
         let on = &off.metered_twin().await;
         let measured = off_and_on(settings, off, on).await;
         off.assert_all_hits();
         assert_eq!(on.fetches(), 0, "a measured get missed");
+        assert_recorded(prometheus);
         Report {
             title: "metrics-redis-get: typed Redis hit, metrics off vs on".into(),
             about: format!(
