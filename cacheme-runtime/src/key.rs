@@ -160,7 +160,7 @@ pub fn push_integer(key: &mut KeyBuf, value: impl itoa::Integer) {
 const INLINE: usize = 64;
 
 /// A key being written by a typed call: on the stack while it fits
-/// [`INLINE`] bytes (so a get costs no allocation for its key), moved to
+/// `INLINE` (64) bytes (so a get costs no allocation for its key), moved to
 /// the heap when it grows past them. Writing never fails.
 #[derive(Clone, Debug)]
 pub struct KeyBuf(Repr);
