@@ -274,10 +274,11 @@ impl RedisBackend {
     }
 
     /// `cmd`, a command on one key (its first argument; `key` unprefixed,
-    /// for errors), sent straight to the connection that serves the key
+    /// for errors): what every single-key command sends (GET, SET, DEL,
+    /// EXISTS, the lock's SET NX), straight to the connection that serves the key
     /// ([`Link::direct`]; a replica may answer when `read`), with the
     /// limits, errors and decoding of [`query`](Self::query).
-    async fn direct<T: redis::FromRedisValue>(&self, cmd: Cmd, read: bool, op: Op, key: &str) -> Result<T> {
+    pub(super) async fn direct<T: redis::FromRedisValue>(&self, cmd: Cmd, read: bool, op: Op, key: &str) -> Result<T> {
         let failed = |e: RedisError| Error::backend(self.provider, op, Some(key), e);
         let reply = async { self.connection.link()?.direct(cmd, read).await }
             .await
@@ -356,7 +357,7 @@ impl RedisBackend {
 
     fn set_cmd(&self, key: &str, value: &[u8], ttl: Ttl) -> Cmd {
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.full_key(key)).arg(value);
+        cmd.arg(Prefixed(&self.key_prefix, key)).arg(value);
         if let Some(ttl) = ttl {
             cmd.arg("PX").arg(ttl_millis(ttl));
         }
@@ -521,24 +522,24 @@ impl Backend for RedisBackend {
     fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.check_size(Op::Set, key, value)?;
-            self.query(&self.set_cmd(key, value, ttl), Op::Set, Some(key)).await
+            self.direct(self.set_cmd(key, value, ttl), false, Op::Set, key).await
         })
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            let removed: u64 = self
-                .query(redis::cmd("DEL").arg(self.full_key(key)), Op::Delete, Some(key))
-                .await?;
+            let mut del = redis::cmd("DEL");
+            del.arg(Prefixed(&self.key_prefix, key));
+            let removed: u64 = self.direct(del, false, Op::Delete, key).await?;
             Ok(removed > 0)
         })
     }
 
     fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            let found: u64 = self
-                .query(redis::cmd("EXISTS").arg(self.full_key(key)), Op::Exists, Some(key))
-                .await?;
+            let mut exists = redis::cmd("EXISTS");
+            exists.arg(Prefixed(&self.key_prefix, key));
+            let found: u64 = self.direct(exists, true, Op::Exists, key).await?;
             Ok(found > 0)
         })
     }
@@ -594,7 +595,7 @@ impl Backend for RedisBackend {
             self.check_size(Op::SetIfAbsent, key, value)?;
             let mut cmd = self.set_cmd(key, value, ttl);
             cmd.arg("NX");
-            let reply: Option<String> = self.query(&cmd, Op::SetIfAbsent, Some(key)).await?;
+            let reply: Option<String> = self.direct(cmd, false, Op::SetIfAbsent, key).await?;
             Ok(reply.is_some())
         })
     }

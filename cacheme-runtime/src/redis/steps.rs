@@ -87,7 +87,7 @@ impl RedisBackend {
     pub(super) async fn set_lock(&self, key: &str, lock: &str, token: &str, ttl: Duration) -> Result<bool> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(lock).arg(token).arg("NX").arg("PX").arg(ttl_millis(ttl));
-        let reply: Option<String> = self.query(&cmd, Op::Lock, Some(key)).await?;
+        let reply: Option<String> = self.direct(cmd, false, Op::Lock, key).await?;
         Ok(reply.is_some())
     }
 
@@ -106,7 +106,8 @@ impl RedisBackend {
         // value is there, give the lock back.
         let mut exists = redis::cmd("EXISTS");
         exists.arg(&names.full);
-        let found: i64 = self.query(&exists, Op::Lock, Some(key)).await?;
+        // From the master: a replica may not have the fill yet.
+        let found: i64 = self.direct(exists, false, Op::Lock, key).await?;
         if found == 0 {
             return Ok(true);
         }
