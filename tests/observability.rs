@@ -539,6 +539,42 @@ mod metrics_recorded {
         );
     }
 
+    /// `cacheme.local.entries` follows what the local tier holds: up as
+    /// values enter, down as `invalidate` and `invalidate_all` drop them.
+    #[tokio::test]
+    async fn the_local_entries_gauge_follows_the_tier() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let server = RedisServer::start();
+        let (gates, events) = (Arc::default(), Arc::default());
+        let app = app(Cache::open(&server.url()).await.unwrap(), &gates, &events, |b| {
+            b.local(cacheme::LocalTier::new(100))
+        });
+        // Values enter the tier once its announcements are heard (the
+        // client starts listening at its first get).
+        ObsStore::get(&app, 1).await.unwrap();
+        let started = std::time::Instant::now();
+        while !app.client.local_tiers_serving() {
+            assert!(started.elapsed() < NEVER, "the local tier never started serving");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A snapshot of the debugging recorder zeroes its gauges: each step
+        // below sets the gauge to a value it did not have.
+        let entries = || gauge(&take(&snapshotter), "cacheme.local.entries", &labels("redis", &[]));
+        for id in [1, 6, 7] {
+            ObsStore::get(&app, id).await.unwrap();
+        }
+        assert_eq!(app.client.local_entries(), 3);
+        assert_eq!(entries(), 3.0);
+        ObsStore::invalidate(&app, 6).await.unwrap();
+        assert_eq!(entries(), 2.0);
+        ObsStore::get(&app, 6).await.unwrap();
+        ObsStore::invalidate_all(&app, 1).await.unwrap();
+        assert_eq!(entries(), 0.0, "3 before invalidate_all");
+        assert_eq!(app.client.local_entries(), 0);
+    }
+
     #[tokio::test]
     async fn untyped_commands_are_timed_once_and_without_metrics_not_at_all() {
         let recorder = DebuggingRecorder::new();

@@ -23,7 +23,7 @@ use crate::polling::PollingCoordinator;
 use crate::singleflight::Flights;
 use crate::spec::{LocalTier, STORES, StoreSpec, check_unique};
 use crate::stampede::renewer::Renewer;
-use crate::stampede::{Coordination, Coordinator, DEFAULT_LOCK_TTL};
+use crate::stampede::{Coordination, Coordinator, DEFAULT_LOCK_TTL, Heard};
 
 /// The runtime of typed stores. Cheap to clone; clones share everything.
 ///
@@ -254,8 +254,15 @@ impl ClientBuilder {
     /// (`local(...)` on the store): decoded values held in this process
     /// over a remote backend, served without a round trip (see the
     /// `cache_store` docs for coherence across processes). Stores whose
-    /// value type is not `Clone + Send + Sync + 'static` are left without.
-    /// Ignored on the memory backend, which already serves decoded values.
+    /// value type is not `Clone + Send + Sync + 'static` hold nothing in it
+    /// (each of their hits decodes), though their writes are still
+    /// announced. Ignored on the memory backend, which already serves
+    /// decoded values.
+    ///
+    /// Announcements are sent for the stores that have a tier in the
+    /// writing process: give every process that writes (fills, `update`,
+    /// `invalidate`) the same default, or declare the tier on the store
+    /// with `local(...)`, so that no process writes unannounced.
     ///
     /// ```
     /// use cacheme::{Client, LocalTier};
@@ -460,7 +467,11 @@ impl Client {
         Client::builder().cache(Cache::open(url).await?).build()
     }
 
-    /// The cache underneath (also usable directly, untyped).
+    /// The cache underneath (also usable directly, untyped). Untyped
+    /// writes through it (`put`, `delete`, `clear`) bypass the stores:
+    /// they neither drop values from this process's local tiers nor
+    /// announce to other processes'; change a store's keys through the
+    /// store (`update`, `invalidate`, `invalidate_all`).
     pub fn cache(&self) -> &Cache {
         &self.inner.cache
     }
@@ -470,15 +481,30 @@ impl Client {
         self.inner.codec
     }
 
-    /// How many keys are being fetched under `singleflight` right now.
+    /// How many keys have a flight in this process right now: a fetch
+    /// shared by concurrent callers (every store), or a backend read
+    /// shared under `singleflight` or a local tier.
     /// Zero whenever no get is in progress: waiters that leave (timeout,
     /// cancellation) leave nothing behind.
     pub fn inflight(&self) -> usize {
         self.inner.flights.len()
     }
 
-    /// How many values the stores' local tiers hold now. Zero without
-    /// local tiers, and on the memory backend.
+    /// How many values the stores' local tiers hold now (values past
+    /// their tier's TTL are dropped first). Zero without local tiers, and
+    /// on the memory backend.
+    ///
+    /// ```
+    /// # async fn run() -> cacheme::Result<()> {
+    /// use cacheme::{Client, LocalTier};
+    ///
+    /// // The memory backend needs no tier: it serves decoded values itself.
+    /// let client = Client::builder().local(LocalTier::new(1_000)).build()?;
+    /// assert_eq!(client.local_entries(), 0);
+    /// assert!(!client.local_tiers_serving());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn local_entries(&self) -> u64 {
         self.inner.local.len()
     }
@@ -538,7 +564,12 @@ impl Client {
             if let Some(inner) = weak.upgrade()
                 && let Some(hearing) = inner.hearing.get()
             {
+                let store = match &heard {
+                    Heard::Announcement { store, .. } => Some(*store),
+                    Heard::Listening { .. } | Heard::Lost => None,
+                };
                 local::hear(&inner.local, &inner.flights, hearing, inner.id, heard);
+                report_local_entries(&inner.observer, &inner.local, store);
             }
         });
         let listening = self
@@ -557,12 +588,14 @@ impl Client {
     pub(crate) fn forget(&self, spec: &StoreSpec, key: &str) {
         let local = &self.inner.local;
         self.inner.flights.detach_with(key, || local.remove(spec, key));
+        report_local_entries(&self.inner.observer, local, Some(spec.name));
     }
 
     /// [`forget`](Self::forget) for every key of `spec`.
     pub(crate) fn forget_store(&self, spec: &StoreSpec) {
         let local = &self.inner.local;
         self.inner.flights.detach_all_with(|| local.clear_store(spec));
+        report_local_entries(&self.inner.observer, local, Some(spec.name));
     }
 
     /// Tells the other processes that `keys` of `spec` changed (all of
@@ -814,6 +847,18 @@ impl Context for Client {
 impl<T: Context + ?Sized> Context for Arc<T> {
     fn cacheme(&self) -> &Client {
         (**self).cacheme()
+    }
+}
+
+/// Reports how many values the local tier of the store named `store`
+/// (of every store when `None`) holds now, after values left it (the
+/// `cacheme.local.entries` gauge; values entering report themselves).
+fn report_local_entries(observer: &Observer, local: &LocalTiers, store: Option<&str>) {
+    if !observer.metered() {
+        return;
+    }
+    for (spec, entries) in local.counts(store) {
+        observer.local_entries(spec, entries);
     }
 }
 

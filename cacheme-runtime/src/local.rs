@@ -83,6 +83,8 @@ struct Entry {
 
 /// One store's tier.
 struct Tier {
+    /// The store whose values these are.
+    spec: &'static StoreSpec,
     values: Quick<String, Entry>,
     /// How long a value is served after it was held: the tier's TTL.
     serve_for: Duration,
@@ -96,7 +98,13 @@ struct Tier {
 
 impl Tier {
     /// A tier of at most `capacity` values.
-    fn new(capacity: u64, serve_for: Duration, keep_for: Duration, keeps_stale: bool) -> Self {
+    fn new(
+        spec: &'static StoreSpec,
+        capacity: u64,
+        serve_for: Duration,
+        keep_for: Duration,
+        keeps_stale: bool,
+    ) -> Self {
         let capacity = usize::try_from(capacity.max(1)).unwrap_or(usize::MAX);
         // quick_cache bounds each shard by an equal share of the weight (a
         // value weighs 1) and rounds the share up; give it a capacity the
@@ -122,6 +130,7 @@ impl Tier {
             quick_cache::sync::DefaultLifecycle::default(),
         );
         Tier {
+            spec,
             values,
             serve_for,
             keep_for,
@@ -202,7 +211,7 @@ impl LocalTiers {
             Some(stale_for) => spec.ttl.saturating_add(stale_for).min(crate::MAX_TTL).max(serve_for),
             None => serve_for,
         };
-        let tier = Tier::new(tier.capacity, serve_for, keep_for, keeps_stale);
+        let tier = Tier::new(spec, tier.capacity, serve_for, keep_for, keeps_stale);
         self.stores.insert(spec.name, tier);
     }
 
@@ -267,6 +276,16 @@ impl LocalTiers {
     /// TTL are counted until they are read or evicted).
     pub(crate) fn count(&self, spec: &StoreSpec) -> u64 {
         self.stores.get(spec.name).map_or(0, |tier| tier.values.len() as u64)
+    }
+
+    /// The store named `store` (every store when `None`) with how many
+    /// values its tier holds, as [`count`](Self::count) counts: for the
+    /// `cacheme.local.entries` gauge, after values left.
+    pub(crate) fn counts<'a>(&'a self, store: Option<&'a str>) -> impl Iterator<Item = (&'static StoreSpec, u64)> + 'a {
+        self.stores
+            .iter()
+            .filter(move |(name, _)| store.is_none_or(|store| store == **name))
+            .map(|(_, tier)| (tier.spec, tier.values.len() as u64))
     }
 
     /// Drops what is held for `key` of `spec`.

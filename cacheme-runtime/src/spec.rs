@@ -60,12 +60,32 @@ impl LocalTier {
     /// The default capacity of a local tier: 10,000 values.
     pub const DEFAULT_CAPACITY: u64 = 10_000;
 
-    /// A tier of `capacity` values whose TTL is the store's.
+    /// A tier of `capacity` values whose TTL is the store's. As with the
+    /// builder's other settings, out-of-range values are clamped, not
+    /// refused: a capacity of 0 counts as 1 (the `local(...)` option of
+    /// `#[cache_store]` refuses 0 at compile time).
+    ///
+    /// ```
+    /// use cacheme::LocalTier;
+    ///
+    /// let tier = LocalTier::new(10_000);
+    /// assert_eq!(tier.capacity, 10_000);
+    /// assert_eq!(tier.ttl, None);
+    /// ```
     pub const fn new(capacity: u64) -> Self {
         LocalTier { capacity, ttl: None }
     }
 
-    /// The same tier, serving each value at most `ttl`.
+    /// The same tier, serving each value at most `ttl`: capped at the
+    /// store's TTL, and at least 1 ms (a zero `ttl` counts as 1 ms).
+    ///
+    /// ```
+    /// use cacheme::LocalTier;
+    /// use std::time::Duration;
+    ///
+    /// let tier = LocalTier::new(1_000).with_ttl(Duration::from_secs(30));
+    /// assert_eq!(tier.ttl, Some(Duration::from_secs(30)));
+    /// ```
     pub const fn with_ttl(self, ttl: Duration) -> Self {
         LocalTier {
             capacity: self.capacity,
@@ -94,7 +114,9 @@ pub struct StoreSpec {
     pub ttl_jitter: Option<TtlJitter>,
     /// The version in every key.
     pub version: Version,
-    /// Whether concurrent gets of one key in this process share one fetch.
+    /// Whether concurrent gets of one key in this process share one
+    /// backend read (`singleflight`); concurrent misses share one fetch on
+    /// every store either way.
     pub singleflight: bool,
     /// The store's codec; `None` uses the client's.
     pub codec: Option<Codec>,
@@ -191,7 +213,9 @@ impl StoreSpec {
         self
     }
 
-    /// Whether concurrent gets of one key in this process share one fetch.
+    /// Whether concurrent gets of one key in this process share one
+    /// backend read (`singleflight`); concurrent misses share one fetch on
+    /// every store either way.
     pub const fn singleflight(mut self, on: bool) -> Self {
         self.singleflight = on;
         self

@@ -198,7 +198,6 @@ impl Observer {
 
     /// The hook of a local tier: it holds `entries` values of `spec` now
     /// (the `cacheme.local.entries` gauge).
-    #[allow(dead_code, reason = "for the local tier (issue 14) to call")]
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     pub(crate) fn local_entries(&self, spec: &StoreSpec, entries: u64) {
         #[cfg(feature = "metrics")]
