@@ -101,8 +101,8 @@ async fn near(ctx: &App, id: u32) -> Result<Counted, String> {
     Ok(Counted(ctx.version(id).await))
 }
 
-/// `cmdstat_get` calls from `INFO commandstats`.
-async fn gets(server: &RedisServer) -> u64 {
+/// How many times `command` was called, from `INFO commandstats`.
+async fn calls(server: &RedisServer, command: &str) -> u64 {
     let mut connection = redis::Client::open(server.url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -113,10 +113,16 @@ async fn gets(server: &RedisServer) -> u64 {
         .query_async(&mut connection)
         .await
         .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
     info.lines()
-        .find_map(|line| line.strip_prefix("cmdstat_get:calls="))
+        .find_map(|line| line.strip_prefix(&prefix))
         .and_then(|rest| rest.split(',').next())
         .map_or(0, |n| n.parse().unwrap())
+}
+
+/// `GET` calls: a store's single reads.
+async fn gets(server: &RedisServer) -> u64 {
+    calls(server, "get").await
 }
 
 async fn redis_app(server: &RedisServer) -> App {
@@ -367,22 +373,46 @@ async fn the_local_tier_serves_hits_without_a_round_trip() {
     );
 }
 
+/// `PUBLISH` calls: announcements.
+async fn publishes(server: &RedisServer) -> u64 {
+    calls(server, "publish").await
+}
+
+/// A process with no tier announces its writes only when told to
+/// (`announce_all_writes`): then a reader whose client gives every store a
+/// tier sees them; otherwise it sends nothing.
+#[tokio::test]
+async fn a_writer_without_a_tier_announces_its_writes_when_told_to() {
+    let server = RedisServer::start();
+    let client = |builder: cacheme::ClientBuilder| async {
+        builder
+            .cache(Cache::open(&server.url()).await.unwrap())
+            .build()
+            .unwrap()
+    };
+    let reader = App::new(client(Client::builder().local(LocalTier::new(100))).await);
+    let quiet = App::new(client(Client::builder()).await);
+    let writer = App::new(client(Client::builder().announce_all_writes(true)).await);
+    reader.set_version(1, 1);
+    PlainStore::get(&reader, 1).await.unwrap();
+    until(|| async { reader.cache.local_tiers_serving() }).await;
+    assert_eq!(PlainStore::get(&reader, 1).await, Ok(Counted(1)));
+    assert_eq!(reader.cache.local_entries(), 1, "held by the client's default tier");
+
+    let before = publishes(&server).await;
+    quiet.set_version(1, 2);
+    PlainStore::update(&quiet, 1).await.unwrap();
+    assert_eq!(publishes(&server).await, before, "no tier, not told: nothing announced");
+
+    writer.set_version(1, 3);
+    PlainStore::update(&writer, 1).await.unwrap();
+    assert_eq!(publishes(&server).await, before + 1, "one announcement per write");
+    until(|| async { PlainStore::get(&reader, 1).await == Ok(Counted(3)) }).await;
+}
+
 /// `cmdstat_mget` calls from `INFO commandstats` (a batch's reads).
 async fn mgets(server: &RedisServer) -> u64 {
-    let mut connection = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|line| line.strip_prefix("cmdstat_mget:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
+    calls(server, "mget").await
 }
 
 #[tokio::test]

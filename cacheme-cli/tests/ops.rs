@@ -201,6 +201,65 @@ async fn get_and_invalidate_change_what_the_store_returns() {
     w.assert_password_never_printed();
 }
 
+/// `invalidate` and `invalidate-all` reach the local tiers of running
+/// processes (announced over pub/sub, as a store's own invalidations are):
+/// a process reading through a tier sees the new state, not the value its
+/// tier held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidations_reach_the_local_tiers_of_running_processes() {
+    let w = World::new().await;
+    let reader = Shop {
+        cache: Client::builder()
+            .cache(Cache::open(&w.url).await.unwrap())
+            .local(cacheme::LocalTier::new(100))
+            .build()
+            .unwrap(),
+        fetches: AtomicU32::new(0),
+        edition: Mutex::new(1),
+    };
+    let title = |edition: u32| format!("sci:fi #42, edition {edition}");
+    // The tier serves once the reader hears announcements (from its
+    // first get on); then the value it reads is held.
+    BookStore::get(&reader, "sci:fi".into(), 42).await.unwrap();
+    until(|| async { reader.cache.local_tiers_serving() }).await;
+    BookStore::get(&reader, "sci:fi".into(), 42).await.unwrap();
+    let held = reader.cache.stats().store("BookStore").unwrap().local_hits;
+    assert_eq!(
+        BookStore::get(&reader, "sci:fi".into(), 42).await.unwrap().title,
+        title(1)
+    );
+    assert_eq!(
+        reader.cache.stats().store("BookStore").unwrap().local_hits,
+        held + 1,
+        "served from the tier"
+    );
+
+    for (edition, args) in [
+        (2, &["invalidate", "--store", "BookStore", "sci:fi", "42"][..]),
+        (3, &["invalidate-all", "--store", "BookStore"][..]),
+    ] {
+        *reader.edition.lock().unwrap() = edition;
+        let (code, _, err) = w.run(args);
+        assert_eq!(code, 0, "{err}");
+        until(|| async { BookStore::get(&reader, "sci:fi".into(), 42).await.unwrap().title == title(edition) }).await;
+        // Held again: the next get is served from the tier.
+        until(|| async { reader.cache.local_entries() == 1 }).await;
+    }
+}
+
+/// Polls `condition` until it holds; fails after 30 s.
+async fn until<F, Fut>(mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !condition().await {
+        assert!(start.elapsed() < Duration::from_secs(30), "the condition never held");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A value of a store with `stale_for` is stored with its dates: `get`
 /// shows them, and decodes the value behind them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

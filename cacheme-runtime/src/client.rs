@@ -61,6 +61,9 @@ struct Inner {
     memory: Option<MemoryBackend>,
     /// This client's id in local-tier announcements.
     id: u64,
+    /// Whether writes of stores without a tier here are announced too
+    /// ([`ClientBuilder::announce_all_writes`]).
+    announce_all: bool,
     /// Set once this client listens for local-tier announcements.
     hearing: std::sync::OnceLock<Hearing>,
     /// Set where the backend cannot list keys: stores invalidate by
@@ -137,6 +140,7 @@ pub struct ClientBuilder {
     max_pending_fills: Option<usize>,
     fetch_concurrency: Option<usize>,
     local: Option<LocalTier>,
+    announce_all: bool,
     metrics: Option<bool>,
     hit_sampling: Option<u32>,
     clock: Option<TestClock>,
@@ -261,8 +265,10 @@ impl ClientBuilder {
     ///
     /// Announcements are sent for the stores that have a tier in the
     /// writing process: give every process that writes (fills, `update`,
-    /// `invalidate`) the same default, or declare the tier on the store
-    /// with `local(...)`, so that no process writes unannounced.
+    /// `invalidate`) the same default, declare the tier on the store with
+    /// `local(...)`, or have writers without a tier announce anyway
+    /// ([`announce_all_writes`](Self::announce_all_writes)), so that no
+    /// process writes unannounced.
     ///
     /// ```
     /// use cacheme::{Client, LocalTier};
@@ -275,6 +281,27 @@ impl ClientBuilder {
     /// ```
     pub fn local(mut self, tier: LocalTier) -> Self {
         self.local = Some(tier);
+        self
+    }
+
+    /// Announce this client's writes of every store (fills, `update`,
+    /// `invalidate`, `invalidate_all`) to the other processes' local
+    /// tiers, also of stores that have no tier in this client (default:
+    /// only of stores with a tier here). For a process that writes but
+    /// does not keep a tier (an admin task, a worker that only updates)
+    /// while others read through one set with [`local`](Self::local):
+    /// without announcements, their tiers would see its writes only when
+    /// their TTL ends. Costs one `PUBLISH` (`SPUBLISH` on a cluster) per
+    /// write; nothing on backends without a push channel.
+    ///
+    /// ```
+    /// use cacheme::Client;
+    ///
+    /// let writer = Client::builder().announce_all_writes(true).build()?;
+    /// # Ok::<(), cacheme::Error>(())
+    /// ```
+    pub fn announce_all_writes(mut self, on: bool) -> Self {
+        self.announce_all = on;
         self
     }
 
@@ -430,6 +457,7 @@ impl ClientBuilder {
                 local,
                 memory,
                 id: local::sender_id(),
+                announce_all: self.announce_all,
                 hearing: std::sync::OnceLock::new(),
                 clock,
                 refreshing: std::sync::Mutex::default(),
@@ -599,10 +627,11 @@ impl Client {
     }
 
     /// Tells the other processes that `keys` of `spec` changed (all of
-    /// them when `keys` is empty), if the store has a local tier; a
-    /// failure is logged.
+    /// them when `keys` is empty), if the store has a local tier (or the
+    /// client announces every write); a failure is logged.
     pub(crate) async fn announce(&self, spec: &StoreSpec, keys: &[&str]) {
-        let (Some(coordinator), true) = (self.coordinator(), self.inner.local.has(spec)) else {
+        let announces = self.inner.announce_all || self.inner.local.has(spec);
+        let (Some(coordinator), true) = (self.coordinator(), announces) else {
             return;
         };
         for payload in local::notices::announcements(self.inner.id, keys) {

@@ -55,10 +55,13 @@ impl Connection {
         let shown = parsed.as_ref().map_or_else(|| "the given URL".to_owned(), redact_url);
         // The client's duplicate-store check reads this program's own
         // link-time store registry, which is empty: the CLI declares none.
+        // It keeps no local tier, but the running processes may: its
+        // invalidations are announced to theirs.
         let opened = Cache::open(url).await.and_then(|cache| {
             let client = Client::builder()
                 .cache(cache.clone())
                 .generation_refresh(Duration::ZERO)
+                .announce_all_writes(true)
                 .build()?;
             Ok((cache, client))
         });
