@@ -7,7 +7,7 @@ use std::time::Duration;
 use cacheme_macros_core::template::Part as CorePart;
 use cacheme_runtime::Codec;
 use cacheme_runtime::store::key::{KeyTemplate, Part};
-use cacheme_runtime::store::spec::{StoreSpec, TtlJitter, Version};
+use cacheme_runtime::store::spec::{LocalTier, StoreSpec, TtlJitter, Version};
 
 /// The version of a declaration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +45,9 @@ pub struct Declaration {
     pub version: DeclaredVersion,
     /// Whether `singleflight` is on.
     pub singleflight: bool,
+    /// The local tier (`local` / `local(capacity = N, ttl = "30s")`), when
+    /// given; its `ttl` is `None` when it is the store's.
+    pub local: Option<LocalTier>,
     /// The store's codec; `None` uses the client's.
     pub codec: Option<Codec>,
     /// The batch fetcher's path (`fetch_many = ...`), when given.
@@ -116,6 +119,10 @@ impl Declaration {
             lock_ttl: store.lock_ttl_ms.map(Duration::from_millis),
             version,
             singleflight: store.singleflight,
+            local: store.local.as_ref().map(|local| LocalTier {
+                capacity: local.capacity,
+                ttl: local.ttl_ms.map(Duration::from_millis),
+            }),
             codec,
             fetch_many: store.fetch_many.as_ref().map(path_text),
             batch: store.batch,

@@ -1,6 +1,8 @@
 //! `cargo cacheme list`: every store declared in the sources, as a table
 //! or JSON.
 
+use std::time::Duration;
+
 use cacheme_runtime::store::spec::TtlJitter;
 use serde_json::{Value, json};
 
@@ -59,12 +61,16 @@ pub fn table(stores: &[Declaration]) -> String {
     table.render()
 }
 
-/// `singleflight, codec=json, ttl_jitter=10%, lock_ttl=10s, fetch_many=books`, `no
-/// batching` (`batch = false` or a borrowed parameter), or `-`.
+/// `singleflight, local(capacity=10000, ttl=30s), codec=json, ttl_jitter=10%,
+/// lock_ttl=10s, fetch_many=books`, `no batching` (`batch = false` or a
+/// borrowed parameter), or `-`.
 fn options(store: &Declaration) -> String {
     let mut options = Vec::new();
     if store.singleflight {
         options.push("singleflight".to_owned());
+    }
+    if let Some((capacity, ttl)) = local(store) {
+        options.push(format!("local(capacity={capacity}, ttl={})", output::duration(ttl)));
     }
     if let Some(codec) = store.codec {
         options.push(format!("codec={}", codec.name()));
@@ -116,6 +122,7 @@ pub fn json(stores: &[Declaration]) -> Value {
                     "version": version,
                     "version_fn": version_fn,
                     "singleflight": store.singleflight,
+                    "local": local_json(store),
                     "codec": store.codec.map(|c| c.name()),
                     "ttl_jitter": store.ttl_jitter.map(jitter_text),
                     "lock_ttl_ms": store.lock_ttl.map(duration_ms),
@@ -129,6 +136,20 @@ pub fn json(stores: &[Declaration]) -> Value {
     )
 }
 
-fn duration_ms(d: std::time::Duration) -> u64 {
+/// The local tier's capacity and how long it serves a value (its own
+/// `ttl`, else the store's), when the store has one.
+fn local(store: &Declaration) -> Option<(u64, Duration)> {
+    store.local.map(|tier| (tier.capacity, tier.ttl.unwrap_or(store.ttl)))
+}
+
+/// `{"capacity": 10000, "ttl": "30s", "ttl_ms": 30000}`, or `null`.
+fn local_json(store: &Declaration) -> Value {
+    local(store).map_or(
+        Value::Null,
+        |(capacity, ttl)| json!({ "capacity": capacity, "ttl": output::duration(ttl), "ttl_ms": duration_ms(ttl) }),
+    )
+}
+
+fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

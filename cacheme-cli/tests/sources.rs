@@ -11,13 +11,13 @@ const LIB: &str = "mod catalog;\nmod people;\n";
 
 const CATALOG: &str = r#"use cacheme::cache_store;
 
-#[cache_store(key = "book:<id>", ttl = "5m", version = 2, singleflight, codec = "json")]
+#[cache_store(key = "book:<id>", ttl = "5m", version = 2, singleflight, local, codec = "json")]
 pub async fn book(ctx: &App, id: u64) -> Result<Book, E> {
     loop {}
 }
 
 mod nested {
-    #[cacheme::cache_store(key = "shelf:<room>:<n>", ttl = "1h30m", ttl_jitter = "10%", prefix = "library", lock_ttl = "10s", version = crate::shelf_version, fetch_many = crate::shelves)]
+    #[cacheme::cache_store(key = "shelf:<room>:<n>", ttl = "1h30m", ttl_jitter = "10%", prefix = "library", lock_ttl = "10s", version = crate::shelf_version, fetch_many = crate::shelves, local(capacity = 500, ttl = "30s"))]
     pub async fn shelf(ctx: &App, room: String, n: u32) -> Result<Shelf, E> {
         loop {}
     }
@@ -200,12 +200,13 @@ fn list_shows_every_store_as_a_table() {
         ("src/catalog.rs", CATALOG),
         ("src/people.rs", &clean),
     ]);
+    // `local` alone serves for the store's TTL, with the default capacity.
     project.cacheme().arg("list").assert().success().stdout(
-        "STORE         KEY                       TTL    VERSION                  OPTIONS                                                  LOCATION\n\
-         BookStore     book:<id>                 5m     2                        singleflight, codec=json                                 src/catalog.rs:3\n\
-         ShelfStore    library:shelf:<room>:<n>  1h30m  fn crate::shelf_version  ttl_jitter=10%, lock_ttl=10s, fetch_many=crate::shelves  src/catalog.rs:9\n\
-         EditionStore  edition:<isbn>            1m     1                        -                                                        src/people.rs:4\n\
-         PersonStore   library:person:<id>       1d     1                        no batching                                              src/people.rs:9\n",
+        "STORE         KEY                       TTL    VERSION                  OPTIONS                                                                                LOCATION\n\
+         BookStore     book:<id>                 5m     2                        singleflight, local(capacity=10000, ttl=5m), codec=json                                src/catalog.rs:3\n\
+         ShelfStore    library:shelf:<room>:<n>  1h30m  fn crate::shelf_version  local(capacity=500, ttl=30s), ttl_jitter=10%, lock_ttl=10s, fetch_many=crate::shelves  src/catalog.rs:9\n\
+         EditionStore  edition:<isbn>            1m     1                        -                                                                                      src/people.rs:4\n\
+         PersonStore   library:person:<id>       1d     1                        no batching                                                                            src/people.rs:9\n",
     );
 }
 
@@ -228,7 +229,7 @@ fn list_as_json() {
         serde_json::json!({
             "name": "BookStore", "fetcher": "book", "key": "book:<id>", "variables": ["id"],
             "ttl": "5m", "ttl_ms": 300_000, "version": "2", "version_fn": null,
-            "singleflight": true, "codec": "json", "ttl_jitter": null, "lock_ttl_ms": null, "fetch_many": null, "batch": true,
+            "singleflight": true, "local": { "capacity": 10_000, "ttl": "5m", "ttl_ms": 300_000 }, "codec": "json", "ttl_jitter": null, "lock_ttl_ms": null, "fetch_many": null, "batch": true,
             "file": "src/catalog.rs", "line": 3,
         })
     );
@@ -239,6 +240,11 @@ fn list_as_json() {
     assert_eq!(stores[1]["lock_ttl_ms"], 10_000);
     assert_eq!(stores[1]["ttl_jitter"], "10%");
     assert_eq!(stores[1]["fetch_many"], "crate::shelves");
+    assert_eq!(
+        stores[1]["local"],
+        serde_json::json!({ "capacity": 500, "ttl": "30s", "ttl_ms": 30_000 })
+    );
+    assert_eq!(stores[2]["local"], serde_json::Value::Null);
 }
 
 #[test]

@@ -292,6 +292,22 @@ impl Value {
         }
     }
 
+    /// An integer; a number written as a string gets its fix.
+    fn integer(&self, example: &str) -> syn::Result<LitInt> {
+        let name = &self.name;
+        match self.lit() {
+            Some(Lit::Int(n)) => Ok(n.clone()),
+            Some(Lit::Str(s)) if s.value().parse::<u64>().is_ok() => Err(syn::Error::new(
+                s.span(),
+                format!("`{name}` takes an integer, not a string: `{name} = {}`", s.value()),
+            )),
+            _ => Err(syn::Error::new(
+                self.span(),
+                format!("`{name}` takes an integer: `{name} = {example}`"),
+            )),
+        }
+    }
+
     /// `local` alone, or `local(capacity = N, ttl = "30s")`.
     fn local(&self) -> syn::Result<LocalArg> {
         let mut local = LocalArg {
@@ -309,21 +325,29 @@ impl Value {
             return Ok(local);
         };
         let parser = syn::meta::parser(|inner| {
-            let what = inner.path.get_ident().map(ToString::to_string).unwrap_or_default();
-            match what.as_str() {
-                "capacity" if local.capacity.is_none() => local.capacity = Some(inner.value()?.parse()?),
-                "ttl" if local.ttl.is_none() => local.ttl = Some(inner.value()?.parse()?),
-                "capacity" | "ttl" => return Err(inner.error(format!("`{what}` is given twice"))),
-                _ => {
-                    return Err(
-                        inner.error("unknown `local` option; expected `capacity = 10_000` and/or `ttl = \"30s\"`")
-                    );
-                }
+            let value = Value::inner(&inner)?;
+            match value.name.to_string().as_str() {
+                "capacity" => put(&mut local.capacity, value.integer("10_000")?, &value.name),
+                "ttl" => put(&mut local.ttl, value.duration("\"30s\"")?, &value.name),
+                written => Err(syn::Error::new(
+                    value.name.span(),
+                    format!("unknown `local` option `{written}`; expected `capacity = 10_000` and/or `ttl = \"30s\"`"),
+                )),
             }
-            Ok(())
         });
         parser.parse2(list.clone())?;
         Ok(local)
+    }
+
+    /// One `name = value` (or bare `name`) inside an option's parentheses.
+    fn inner(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<Value> {
+        let name = meta.path.require_ident()?.clone();
+        let expr = if meta.input.peek(syn::Token![=]) {
+            Some(meta.value()?.parse::<Expr>()?)
+        } else {
+            None
+        };
+        Ok(Value { name, expr, list: None })
     }
 
     /// `crate = "..."` is a path in a string, as serde spells it.
@@ -501,5 +525,33 @@ mod tests {
         let (args, errors) = parsed(r#"crate = "::my::cacheme", singleflight, singleflight"#);
         assert!(args.krate.is_some());
         assert_eq!(errors, ["`singleflight` is given twice"]);
+    }
+
+    #[test]
+    fn local_arguments_get_the_messages_top_level_options_get() {
+        let error = |tokens: &str| parsed(tokens).1.join("\n");
+        assert_eq!(
+            error("local(ttl = 30)"),
+            r#"`ttl` takes a duration string with a unit: `ttl = "30s"` (or "ms", "m", "h", "d")"#
+        );
+        assert_eq!(error("local(ttl)"), r#"`ttl` takes a string: `ttl = "30s"`"#);
+        assert_eq!(
+            error(r#"local(capacity = "10")"#),
+            "`capacity` takes an integer, not a string: `capacity = 10`"
+        );
+        assert_eq!(
+            error("local(capacity = big)"),
+            "`capacity` takes an integer: `capacity = 10_000`"
+        );
+        assert_eq!(
+            error("local(capacty = 10)"),
+            r#"unknown `local` option `capacty`; expected `capacity = 10_000` and/or `ttl = "30s"`"#
+        );
+        assert_eq!(error(r#"local(ttl = "1s", ttl = "2s")"#), "`ttl` is given twice");
+        let (args, errors) = parsed(r#"local(capacity = 5, ttl = "30s")"#);
+        assert!(errors.is_empty(), "{errors:?}");
+        let local = args.local.unwrap();
+        assert_eq!(local.capacity.unwrap().base10_digits(), "5");
+        assert_eq!(local.ttl.unwrap().value(), "30s");
     }
 }

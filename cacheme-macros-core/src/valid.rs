@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 
 use proc_macro2::Span;
 use syn::spanned::Spanned;
-use syn::{FnArg, Ident, ItemFn, LitStr, Pat, ReturnType, Type};
+use syn::{FnArg, Ident, ItemFn, LitInt, LitStr, Pat, ReturnType, Type};
 
-use crate::ast::{Args, Fetcher, VersionArg, default_store_name};
+use crate::ast::{Args, Fetcher, LocalArg, VersionArg, default_store_name};
 use crate::duration::parse_millis;
 use crate::template::{self, Part};
 
@@ -343,23 +343,7 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
     });
     let lock_ttl_ms = args.lock_ttl.as_ref().map(|lit| duration(lit, "lock_ttl", errors));
     let freshness = freshness(&args, ttl_ms, &params, errors);
-    let local = args.local.map(|local| {
-        let capacity = match &local.capacity {
-            None => Some(10_000),
-            Some(int) => match int.base10_parse::<u64>() {
-                Ok(n) if n > 0 => Some(n),
-                _ => {
-                    errors.push(syn::Error::new(
-                        int.span(),
-                        "`capacity` is how many values the local tier holds: a positive integer",
-                    ));
-                    None
-                }
-            },
-        };
-        let ttl_ms = local.ttl.as_ref().map(|lit| duration(lit, "ttl", errors));
-        (local.span, capacity, ttl_ms)
-    });
+    let local = args.local.as_ref().map(|arg| local(arg, ttl_ms, errors));
     let version = match args.version {
         None => Some(Version::Static("1".to_owned())),
         Some(VersionArg::Int(int)) => match int.base10_parse::<u64>() {
@@ -423,14 +407,7 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         lock_ttl_ms: lock_ttl_ms.flatten(),
         version: version?,
         singleflight: args.singleflight.is_some_and(|(on, _)| on),
-        local: match local {
-            Some((span, capacity, ttl_ms)) => Some(Local {
-                span,
-                capacity: capacity?,
-                ttl_ms: ttl_ms.flatten(),
-            }),
-            None => None,
-        },
+        local: local.flatten(),
         freshness,
         codec,
         context: context?,
@@ -478,8 +455,8 @@ fn freshness(args: &Args, ttl_ms: Option<u64>, params: &[(Ident, Type)], errors:
     {
         refuse(span, "`soft_timeout` must be shorter than `hard_timeout`");
     }
-    if let (Some((after, span)), Some(ttl)) = (fresh.refresh_after, ttl_ms)
-        && after >= ttl
+    if let Some((after, span)) = fresh.refresh_after
+        && exceeds_ttl(after, ttl_ms, Bound::Shorter)
     {
         refuse(
             span,
@@ -499,6 +476,70 @@ fn freshness(args: &Args, ttl_ms: Option<u64>, params: &[(Ident, Type)], errors:
     fresh
 }
 
+/// The validated `local` option, defaults filled in; `None` when it is
+/// wrong (the errors are pushed).
+fn local(arg: &LocalArg, ttl_ms: Option<u64>, errors: &mut Vec<syn::Error>) -> Option<Local> {
+    let capacity = local_capacity(arg.capacity.as_ref(), errors);
+    let local_ttl = match &arg.ttl {
+        None => Some(None),
+        Some(lit) => local_ttl(lit, ttl_ms, errors).map(Some),
+    };
+    Some(Local {
+        span: arg.span,
+        capacity: capacity?,
+        ttl_ms: local_ttl?,
+    })
+}
+
+/// `local(capacity = N)`: a positive integer, 10,000 when not given.
+fn local_capacity(capacity: Option<&LitInt>, errors: &mut Vec<syn::Error>) -> Option<u64> {
+    let Some(int) = capacity else {
+        return Some(10_000);
+    };
+    match int.base10_parse::<u64>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            errors.push(syn::Error::new(
+                int.span(),
+                "`capacity` is how many values the local tier holds: a positive integer",
+            ));
+            None
+        }
+    }
+}
+
+/// `local(ttl = "30s")`: a duration no longer than the store's `ttl`
+/// (when that is known).
+fn local_ttl(lit: &LitStr, ttl_ms: Option<u64>, errors: &mut Vec<syn::Error>) -> Option<u64> {
+    let ms = duration(lit, "ttl", errors)?;
+    if exceeds_ttl(ms, ttl_ms, Bound::NotLonger) {
+        errors.push(syn::Error::new(
+            lit.span(),
+            "`local(ttl = ...)` must not be longer than the store's `ttl`: the local tier serves a value at most as long as it lives (leave `ttl` out of `local` for the store's)",
+        ));
+        return None;
+    }
+    Some(ms)
+}
+
+/// How a duration option must compare with the store's `ttl`.
+#[derive(Clone, Copy)]
+enum Bound {
+    /// Strictly shorter (`ttl_jitter`, `refresh_after`).
+    Shorter,
+    /// At most as long (`local(ttl = ...)`).
+    NotLonger,
+}
+
+/// Whether `ms` breaks `bound` against the store's `ttl`. `false` when the
+/// `ttl` is not known (missing or invalid, which is reported already).
+fn exceeds_ttl(ms: u64, ttl_ms: Option<u64>, bound: Bound) -> bool {
+    ttl_ms.is_some_and(|ttl| match bound {
+        Bound::Shorter => ms >= ttl,
+        Bound::NotLonger => ms > ttl,
+    })
+}
+
 /// A `ttl_jitter`: a whole percentage from 1% to 99%, or a duration
 /// shorter than the TTL (`ttl_ms`, when it is known).
 fn jitter(text: &str, ttl_ms: Option<u64>) -> Result<Jitter, String> {
@@ -512,13 +553,15 @@ fn jitter(text: &str, ttl_ms: Option<u64>) -> Result<Jitter, String> {
     }
     let ms = parse_millis(text)
         .map_err(|reason| format!("invalid `ttl_jitter`: {reason}, or a share of the TTL such as \"10%\""))?;
-    match ttl_ms {
-        _ if ms == 0 => Err("`ttl_jitter` must be positive; leave it out for none".to_owned()),
-        Some(ttl) if ms >= ttl => Err(format!(
-            "`ttl_jitter` ({text}) must be shorter than the `ttl`: each value's TTL is drawn between ttl - jitter and ttl, never zero"
-        )),
-        _ => Ok(Jitter::Millis(ms)),
+    if ms == 0 {
+        return Err("`ttl_jitter` must be positive; leave it out for none".to_owned());
     }
+    if exceeds_ttl(ms, ttl_ms, Bound::Shorter) {
+        return Err(format!(
+            "`ttl_jitter` ({text}) must be shorter than the `ttl`: each value's TTL is drawn between ttl - jitter and ttl, never zero"
+        ));
+    }
+    Ok(Jitter::Millis(ms))
 }
 
 /// A store prefix is plain text: no variables, no whitespace, not empty.
@@ -558,5 +601,52 @@ fn returns_result(ty: &Type) -> bool {
         Type::Group(group) => returns_result(&group.elem),
         Type::Paren(paren) => returns_result(&paren.elem),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The store `attr` declares on a plain fetcher, or its errors.
+    fn store(attr: &str) -> Result<crate::Store, Vec<String>> {
+        let item = "async fn book(ctx: &App, id: u64) -> Result<String, E> { todo!() }";
+        crate::store(attr.parse().unwrap(), item.parse().unwrap())
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn a_local_ttl_is_at_most_the_store_ttl() {
+        let local = |attr: &str| store(attr).map(|s| s.local.map(|l| (l.capacity, l.ttl_ms)));
+        assert_eq!(
+            local(r#"key = "book:<id>", ttl = "5m", local"#),
+            Ok(Some((10_000, None)))
+        );
+        assert_eq!(
+            local(r#"key = "book:<id>", ttl = "5m", local(capacity = 7, ttl = "5m")"#),
+            Ok(Some((7, Some(300_000))))
+        );
+        let errors = local(r#"key = "book:<id>", ttl = "5m", local(ttl = "10m")"#).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("`local(ttl = ...)` must not be longer than the store's `ttl`"));
+        // An unknown store TTL is reported once, and not compared with.
+        for ttl in [r#"ttl = "5 minutes","#, "ttl = 300,", ""] {
+            let errors = local(&format!(r#"key = "book:<id>", {ttl} local(ttl = "10m")"#)).unwrap_err();
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(!errors[0].contains("local"), "{errors:?}");
+        }
+    }
+
+    #[test]
+    fn options_shorter_than_the_ttl_are_refused_at_the_ttl() {
+        let errors = |attr: &str| store(attr).err().unwrap_or_default();
+        assert_eq!(
+            errors(r#"key = "book:<id>", ttl = "5m", refresh_after = "4m""#).len(),
+            0
+        );
+        assert_eq!(
+            errors(r#"key = "book:<id>", ttl = "5m", refresh_after = "5m""#).len(),
+            1
+        );
+        assert_eq!(errors(r#"key = "book:<id>", ttl = "5m", ttl_jitter = "4m""#).len(), 0);
+        assert_eq!(errors(r#"key = "book:<id>", ttl = "5m", ttl_jitter = "5m""#).len(), 1);
     }
 }
