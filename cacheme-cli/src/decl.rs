@@ -122,6 +122,7 @@ impl Declaration {
             local: store.local.as_ref().map(|local| LocalTier {
                 capacity: local.capacity,
                 ttl: local.ttl_ms.map(Duration::from_millis),
+                max_bytes: None,
             }),
             codec,
             fetch_many: store.fetch_many.as_ref().map(path_text),

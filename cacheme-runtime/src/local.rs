@@ -73,19 +73,37 @@ impl Held {
     }
 }
 
-/// What a tier holds for a key: the value, and when it was held (the
-/// tier's TTL runs from then).
+/// What a tier holds for a key: the value, when it was held (the tier's
+/// TTL runs from then), and its encoded size plus its key's length (its
+/// weight in a tier bounded by bytes).
 #[derive(Clone)]
 struct Entry {
     held: Held,
     held_at: Instant,
+    bytes: u64,
+}
+
+/// What a value weighs in its tier: 1 in a tier bounded by entries alone;
+/// in one bounded by bytes too, its bytes, and at least the bytes bound's
+/// share per entry (`max_bytes / capacity`), so that neither bound is
+/// passed.
+#[derive(Clone, Copy)]
+struct Weight {
+    /// `None`: every value weighs 1.
+    floor: Option<u64>,
+}
+
+impl quick_cache::Weighter<String, Entry> for Weight {
+    fn weight(&self, _: &String, entry: &Entry) -> u64 {
+        self.floor.map_or(1, |floor| entry.bytes.max(floor))
+    }
 }
 
 /// One store's tier.
 struct Tier {
     /// The store whose values these are.
     spec: &'static StoreSpec,
-    values: Quick<String, Entry>,
+    values: Quick<String, Entry, Weight>,
     /// How long a value is served after it was held: the tier's TTL.
     serve_for: Duration,
     /// How long it is kept: `serve_for`, or for a store with `stale_for`
@@ -97,35 +115,46 @@ struct Tier {
 }
 
 impl Tier {
-    /// A tier of at most `capacity` values.
+    /// A tier of at most `bounds.capacity` values (and `bounds.max_bytes`
+    /// bytes, if set).
     fn new(
         spec: &'static StoreSpec,
-        capacity: u64,
+        bounds: LocalTier,
         serve_for: Duration,
         keep_for: Duration,
         keeps_stale: bool,
     ) -> Self {
-        let capacity = usize::try_from(capacity.max(1)).unwrap_or(usize::MAX);
-        // quick_cache bounds each shard by an equal share of the weight (a
-        // value weighs 1) and rounds the share up; give it a capacity the
-        // shard count divides, so the whole tier never holds more than
-        // `capacity`. Its own rule for the shard count: about 4 per core,
-        // each shard at least 32 values.
+        let capacity = usize::try_from(bounds.capacity.max(1)).unwrap_or(usize::MAX);
+        // quick_cache bounds each shard by an equal share of the weight
+        // and rounds the share up; give it a capacity the shard count
+        // divides, so the whole tier never holds more than its bounds. Its
+        // own rule for the shard count: about 4 per core, each shard at
+        // least 32 values.
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let mut shards = cores.saturating_mul(4).next_power_of_two();
         while shards > 1 && capacity / shards < 32 {
             shards /= 2;
         }
         let bound = (capacity / shards * shards).max(1);
+        let (weight, weight_capacity) = match bounds.max_bytes {
+            None => (Weight { floor: None }, bound as u64),
+            Some(max_bytes) => {
+                let max_bytes = max_bytes.max(1) / shards as u64 * shards as u64;
+                // Each value weighs at least this: `bound` of them fill
+                // the tier, however small they are.
+                let floor = (max_bytes / bound as u64).max(1);
+                (Weight { floor: Some(floor) }, (floor * bound as u64).min(max_bytes).max(1))
+            }
+        };
         let options = quick_cache::OptionsBuilder::new()
             .shards(shards)
             .estimated_items_capacity(bound)
-            .weight_capacity(bound as u64)
+            .weight_capacity(weight_capacity)
             .build()
             .expect("every option is set");
         let values = Quick::with_options(
             options,
-            quick_cache::UnitWeighter,
+            weight,
             quick_cache::DefaultHashBuilder::default(),
             quick_cache::sync::DefaultLifecycle::default(),
         );
@@ -211,7 +240,7 @@ impl LocalTiers {
             Some(stale_for) => spec.ttl.saturating_add(stale_for).min(crate::MAX_TTL).max(serve_for),
             None => serve_for,
         };
-        let tier = Tier::new(spec, tier.capacity, serve_for, keep_for, keeps_stale);
+        let tier = Tier::new(spec, tier, serve_for, keep_for, keeps_stale);
         self.stores.insert(spec.name, tier);
     }
 
@@ -259,14 +288,15 @@ impl LocalTiers {
         tier.kept(key, self.clock.now()).map(|entry| entry.held)
     }
 
-    /// Holds `value` for `key` (call it under
+    /// Holds `value` for `key`, `size` bytes encoded (call it under
     /// [`Flights::while_current`](crate::singleflight::Flights::while_current)).
-    pub(crate) fn insert(&self, spec: &StoreSpec, key: &str, mut value: Held) {
+    pub(crate) fn insert(&self, spec: &StoreSpec, key: &str, mut value: Held, size: usize) {
         if let Some(tier) = self.usable(spec) {
             value.epoch = self.epoch.load(Ordering::Acquire);
             let entry = Entry {
                 held: value,
                 held_at: self.clock.now(),
+                bytes: (size as u64).saturating_add(key.len() as u64),
             };
             tier.values.insert(key.to_owned(), entry);
         }

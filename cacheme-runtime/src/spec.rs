@@ -54,6 +54,10 @@ pub struct LocalTier {
     /// How long a value is served from the local tier after it was read or
     /// fetched; `None`: the store's TTL. Capped at the store's TTL.
     pub ttl: Option<Duration>,
+    /// The most bytes the tier holds, counted as each value's encoded
+    /// size plus its key (see [`with_max_bytes`](Self::with_max_bytes));
+    /// `None`: bounded by `capacity` alone.
+    pub max_bytes: Option<u64>,
 }
 
 impl LocalTier {
@@ -73,7 +77,11 @@ impl LocalTier {
     /// assert_eq!(tier.ttl, None);
     /// ```
     pub const fn new(capacity: u64) -> Self {
-        LocalTier { capacity, ttl: None }
+        LocalTier {
+            capacity,
+            ttl: None,
+            max_bytes: None,
+        }
     }
 
     /// The same tier, serving each value at most `ttl`: capped at the
@@ -87,9 +95,32 @@ impl LocalTier {
     /// assert_eq!(tier.ttl, Some(Duration::from_secs(30)));
     /// ```
     pub const fn with_ttl(self, ttl: Duration) -> Self {
+        LocalTier { ttl: Some(ttl), ..self }
+    }
+
+    /// The same tier, also bounded by weight: it holds at most `bytes`,
+    /// each value counted as its encoded size (what the backend stores)
+    /// plus its key's length, and at least `bytes / capacity`, so both
+    /// bounds hold at once (`capacity` values, `bytes` bytes). The decoded
+    /// value's own footprint in memory differs from its encoded size by a
+    /// factor that depends on the type: choose `bytes` with headroom. When
+    /// full, a new value evicts values read least until it fits; a value
+    /// heavier than the tier's share per shard is not held (it is still
+    /// served, from the backend). Zero counts as one byte.
+    ///
+    /// ```
+    /// use cacheme::{Client, LocalTier};
+    ///
+    /// // At most 10,000 values and about 64 MiB of them.
+    /// let tier = LocalTier::new(10_000).with_max_bytes(64 << 20);
+    /// assert_eq!(tier.max_bytes, Some(64 << 20));
+    /// let client = Client::builder().local(tier).build()?;
+    /// # Ok::<(), cacheme::Error>(())
+    /// ```
+    pub const fn with_max_bytes(self, bytes: u64) -> Self {
         LocalTier {
-            capacity: self.capacity,
-            ttl: Some(ttl),
+            max_bytes: Some(bytes),
+            ..self
         }
     }
 }

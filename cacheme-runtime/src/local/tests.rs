@@ -45,7 +45,7 @@ fn value(held: Option<Held>) -> Option<u32> {
 fn a_value_is_served_within_the_tier_ttl_and_never_after() {
     let clock = TestClock::new();
     let tiers = tiers(&clock);
-    tiers.insert(&SHORT, "k", held(1));
+    tiers.insert(&SHORT, "k", held(1), 8);
     assert_eq!(value(tiers.get(&SHORT, "k")), Some(1));
     clock.advance(Duration::from_millis(9_999));
     assert_eq!(value(tiers.get(&SHORT, "k")), Some(1));
@@ -55,7 +55,7 @@ fn a_value_is_served_within_the_tier_ttl_and_never_after() {
     assert_eq!(tiers.count(&SHORT), 0);
     assert_eq!(value(tiers.get_stale(&SHORT, "k")), None);
     // Held again, its TTL runs from then.
-    tiers.insert(&SHORT, "k", held(2));
+    tiers.insert(&SHORT, "k", held(2), 8);
     clock.advance(Duration::from_secs(5));
     assert_eq!(value(tiers.get(&SHORT, "k")), Some(2));
 }
@@ -64,7 +64,7 @@ fn a_value_is_served_within_the_tier_ttl_and_never_after() {
 fn the_tier_ttl_never_exceeds_the_stores() {
     let clock = TestClock::new();
     let tiers = tiers(&clock);
-    tiers.insert(&LONG, "k", held(1));
+    tiers.insert(&LONG, "k", held(1), 8);
     clock.advance(Duration::from_millis(59_999));
     assert_eq!(value(tiers.get(&LONG, "k")), Some(1));
     clock.advance(Duration::from_millis(1));
@@ -76,7 +76,7 @@ fn values_past_their_ttl_are_not_counted() {
     let clock = TestClock::new();
     let tiers = tiers(&clock);
     for n in 0..5 {
-        tiers.insert(&SHORT, &format!("k{n}"), held(n));
+        tiers.insert(&SHORT, &format!("k{n}"), held(n), 8);
     }
     assert_eq!(tiers.len(), 5);
     clock.advance(Duration::from_secs(10));
@@ -87,7 +87,7 @@ fn values_past_their_ttl_are_not_counted() {
 fn a_store_with_stale_for_keeps_its_values_for_the_fail_safe_only() {
     let clock = TestClock::new();
     let tiers = tiers(&clock);
-    tiers.insert(&STALE, "k", held(1));
+    tiers.insert(&STALE, "k", held(1), 8);
     clock.advance(Duration::from_secs(30));
     assert_eq!(value(tiers.get(&STALE, "k")), None, "served only within the tier's TTL");
     assert_eq!(value(tiers.get_stale(&STALE, "k")), Some(1), "kept for the last resort");
@@ -107,7 +107,7 @@ fn the_capacity_bounds_what_a_tier_holds() {
         let clock = TestClock::new();
         let tiers = LocalTiers::new(&[&SPEC], Some(LocalTier::new(capacity)), true).timed_by(Clock::driven(&clock));
         for n in 0..capacity * 5 {
-            tiers.insert(&SPEC, &format!("key:{n}"), held(0));
+            tiers.insert(&SPEC, &format!("key:{n}"), held(0), 8);
             // Some values are read, as hot keys are.
             let _ = tiers.get(&SPEC, "key:0");
         }
@@ -119,11 +119,53 @@ fn the_capacity_bounds_what_a_tier_holds() {
 }
 
 #[test]
+fn a_byte_bound_holds_both_bounds() {
+    static SPEC: StoreSpec = StoreSpec::new("Weighed", TEMPLATE, Duration::from_secs(60));
+    const CAPACITY: u64 = 1_000;
+    const MAX_BYTES: u64 = 64_000;
+    // (value size, how many the bytes allow, how many the capacity allows)
+    for size in [0, 10, 100, 1_000] {
+        let clock = TestClock::new();
+        let bounds = LocalTier::new(CAPACITY).with_max_bytes(MAX_BYTES);
+        let tiers = LocalTiers::new(&[&SPEC], Some(bounds), true).timed_by(Clock::driven(&clock));
+        let mut bytes_of_held = 0;
+        for n in 0..CAPACITY * 5 {
+            let key = format!("key:{n:05}");
+            tiers.insert(&SPEC, &key, held(0), size);
+            bytes_of_held = (size + key.len()) as u64;
+        }
+        let held = tiers.len();
+        assert!(held <= CAPACITY, "values of {size} bytes: holds {held}");
+        assert!(
+            held * bytes_of_held <= MAX_BYTES,
+            "values of {size} bytes: holds {held}, {} bytes",
+            held * bytes_of_held
+        );
+        // Full, not starved: within quick_cache's per-shard rounding of
+        // whichever bound binds.
+        let allowed = CAPACITY.min(MAX_BYTES / bytes_of_held);
+        assert!(held >= allowed / 2, "values of {size} bytes: holds only {held} of {allowed}");
+    }
+}
+
+#[test]
+fn a_value_heavier_than_a_shard_is_not_held() {
+    static SPEC: StoreSpec = StoreSpec::new("Heavy", TEMPLATE, Duration::from_secs(60));
+    let clock = TestClock::new();
+    let bounds = LocalTier::new(100).with_max_bytes(1_000);
+    let tiers = LocalTiers::new(&[&SPEC], Some(bounds), true).timed_by(Clock::driven(&clock));
+    tiers.insert(&SPEC, "light", held(1), 5);
+    tiers.insert(&SPEC, "heavy", held(2), 5_000);
+    assert_eq!(value(tiers.get(&SPEC, "light")), Some(1));
+    assert_eq!(value(tiers.get(&SPEC, "heavy")), None);
+}
+
+#[test]
 fn a_store_without_a_tier_holds_nothing() {
     let clock = TestClock::new();
     let tiers = tiers(&clock);
     assert!(!tiers.has(&BARE));
-    tiers.insert(&BARE, "k", held(1));
+    tiers.insert(&BARE, "k", held(1), 8);
     assert_eq!(value(tiers.get(&BARE, "k")), None);
     assert_eq!(tiers.count(&BARE), 0);
 }
@@ -133,8 +175,8 @@ fn removing_drops_keys_and_stores() {
     let clock = TestClock::new();
     let tiers = tiers(&clock);
     for key in ["a", "b", "c"] {
-        tiers.insert(&SHORT, key, held(1));
-        tiers.insert(&LONG, key, held(1));
+        tiers.insert(&SHORT, key, held(1), 8);
+        tiers.insert(&LONG, key, held(1), 8);
     }
     tiers.remove(&SHORT, "a");
     assert_eq!(value(tiers.get(&SHORT, "a")), None);
@@ -152,12 +194,12 @@ fn removing_drops_keys_and_stores() {
 fn unvouched_tiers_serve_nothing_and_keep_only_the_fail_safes_values() {
     let clock = TestClock::new();
     let tiers = tiers(&clock);
-    tiers.insert(&SHORT, "k", held(1));
-    tiers.insert(&STALE, "k", held(2));
+    tiers.insert(&SHORT, "k", held(1), 8);
+    tiers.insert(&STALE, "k", held(2), 8);
     tiers.vouch(false);
     assert_eq!(value(tiers.get(&SHORT, "k")), None);
     assert_eq!(value(tiers.get(&STALE, "k")), None);
-    tiers.insert(&SHORT, "k", held(3));
+    tiers.insert(&SHORT, "k", held(3), 8);
     assert_eq!(tiers.count(&SHORT), 0, "nothing enters an unvouched tier");
     assert_eq!(value(tiers.get_stale(&STALE, "k")), Some(2));
     tiers.vouch(true);
@@ -167,7 +209,7 @@ fn unvouched_tiers_serve_nothing_and_keep_only_the_fail_safes_values() {
         None,
         "held before the tiers were last vouched for: never served as fresh"
     );
-    tiers.insert(&STALE, "k", held(4));
+    tiers.insert(&STALE, "k", held(4), 8);
     assert_eq!(value(tiers.get(&STALE, "k")), Some(4));
 }
 
