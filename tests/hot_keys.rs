@@ -101,6 +101,11 @@ async fn near(ctx: &App, id: u32) -> Result<Counted, String> {
     Ok(Counted(ctx.version(id).await))
 }
 
+#[cache_store(key = "volatile:<id>", ttl = "1m", local = false)]
+async fn volatile(ctx: &App, id: u32) -> Result<Counted, String> {
+    Ok(Counted(ctx.version(id).await))
+}
+
 /// How many times `command` was called, from `INFO commandstats`.
 async fn calls(server: &RedisServer, command: &str) -> u64 {
     let mut connection = redis::Client::open(server.url())
@@ -371,6 +376,51 @@ async fn the_local_tier_serves_hits_without_a_round_trip() {
         Ok(Counted(6)),
         "update drops the local value"
     );
+}
+
+/// A client's default tier holds every store's values but those of a
+/// store declared with `local = false`: each get of that store reads
+/// Redis, while the store without `local` is served in process.
+#[tokio::test]
+async fn a_store_with_local_false_is_left_out_of_the_default_tier() {
+    let server = RedisServer::start();
+    let cache = Cache::open(&server.url()).await.unwrap();
+    let app = App::new(
+        Client::builder()
+            .cache(cache)
+            .local(LocalTier::new(100))
+            .build()
+            .unwrap(),
+    );
+    app.set_version(1, 5);
+    PlainStore::get(&app, 1).await.unwrap();
+    VolatileStore::get(&app, 1).await.unwrap();
+    until(|| async { app.cache.local_tiers_serving() }).await;
+    assert_eq!(PlainStore::get(&app, 1).await, Ok(Counted(5)));
+    assert_eq!(
+        app.cache.local_entries(),
+        1,
+        "the default tier holds PlainStore's value"
+    );
+
+    let before = gets(&server).await;
+    for _ in 0..10 {
+        assert_eq!(PlainStore::get(&app, 1).await, Ok(Counted(5)));
+        assert_eq!(VolatileStore::get(&app, 1).await, Ok(Counted(5)));
+    }
+    assert_eq!(
+        gets(&server).await - before,
+        10,
+        "one GET per VolatileStore get, none for PlainStore"
+    );
+    assert_eq!(app.cache.local_entries(), 1, "nothing of VolatileStore is held");
+    let stats = app.cache.stats();
+    let (plain, volatile) = (
+        stats.store("PlainStore").unwrap(),
+        stats.store("VolatileStore").unwrap(),
+    );
+    assert!(plain.local_hits >= 10, "{plain:?}");
+    assert_eq!((volatile.local_hits, volatile.hits), (0, 10), "{volatile:?}");
 }
 
 /// `PUBLISH` calls: announcements.

@@ -48,6 +48,8 @@ pub struct Declaration {
     /// The local tier (`local` / `local(capacity = N, ttl = "30s")`), when
     /// given; its `ttl` is `None` when it is the store's.
     pub local: Option<LocalTier>,
+    /// `local = false`: no local tier, not even the client's default.
+    pub local_off: bool,
     /// The store's codec; `None` uses the client's.
     pub codec: Option<Codec>,
     /// The batch fetcher's path (`fetch_many = ...`), when given.
@@ -124,6 +126,7 @@ impl Declaration {
                 ttl: local.ttl_ms.map(Duration::from_millis),
                 max_bytes: None,
             }),
+            local_off: store.local_off,
             codec,
             fetch_many: store.fetch_many.as_ref().map(path_text),
             batch: store.batch,

@@ -61,9 +61,9 @@ pub fn table(stores: &[Declaration]) -> String {
     table.render()
 }
 
-/// `singleflight, local(capacity=10000, ttl=30s), codec=json, ttl_jitter=10%,
-/// lock_ttl=10s, fetch_many=books`, `no batching` (`batch = false` or a
-/// borrowed parameter), or `-`.
+/// `singleflight, local(capacity=10000, ttl=30s)` (or `local=false`),
+/// `codec=json, ttl_jitter=10%, lock_ttl=10s, fetch_many=books`,
+/// `no batching` (`batch = false` or a borrowed parameter), or `-`.
 fn options(store: &Declaration) -> String {
     let mut options = Vec::new();
     if store.singleflight {
@@ -71,6 +71,9 @@ fn options(store: &Declaration) -> String {
     }
     if let Some((capacity, ttl)) = local(store) {
         options.push(format!("local(capacity={capacity}, ttl={})", output::duration(ttl)));
+    }
+    if store.local_off {
+        options.push("local=false".to_owned());
     }
     if let Some(codec) = store.codec {
         options.push(format!("codec={}", codec.name()));
@@ -142,8 +145,13 @@ fn local(store: &Declaration) -> Option<(u64, Duration)> {
     store.local.map(|tier| (tier.capacity, tier.ttl.unwrap_or(store.ttl)))
 }
 
-/// `{"capacity": 10000, "ttl": "30s", "ttl_ms": 30000}`, or `null`.
+/// `{"capacity": 10000, "ttl": "30s", "ttl_ms": 30000}`; `false` for
+/// `local = false` (never a tier); `null` when the client's default
+/// applies.
 fn local_json(store: &Declaration) -> Value {
+    if store.local_off {
+        return Value::Bool(false);
+    }
     local(store).map_or(
         Value::Null,
         |(capacity, ttl)| json!({ "capacity": capacity, "ttl": output::duration(ttl), "ttl_ms": duration_ms(ttl) }),

@@ -33,7 +33,7 @@ pub async fn edition(ctx: &App, isbn: String) -> Result<Edition, E> {
     loop {}
 }
 
-#[cache_store(key = "person:<id>", ttl = "1d", prefix = "library", batch = false)]
+#[cache_store(key = "person:<id>", ttl = "1d", prefix = "library", batch = false, local = false)]
 pub async fn person(ctx: &App, id: u64) -> Result<Person, E> {
     loop {}
 }
@@ -200,13 +200,14 @@ fn list_shows_every_store_as_a_table() {
         ("src/catalog.rs", CATALOG),
         ("src/people.rs", &clean),
     ]);
-    // `local` alone serves for the store's TTL, with the default capacity.
+    // `local` alone serves for the store's TTL, with the default capacity;
+    // `local = false` says the store never has a tier.
     project.cacheme().arg("list").assert().success().stdout(
         "STORE         KEY                       TTL    VERSION                  OPTIONS                                                                                LOCATION\n\
          BookStore     book:<id>                 5m     2                        singleflight, local(capacity=10000, ttl=5m), codec=json                                src/catalog.rs:3\n\
          ShelfStore    library:shelf:<room>:<n>  1h30m  fn crate::shelf_version  local(capacity=500, ttl=30s), ttl_jitter=10%, lock_ttl=10s, fetch_many=crate::shelves  src/catalog.rs:9\n\
          EditionStore  edition:<isbn>            1m     1                        -                                                                                      src/people.rs:4\n\
-         PersonStore   library:person:<id>       1d     1                        no batching                                                                            src/people.rs:9\n",
+         PersonStore   library:person:<id>       1d     1                        local=false, no batching                                                               src/people.rs:9\n",
     );
 }
 
@@ -244,7 +245,9 @@ fn list_as_json() {
         stores[1]["local"],
         serde_json::json!({ "capacity": 500, "ttl": "30s", "ttl_ms": 30_000 })
     );
+    // No `local`: the client's default applies; `local = false`: never a tier.
     assert_eq!(stores[2]["local"], serde_json::Value::Null);
+    assert_eq!(stores[3]["local"], false);
 }
 
 #[test]

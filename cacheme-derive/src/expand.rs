@@ -102,6 +102,7 @@ fn expand(s: &Store) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     let singleflight = s.singleflight;
+    let local_off = s.local_off;
     let local = match &s.local {
         Some(local) => {
             let capacity = Literal::u64_suffixed(local.capacity);
@@ -495,6 +496,7 @@ fn expand(s: &Store) -> TokenStream {
                 .codec(#codec)
                 .lock_ttl(#lock_ttl)
                 .local(#local)
+                .local_off(#local_off)
                 .stale_for(#stale_for)
                 .fail_safe_throttle(#fail_safe_throttle)
                 .soft_timeout(#soft_timeout)

@@ -41,7 +41,8 @@ pub struct Args {
     /// `crate = "path::to::cacheme"`: where generated code finds the
     /// facade (default `::cacheme`), as serde's `crate` option.
     pub krate: Option<Path>,
-    /// `local` or `local(capacity = 10_000, ttl = "30s")`: a local tier.
+    /// `local` or `local(capacity = 10_000, ttl = "30s")`: a local tier;
+    /// `local = false`: never one, not even the client's default.
     pub local: Option<LocalArg>,
     /// `stale_for = "1h"`: the fail-safe keeps values this long past their TTL.
     pub stale_for: Option<LitStr>,
@@ -76,6 +77,9 @@ pub enum VersionArg {
 pub struct LocalArg {
     /// The option's span.
     pub span: Span,
+    /// `local = false`: the store opts out of every local tier (then
+    /// `capacity` and `ttl` are `None`).
+    pub off: bool,
     /// `capacity = N`.
     pub capacity: Option<LitInt>,
     /// `ttl = "30s"`.
@@ -308,18 +312,18 @@ impl Value {
         }
     }
 
-    /// `local` alone, or `local(capacity = N, ttl = "30s")`.
+    /// `local` alone (or `local = true`), `local = false`, or
+    /// `local(capacity = N, ttl = "30s")`.
     fn local(&self) -> syn::Result<LocalArg> {
         let mut local = LocalArg {
             span: self.name.span(),
+            off: false,
             capacity: None,
             ttl: None,
         };
         if self.expr.is_some() {
-            return Err(syn::Error::new(
-                self.span(),
-                "`local` takes no value: `local` or `local(capacity = 10_000, ttl = \"30s\")`",
-            ));
+            local.off = !self.local_flag()?;
+            return Ok(local);
         }
         let Some(list) = &self.list else {
             return Ok(local);
@@ -337,6 +341,18 @@ impl Value {
         });
         parser.parse2(list.clone())?;
         Ok(local)
+    }
+
+    /// `local = true` or `local = false`; any other value is refused with
+    /// every form `local` takes.
+    fn local_flag(&self) -> syn::Result<bool> {
+        match self.lit() {
+            Some(Lit::Bool(b)) => Ok(b.value),
+            _ => Err(syn::Error::new(
+                self.span(),
+                "`local` takes no value or a bool: `local`, `local = false` (no local tier, not even the client's default) or `local(capacity = 10_000, ttl = \"30s\")`",
+            )),
+        }
     }
 
     /// One `name = value` (or bare `name`) inside an option's parentheses.
@@ -553,5 +569,28 @@ mod tests {
         let local = args.local.unwrap();
         assert_eq!(local.capacity.unwrap().base10_digits(), "5");
         assert_eq!(local.ttl.unwrap().value(), "30s");
+    }
+
+    #[test]
+    fn local_takes_a_bool_like_the_other_flags() {
+        let local = |tokens: &str| {
+            let (args, errors) = parsed(tokens);
+            assert!(errors.is_empty(), "{tokens}: {errors:?}");
+            let local = args.local.unwrap();
+            (local.off, local.capacity.is_some() || local.ttl.is_some())
+        };
+        assert_eq!(local("local"), (false, false));
+        assert_eq!(local("local = true"), (false, false));
+        assert_eq!(local("local = false"), (true, false));
+        let error = |tokens: &str| parsed(tokens).1.join("\n");
+        for value in ["local = 10_000", r#"local = "off""#, "local = no"] {
+            assert!(
+                error(value).starts_with("`local` takes no value or a bool: `local`, `local = false`"),
+                "{value}: {}",
+                error(value)
+            );
+        }
+        assert_eq!(error("local = false, local(capacity = 5)"), "`local` is given twice");
+        assert_eq!(error("local(capacity = 5), local = false"), "`local` is given twice");
     }
 }

@@ -37,6 +37,9 @@ pub struct Store {
     pub singleflight: bool,
     /// The local tier, when asked for.
     pub local: Option<Local>,
+    /// `local = false`: no local tier, not even the client's default
+    /// (`local` is then `None`).
+    pub local_off: bool,
     /// Fail-safe and freshness options, in milliseconds, each with the
     /// span of its value.
     pub freshness: Freshness,
@@ -343,7 +346,12 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
     });
     let lock_ttl_ms = args.lock_ttl.as_ref().map(|lit| duration(lit, "lock_ttl", errors));
     let freshness = freshness(&args, ttl_ms, &params, errors);
-    let local = args.local.as_ref().map(|arg| local(arg, ttl_ms, errors));
+    let local_off = args.local.as_ref().is_some_and(|arg| arg.off);
+    let local = args
+        .local
+        .as_ref()
+        .filter(|arg| !arg.off)
+        .map(|arg| local(arg, ttl_ms, errors));
     let version = match args.version {
         None => Some(Version::Static("1".to_owned())),
         Some(VersionArg::Int(int)) => match int.base10_parse::<u64>() {
@@ -408,6 +416,7 @@ pub fn validate(args: Args, fetcher: Fetcher, errors: &mut Vec<syn::Error>) -> O
         version: version?,
         singleflight: args.singleflight.is_some_and(|(on, _)| on),
         local: local.flatten(),
+        local_off,
         freshness,
         codec,
         context: context?,
@@ -633,6 +642,22 @@ mod tests {
             assert_eq!(errors.len(), 1, "{errors:?}");
             assert!(!errors[0].contains("local"), "{errors:?}");
         }
+    }
+
+    #[test]
+    fn local_false_is_no_tier_and_local_true_is_the_default_one() {
+        let local = |attr: &str| store(attr).map(|s| (s.local_off, s.local.map(|l| (l.capacity, l.ttl_ms))));
+        assert_eq!(
+            local(r#"key = "book:<id>", ttl = "5m", local = false"#),
+            Ok((true, None))
+        );
+        assert_eq!(
+            local(r#"key = "book:<id>", ttl = "5m", local = true"#),
+            Ok((false, Some((10_000, None))))
+        );
+        assert_eq!(local(r#"key = "book:<id>", ttl = "5m""#), Ok((false, None)));
+        let errors = local(r#"key = "book:<id>", ttl = "5m", local = false, local(capacity = 5)"#).unwrap_err();
+        assert_eq!(errors, ["`local` is given twice"]);
     }
 
     #[test]

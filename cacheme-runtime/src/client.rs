@@ -257,7 +257,9 @@ impl ClientBuilder {
     /// A local tier for every store that does not declare its own
     /// (`local(...)` on the store): decoded values held in this process
     /// over a remote backend, served without a round trip (see the
-    /// `cache_store` docs for coherence across processes). Stores whose
+    /// `cache_store` docs for coherence across processes). A store
+    /// declared with `local = false` is left out: it never has a tier, so
+    /// each of its gets reads the backend. Stores whose
     /// value type is not `Clone + Send + Sync + 'static` hold nothing in it
     /// (each of their hits decodes), though their writes are still
     /// announced. Ignored on the memory backend, which already serves

@@ -205,7 +205,8 @@ pub(crate) struct LocalTiers {
 }
 
 impl LocalTiers {
-    /// The tiers of `stores`: each store's own `local`, else `default`.
+    /// The tiers of `stores`: each store's own `local`, else `default`;
+    /// none for a store with `local = false`.
     /// `vouched`: whether they may be used before any notice is heard.
     pub(crate) fn new(stores: &[&'static StoreSpec], default: Option<LocalTier>, vouched: bool) -> Self {
         let mut tiers = LocalTiers {
@@ -215,7 +216,7 @@ impl LocalTiers {
             clock: Clock::default(),
         };
         for spec in stores {
-            if let Some(tier) = spec.local.or(default) {
+            if let Some(tier) = spec.local_tier(default) {
                 tiers.add(spec, tier);
             }
         }

@@ -158,6 +158,10 @@ pub struct StoreSpec {
     /// process over a remote backend; `None` uses the client's default
     /// ([`ClientBuilder::local`](crate::ClientBuilder::local)).
     pub local: Option<LocalTier>,
+    /// Whether the store never has a local tier (`local = false`), not
+    /// even the client's default: for values that change too often to
+    /// be worth holding in process.
+    pub local_off: bool,
     /// How long a value is kept past its TTL to be served when its
     /// refetch fails or times out (`stale_for`, fail-safe); `None`: never.
     pub stale_for: Option<Duration>,
@@ -210,6 +214,7 @@ impl StoreSpec {
             codec: None,
             lock_ttl: None,
             local: None,
+            local_off: false,
             stale_for: None,
             fail_safe_throttle: None,
             soft_timeout: None,
@@ -269,6 +274,26 @@ impl StoreSpec {
     pub const fn local(mut self, local: Option<LocalTier>) -> Self {
         self.local = local;
         self
+    }
+
+    /// Whether the store opts out of every local tier (`local = false`):
+    /// with `true`, it gets none, whatever the client's default
+    /// ([`ClientBuilder::local`](crate::ClientBuilder::local)) and its own
+    /// [`local`](Self::local). Default `false`.
+    pub const fn local_off(mut self, off: bool) -> Self {
+        self.local_off = off;
+        self
+    }
+
+    /// The local tier this store gets in a client whose default is
+    /// `default`: none with `local = false`, else its own, else the
+    /// default.
+    pub const fn local_tier(&self, default: Option<LocalTier>) -> Option<LocalTier> {
+        match (self.local_off, self.local) {
+            (true, _) => None,
+            (false, Some(own)) => Some(own),
+            (false, None) => default,
+        }
     }
 
     /// Keeps values `stale_for` past their TTL, to serve when a refetch
@@ -416,6 +441,7 @@ mod tests {
             codec: None,
             lock_ttl: None,
             local: None,
+            local_off: false,
             stale_for: None,
             fail_safe_throttle: None,
             soft_timeout: None,
@@ -477,5 +503,23 @@ mod tests {
         assert!(check_unique(&[one, two]).is_ok());
         // `foo:<id>:info` and `foo:<a>:<b>` do overlap (b = info).
         assert!(refusal(&[one, two, info]).contains("\"foo:1:info:v1\""));
+    }
+
+    #[test]
+    fn local_false_leaves_a_store_without_any_tier() {
+        let template = KeyTemplate {
+            source: "a",
+            parts: ONE,
+        };
+        let default = Some(LocalTier::new(100));
+        let own = LocalTier::new(7);
+        let plain = StoreSpec::new("A", template, Duration::from_secs(60));
+        assert_eq!(plain.local_tier(default), default);
+        assert_eq!(plain.local_tier(None), None);
+        let declared = StoreSpec::new("A", template, Duration::from_secs(60)).local(Some(own));
+        assert_eq!(declared.local_tier(default), Some(own));
+        let off = StoreSpec::new("A", template, Duration::from_secs(60)).local_off(true);
+        assert_eq!(off.local_tier(default), None);
+        assert_eq!(off.local_tier(None), None);
     }
 }
