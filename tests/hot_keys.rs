@@ -423,6 +423,39 @@ async fn a_store_with_local_false_is_left_out_of_the_default_tier() {
     assert_eq!((volatile.local_hits, volatile.hits), (0, 10), "{volatile:?}");
 }
 
+/// Values of about 1,000 bytes, in a tier bounded by 1,000 values and
+/// 20,000 bytes: the bytes bind.
+#[cache_store(key = "heavy:<id>", ttl = "1m", local(capacity = 1000, max_bytes = 20_000))]
+async fn heavy(ctx: &App, id: u32) -> Result<String, String> {
+    let _ = ctx;
+    Ok(format!("{id:>1000}"))
+}
+
+/// `local(max_bytes = ...)` bounds what a store's tier holds by the values'
+/// encoded size: of 100 values of ~1 kB, a 20 kB tier holds at most 19;
+/// every get still returns its value (from the backend when not held).
+#[tokio::test]
+async fn a_byte_bound_caps_the_tier_by_value_size() {
+    let server = RedisServer::start();
+    let app = redis_app(&server).await;
+    HeavyStore::get(&app, 0).await.unwrap();
+    until(|| async { app.cache.local_tiers_serving() }).await;
+    for round in 0..3 {
+        for id in 0..100 {
+            let value = HeavyStore::get(&app, id).await.unwrap();
+            assert_eq!(
+                (value.len(), value.trim_start()),
+                (1000, id.to_string().as_str()),
+                "round {round}"
+            );
+        }
+    }
+    let held = app.cache.local_entries();
+    // Each value weighs its bincode bytes (1,000 + a length) plus its
+    // key: 20 of them would pass 20,000 bytes.
+    assert!((1..=19).contains(&held), "holds {held} values of ~1 kB in 20 kB");
+}
+
 /// `PUBLISH` calls: announcements.
 async fn publishes(server: &RedisServer) -> u64 {
     calls(server, "publish").await

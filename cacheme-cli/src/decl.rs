@@ -124,7 +124,7 @@ impl Declaration {
             local: store.local.as_ref().map(|local| LocalTier {
                 capacity: local.capacity,
                 ttl: local.ttl_ms.map(Duration::from_millis),
-                max_bytes: None,
+                max_bytes: local.max_bytes,
             }),
             local_off: store.local_off,
             codec,

@@ -70,7 +70,14 @@ fn options(store: &Declaration) -> String {
         options.push("singleflight".to_owned());
     }
     if let Some((capacity, ttl)) = local(store) {
-        options.push(format!("local(capacity={capacity}, ttl={})", output::duration(ttl)));
+        let max_bytes = store
+            .local
+            .and_then(|tier| tier.max_bytes)
+            .map_or_else(String::new, |bytes| format!(", max_bytes={bytes}"));
+        options.push(format!(
+            "local(capacity={capacity}, ttl={}{max_bytes})",
+            output::duration(ttl)
+        ));
     }
     if store.local_off {
         options.push("local=false".to_owned());
@@ -154,7 +161,10 @@ fn local_json(store: &Declaration) -> Value {
     }
     local(store).map_or(
         Value::Null,
-        |(capacity, ttl)| json!({ "capacity": capacity, "ttl": output::duration(ttl), "ttl_ms": duration_ms(ttl) }),
+        |(capacity, ttl)| {
+            let max_bytes = store.local.and_then(|tier| tier.max_bytes);
+            json!({ "capacity": capacity, "ttl": output::duration(ttl), "ttl_ms": duration_ms(ttl), "max_bytes": max_bytes })
+        },
     )
 }
 

@@ -17,7 +17,7 @@ pub async fn book(ctx: &App, id: u64) -> Result<Book, E> {
 }
 
 mod nested {
-    #[cacheme::cache_store(key = "shelf:<room>:<n>", ttl = "1h30m", ttl_jitter = "10%", prefix = "library", lock_ttl = "10s", version = crate::shelf_version, fetch_many = crate::shelves, local(capacity = 500, ttl = "30s"))]
+    #[cacheme::cache_store(key = "shelf:<room>:<n>", ttl = "1h30m", ttl_jitter = "10%", prefix = "library", lock_ttl = "10s", version = crate::shelf_version, fetch_many = crate::shelves, local(capacity = 500, ttl = "30s", max_bytes = 1_000_000))]
     pub async fn shelf(ctx: &App, room: String, n: u32) -> Result<Shelf, E> {
         loop {}
     }
@@ -203,11 +203,11 @@ fn list_shows_every_store_as_a_table() {
     // `local` alone serves for the store's TTL, with the default capacity;
     // `local = false` says the store never has a tier.
     project.cacheme().arg("list").assert().success().stdout(
-        "STORE         KEY                       TTL    VERSION                  OPTIONS                                                                                LOCATION\n\
-         BookStore     book:<id>                 5m     2                        singleflight, local(capacity=10000, ttl=5m), codec=json                                src/catalog.rs:3\n\
-         ShelfStore    library:shelf:<room>:<n>  1h30m  fn crate::shelf_version  local(capacity=500, ttl=30s), ttl_jitter=10%, lock_ttl=10s, fetch_many=crate::shelves  src/catalog.rs:9\n\
-         EditionStore  edition:<isbn>            1m     1                        -                                                                                      src/people.rs:4\n\
-         PersonStore   library:person:<id>       1d     1                        local=false, no batching                                                               src/people.rs:9\n",
+        "STORE         KEY                       TTL    VERSION                  OPTIONS                                                                                                   LOCATION\n\
+         BookStore     book:<id>                 5m     2                        singleflight, local(capacity=10000, ttl=5m), codec=json                                                   src/catalog.rs:3\n\
+         ShelfStore    library:shelf:<room>:<n>  1h30m  fn crate::shelf_version  local(capacity=500, ttl=30s, max_bytes=1000000), ttl_jitter=10%, lock_ttl=10s, fetch_many=crate::shelves  src/catalog.rs:9\n\
+         EditionStore  edition:<isbn>            1m     1                        -                                                                                                         src/people.rs:4\n\
+         PersonStore   library:person:<id>       1d     1                        local=false, no batching                                                                                  src/people.rs:9\n",
     );
 }
 
@@ -230,7 +230,7 @@ fn list_as_json() {
         serde_json::json!({
             "name": "BookStore", "fetcher": "book", "key": "book:<id>", "variables": ["id"],
             "ttl": "5m", "ttl_ms": 300_000, "version": "2", "version_fn": null,
-            "singleflight": true, "local": { "capacity": 10_000, "ttl": "5m", "ttl_ms": 300_000 }, "codec": "json", "ttl_jitter": null, "lock_ttl_ms": null, "fetch_many": null, "batch": true,
+            "singleflight": true, "local": { "capacity": 10_000, "ttl": "5m", "ttl_ms": 300_000, "max_bytes": null }, "codec": "json", "ttl_jitter": null, "lock_ttl_ms": null, "fetch_many": null, "batch": true,
             "file": "src/catalog.rs", "line": 3,
         })
     );
@@ -243,7 +243,7 @@ fn list_as_json() {
     assert_eq!(stores[1]["fetch_many"], "crate::shelves");
     assert_eq!(
         stores[1]["local"],
-        serde_json::json!({ "capacity": 500, "ttl": "30s", "ttl_ms": 30_000 })
+        serde_json::json!({ "capacity": 500, "ttl": "30s", "ttl_ms": 30_000, "max_bytes": 1_000_000 })
     );
     // No `local`: the client's default applies; `local = false`: never a tier.
     assert_eq!(stores[2]["local"], serde_json::Value::Null);

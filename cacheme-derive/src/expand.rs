@@ -106,14 +106,16 @@ fn expand(s: &Store) -> TokenStream {
     let local = match &s.local {
         Some(local) => {
             let capacity = Literal::u64_suffixed(local.capacity);
-            let tier = quote!(#cm::LocalTier::new(#capacity));
-            match local.ttl_ms {
-                Some(ms) => {
-                    let ms = Literal::u64_suffixed(ms);
-                    quote!(::core::option::Option::Some(#tier.with_ttl(#cm::Duration::from_millis(#ms))))
-                }
-                None => quote!(::core::option::Option::Some(#tier)),
+            let mut tier = quote!(#cm::LocalTier::new(#capacity));
+            if let Some(ms) = local.ttl_ms {
+                let ms = Literal::u64_suffixed(ms);
+                tier = quote!(#tier.with_ttl(#cm::Duration::from_millis(#ms)));
             }
+            if let Some(bytes) = local.max_bytes {
+                let bytes = Literal::u64_suffixed(bytes);
+                tier = quote!(#tier.with_max_bytes(#bytes));
+            }
+            quote!(::core::option::Option::Some(#tier))
         }
         None => quote!(::core::option::Option::None),
     };

@@ -84,6 +84,8 @@ pub struct LocalArg {
     pub capacity: Option<LitInt>,
     /// `ttl = "30s"`.
     pub ttl: Option<LitStr>,
+    /// `max_bytes = N`.
+    pub max_bytes: Option<LitInt>,
 }
 
 /// One option as written: its name and its value, if it has one.
@@ -320,6 +322,7 @@ impl Value {
             off: false,
             capacity: None,
             ttl: None,
+            max_bytes: None,
         };
         if self.expr.is_some() {
             local.off = !self.local_flag()?;
@@ -333,9 +336,12 @@ impl Value {
             match value.name.to_string().as_str() {
                 "capacity" => put(&mut local.capacity, value.integer("10_000")?, &value.name),
                 "ttl" => put(&mut local.ttl, value.duration("\"30s\"")?, &value.name),
+                "max_bytes" => put(&mut local.max_bytes, value.integer("67_108_864")?, &value.name),
                 written => Err(syn::Error::new(
                     value.name.span(),
-                    format!("unknown `local` option `{written}`; expected `capacity = 10_000` and/or `ttl = \"30s\"`"),
+                    format!(
+                        "unknown `local` option `{written}`; expected any of `capacity = 10_000`, `ttl = \"30s\"`, `max_bytes = 67_108_864`"
+                    ),
                 )),
             }
         });
@@ -561,14 +567,19 @@ mod tests {
         );
         assert_eq!(
             error("local(capacty = 10)"),
-            r#"unknown `local` option `capacty`; expected `capacity = 10_000` and/or `ttl = "30s"`"#
+            r#"unknown `local` option `capacty`; expected any of `capacity = 10_000`, `ttl = "30s"`, `max_bytes = 67_108_864`"#
         );
         assert_eq!(error(r#"local(ttl = "1s", ttl = "2s")"#), "`ttl` is given twice");
-        let (args, errors) = parsed(r#"local(capacity = 5, ttl = "30s")"#);
+        assert_eq!(
+            error(r#"local(max_bytes = "64mb")"#),
+            "`max_bytes` takes an integer: `max_bytes = 67_108_864`"
+        );
+        let (args, errors) = parsed(r#"local(capacity = 5, ttl = "30s", max_bytes = 1_000)"#);
         assert!(errors.is_empty(), "{errors:?}");
         let local = args.local.unwrap();
         assert_eq!(local.capacity.unwrap().base10_digits(), "5");
         assert_eq!(local.ttl.unwrap().value(), "30s");
+        assert_eq!(local.max_bytes.unwrap().base10_digits(), "1000");
     }
 
     #[test]

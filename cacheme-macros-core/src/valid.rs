@@ -91,6 +91,9 @@ pub struct Local {
     /// How long a value is served locally, in milliseconds; `None`: the
     /// store's TTL.
     pub ttl_ms: Option<u64>,
+    /// The most bytes held (`max_bytes`); `None`: bounded by `capacity`
+    /// alone.
+    pub max_bytes: Option<u64>,
 }
 
 /// `stale_for`, `fail_safe_throttle`, `soft_timeout`, `hard_timeout` and
@@ -488,30 +491,33 @@ fn freshness(args: &Args, ttl_ms: Option<u64>, params: &[(Ident, Type)], errors:
 /// The validated `local` option, defaults filled in; `None` when it is
 /// wrong (the errors are pushed).
 fn local(arg: &LocalArg, ttl_ms: Option<u64>, errors: &mut Vec<syn::Error>) -> Option<Local> {
-    let capacity = local_capacity(arg.capacity.as_ref(), errors);
+    let capacity = match &arg.capacity {
+        None => Some(10_000),
+        Some(int) => positive(int, "`capacity` is how many values the local tier holds", errors),
+    };
     let local_ttl = match &arg.ttl {
         None => Some(None),
         Some(lit) => local_ttl(lit, ttl_ms, errors).map(Some),
+    };
+    let max_bytes = match &arg.max_bytes {
+        None => Some(None),
+        Some(int) => positive(int, "`max_bytes` is how many bytes the local tier holds", errors).map(Some),
     };
     Some(Local {
         span: arg.span,
         capacity: capacity?,
         ttl_ms: local_ttl?,
+        max_bytes: max_bytes?,
     })
 }
 
-/// `local(capacity = N)`: a positive integer, 10,000 when not given.
-fn local_capacity(capacity: Option<&LitInt>, errors: &mut Vec<syn::Error>) -> Option<u64> {
-    let Some(int) = capacity else {
-        return Some(10_000);
-    };
+/// `local(capacity = N)`, `local(max_bytes = N)`: a positive integer;
+/// `what` says what it counts.
+fn positive(int: &LitInt, what: &str, errors: &mut Vec<syn::Error>) -> Option<u64> {
     match int.base10_parse::<u64>() {
         Ok(n) if n > 0 => Some(n),
         _ => {
-            errors.push(syn::Error::new(
-                int.span(),
-                "`capacity` is how many values the local tier holds: a positive integer",
-            ));
+            errors.push(syn::Error::new(int.span(), format!("{what}: a positive integer")));
             None
         }
     }
@@ -641,6 +647,23 @@ mod tests {
             let errors = local(&format!(r#"key = "book:<id>", {ttl} local(ttl = "10m")"#)).unwrap_err();
             assert_eq!(errors.len(), 1, "{errors:?}");
             assert!(!errors[0].contains("local"), "{errors:?}");
+        }
+    }
+
+    #[test]
+    fn a_local_byte_bound_is_a_positive_integer() {
+        let bytes = |attr: &str| store(attr).map(|s| s.local.and_then(|l| l.max_bytes));
+        assert_eq!(bytes(r#"key = "book:<id>", ttl = "5m", local"#), Ok(None));
+        assert_eq!(
+            bytes(r#"key = "book:<id>", ttl = "5m", local(max_bytes = 67_108_864)"#),
+            Ok(Some(67_108_864))
+        );
+        for zero in ["0", "0_000"] {
+            let errors = bytes(&format!(r#"key = "book:<id>", ttl = "5m", local(max_bytes = {zero})"#)).unwrap_err();
+            assert_eq!(
+                errors,
+                ["`max_bytes` is how many bytes the local tier holds: a positive integer"]
+            );
         }
     }
 

@@ -143,7 +143,10 @@ impl Tier {
                 // Each value weighs at least this: `bound` of them fill
                 // the tier, however small they are.
                 let floor = (max_bytes / bound as u64).max(1);
-                (Weight { floor: Some(floor) }, (floor * bound as u64).min(max_bytes).max(1))
+                (
+                    Weight { floor: Some(floor) },
+                    (floor * bound as u64).min(max_bytes).max(1),
+                )
             }
         };
         let options = quick_cache::OptionsBuilder::new()

@@ -144,7 +144,10 @@ fn a_byte_bound_holds_both_bounds() {
         // Full, not starved: within quick_cache's per-shard rounding of
         // whichever bound binds.
         let allowed = CAPACITY.min(MAX_BYTES / bytes_of_held);
-        assert!(held >= allowed / 2, "values of {size} bytes: holds only {held} of {allowed}");
+        assert!(
+            held >= allowed / 2,
+            "values of {size} bytes: holds only {held} of {allowed}"
+        );
     }
 }
 

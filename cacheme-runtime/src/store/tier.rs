@@ -57,7 +57,9 @@ pub(crate) fn keep(
         },
         None => Held::undated(Arc::clone(&kept)),
     };
-    client.flights().while_current(flight, || local.insert(spec, key, held, bytes.len()));
+    client
+        .flights()
+        .while_current(flight, || local.insert(spec, key, held, bytes.len()));
     client.observer().local_entries(spec, local.count(spec));
     Some(kept)
 }
