@@ -4,8 +4,8 @@
 //! The macro works in three phases: `cacheme-macros-core` parses the
 //! attribute and the fetcher and checks them (collecting every error, each
 //! spanned at the offending tokens), the same code `cargo cacheme check`
-//! runs; [`expand`] writes the store. On error the fetcher is still
-//! emitted with a stub of the store ([`fallback`]), so users see the real
+//! runs; `expand` writes the store. On error the fetcher is still
+//! emitted with a stub of the store (`fallback`), so users see the real
 //! mistakes rather than a cascade of "cannot find" errors.
 
 #![forbid(unsafe_code)]
