@@ -121,10 +121,15 @@ impl Declaration {
             lock_ttl: store.lock_ttl_ms.map(Duration::from_millis),
             version,
             singleflight: store.singleflight,
-            local: store.local.as_ref().map(|local| LocalTier {
-                capacity: local.capacity,
-                ttl: local.ttl_ms.map(Duration::from_millis),
-                max_bytes: local.max_bytes,
+            local: store.local.as_ref().map(|local| {
+                let mut tier = LocalTier::new(local.capacity);
+                if let Some(ms) = local.ttl_ms {
+                    tier = tier.with_ttl(Duration::from_millis(ms));
+                }
+                if let Some(bytes) = local.max_bytes {
+                    tier = tier.with_max_bytes(bytes);
+                }
+                tier
             }),
             local_off: store.local_off,
             codec,

@@ -46,7 +46,13 @@ pub type TtlFrom = fn(Codec, &[u8]) -> Option<Duration>;
 
 /// A local tier's bounds: how many values it holds and how long each is
 /// served from process memory (never longer than the store's TTL).
+///
+/// Built with [`LocalTier::new`] and its `with_*` methods, so a new bound
+/// is a new method, never a breaking change (the type is
+/// `#[non_exhaustive]`: other crates read its fields but cannot write a
+/// struct literal).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LocalTier {
     /// The most values held (when full, a new value evicts one that was
     /// read least: quick_cache's S3-FIFO).
