@@ -456,6 +456,44 @@ async fn a_byte_bound_caps_the_tier_by_value_size() {
     assert!((1..=19).contains(&held), "holds {held} values of ~1 kB in 20 kB");
 }
 
+/// A value that cannot be held decoded (not `Clone`).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Unclonable(u64);
+
+#[cache_store(key = "unclonable:<id>", ttl = "1m")]
+async fn unclonable(ctx: &App, id: u32) -> Result<Unclonable, String> {
+    Ok(Unclonable(ctx.version(id).await))
+}
+
+/// The client's default tier skips a store whose values cannot be held
+/// decoded: nothing is held for it, and its writes announce nothing
+/// (no other process holds its values either).
+#[tokio::test]
+async fn a_default_tier_leaves_out_stores_whose_values_cannot_be_held() {
+    let server = RedisServer::start();
+    let cache = Cache::open(&server.url()).await.unwrap();
+    let app = App::new(
+        Client::builder()
+            .cache(cache)
+            .local(LocalTier::new(100))
+            .build()
+            .unwrap(),
+    );
+    app.set_version(1, 7);
+    PlainStore::get(&app, 1).await.unwrap();
+    until(|| async { app.cache.local_tiers_serving() }).await;
+    let held = app.cache.local_entries();
+    assert_eq!(UnclonableStore::get(&app, 1).await, Ok(Unclonable(7)));
+    assert_eq!(UnclonableStore::get(&app, 1).await, Ok(Unclonable(7)));
+    assert_eq!(app.cache.local_entries(), held, "nothing of UnclonableStore held");
+
+    let before = publishes(&server).await;
+    UnclonableStore::update(&app, 1).await.unwrap();
+    assert_eq!(publishes(&server).await, before, "its writes are not announced");
+    PlainStore::update(&app, 1).await.unwrap();
+    assert_eq!(publishes(&server).await, before + 1, "a store with a tier announces");
+}
+
 /// `PUBLISH` calls: announcements.
 async fn publishes(server: &RedisServer) -> u64 {
     calls(server, "publish").await

@@ -499,6 +499,7 @@ fn expand(s: &Store) -> TokenStream {
                 .lock_ttl(#lock_ttl)
                 .local(#local)
                 .local_off(#local_off)
+                .keeps_values(|| #keeping.keeps())
                 .stale_for(#stale_for)
                 .fail_safe_throttle(#fail_safe_throttle)
                 .soft_timeout(#soft_timeout)

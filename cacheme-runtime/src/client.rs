@@ -260,9 +260,9 @@ impl ClientBuilder {
     /// `cache_store` docs for coherence across processes). A store
     /// declared with `local = false` is left out: it never has a tier, so
     /// each of its gets reads the backend. Stores whose
-    /// value type is not `Clone + Send + Sync + 'static` hold nothing in it
-    /// (each of their hits decodes), though their writes are still
-    /// announced. Ignored on the memory backend, which already serves
+    /// value type is not `Clone + Send + Sync + 'static` are left without
+    /// (each of their hits decodes; nothing is subscribed to or announced
+    /// for them). Ignored on the memory backend, which already serves
     /// decoded values.
     ///
     /// Announcements are sent for the stores that have a tier in the

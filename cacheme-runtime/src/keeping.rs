@@ -67,8 +67,9 @@ impl<V> ValueKeeping<V> {
         }
     }
 
-    /// Whether values can be kept decoded.
-    pub(crate) fn keeps(&self) -> bool {
+    /// Whether values can be kept decoded (the value type is
+    /// `Clone + Send + Sync + 'static`).
+    pub fn keeps(&self) -> bool {
         self.keep.is_some()
     }
 

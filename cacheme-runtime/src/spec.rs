@@ -168,6 +168,11 @@ pub struct StoreSpec {
     /// even the client's default: for values that change too often to
     /// be worth holding in process.
     pub local_off: bool,
+    /// Whether the store's values can be held decoded in process (its
+    /// value type is `Clone + Send + Sync + 'static`): asked when a client
+    /// is built, so a store whose values cannot be held gets no local tier
+    /// from the client's default (nothing subscribed, nothing announced).
+    pub keeps_values: fn() -> bool,
     /// How long a value is kept past its TTL to be served when its
     /// refetch fails or times out (`stale_for`, fail-safe); `None`: never.
     pub stale_for: Option<Duration>,
@@ -221,6 +226,7 @@ impl StoreSpec {
             lock_ttl: None,
             local: None,
             local_off: false,
+            keeps_values: always,
             stale_for: None,
             fail_safe_throttle: None,
             soft_timeout: None,
@@ -291,14 +297,21 @@ impl StoreSpec {
         self
     }
 
+    /// Whether the store's values can be held decoded in process; the
+    /// macro answers for the store's value type. Default: they can.
+    pub const fn keeps_values(mut self, keeps: fn() -> bool) -> Self {
+        self.keeps_values = keeps;
+        self
+    }
+
     /// The local tier this store gets in a client whose default is
     /// `default`: none with `local = false`, else its own, else the
-    /// default.
-    pub const fn local_tier(&self, default: Option<LocalTier>) -> Option<LocalTier> {
+    /// default if its values can be held.
+    pub fn local_tier(&self, default: Option<LocalTier>) -> Option<LocalTier> {
         match (self.local_off, self.local) {
             (true, _) => None,
             (false, Some(own)) => Some(own),
-            (false, None) => default,
+            (false, None) => default.filter(|_| (self.keeps_values)()),
         }
     }
 
@@ -421,6 +434,11 @@ fn clash(first: &StoreSpec, second: &StoreSpec) -> Option<String> {
     ))
 }
 
+/// [`StoreSpec::keeps_values`]'s default.
+const fn always() -> bool {
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,6 +466,7 @@ mod tests {
             lock_ttl: None,
             local: None,
             local_off: false,
+            keeps_values: always,
             stale_for: None,
             fail_safe_throttle: None,
             soft_timeout: None,
