@@ -122,3 +122,51 @@ async fn on_redis() {
         ]
     );
 }
+
+/// A key parameter's type is taken for what it is, not for how it is
+/// spelled: a `String` that is not std's is written with its `Display`.
+mod shadowed {
+    use std::fmt;
+
+    use cacheme::cache_store;
+
+    use super::App;
+
+    /// Spelled like std's, but an id with its own `Display`.
+    #[derive(Clone)]
+    pub struct String(pub u32);
+
+    impl fmt::Display for String {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "id:{}", self.0)
+        }
+    }
+
+    #[allow(non_camel_case_types)]
+    #[derive(Clone)]
+    pub struct u64(pub &'static str);
+
+    impl fmt::Display for u64 {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    #[cache_store(key = "shadowed:<id>:<n>", ttl = "1m")]
+    pub async fn shadowed(ctx: &App, id: String, n: u64) -> Result<std::string::String, ()> {
+        ctx.fetch(format!("{id} {n}"))
+    }
+}
+
+#[tokio::test]
+async fn a_key_parameter_named_like_a_std_type_is_written_with_its_display() {
+    use shadowed::{ShadowedStore, String, u64};
+    assert_eq!(
+        ShadowedStore::key(&String(7), &u64("seven")),
+        "shadowed:id%3A7:seven:v1"
+    );
+    let app = App::on("memory://", None).await;
+    assert_eq!(ShadowedStore::get(&app, String(7), u64("x")).await.unwrap(), "id:7 x");
+    assert_eq!(ShadowedStore::get(&app, String(7), u64("x")).await.unwrap(), "id:7 x");
+    assert_eq!(app.fetches(), 1, "the second get was a hit on the same key");
+}

@@ -58,12 +58,15 @@ fn expand(s: &Store) -> TokenStream {
                     .map_or(ident.span(), |(_, ty)| ty.span());
                 let ident = Ident::new(name, span);
                 let ty = s.params.iter().find(|(p, _)| p == name).map(|(_, ty)| ty);
-                if ty.is_some_and(is_primitive_integer) {
-                    // Digits and `-` need no escaping: written without `fmt`.
-                    return quote!(#cm::push_integer(&mut __key, *#ident););
-                }
-                if ty.is_some_and(is_string) {
-                    return quote!(#cm::push_text(&mut __key, ::core::convert::AsRef::<str>::as_ref(#ident)););
+                if ty.is_some_and(|ty| is_primitive_integer(ty) || is_string(ty)) {
+                    // Written without `fmt` if it is the type it is spelled
+                    // as; the compiler picks (see `KeyPart`), so a shadowed
+                    // `String` still takes the `Display` path.
+                    return quote! {{
+                        #[allow(unused_imports)]
+                        use #cm::{AnyKeyPart as _, FastKeyPart as _};
+                        (&#cm::KeyPart(#ident)).push_key(&mut __key);
+                    }};
                 }
                 at(span, quote!(#cm::KeyParam::push_to(#ident, &mut __key);))
             }
@@ -579,7 +582,7 @@ fn expand(s: &Store) -> TokenStream {
             #vis async fn invalidate_all(
                 __ctx: &#context,
                 version: impl ::core::fmt::Display,
-            ) -> #cm::Result<u64> {
+            ) -> #cm::Result<::core::primitive::u64> {
                 #cm::invalidate_all(#client, Self::SPEC, &::std::string::ToString::to_string(&version)).await
             }
         }

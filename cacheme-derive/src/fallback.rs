@@ -85,7 +85,7 @@ pub fn stub(args: TokenStream, item: TokenStream) -> TokenStream {
             pub fn key(#(_: &#params),*) -> ::std::string::String { #body }
             pub async fn get(_: &#context, #(_: #params),*) -> #output { #body }
             pub async fn invalidate(_: &#context, #(_: #params),*) -> #cm::Result<()> { #body }
-            pub async fn invalidate_all(_: &#context, _: impl ::core::fmt::Display) -> #cm::Result<u64> { #body }
+            pub async fn invalidate_all(_: &#context, _: impl ::core::fmt::Display) -> #cm::Result<::core::primitive::u64> { #body }
         }
         #typed
     }

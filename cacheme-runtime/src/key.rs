@@ -13,6 +13,9 @@
 //! [`KeyTemplate::shared_key`], and a client is not built over them.
 
 mod overlap;
+mod part;
+
+pub use part::{AnyKeyPart, FastKeyPart, KeyPart};
 
 use std::fmt::{self, Display, Write};
 
@@ -149,13 +152,6 @@ pub fn push_text<W: Write>(key: &mut W, text: &str) {
     let _ = Escaper(key).write_str(text);
 }
 
-/// Appends the integer `value` to `key`, as `Display` would write it
-/// (digits need no escaping), without going through `fmt`.
-#[inline]
-pub fn push_integer(key: &mut KeyBuf, value: impl itoa::Integer) {
-    key.push_str(itoa::Buffer::new().format(value));
-}
-
 /// How many bytes of a key [`KeyBuf`] holds without allocating.
 const INLINE: usize = 64;
 
@@ -285,23 +281,6 @@ mod tests {
         assert!(matches!(edge.0, Repr::Inline(_)));
         edge.push_str("é");
         assert_eq!(edge.as_str(), format!("{}é", "x".repeat(INLINE)));
-    }
-
-    #[test]
-    fn integers_are_written_as_display_writes_them() {
-        fn both(value: impl itoa::Integer + Display + Copy) {
-            let mut fast = KeyBuf::new();
-            push_integer(&mut fast, value);
-            let mut slow = KeyBuf::new();
-            push_param(&mut slow, &value);
-            assert_eq!(fast.as_str(), slow.as_str());
-        }
-        both(0u8);
-        both(u64::MAX);
-        both(i64::MIN);
-        both(-1i32);
-        both(u128::MAX);
-        both(isize::MIN);
     }
 
     #[test]
