@@ -1,6 +1,12 @@
 //! The memory backend: an in-process moka cache with per-entry TTL and a
 //! capacity bound. The embedded default; no server.
 //!
+//! moka's synchronous cache, called from async code: nothing in it waits
+//! on I/O or on another task (no eviction listener; the per-key compute
+//! closures below are a few instructions), and a hit is a plain call: no
+//! future to build and poll, ~20% less than moka's async `get` under the
+//! seed's load (BENCHMARKS.md, "the memory backend on moka's sync cache").
+//!
 //! Each entry carries its own deadline, checked on every read (by moka,
 //! which is handed the deadline, or against a test's clock), so a
 //! sub-second TTL is exact to the read and `exists` is false the moment a
@@ -13,8 +19,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
-use moka::future::Cache as Moka;
 use moka::ops::compute::Op as Compute;
+use moka::sync::Cache as Moka;
 
 use crate::backend::{Backend, BoxFuture, KeyFilter, KeyVisitor, Ttl, clamp_ttl};
 use crate::clock::Clock;
@@ -182,13 +188,13 @@ impl MemoryBackend {
             interval,
             Arc::downgrade(&self.entries),
             |entries| async move {
-                entries.run_pending_tasks().await;
+                entries.run_pending_tasks();
             },
         );
     }
 
-    async fn live(&self, key: &str) -> Option<Entry> {
-        let entry = self.entries.get(key).await?;
+    fn live(&self, key: &str) -> Option<Entry> {
+        let entry = self.entries.get(key)?;
         // On the system clock moka has checked the entry's deadline
         // against its own reading of that clock (`Deadline` handed it the
         // deadline): a second reading would only cost time. A test's clock
@@ -200,8 +206,8 @@ impl MemoryBackend {
     }
 
     /// The live entry at `key`, shared (no copy of its bytes).
-    pub(crate) async fn stored(&self, key: &str) -> Option<Arc<Stored>> {
-        self.live(key).await.map(|e| e.value)
+    pub(crate) fn stored(&self, key: &str) -> Option<Arc<Stored>> {
+        self.live(key).map(|e| e.value)
     }
 }
 
@@ -220,7 +226,7 @@ impl Backend for MemoryBackend {
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
-        Box::pin(async move { Ok(self.live(key).await.map(|e| e.value.bytes.to_vec())) })
+        Box::pin(async move { Ok(self.live(key).map(|e| e.value.bytes.to_vec())) })
     }
 
     fn as_any(&self) -> Option<&dyn std::any::Any> {
@@ -230,39 +236,34 @@ impl Backend for MemoryBackend {
     fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.entries
-                .insert(key.to_owned(), Entry::new(value, ttl, self.clock.now()))
-                .await;
+                .insert(key.to_owned(), Entry::new(value, ttl, self.clock.now()));
             Ok(())
         })
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            let removed = self.entries.remove(key).await;
+            let removed = self.entries.remove(key);
             Ok(removed.is_some_and(|e| e.is_live(self.clock.now())))
         })
     }
 
     fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move { Ok(self.live(key).await.is_some()) })
+        Box::pin(async move { Ok(self.live(key).is_some()) })
     }
 
     fn incr_by<'a>(&'a self, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64>> {
         Box::pin(async move {
             let mut result = 0;
-            self.entries
-                .entry_by_ref(key)
-                .and_try_compute_with(|current| {
-                    let live = current.map(|e| e.into_value()).filter(|e| e.is_live(self.clock.now()));
-                    let outcome =
-                        counter::apply(PROVIDER, key, live.as_ref().map(|e| e.value.bytes()), delta).map(|n| {
-                            result = n;
-                            // The counter keeps the deadline it had, as Redis's INCRBY keeps the TTL.
-                            Compute::Put(Entry::until(n.to_string().as_bytes(), live.and_then(|e| e.expires_at)))
-                        });
-                    std::future::ready(outcome)
-                })
-                .await?;
+            self.entries.entry_by_ref(key).and_try_compute_with(|current| {
+                let live = current.map(|e| e.into_value()).filter(|e| e.is_live(self.clock.now()));
+                let outcome = counter::apply(PROVIDER, key, live.as_ref().map(|e| e.value.bytes()), delta).map(|n| {
+                    result = n;
+                    // The counter keeps the deadline it had, as Redis's INCRBY keeps the TTL.
+                    Compute::Put(Entry::until(n.to_string().as_bytes(), live.and_then(|e| e.expires_at)))
+                });
+                outcome
+            })?;
             Ok(result)
         })
     }
@@ -270,7 +271,7 @@ impl Backend for MemoryBackend {
     fn clear(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             self.entries.invalidate_all();
-            self.entries.run_pending_tasks().await;
+            self.entries.run_pending_tasks();
             Ok(())
         })
     }
@@ -292,7 +293,7 @@ impl Backend for MemoryBackend {
                 .collect();
             let mut removed = 0;
             for key in doomed {
-                removed += u64::from(self.entries.remove(key.as_str()).await.is_some());
+                removed += u64::from(self.entries.remove(key.as_str()).is_some());
             }
             Ok(removed)
         })
@@ -303,7 +304,6 @@ impl Backend for MemoryBackend {
             let now = self.clock.now();
             Ok(self
                 .live(key)
-                .await
                 .map(|e| e.expires_at.map(|deadline| deadline.saturating_duration_since(now))))
         })
     }
@@ -327,18 +327,15 @@ impl Backend for MemoryBackend {
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Ttl) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let mut written = false;
-            self.entries
-                .entry_by_ref(key)
-                .and_compute_with(|current| {
-                    let taken = current.is_some_and(|e| e.value().is_live(self.clock.now()));
-                    written = !taken;
-                    std::future::ready(if taken {
-                        Compute::Nop
-                    } else {
-                        Compute::Put(Entry::new(value, ttl, self.clock.now()))
-                    })
-                })
-                .await;
+            self.entries.entry_by_ref(key).and_compute_with(|current| {
+                let taken = current.is_some_and(|e| e.value().is_live(self.clock.now()));
+                written = !taken;
+                if taken {
+                    Compute::Nop
+                } else {
+                    Compute::Put(Entry::new(value, ttl, self.clock.now()))
+                }
+            });
             Ok(written)
         })
     }
@@ -346,14 +343,11 @@ impl Backend for MemoryBackend {
     fn delete_if_equals<'a>(&'a self, key: &'a str, expected: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let mut removed = false;
-            self.entries
-                .entry_by_ref(key)
-                .and_compute_with(|current| {
-                    removed = current
-                        .is_some_and(|e| e.value().is_live(self.clock.now()) && e.value().value.bytes() == expected);
-                    std::future::ready(if removed { Compute::Remove } else { Compute::Nop })
-                })
-                .await;
+            self.entries.entry_by_ref(key).and_compute_with(|current| {
+                removed =
+                    current.is_some_and(|e| e.value().is_live(self.clock.now()) && e.value().value.bytes() == expected);
+                if removed { Compute::Remove } else { Compute::Nop }
+            });
             Ok(removed)
         })
     }

@@ -324,7 +324,7 @@ where
     // Where keys carry no generation the key is the storage key: a value
     // held in process is served before the clock is read for the budget.
     let plain = client.generations().is_none();
-    if plain && let Some((value, age)) = held(client, spec, key, ways.keeping).await {
+    if plain && let Some((value, age)) = held(client, spec, key, ways.keeping) {
         if age == Age::Due {
             refresh_ahead(client, spec, key, ways.policy);
         }
@@ -335,7 +335,7 @@ where
     let located = within(deadline, storage_key(client, spec, key)).await;
     let failure = match located {
         Ok(Ok(key)) => {
-            if !plain && let Some((value, age)) = held(client, spec, &key, ways.keeping).await {
+            if !plain && let Some((value, age)) = held(client, spec, &key, ways.keeping) {
                 if age == Age::Due {
                     refresh_ahead(client, spec, &key, ways.policy);
                 }
@@ -373,7 +373,7 @@ where
 /// A hit on a value held decoded in this process, if there is one: the
 /// memory backend's entry (decoded once, then kept beside its bytes), or
 /// the store's local tier.
-async fn held<V: DeserializeOwned>(
+fn held<V: DeserializeOwned>(
     client: &Client,
     spec: &'static StoreSpec,
     key: &str,
@@ -383,7 +383,7 @@ async fn held<V: DeserializeOwned>(
         return None;
     }
     if let Some(memory) = client.memory_backend() {
-        let stored = memory.stored(key).await?;
+        let stored = memory.stored(key)?;
         // A value past its freshness is left to the read path, which
         // judges it (and keeps it in hand if it is stale).
         let age = age(client, spec, stored.bytes());
@@ -589,7 +589,7 @@ pub async fn peek<V: DeserializeOwned>(
             });
         }
     };
-    if let Some((value, _)) = held(client, spec, &key, keeping).await {
+    if let Some((value, _)) = held(client, spec, &key, keeping) {
         return Ok(Some(value));
     }
     let Some(bytes) = read_by(client, spec, &key, deadline).await? else {
