@@ -257,12 +257,11 @@ impl Backend for MemoryBackend {
             let mut result = 0;
             self.entries.entry_by_ref(key).and_try_compute_with(|current| {
                 let live = current.map(|e| e.into_value()).filter(|e| e.is_live(self.clock.now()));
-                let outcome = counter::apply(PROVIDER, key, live.as_ref().map(|e| e.value.bytes()), delta).map(|n| {
+                counter::apply(PROVIDER, key, live.as_ref().map(|e| e.value.bytes()), delta).map(|n| {
                     result = n;
                     // The counter keeps the deadline it had, as Redis's INCRBY keeps the TTL.
                     Compute::Put(Entry::until(n.to_string().as_bytes(), live.and_then(|e| e.expires_at)))
-                });
-                outcome
+                })
             })?;
             Ok(result)
         })
