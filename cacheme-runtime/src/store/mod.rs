@@ -35,6 +35,7 @@ pub mod spec {
     pub use crate::spec::{LocalTier, STORES, StoreSpec, Version, check_unique};
 }
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -332,7 +333,13 @@ where
     }
     let deadline = Instant::now() + client.cache_timeout();
     let store_key = key;
-    let located = within(deadline, storage_key(client, spec, key)).await;
+    // Looked up (a generation read) only where keys carry one: the plain
+    // path builds no future for it.
+    let located = if plain {
+        Ok(Ok(Cow::Borrowed(key)))
+    } else {
+        within(deadline, storage_key(client, spec, key)).await
+    };
     let failure = match located {
         Ok(Ok(key)) => {
             if !plain && let Some((value, age)) = held(client, spec, &key, ways.keeping) {
