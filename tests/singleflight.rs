@@ -128,13 +128,18 @@ async fn followers_survive_a_cancelled_leader(src: Arc<Source>) {
     while src.fetches.load(Ordering::SeqCst) == 0 {
         tokio::task::yield_now().await;
     }
+    let coalesced = || src.cacheme().stats().total().coalesced;
+    let before = coalesced();
     let followers: Vec<_> = (0..10)
         .map(|_| {
             let src = src.clone();
             tokio::spawn(async move { SlowStore::get(&src, 2).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Every follower has joined the leader's flight before it goes away.
+    while coalesced() < before + 10 {
+        tokio::task::yield_now().await;
+    }
     leader.abort();
     assert!(leader.await.unwrap_err().is_cancelled());
     // A follower takes the lead and fetches; let its fetch through.
