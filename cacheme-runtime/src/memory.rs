@@ -4,8 +4,9 @@
 //! moka's synchronous cache, called from async code: nothing in it waits
 //! on I/O or on another task (no eviction listener; the per-key compute
 //! closures below are a few instructions), and a hit is a plain call: no
-//! future to build and poll, ~20% less than moka's async `get` under the
-//! seed's load (BENCHMARKS.md, "the memory backend on moka's sync cache").
+//! future to build and poll, 12-19% less than moka's async `get` under
+//! the seed's load (BENCHMARKS.md, "the memory backend on moka's sync
+//! cache").
 //!
 //! Each entry carries its own deadline, checked on every read (by moka,
 //! which is handed the deadline, or against a test's clock), so a
