@@ -357,16 +357,21 @@ async fn waiters_cancelled_by_a_timeout_leave_nothing_behind() {
         async move { SharedStore::get(&holder, 9).await }
     });
     until_fetching(&log).await;
+    // Well before the holder's fetch ends (1.5 s): every waiter is
+    // cancelled by its timeout, none served.
     let waits: Vec<_> = (0..50)
         .map(|_| {
             let other = other.clone();
             // Misses coalesce in the process: one waiter registers.
-            tokio::spawn(
-                async move { tokio::time::timeout(Duration::from_millis(200), SharedStore::get(&other, 9)).await },
-            )
+            tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(1), SharedStore::get(&other, 9)).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once all 50 are in (49 following the one that waits on Redis)...
+    let joined = Instant::now() + Duration::from_secs(1);
+    while other.client.stats().total().coalesced < 49 || other.client.waiting() == 0 {
+        assert!(Instant::now() < joined, "the 50 gets never all waited");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     assert_eq!(
         other.client.waiting(),
         1,
