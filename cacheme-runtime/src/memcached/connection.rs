@@ -48,12 +48,17 @@ impl Connection {
 
     /// Whether the server closed this idle connection (or sent something
     /// unasked), so it must not be used.
+    ///
+    /// Asked of the socket itself (a non-blocking `MSG_PEEK`): tokio's
+    /// `try_read` would trust the readiness its reactor last saw, so a
+    /// connection closed since the reactor last polled would pass.
     fn is_stale(&self) -> bool {
         if !self.reader.buffer().is_empty() {
             return true;
         }
-        let mut probe = [0u8; 1];
-        match self.reader.get_ref().try_read(&mut probe) {
+        let stream: &TcpStream = self.reader.get_ref().as_ref();
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(stream).peek(&mut probe) {
             Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
             // End of stream, or bytes nobody asked for.
             Ok(_) => true,
