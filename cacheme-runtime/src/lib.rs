@@ -98,8 +98,9 @@ pub mod __private {
     pub use crate::codec::Codec;
     pub use crate::error::Result;
     pub use crate::keeping::{KeepByClone, KeepNothing, ValueKeeping, ValueProbe};
+    pub use crate::key::{AnyKeyPart, FastKeyPart, KeyPart};
     pub use crate::pipeline::{Fetchers, Pipeline, Promise};
-    pub use crate::store::key::{AnyKeyPart, FastKeyPart, KeyBuf, KeyPart, KeyTemplate, Part, push_param, push_text};
+    pub use crate::store::key::{KeyBuf, KeyTemplate, Part, push_param, push_text};
     pub use crate::store::sharing::{ErrorProbe, ErrorSharing, ShareByClone, ShareNothing};
     pub use crate::store::spec::{LocalTier, STORES, StoreSpec, TtlJitter, Version};
     pub use crate::store::{

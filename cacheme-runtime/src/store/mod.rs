@@ -20,7 +20,7 @@ pub(crate) mod tier;
 /// The key scheme of typed stores: `template with escaped values:v{version}`
 /// (the backend adds its namespace prefix).
 pub mod key {
-    pub use crate::key::{AnyKeyPart, FastKeyPart, KeyBuf, KeyPart, KeyTemplate, Part, push_param, push_text};
+    pub use crate::key::{KeyBuf, KeyTemplate, Part, push_param, push_text};
 }
 
 /// Handing one failed fetch's error to every caller that waited for it.
