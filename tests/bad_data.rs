@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cacheme::{Cache, Client, Context, Pipeline, cache_store};
-use cacheme_test_support::child::{expect_success, sleep_until_unix_ms, this_test, unix_ms};
+use cacheme_test_support::child::{self, expect_success, sleep_until_unix_ms, unix_ms};
 use cacheme_test_support::{FileFixture, MemcachedServer, RedisCluster, RedisServer};
 use serde::{Deserialize, Serialize};
 
@@ -362,12 +362,11 @@ const URL: &str = "CACHEME_BAD_DATA_URL";
 const LOG: &str = "CACHEME_BAD_DATA_LOG";
 const START_AT: &str = "CACHEME_BAD_DATA_START_AT";
 
-/// A child process: 30 concurrent gets of a key whose source fails.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A child process (the fleet test run again as a child,
+/// [`child::is_child`]): 30 concurrent gets of a key whose source fails.
 async fn child_of_a_failing_fleet() {
-    let (Ok(url), Ok(log), Ok(start_at)) = (std::env::var(URL), std::env::var(LOG), std::env::var(START_AT)) else {
-        return;
-    };
+    let [url, log, start_at] =
+        [URL, LOG, START_AT].map(|name| std::env::var(name).unwrap_or_else(|_| panic!("the child's {name}")));
     let app = Arc::new(App {
         failing: true,
         fetch_time: Duration::from_millis(100),
@@ -398,13 +397,16 @@ fn fetch_count(log: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_of_thirty_callers_spare_a_failing_source() {
+    if child::is_child() {
+        return child_of_a_failing_fleet().await;
+    }
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("fetches");
     let start_at = unix_ms() + 1500;
     let children: Vec<_> = (0..3)
         .map(|_| {
-            this_test("child_of_a_failing_fleet")
+            child::this_test_again()
                 .env(URL, server.url())
                 .env(LOG, &log)
                 .env(START_AT, start_at.to_string())

@@ -566,7 +566,7 @@ on_every_backend!(
 // A `TestClock` cannot be shared by processes, so these run on the system
 // clock with TTLs of seconds; their bounds are counts with wide margins.
 
-use cacheme_test_support::child::{expect_success, sleep_until_unix_ms, this_test, unix_ms};
+use cacheme_test_support::child::{self, expect_success, sleep_until_unix_ms, unix_ms};
 use cacheme_test_support::{RedisCluster, RedisServer};
 
 const FLEET_CACHE: &str = "CACHEME_FAIL_SAFE_CACHE";
@@ -661,13 +661,11 @@ async fn fleet_ahead(ctx: &Fleet, id: u64) -> Result<String, AppError> {
 }
 
 /// A fleet member: 8 tasks getting key 1 in a loop until the end time;
-/// every get must succeed, and (refresh mode) none may miss.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// every get must succeed, and (refresh mode) none may miss. It is the
+/// fleet test run again as a child ([`child::is_child`]).
 async fn fleet_member() {
-    let vars = [FLEET_CACHE, FLEET_SOURCE, FLEET_MODE, FLEET_START, FLEET_END].map(std::env::var);
-    let [Ok(cache), Ok(source), Ok(mode), Ok(start), Ok(end)] = vars else {
-        return;
-    };
+    let [cache, source, mode, start, end] = [FLEET_CACHE, FLEET_SOURCE, FLEET_MODE, FLEET_START, FLEET_END]
+        .map(|name| std::env::var(name).unwrap_or_else(|_| panic!("the fleet member's {name}")));
     let fleet = Fleet::new(&cache, &source).await;
     let end: u64 = end.parse().unwrap();
     sleep_until_unix_ms(start.parse().unwrap()).await;
@@ -702,7 +700,7 @@ async fn run_fleet(cache_url: &str, source_url: &str, mode: &str, run: Duration)
     let end = start + u64::try_from(run.as_millis()).unwrap();
     let members: Vec<_> = (0..3)
         .map(|_| {
-            this_test("fleet_member")
+            child::this_test_again()
                 .env(FLEET_CACHE, cache_url)
                 .env(FLEET_SOURCE, source_url)
                 .env(FLEET_MODE, mode)
@@ -752,24 +750,36 @@ async fn a_fleet_refreshes_a_hot_key_ahead_once(cache_url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_fleet_is_served_stale_and_spares_a_failing_source() {
+    if child::is_child() {
+        return fleet_member().await;
+    }
     let server = RedisServer::start();
     a_fleet_is_served_stale_and_spares_a_failing_source(&format!("{}?prefix=fleet", server.url())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_fleet_is_served_stale_and_spares_a_failing_source() {
+    if child::is_child() {
+        return fleet_member().await;
+    }
     let cluster = RedisCluster::builder().masters(3).replicas(0).start();
     a_fleet_is_served_stale_and_spares_a_failing_source(&cluster.config("fleet")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_fleet_refreshes_a_hot_key_ahead_once() {
+    if child::is_child() {
+        return fleet_member().await;
+    }
     let server = RedisServer::start();
     a_fleet_refreshes_a_hot_key_ahead_once(&format!("{}?prefix=fleet", server.url())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_fleet_refreshes_a_hot_key_ahead_once() {
+    if child::is_child() {
+        return fleet_member().await;
+    }
     let cluster = RedisCluster::builder().masters(3).replicas(0).start();
     a_fleet_refreshes_a_hot_key_ahead_once(&cluster.config("fleet")).await;
 }

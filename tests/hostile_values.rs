@@ -4,9 +4,9 @@
 //! Every read path on every backend must treat them as undecodable: the
 //! typed `get`, `get_m` and pipelines refetch (a miss), `Cache::get_as` and
 //! `get_multi_as` return a decode error. None may panic or abort, so each
-//! backend runs in a child process (this test binary, started again on
-//! `child_reader`): an abort fails the parent's test instead of killing the
-//! test runner.
+//! backend runs in a child process (this test binary, started again on the
+//! same test as a child doing [`child_reader`]): an abort fails the
+//! parent's test instead of killing the test runner.
 
 #![forbid(unsafe_code)]
 
@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cacheme::{Cache, Client, Codec, Context, Error, Op, Pipeline, cache_store};
-use cacheme_test_support::child::{expect_success, this_test};
+use cacheme_test_support::child::{self, expect_success};
 use cacheme_test_support::{FileFixture, MemcachedServer, RedisCluster, RedisServer};
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
@@ -274,45 +274,58 @@ async fn read_everything(url: &str) {
 }
 
 /// The child: reads everything from the cache at `$CACHEME_HOSTILE_URL`.
-/// Run as an ordinary test (no URL in the environment) it does nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_reader() {
-    let Ok(url) = std::env::var(URL) else { return };
+    let url = std::env::var(URL).expect("the child's cache");
     read_everything(&url).await;
     println!("child {} done", std::process::id());
 }
 
 async fn in_a_child(url: &str) {
-    let mut command = this_test("child_reader");
+    let mut command = child::this_test_again();
     command.env(URL, url);
     expect_success(command.spawn().unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_values_are_misses_or_decode_errors_on_memory() {
+    if child::is_child() {
+        return child_reader().await;
+    }
     in_a_child("memory://").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_values_are_misses_or_decode_errors_on_redis() {
+    if child::is_child() {
+        return child_reader().await;
+    }
     let server = RedisServer::start();
     in_a_child(&format!("{}?prefix=hostile", server.url())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_values_are_misses_or_decode_errors_on_a_redis_cluster() {
+    if child::is_child() {
+        return child_reader().await;
+    }
     let cluster = RedisCluster::builder().replicas(0).start();
     in_a_child(&cluster.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_values_are_misses_or_decode_errors_on_memcached() {
+    if child::is_child() {
+        return child_reader().await;
+    }
     let server = MemcachedServer::start();
     in_a_child(&server.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_values_are_misses_or_decode_errors_on_files() {
+    if child::is_child() {
+        return child_reader().await;
+    }
     let dir = FileFixture::start();
     in_a_child(&format!("file://{}", dir.path().display())).await;
 }

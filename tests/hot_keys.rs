@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cacheme::{Cache, Client, Context, LocalTier, Pipeline, cache_store};
-use cacheme_test_support::child::{expect_success, this_test};
+use cacheme_test_support::child::{self, expect_success};
 use cacheme_test_support::{RedisCluster, RedisServer, SentCommands};
 use futures_util::FutureExt;
 use futures_util::future::join_all;
@@ -648,12 +648,10 @@ async fn cache_client(url: &str) -> Client {
         .unwrap()
 }
 
-/// Process B (does nothing when run as an ordinary test).
-#[tokio::test]
+/// Process B: the test run again as a child ([`child::is_child`]).
 async fn coherence_reader() {
-    let (Ok(cache), Ok(source_url)) = (std::env::var(CACHE_URL), std::env::var(SOURCE_URL)) else {
-        return;
-    };
+    let cache = std::env::var(CACHE_URL).expect("the child's cache");
+    let source_url = std::env::var(SOURCE_URL).expect("the child's source");
     let mut source = connect(&source_url).await;
     let app = App {
         cache: cache_client(&cache).await,
@@ -711,7 +709,7 @@ async fn coherence_across_processes(cache_url: &str, mut kill_pubsub: impl FnMut
         db: Db::Redis(source.clone()),
         fetches: AtomicUsize::new(0),
     };
-    let child = this_test("coherence_reader")
+    let child = child::this_test_again()
         .env(CACHE_URL, cache_url)
         .env(SOURCE_URL, source_server.url())
         .spawn()
@@ -761,6 +759,9 @@ fn kill_pubsub_clients(connection: &mut redis::Connection) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_tiers_stay_coherent_across_processes_on_redis() {
+    if child::is_child() {
+        return coherence_reader().await;
+    }
     let mut server = RedisServer::start();
     let url = server.url();
     let admin = redis::Client::open(url.as_str()).unwrap();
@@ -774,6 +775,9 @@ async fn local_tiers_stay_coherent_across_processes_on_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_tiers_stay_coherent_across_processes_on_a_cluster() {
+    if child::is_child() {
+        return coherence_reader().await;
+    }
     let mut cluster = RedisCluster::builder().masters(3).replicas(0).start();
     let config = cluster.config("coherent");
     let masters = cluster.masters();

@@ -2,8 +2,9 @@
 //! across processes, every key is fetched once. Fetches are counted by
 //! the test (each fetched key appends a line to a log file).
 //!
-//! The other processes are this test binary run again on one test,
-//! [`child_worker`], with the environment telling it what to do.
+//! The other processes are this test binary run again on the test that
+//! starts them, as a child ([`child::is_child`]) doing [`child_worker`], the
+//! environment telling it what to do.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cacheme::{Client, Context, Pipeline, cache_store};
-use cacheme_test_support::child::{expect_success, sleep_until_unix_ms, this_test, unix_ms};
+use cacheme_test_support::child::{self, expect_success, sleep_until_unix_ms, unix_ms};
 use cacheme_test_support::{RedisCluster, RedisServer};
 
 const URL: &str = "CACHEME_PIPELINE_URL";
@@ -74,13 +75,11 @@ async fn label(ctx: &Worker, id: u32) -> Result<String, String> {
     Ok(format!("label {id}"))
 }
 
-/// Entry point of the child processes. Run as an ordinary test (no [`URL`]
-/// in the environment) it does nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// What a child process does: its batches of gets, half through `get_m`,
+/// half through pipelines.
 async fn child_worker() {
-    let (Ok(url), Ok(log)) = (std::env::var(URL), std::env::var(LOG)) else {
-        return;
-    };
+    let url = std::env::var(URL).expect("the child's server");
+    let log = std::env::var(LOG).expect("the child's fetch log");
     let start_at: u64 = std::env::var(START_AT).unwrap().parse().unwrap();
     let worker = Arc::new(Worker {
         client: Client::open(&url).await.unwrap(),
@@ -131,7 +130,7 @@ async fn child_worker() {
 }
 
 fn spawn_child(url: &str, log: &Path, start_at: u64) -> tokio::process::Child {
-    this_test("child_worker")
+    child::this_test_again()
         .env(URL, url)
         .env(LOG, log)
         .env(START_AT, start_at.to_string())
@@ -162,12 +161,18 @@ async fn batches_fetch_each_key_once(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelines_and_get_m_in_three_processes_fetch_each_key_once_on_redis() {
+    if child::is_child() {
+        return child_worker().await;
+    }
     let server = RedisServer::start();
     batches_fetch_each_key_once(&server.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelines_and_get_m_in_three_processes_fetch_each_key_once_on_a_redis_cluster() {
+    if child::is_child() {
+        return child_worker().await;
+    }
     let cluster = RedisCluster::builder().replicas(0).start();
     batches_fetch_each_key_once(&cluster.url()).await;
 }

@@ -2,8 +2,9 @@
 //! counted by the test (each fetch appends its pid to a log file), never by
 //! the library.
 //!
-//! The other processes are this test binary run again on one test,
-//! [`child_worker`], with the environment telling it what to do.
+//! The other processes are this test binary run again on the test that
+//! starts them, as a child ([`child::is_child`]) doing [`child_worker`], the
+//! environment telling it what to do.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cacheme::{Client, Context, cache_store};
-use cacheme_test_support::child::{expect_success, sleep_until_unix_ms, this_test, unix_ms};
+use cacheme_test_support::child::{self, expect_success, sleep_until_unix_ms, unix_ms};
 use cacheme_test_support::{MemcachedServer, RedisCluster, RedisServer};
 
 /// The child's settings.
@@ -135,13 +136,10 @@ async fn long(ctx: &Worker, id: u32) -> Result<String, String> {
     Ok(format!("long {id}"))
 }
 
-/// Entry point of the child processes. Run as an ordinary test (no [`URL`]
-/// in the environment) it does nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// What a child process does: its herd of gets of the cold key.
 async fn child_worker() {
-    let (Ok(url), Ok(log)) = (std::env::var(URL), std::env::var(LOG)) else {
-        return;
-    };
+    let url = std::env::var(URL).expect("the child's server");
+    let log = std::env::var(LOG).expect("the child's fetch log");
     let tasks: usize = std::env::var(TASKS).unwrap().parse().unwrap();
     let start_at: u64 = std::env::var(START_AT).unwrap().parse().unwrap();
     let worker = Arc::new(Worker {
@@ -163,7 +161,7 @@ async fn child_worker() {
 }
 
 fn spawn_child(url: &str, log: &Path, tasks: usize, start_at: u64, hang_first: bool) -> tokio::process::Child {
-    let mut command = this_test("child_worker");
+    let mut command = child::this_test_again();
     command
         .env(URL, url)
         .env(LOG, log)
@@ -195,30 +193,45 @@ async fn herd(url: &str, processes: usize, tasks: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_processes_fetch_a_cold_key_once_on_redis() {
+    if child::is_child() {
+        return child_worker().await;
+    }
     let server = RedisServer::start();
     herd(&server.url(), 4, 250).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_processes_fetch_a_cold_key_once_on_a_redis_cluster() {
+    if child::is_child() {
+        return child_worker().await;
+    }
     let cluster = RedisCluster::builder().replicas(0).start();
     herd(&cluster.url(), 4, 250).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_fetch_a_cold_key_once_on_memcached() {
+    if child::is_child() {
+        return child_worker().await;
+    }
     let server = MemcachedServer::start();
     herd(&server.url(), 2, 50).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_fetch_a_cold_key_once_on_files() {
+    if child::is_child() {
+        return child_worker().await;
+    }
     let dir = tempfile::tempdir().unwrap();
     herd(&format!("file://{}", dir.path().display()), 2, 50).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_lock_holder_costs_one_more_fetch_within_lock_ttl() {
+    if child::is_child() {
+        return child_worker().await;
+    }
     let (server, _dir, log) = redis_scene();
     let start_at = unix_ms() + 1500;
     let mut children: Vec<_> = (0..3)

@@ -2,10 +2,11 @@
 //! writes, counters and locks are atomic across them, and no reader ever
 //! sees a torn value.
 //!
-//! The other process is this test binary run again on one test,
-//! [`child_worker`], with the environment telling it what to do.
+//! The other process is this test binary run again on the test that starts
+//! it, as a child ([`child::is_child`]) doing [`child_worker`], the
+//! environment telling it what to do.
 
-use cacheme_test_support::child::{expect_success, this_test};
+use cacheme_test_support::child::{self, expect_success};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -34,13 +35,10 @@ async fn cache_on(dir: &Path) -> Cache {
     Cache::new("file", &config.to_string()).await.unwrap()
 }
 
-/// Entry point of the child process. Run as an ordinary test (no
-/// [`MODE`] in the environment) it does nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// What the child process does, by its [`MODE`].
 async fn child_worker() {
-    let (Ok(mode), Ok(dir)) = (std::env::var(MODE), std::env::var(DIR)) else {
-        return;
-    };
+    let mode = std::env::var(MODE).expect("the child's mode");
+    let dir = std::env::var(DIR).expect("the child's directory");
     let cache = cache_on(Path::new(&dir)).await;
     match mode.as_str() {
         "share" => {
@@ -65,11 +63,7 @@ async fn child_worker() {
 }
 
 fn spawn_child(mode: &str, dir: &Path) -> tokio::process::Child {
-    this_test("processes::child_worker")
-        .env(MODE, mode)
-        .env(DIR, dir)
-        .spawn()
-        .unwrap()
+    child::this_test_again().env(MODE, mode).env(DIR, dir).spawn().unwrap()
 }
 
 /// Polls until `key` exists (bounded).
@@ -107,6 +101,9 @@ async fn race(cache: &Cache, who: &'static str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_writes_counters_and_locks() {
+    if child::is_child() {
+        return child_worker().await;
+    }
     let dir = temp_dir();
     let cache = cache_on(dir.path()).await;
     cache.put_forever("parent-says", "hello from the parent").await.unwrap();
@@ -166,6 +163,9 @@ fn check_whole(read: Option<Vec<u8>>) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_in_another_process_never_sees_a_torn_value() {
+    if child::is_child() {
+        return child_worker().await;
+    }
     let dir = temp_dir();
     let cache = cache_on(dir.path()).await;
     cache.put_forever("big", big_value(0)).await.unwrap();
