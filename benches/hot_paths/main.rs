@@ -18,6 +18,7 @@
 //!    a [`harness::Table`] yourself.
 //! 2. Add `"name" => module::name` to `scenarios!` below.
 
+mod faults;
 mod fixtures;
 mod harness;
 mod observe;
@@ -52,6 +53,7 @@ scenarios! {
     "redis-get-64" => scenarios::redis_get_64,
     "redis-get-m" => scenarios::redis_get_m,
     "cold-key" => stampede::cold_key,
+    "dead-cache" => faults::dead_cache,
     "seed-redis" => seed::seed_redis,
     "seed-cluster" => seed::seed_cluster,
     "seed-memory" => seed::seed_memory,
