@@ -566,14 +566,17 @@ on_every_backend!(
 // A `TestClock` cannot be shared by processes, so these run on the system
 // clock with TTLs of seconds; their bounds are counts with wide margins.
 
-use cacheme_test_support::child::{self, expect_success, sleep_until_unix_ms, unix_ms};
+use cacheme_test_support::child::{self, expect_success};
 use cacheme_test_support::{RedisCluster, RedisServer};
+use std::time::Instant;
 
 const FLEET_CACHE: &str = "CACHEME_FAIL_SAFE_CACHE";
 const FLEET_SOURCE: &str = "CACHEME_FAIL_SAFE_SOURCE";
 const FLEET_MODE: &str = "CACHEME_FAIL_SAFE_MODE";
-const FLEET_START: &str = "CACHEME_FAIL_SAFE_START";
-const FLEET_END: &str = "CACHEME_FAIL_SAFE_END";
+/// How long a member runs after the fleet is told to go, in ms.
+const FLEET_RUN: &str = "CACHEME_FAIL_SAFE_RUN";
+/// How many members there are.
+const MEMBERS: u64 = 3;
 
 /// The fleet's source: a Redis server of its own counting fetches
 /// (`fetches`), failing while `failing` is set, answering `v{n}`.
@@ -637,6 +640,26 @@ impl Fleet {
         n.unwrap_or(0)
     }
 
+    /// Polls the source's `key` (every 10 ms, for a minute at most) until
+    /// it reaches `value`.
+    async fn until(&self, key: &str, value: u64) {
+        let mut source = self.source.clone();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now: Option<u64> = ::redis::cmd("GET").arg(key).query_async(&mut source).await.unwrap();
+            if now >= Some(value) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{key} never reached {value} (at {now:?})");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn incr(&self, key: &str) {
+        let mut source = self.source.clone();
+        let _: u64 = ::redis::cmd("INCR").arg(key).query_async(&mut source).await.unwrap();
+    }
+
     async fn set(&self, key: &str, value: u64) {
         let mut source = self.source.clone();
         let _: () = ::redis::cmd("SET")
@@ -664,16 +687,20 @@ async fn fleet_ahead(ctx: &Fleet, id: u64) -> Result<String, AppError> {
 /// every get must succeed, and (refresh mode) none may miss. It is the
 /// fleet test run again as a child ([`child::is_child`]).
 async fn fleet_member() {
-    let [cache, source, mode, start, end] = [FLEET_CACHE, FLEET_SOURCE, FLEET_MODE, FLEET_START, FLEET_END]
+    let [cache, source, mode, run] = [FLEET_CACHE, FLEET_SOURCE, FLEET_MODE, FLEET_RUN]
         .map(|name| std::env::var(name).unwrap_or_else(|_| panic!("the fleet member's {name}")));
     let fleet = Fleet::new(&cache, &source).await;
-    let end: u64 = end.parse().unwrap();
-    sleep_until_unix_ms(start.parse().unwrap()).await;
+    // Every member up (connected) before the parent warms the key and
+    // says go: however long this process took to start, the run begins
+    // with the value the parent wrote just now.
+    fleet.incr("fleet-ready").await;
+    fleet.until("fleet-go", 1).await;
+    let end = Instant::now() + Duration::from_millis(run.parse().unwrap());
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let (fleet, mode) = (fleet.clone(), mode.clone());
             tokio::spawn(async move {
-                while unix_ms() < end {
+                while Instant::now() < end {
                     let got = match mode.as_str() {
                         "fail-safe" => FleetSafeStore::get(&fleet, 1).await,
                         _ => FleetAheadStore::get(&fleet, 1).await,
@@ -694,22 +721,30 @@ async fn fleet_member() {
     }
 }
 
-/// Runs three fleet members in `mode` from now + 1.5 s for `run`.
-async fn run_fleet(cache_url: &str, source_url: &str, mode: &str, run: Duration) {
-    let start = unix_ms() + 1_500;
-    let end = start + u64::try_from(run.as_millis()).unwrap();
-    let members: Vec<_> = (0..3)
+/// Runs [`MEMBERS`] fleet members in `mode` for `run`: once they are all
+/// up, `before_go` runs, then they are told to go.
+async fn run_fleet(
+    fleet: &Fleet,
+    cache_url: &str,
+    source_url: &str,
+    mode: &str,
+    run: Duration,
+    before_go: impl Future,
+) {
+    let members: Vec<_> = (0..MEMBERS)
         .map(|_| {
             child::this_test_again()
                 .env(FLEET_CACHE, cache_url)
                 .env(FLEET_SOURCE, source_url)
                 .env(FLEET_MODE, mode)
-                .env(FLEET_START, start.to_string())
-                .env(FLEET_END, end.to_string())
+                .env(FLEET_RUN, run.as_millis().to_string())
                 .spawn()
                 .unwrap()
         })
         .collect();
+    fleet.until("fleet-ready", MEMBERS).await;
+    before_go.await;
+    fleet.set("fleet-go", 1).await;
     for member in members {
         expect_success(member).await;
     }
@@ -724,7 +759,7 @@ async fn a_fleet_is_served_stale_and_spares_a_failing_source(cache_url: &str) {
     assert_eq!(FleetSafeStore::get(&fleet, 1).await.unwrap(), "v1");
     fleet.set("failing", 1).await;
     let run = Duration::from_secs(6);
-    run_fleet(cache_url, &source.url(), "fail-safe", run).await;
+    run_fleet(&fleet, cache_url, &source.url(), "fail-safe", run, async {}).await;
     // 1 warm-up + at most one per throttle interval (+1 at each edge).
     let failed = fleet.fetches().await - 1;
     assert!(
@@ -739,9 +774,10 @@ async fn a_fleet_is_served_stale_and_spares_a_failing_source(cache_url: &str) {
 async fn a_fleet_refreshes_a_hot_key_ahead_once(cache_url: &str) {
     let source = RedisServer::start();
     let fleet = Fleet::new(cache_url, &source.url()).await;
-    assert_eq!(FleetAheadStore::get(&fleet, 1).await.unwrap(), "v1");
     let run = Duration::from_secs(15);
-    run_fleet(cache_url, &source.url(), "refresh", run).await;
+    // Warmed once the members are up, so the run starts on a new value.
+    let warm = async { assert_eq!(FleetAheadStore::get(&fleet, 1).await.unwrap(), "v1") };
+    run_fleet(&fleet, cache_url, &source.url(), "refresh", run, warm).await;
     // Every refresh takes >= 1.2 s (1 s of age + a 200 ms fetch): at most
     // ~13 for the fleet; three processes refreshing each would make ~36.
     let refreshes = fleet.fetches().await - 1;
