@@ -323,6 +323,38 @@ async fn a_server_error_is_an_error_never_a_missing_key() {
     assert!(cache.exists("a").await.is_err());
 }
 
+/// The connection reconnects with one attempt per call, no backoff: a
+/// call on a server that refuses connections fails at once rather than
+/// waiting on retries (the timeout here is a minute, so it hides nothing),
+/// and the first call after the server is back succeeds, though the last
+/// reconnection attempt was refused while it was down. (Two worker
+/// threads: the attempt a failed call starts runs on one while the server
+/// is still down, as in a service, and not only when the next call polls
+/// it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_fail_at_once_on_a_dead_server_and_the_first_after_its_restart_succeeds() {
+    let mut server = RedisServer::start();
+    let cache = Cache::open(&format!("{}?timeout=60s", server.url())).await.unwrap();
+    cache.put_forever("before", b"1").await.unwrap();
+
+    server.stop();
+    let started = Instant::now();
+    for _ in 0..30 {
+        assert!(cache.get("before").await.is_err());
+    }
+    // Refused connections on loopback take microseconds; retries with a
+    // backoff took hundreds of milliseconds per call (about 9 s for 30).
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "30 calls on a dead server took {:?}",
+        started.elapsed()
+    );
+
+    server.restart();
+    cache.put_forever("after", b"2").await.unwrap();
+    assert_eq!(cache.get("after").await.unwrap().as_deref(), Some(&b"2"[..]));
+}
+
 #[tokio::test]
 async fn the_same_client_recovers_after_the_server_restarts() {
     let mut server = RedisServer::start();

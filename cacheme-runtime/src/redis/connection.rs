@@ -32,6 +32,14 @@
 //!   matched to the abandoned request and dropped, so the next command
 //!   gets its own reply.
 //!
+//! On one server, the `ConnectionManager` makes a single attempt when it
+//! reconnects (no backoff; see `RedisBackend::from_config`), so a call
+//! while the server is down fails at once instead of spending its time
+//! limit waiting on retries. A call that meets a refused connection is
+//! sent once more ([`Bounded::on_node`]): the refusal may be that of an
+//! attempt made while the server was down, and the manager starts a new
+//! one as it returns it; nothing was sent, so nothing runs twice.
+//!
 //! A backend opened with [`ConnectMode::Lazy`](crate::ConnectMode::Lazy)
 //! may have no connection yet ([`Lazy`]): then every command fails at once
 //! with the reason, without touching the network, until the background
@@ -75,6 +83,24 @@ pub(crate) struct Bounded<C> {
 impl<C> Bounded<C> {
     pub(crate) fn new(inner: C, limits: Limits) -> Self {
         Bounded { inner, limits }
+    }
+}
+
+impl Bounded<ConnectionManager> {
+    /// `send` on a clone of the manager, and once more if it met a refused
+    /// connection (see the module docs): the manager's last reconnection
+    /// attempt may have been made while the server was down, and it
+    /// starts a new one as it returns that refusal. A refused connection
+    /// sent nothing, so no command runs twice; on a server still down the
+    /// second attempt is refused at once too.
+    async fn on_node<T, Fut>(&self, send: impl Fn(ConnectionManager) -> Fut) -> RedisResult<T>
+    where
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        match send(self.inner.clone()).await {
+            Err(e) if e.is_connection_refusal() => send(self.inner.clone()).await,
+            sent => sent,
+        }
     }
 }
 
@@ -269,9 +295,14 @@ impl Link {
     pub(crate) async fn direct(&self, cmd: Cmd, read: bool) -> RedisResult<Value> {
         let reply = match self {
             Link::Node(node) => {
-                let mut manager = node.inner.clone();
                 node.limits
-                    .sending(cmd, |cmd| async move { manager.send_packed_command(&cmd).await })
+                    .sending(cmd, |cmd| async move {
+                        node.on_node(|mut manager| {
+                            let cmd = &cmd;
+                            async move { manager.send_packed_command(cmd).await }
+                        })
+                        .await
+                    })
                     .await
             }
             #[cfg(feature = "redis-cluster")]
@@ -326,7 +357,10 @@ impl ConnectionLike for Link {
         Box::pin(async move {
             let send = move |cmd| async move {
                 match self {
-                    Link::Node(node) => node.inner.req_packed_command(cmd).await,
+                    Link::Node(node) => {
+                        node.on_node(|mut manager| async move { manager.req_packed_command(cmd).await })
+                            .await
+                    }
                     #[cfg(feature = "redis-cluster")]
                     Link::Cluster(cluster) => {
                         cluster
@@ -349,9 +383,11 @@ impl ConnectionLike for Link {
         let limits = self.limits();
         Box::pin(async move {
             let sent = limits.check(pipeline.cmd_iter())?;
-            let replies =
+            let replies: RedisFuture<'_, Vec<Value>> =
                 match self {
-                    Link::Node(node) => node.inner.req_packed_commands(pipeline, offset, count),
+                    Link::Node(node) => Box::pin(node.on_node(move |mut manager| async move {
+                        manager.req_packed_commands(pipeline, offset, count).await
+                    })),
                     #[cfg(feature = "redis-cluster")]
                     Link::Cluster(cluster) => Box::pin(cluster.inner.run(move |mut cluster| async move {
                         cluster.req_packed_commands(pipeline, offset, count).await

@@ -96,6 +96,12 @@ const CLEAR_BATCH: usize = 1000;
 /// transfer takes longer needs a larger `timeout`. On a cluster each
 /// attempt of a command is bounded by `timeout` too, and the value limit is
 /// not asked from the nodes.
+///
+/// On one server, a lost connection is reconnected by the next command,
+/// with no backoff: while the server refuses connections each command
+/// fails at once (a typed get is then served by its source without waiting
+/// for its `cache_timeout`, and the client's breaker soon skips the cache),
+/// and the first command after the server is back succeeds.
 #[derive(Clone)]
 pub struct RedisBackend {
     connection: Connection,
@@ -170,7 +176,15 @@ impl RedisBackend {
             let info = info.clone();
             async move {
                 let client = redis::Client::open(info.clone())?;
-                let config = manager_config(None);
+                // No reconnection retries on the data connection: while the
+                // server is down, a call waiting on the manager's backoff
+                // spent its whole time limit (a typed get its
+                // `cache_timeout`) for nothing. A call that finds the
+                // connection broken starts one attempt; a refused one
+                // fails the call at once (its caller is served from the
+                // source) after one more try (see `connection`'s module
+                // docs), and the breaker stops the attempts after a few.
+                let config = manager_config(None).set_number_of_retries(0);
                 // One plain connection first: it fails at once when the
                 // server is down or refuses the password, where the manager
                 // would retry (its retries are for reconnecting later). On
