@@ -1,6 +1,7 @@
-//! The dead-cache scenario: typed gets of cold keys while the Redis under
-//! them is frozen (SIGSTOP: connections open, nothing answered) and then
-//! dead (killed: connections refused). DESIGN's target: the p99 of a typed
+//! The dead-cache scenario: typed gets of cold keys while the server under
+//! them (Redis, a 3-master Redis Cluster, memcached) is frozen (SIGSTOP:
+//! connections open, nothing answered) and then dead (killed: connections
+//! refused). DESIGN's target: the p99 of a typed
 //! get stays within the source's latency plus `cache_timeout`, the cache
 //! never adding more than its budget. Reports latency percentiles against
 //! that budget. A figure, not a timed assertion: the machine is shared.
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cacheme::{Cache, Client, Context, cache_store};
-use cacheme_test_support::RedisServer;
+use cacheme_test_support::{MemcachedServer, RedisCluster, RedisServer};
 use tokio::task::JoinSet;
 
 use crate::harness::{Report, Settings, Table, percentile};
@@ -42,6 +43,57 @@ async fn dead(ctx: &Caller, id: u64) -> Result<u64, std::convert::Infallible> {
     Ok(id)
 }
 
+/// The server under the cache, started on a free port.
+enum Server {
+    Redis(RedisServer),
+    Cluster(RedisCluster),
+    Memcached(MemcachedServer),
+}
+
+impl Server {
+    fn name(&self) -> &'static str {
+        match self {
+            Server::Redis(_) => "Redis",
+            Server::Cluster(_) => "Redis Cluster",
+            Server::Memcached(_) => "memcached",
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Server::Redis(server) => server.url(),
+            Server::Cluster(cluster) => cluster.url(),
+            Server::Memcached(server) => server.url(),
+        }
+    }
+
+    /// SIGSTOP (every master of a cluster).
+    fn freeze(&mut self) {
+        match self {
+            Server::Redis(server) => server.freeze(),
+            Server::Cluster(cluster) => cluster.masters().iter().for_each(|master| cluster.freeze(master)),
+            Server::Memcached(server) => server.freeze(),
+        }
+    }
+
+    fn thaw(&mut self) {
+        match self {
+            Server::Redis(server) => server.thaw(),
+            Server::Cluster(cluster) => cluster.addrs().iter().for_each(|node| cluster.thaw(node)),
+            Server::Memcached(server) => server.thaw(),
+        }
+    }
+
+    /// SIGKILL (every node of a cluster).
+    fn kill(&mut self) {
+        match self {
+            Server::Redis(server) => server.stop(),
+            Server::Cluster(cluster) => drop(cluster.kill_all()),
+            Server::Memcached(server) => server.stop(),
+        }
+    }
+}
+
 /// What a row measures the client with.
 #[derive(Clone, Copy)]
 enum Breaker {
@@ -62,7 +114,7 @@ impl Breaker {
 
 /// A client of `url` with the scenario's budget, connected and warm.
 async fn caller(url: &str, breaker: Breaker) -> Arc<Caller> {
-    let cache = Cache::open(url).await.expect("connect to the spawned redis-server");
+    let cache = Cache::open(url).await.expect("connect to the spawned server");
     let mut builder = Client::builder().cache(cache).cache_timeout(CACHE_TIMEOUT);
     if let Breaker::Off = breaker {
         builder = builder.breaker(0, Duration::from_secs(5));
@@ -138,7 +190,7 @@ async fn clients(url: &str, rounds: usize) -> Vec<(Breaker, Vec<Arc<Caller>>)> {
 /// Runs every row's rounds (interleaved with the source alone) and adds
 /// their lines to `table`; the budget is the source's p99 plus
 /// `cache_timeout`.
-async fn measure(table: &mut Table, state: &str, rows: &[(Breaker, Vec<Arc<Caller>>)], rounds: usize) {
+async fn measure(table: &mut Table, server: &str, state: &str, rows: &[(Breaker, Vec<Arc<Caller>>)], rounds: usize) {
     let mut source = Vec::new();
     let mut latencies = vec![Vec::new(); rows.len()];
     for round in 0..rounds {
@@ -151,6 +203,7 @@ async fn measure(table: &mut Table, state: &str, rows: &[(Breaker, Vec<Arc<Calle
     let source_p99 = percentile(&mut source, 0.99);
     let budget = source_p99 + CACHE_TIMEOUT.as_secs_f64() * 1e3;
     table.row([
+        server.to_owned(),
         state.to_owned(),
         "the source alone, no cache".to_owned(),
         source.len().to_string(),
@@ -166,6 +219,7 @@ async fn measure(table: &mut Table, state: &str, rows: &[(Breaker, Vec<Arc<Calle
         let p99 = percentile(&mut took, 0.99);
         let max = percentile(&mut took, 1.0);
         table.row([
+            server.to_owned(),
             state.to_owned(),
             breaker.label().to_owned(),
             took.len().to_string(),
@@ -178,15 +232,12 @@ async fn measure(table: &mut Table, state: &str, rows: &[(Breaker, Vec<Arc<Calle
     }
 }
 
-/// Typed gets on a frozen, then a dead Redis.
+/// Typed gets on a frozen, then a dead server, for each backend.
 pub async fn dead_cache(settings: &Settings) -> Report {
-    let mut server = RedisServer::start();
-    let url = server.url();
     let rounds = settings.rounds;
-    let frozen = clients(&url, rounds).await;
-    let killed = clients(&url, rounds).await;
     let mut table = Table::new([
-        "Redis",
+        "backend",
+        "server",
         "client",
         "gets",
         "fetches",
@@ -195,15 +246,27 @@ pub async fn dead_cache(settings: &Settings) -> Report {
         "max",
         "p99 / budget",
     ]);
-    server.freeze();
-    measure(&mut table, "frozen (SIGSTOP)", &frozen, rounds).await;
-    server.thaw();
-    server.stop();
-    measure(&mut table, "dead (killed)", &killed, rounds).await;
+    let starts: [fn() -> Server; 3] = [
+        || Server::Redis(RedisServer::start()),
+        || Server::Cluster(RedisCluster::builder().masters(3).replicas(0).start()),
+        || Server::Memcached(MemcachedServer::start()),
+    ];
+    for start in starts {
+        let mut server = start();
+        let url = server.url();
+        let frozen = clients(&url, rounds).await;
+        let killed = clients(&url, rounds).await;
+        server.freeze();
+        measure(&mut table, server.name(), "frozen (SIGSTOP)", &frozen, rounds).await;
+        server.thaw();
+        server.kill();
+        measure(&mut table, server.name(), "dead (killed)", &killed, rounds).await;
+    }
     Report {
-        title: "dead-cache: typed gets of cold keys on a frozen, then a dead Redis".into(),
+        title: "dead-cache: typed gets of cold keys on a frozen, then a dead server".into(),
         about: format!(
-            "{GETS} gets of fresh keys per round, {CONCURRENCY} at a time, a source taking {} ms, \
+            "Redis, a 3-master Redis Cluster (every master frozen, then every node killed) and memcached. \
+             {GETS} gets of fresh keys per round, {CONCURRENCY} at a time, a source taking {} ms, \
              `cache_timeout` {} ms. Target (DESIGN): p99 of a typed get within the source's latency + \
              `cache_timeout`; the budget is the p99 of the source alone (same concurrency, measured in the \
              same rounds) + `cache_timeout`, so p99 / budget ≤ 1. Every get must be served (by the source).",
