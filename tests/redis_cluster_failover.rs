@@ -23,6 +23,15 @@ const TASKS: usize = 100;
 const RUNS: usize = 3;
 /// The promise: serving again within this long of the cluster being ok.
 const RECOVERY: Duration = Duration::from_secs(5);
+/// The promise after a frozen master's failover: serving its slots again
+/// within this long of the other nodes agreeing on it. Longer than
+/// [`RECOVERY`]: nothing breaks, so the client notices by calls going
+/// unanswered for 1.5 s, then a `PING` to every master that goes
+/// unanswered for 1 s, then a new connection (whose handshake with the
+/// frozen seed may wait for its connect timeout), and that cycle may have
+/// begun just before the failover: about 4 s here at worst, doubled for a
+/// loaded machine.
+const FROZEN_RECOVERY: Duration = Duration::from_secs(8);
 /// No single call may take longer than this, failover or not (generous:
 /// the machine is shared; a call is bounded by the backend's timeouts).
 const LONGEST_CALL: Duration = Duration::from_secs(10);
@@ -251,4 +260,93 @@ async fn the_same_client_serves_again_soon_after_a_failover_under_load() {
         }
         assert_eq!(run.typed.errors, 0, "typed gets fall back to the source");
     }
+}
+
+/// A frozen master (SIGSTOP: its connections stay open and nothing is
+/// answered, as with a hung host) is failed over to its replica. No
+/// connection breaks and no node redirects the client, so only what the
+/// client does about calls that time out can move it to the promoted
+/// replica: the same client must serve the frozen master's slots within
+/// [`FROZEN_RECOVERY`] of the other nodes agreeing on the failover, while
+/// the frozen node stays frozen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_client_follows_a_failover_away_from_a_frozen_master() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_test_writer()
+        .try_init();
+    let mut cluster = RedisCluster::start();
+    let cache = Cache::new("redis-cluster", &cluster.config("fo")).await.unwrap();
+    let app = Arc::new(App {
+        client: Client::builder().cache(cache.clone()).build().unwrap(),
+    });
+    let keys: Vec<String> = (0..60).map(|i| format!("probe:{i}")).collect();
+    for key in &keys {
+        cache.put(key, "before", Duration::from_secs(60)).await.unwrap();
+    }
+    let victim = cluster.masters().into_iter().next().unwrap();
+    let victims_keys = keys_on(&cluster, &victim);
+    assert!(!victims_keys.is_empty(), "some probe keys live on {victim}");
+    tokio::task::block_in_place(|| cluster.wait_for_replication(Duration::from_secs(10)));
+
+    // Calls to the other masters keep being answered throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..10)
+        .map(|n| load(n, cache.clone(), app.clone(), stop.clone()))
+        .collect();
+    cluster.freeze(&victim);
+    let frozen_at = Instant::now();
+    let watcher = {
+        let victim = victim.clone();
+        tokio::task::spawn_blocking(move || {
+            cluster.wait_until_ok_without(&victim, Duration::from_secs(30));
+            (cluster, Instant::now())
+        })
+    };
+    let mut probes = Calls::default();
+    let mut round = 0;
+    let recovered_at = loop {
+        round += 1;
+        if probe(&cache, &victims_keys, round, &mut probes).await {
+            break Instant::now();
+        }
+        assert!(
+            frozen_at.elapsed() < Duration::from_secs(60),
+            "never served again: {}",
+            probes.row("probes")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (mut cluster, ok_at) = watcher.await.unwrap();
+    for _ in 0..3 {
+        round += 1;
+        assert!(
+            probe(&cache, &victims_keys, round, &mut probes).await,
+            "served again, then failed"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut load_calls = Calls::default();
+    for task in tasks {
+        load_calls.add(task.await.unwrap());
+    }
+    let recovery = recovered_at.saturating_duration_since(ok_at);
+    println!(
+        "freeze -> cluster ok without the frozen master {:.1?}; cluster ok -> same client served {recovery:.1?}",
+        ok_at - frozen_at
+    );
+    println!("  {}", probes.row("probes"));
+    println!("  {}", load_calls.row("load"));
+    assert!(
+        recovery <= FROZEN_RECOVERY,
+        "served again {recovery:?} after the cluster was ok"
+    );
+    for (what, calls) in [("probe", &probes), ("load", &load_calls)] {
+        assert!(
+            calls.max() <= LONGEST_CALL,
+            "a {what} call took {:?} while a master was frozen",
+            calls.max()
+        );
+    }
+    cluster.thaw(&victim);
 }

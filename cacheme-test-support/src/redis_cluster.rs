@@ -245,7 +245,17 @@ impl RedisCluster {
     /// is the moment its replica has been promoted and the cluster agrees
     /// on it. Panics with the nodes' view after `timeout`.
     pub fn wait_until_ok(&self, timeout: Duration) {
-        self.wait_for("the Redis Cluster to be ok", timeout, || self.health());
+        self.wait_for("the Redis Cluster to be ok", timeout, || self.health(None));
+    }
+
+    /// [`wait_until_ok`](RedisCluster::wait_until_ok) as if the node at
+    /// `absent` were gone: the other nodes are asked, and `absent` may
+    /// serve no slot. For a [`freeze`](RedisCluster::freeze)d master,
+    /// which answers nothing: this is the moment its replica has been
+    /// promoted and the other nodes agree on it.
+    pub fn wait_until_ok_without(&self, absent: &str, timeout: Duration) {
+        let what = format!("the Redis Cluster to be ok without {absent}");
+        self.wait_for(&what, timeout, || self.health(Some(absent)));
     }
 
     /// Waits until every replica has received everything its master was
@@ -302,10 +312,15 @@ impl RedisCluster {
         );
     }
 
-    /// `Ok` when the cluster is fully up, else what is not yet.
-    fn health(&self) -> Result<(), String> {
-        let live: HashSet<String> = self.addrs().into_iter().collect();
-        for node in self.running() {
+    /// `Ok` when the cluster is fully up (without the node at `absent`,
+    /// which is neither asked nor counted as live), else what is not yet.
+    fn health(&self, absent: Option<&str>) -> Result<(), String> {
+        let live: HashSet<String> = self
+            .addrs()
+            .into_iter()
+            .filter(|addr| Some(addr.as_str()) != absent)
+            .collect();
+        for node in self.running().filter(|node| live.contains(&node.addr())) {
             let port = node.port();
             let info = self.query(port, &["CLUSTER", "INFO"])?;
             if !info.contains("cluster_state:ok") || !info.contains(&format!("cluster_slots_ok:{SLOTS}")) {
@@ -391,8 +406,14 @@ impl RedisCluster {
             .into_connection_info()
             .map_err(|e| e.to_string())?
             .set_redis_settings(settings);
+        // A frozen node accepts the connection and answers nothing: the
+        // read timeout makes asking it an error instead of a hang.
         redis::Client::open(info)
             .and_then(|client| client.get_connection_with_timeout(Duration::from_millis(500)))
+            .and_then(|connection| {
+                connection.set_read_timeout(Some(Duration::from_secs(10)))?;
+                Ok(connection)
+            })
             .map_err(|e| format!("node {port}: {e}"))
     }
 }

@@ -1,34 +1,55 @@
 //! The cluster connection of a backend: redis-rs's `ClusterConnection`,
-//! replaced by a fresh one when it stops answering.
+//! replaced by a fresh one when calls through it go unanswered.
 //!
-//! redis-rs (1.x) drives every request of a cluster connection from one
-//! task, and while that task re-reads the slot map it polls none of the
-//! requests it has in flight. After a master dies, a request redirected
-//! to the dead node can hold its place in the queue of the connection
-//! map's lock at that very moment; the re-read then waits for the same
-//! lock, and the connection never answers again: every call times out,
-//! while a new connection to the same cluster works at once. Measured
-//! here: after a master was killed under load, the same client failed
-//! every call for more than 60 s.
+//! Two failures leave a cluster connection answering nothing for some or
+//! all of its calls, and redis-rs (1.x) recovers from neither by itself:
 //!
-//! So every call through the handle is watched: when calls have been made
-//! for [`STALLED_AFTER`] and none has answered (an error reply is an
-//! answer; a timeout, or a caller that gave up waiting, is not), a
-//! watchdog task sends a `PING` through the connection. No answer within
-//! [`PROBE_TIMEOUT`] means the connection is wedged: a new one is opened
-//! from the same client (its seed nodes) and takes its place. Calls
+//! - **A wedged connection.** redis-rs drives every request of a cluster
+//!   connection from one task, and while that task re-reads the slot map
+//!   it polls none of the requests it has in flight. After a master dies,
+//!   a request redirected to the dead node can hold its place in the
+//!   queue of the connection map's lock at that very moment; the re-read
+//!   then waits for the same lock, and the connection never answers
+//!   again, while a new connection to the same cluster works at once.
+//!   Measured here: after a master was killed under load, the same client
+//!   failed every call for more than 60 s.
+//! - **A frozen master** (a hung host, a stopped process, a partition that
+//!   drops packets): its connection stays open and nothing comes back, so
+//!   no error tells redis-rs to re-read the slot map; redis-rs re-reads it
+//!   on a redirection or a broken connection only. After the cluster fails
+//!   the master over to its replica, every call for its slots still goes
+//!   to the frozen node. Measured here (`redis_cluster_failover`): with
+//!   other calls answered meanwhile, the same client never served those
+//!   slots again while the node stayed frozen.
+//!
+//! So every call through the handle is watched. A call is *given up* when
+//! its caller stops waiting before it is answered: its time limit
+//! (`Limits::bounded`) or a cache budget cut it short. A watchdog task
+//! looks every [`CHECK_EVERY`]; when calls have been made for
+//! [`STALLED_AFTER`] with no answer at all, or when calls were given up in
+//! every check of [`STALLED_AFTER`] (some answered, some not: one node
+//! silent), it sends `PING` to every master through the connection. Any
+//! master with no reply within [`PROBE_TIMEOUT`] means the connection
+//! cannot be trusted: a new one is opened from the same client (its seed
+//! nodes, so the slot map is read afresh) and takes its place. Calls
 //! already on the old one end with their own timeouts; calls made after
-//! the swap use the new one. Nothing is sent while calls answer, so a
-//! healthy cluster sees no extra command. [`ClusterHandle::generation`]
-//! counts the swaps, so what was learnt from the old connection (the slot
-//! map of batches) is read again.
+//! the swap use the new one. While a frozen master has not been failed
+//! over, the new connection meets the same silence and is replaced again
+//! a few seconds later: a few connections per node every few seconds,
+//! for as long as the fault lasts. Nothing is sent while calls answer, so
+//! a healthy cluster sees no extra command, and callers that give up on
+//! calls a healthy cluster would answer (their own short deadlines) cost
+//! one `PING` per master every few seconds, no new connection.
+//! [`ClusterHandle::generation`] counts the swaps, so what was learnt from
+//! the old connection (the slot map of batches) is read again.
 //!
 //! What a call pays for this is kept small, since every cluster command
 //! goes through it: the connection is read through an [`ArcSwap`] (no
-//! lock shared by the callers), and a call marks two flags, "a call was
-//! made" and "an answer came", each written only when it was clear (the
-//! watchdog clears both at every check). Under load both stay set between
-//! checks, so calls only read them; the watchdog keeps the time itself.
+//! lock shared by the callers), and a call marks flags ("a call was
+//! made", "an answer came", "a call was given up"), each written only
+//! when it was clear (the watchdog clears them at every check). Under
+//! load they stay set between checks, so calls only read them; the
+//! watchdog keeps the time itself.
 //!
 //! The watchdog holds the handle weakly and ends once the backend and
 //! all its clones are gone.
@@ -42,12 +63,13 @@ use arc_swap::ArcSwap;
 use redis::RedisResult;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 
-/// Calls in flight this long with no answer make the watchdog probe.
+/// Calls in flight this long with no answer, or calls given up for this
+/// long, make the watchdog probe.
 pub(in crate::redis) const STALLED_AFTER: Duration = Duration::from_millis(1500);
 
-/// How long the probe `PING` may take before the connection is replaced.
+/// How long the probe `PING`s may take before the connection is replaced.
 pub(in crate::redis) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often the watchdog looks at the calls in flight.
@@ -79,6 +101,9 @@ struct Shared {
     called: AtomicBool,
     /// An answer came since the watchdog last looked.
     answered: AtomicBool,
+    /// A call was given up since the watchdog last looked: dropped before
+    /// its answer came, or failed with redis-rs's own timeout.
+    gave_up: AtomicBool,
     /// Whether the last reopening failed (logged once until one works).
     reopen_failing: AtomicBool,
 }
@@ -96,6 +121,7 @@ impl ClusterHandle {
             }),
             called: AtomicBool::new(false),
             answered: AtomicBool::new(false),
+            gave_up: AtomicBool::new(false),
             reopen_failing: AtomicBool::new(false),
         });
         tokio::spawn(watch(Arc::downgrade(&shared)));
@@ -119,11 +145,26 @@ impl ClusterHandle {
         Fut: Future<Output = RedisResult<T>>,
     {
         mark(&self.shared.called);
+        // Marks `gave_up` if this future is dropped before the answer.
+        let waiting = Waiting(&self.shared.gave_up);
         let result = call(self.connection()).await;
-        if !matches!(&result, Err(e) if e.is_timeout()) {
+        std::mem::forget(waiting);
+        if matches!(&result, Err(e) if e.is_timeout()) {
+            mark(&self.shared.gave_up);
+        } else {
             mark(&self.shared.answered);
         }
         result
+    }
+}
+
+/// A call waiting for its answer: dropped while waiting (the caller gave
+/// up), it marks its flag. Forgotten once the answer came.
+struct Waiting<'a>(&'a AtomicBool);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        mark(self.0);
     }
 }
 
@@ -135,6 +176,17 @@ fn mark(flag: &AtomicBool) {
     }
 }
 
+/// What one check of the watchdog read off the flags.
+#[derive(Debug, Clone, Copy, Default)]
+struct Period {
+    /// A call was made.
+    called: bool,
+    /// An answer came.
+    answered: bool,
+    /// A call was given up.
+    gave_up: bool,
+}
+
 /// What the watchdog knows of the calls between its checks.
 #[derive(Debug, Default)]
 struct Watch {
@@ -142,24 +194,29 @@ struct Watch {
     quiet_checks: u32,
     /// Whether a call made since the last answer may still be waiting.
     waiting: bool,
+    /// How many checks in a row saw a call given up.
+    given_up_checks: u32,
 }
 
 impl Watch {
     /// Takes in one check's flags; true when calls have waited for
-    /// [`STALLED_AFTER`] (as counted in checks) with no answer.
-    fn check(&mut self, called: bool, answered: bool) -> bool {
-        if answered {
+    /// [`STALLED_AFTER`] (as counted in checks) with no answer, or calls
+    /// were given up in every check for that long.
+    fn check(&mut self, period: Period) -> bool {
+        self.given_up_checks = if period.gave_up { self.given_up_checks + 1 } else { 0 };
+        let giving_up = self.given_up_checks >= quiet_checks_to_stall();
+        if period.answered {
             // Calls made after the answer, in the same period, may still
             // wait: they start the count afresh.
             self.quiet_checks = 0;
-            self.waiting = called;
-            return false;
+            self.waiting = period.called;
+            return giving_up;
         }
-        self.waiting |= called;
+        self.waiting |= period.called;
         if self.waiting {
             self.quiet_checks += 1;
         }
-        self.quiet_checks >= quiet_checks_to_stall()
+        giving_up || self.quiet_checks >= quiet_checks_to_stall()
     }
 
     /// The connection answered (a probe) or was replaced.
@@ -174,12 +231,13 @@ fn quiet_checks_to_stall() -> u32 {
 }
 
 impl Shared {
-    /// Whether `connection` answers a `PING` (any reply but a timeout, an
-    /// error included) within [`PROBE_TIMEOUT`].
+    /// Whether every master, as `connection` knows them, answers a `PING`
+    /// through it (any reply but a timeout, an error included) within
+    /// [`PROBE_TIMEOUT`].
     async fn answers(&self, mut connection: ClusterConnection) -> bool {
         let ping = connection.route_command(
             redis::cmd("PING"),
-            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
         );
         match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
             Ok(Err(e)) => !e.is_timeout(),
@@ -219,14 +277,14 @@ impl Shared {
         self.reopen_failing.store(false, Ordering::Relaxed);
         tracing::warn!(
             generation = generation + 1,
-            "redis-cluster: the connection stopped answering; replaced it with a new one"
+            "redis-cluster: a node stopped answering through the connection; replaced it with a new one"
         );
         true
     }
 }
 
-/// The watchdog: probes a stalled connection and replaces it if the probe
-/// gets no answer either.
+/// The watchdog: probes a connection whose calls went unanswered and
+/// replaces it if a master does not answer the probe either.
 async fn watch(shared: Weak<Shared>) {
     let mut ticks = tokio::time::interval(CHECK_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -236,9 +294,12 @@ async fn watch(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let called = shared.called.swap(false, Ordering::Relaxed);
-        let answered = shared.answered.swap(false, Ordering::Relaxed);
-        if !calls.check(called, answered) {
+        let period = Period {
+            called: shared.called.swap(false, Ordering::Relaxed),
+            answered: shared.answered.swap(false, Ordering::Relaxed),
+            gave_up: shared.gave_up.swap(false, Ordering::Relaxed),
+        };
+        if !calls.check(period) {
             continue;
         }
         let (connection, generation) = {
@@ -257,11 +318,59 @@ async fn watch(shared: Weak<Shared>) {
 mod tests {
     use super::*;
 
+    /// A period with no call given up.
+    fn period(called: bool, answered: bool) -> Period {
+        Period {
+            called,
+            answered,
+            gave_up: false,
+        }
+    }
+
+    /// A period where calls were made and given up, and others answered.
+    const ONE_NODE_SILENT: Period = Period {
+        called: true,
+        answered: true,
+        gave_up: true,
+    };
+
+    #[test]
+    fn calls_given_up_in_every_check_for_the_stall_time_stall_though_others_answer() {
+        let mut calls = Watch::default();
+        for _ in 1..quiet_checks_to_stall() {
+            assert!(!calls.check(ONE_NODE_SILENT));
+        }
+        assert!(calls.check(ONE_NODE_SILENT));
+    }
+
+    #[test]
+    fn a_check_with_nothing_given_up_restarts_the_count() {
+        let mut calls = Watch::default();
+        for _ in 1..quiet_checks_to_stall() {
+            assert!(!calls.check(ONE_NODE_SILENT));
+        }
+        assert!(!calls.check(period(true, true)));
+        for _ in 1..quiet_checks_to_stall() {
+            assert!(!calls.check(ONE_NODE_SILENT));
+        }
+        assert!(calls.check(ONE_NODE_SILENT));
+    }
+
+    #[test]
+    fn a_reset_forgets_the_given_up_calls() {
+        let mut calls = Watch::default();
+        for _ in 0..quiet_checks_to_stall() {
+            calls.check(ONE_NODE_SILENT);
+        }
+        calls.reset();
+        assert!(!calls.check(ONE_NODE_SILENT));
+    }
+
     #[test]
     fn calls_answered_in_every_period_never_stall() {
         let mut calls = Watch::default();
         for _ in 0..100 {
-            assert!(!calls.check(true, true));
+            assert!(!calls.check(period(true, true)));
         }
     }
 
@@ -269,7 +378,7 @@ mod tests {
     fn no_calls_never_stall() {
         let mut calls = Watch::default();
         for _ in 0..100 {
-            assert!(!calls.check(false, false));
+            assert!(!calls.check(period(false, false)));
         }
     }
 
@@ -278,24 +387,24 @@ mod tests {
         let mut calls = Watch::default();
         let needed = quiet_checks_to_stall();
         assert_eq!(needed, 6, "1.5 s in checks of 250 ms");
-        assert!(!calls.check(true, false));
+        assert!(!calls.check(period(true, false)));
         // The call waits on; no new call, no answer.
         for _ in 1..needed - 1 {
-            assert!(!calls.check(false, false));
+            assert!(!calls.check(period(false, false)));
         }
-        assert!(calls.check(false, false));
+        assert!(calls.check(period(false, false)));
     }
 
     #[test]
     fn a_call_made_after_the_last_answer_still_counts() {
         let mut calls = Watch::default();
         // One period with an answer and a call after it, then silence.
-        assert!(!calls.check(true, true));
+        assert!(!calls.check(period(true, true)));
         let needed = quiet_checks_to_stall();
         for _ in 1..needed {
-            assert!(!calls.check(false, false));
+            assert!(!calls.check(period(false, false)));
         }
-        assert!(calls.check(false, false));
+        assert!(calls.check(period(false, false)));
     }
 
     #[test]
@@ -303,10 +412,10 @@ mod tests {
         let mut calls = Watch::default();
         let needed = quiet_checks_to_stall();
         for _ in 0..needed - 1 {
-            assert!(!calls.check(true, false));
+            assert!(!calls.check(period(true, false)));
         }
-        assert!(!calls.check(false, true));
-        assert!(!calls.check(false, false), "nothing waits after the answer");
+        assert!(!calls.check(period(false, true)));
+        assert!(!calls.check(period(false, false)), "nothing waits after the answer");
         assert!(!calls.waiting);
     }
 
@@ -314,9 +423,9 @@ mod tests {
     fn a_reset_forgets_the_waiting_calls() {
         let mut calls = Watch::default();
         for _ in 0..quiet_checks_to_stall() {
-            calls.check(true, false);
+            calls.check(period(true, false));
         }
         calls.reset();
-        assert!(!calls.check(false, false));
+        assert!(!calls.check(period(false, false)));
     }
 }

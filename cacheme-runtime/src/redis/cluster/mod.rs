@@ -2,16 +2,17 @@
 //!
 //! - The connection is redis-rs's async `ClusterConnection`: one
 //!   multiplexed connection per node, commands routed by their key's slot.
-//!   It follows `MOVED`/`ASK`, and when a node stops answering it refreshes
-//!   its slot map and retries within the call's time limits (below), so
-//!   after a failover the same client serves the promoted replica without
-//!   being rebuilt. A connection that stops answering altogether (a
-//!   redis-rs deadlock after a master dies under load) is replaced by a
-//!   new one within a few seconds ([`handle`]).
+//!   It follows `MOVED`/`ASK`, and when a node's connection breaks it
+//!   refreshes its slot map and retries within the call's time limits
+//!   (below), so after a failover the same client serves the promoted
+//!   replica without being rebuilt. A connection whose calls go
+//!   unanswered (a master frozen, then failed over; a redis-rs deadlock
+//!   after a master dies under load) is replaced by a new one, which
+//!   reads the slot map afresh, within a few seconds ([`handle`]).
 //! - Time limits: `connectTimeout` (at most [`CONNECT_TIMEOUT`]) to connect
-//!   to a node, the provider's `timeout` for one attempt's reply, and
-//!   `timeout` plus what the command's size adds for a whole call with its
-//!   retries and redirections (`Limits::bounded`, around every call). A
+//!   to a node, and the provider's `timeout` plus what the command's size
+//!   adds for a whole call with its retries and redirections
+//!   (`Limits::bounded`, around every call). A
 //!   call to the slots of a dead master fails after that until its replica
 //!   takes over (the cluster's `cluster-node-timeout` plus an election).
 //! - `get_many` and the stampede batch steps are one script per node, sent
@@ -89,16 +90,18 @@ impl RedisBackend {
         let builder = |seeds: Vec<(String, u16)>| {
             let mut builder = ClusterClientBuilder::new(seeds)
                 .connection_timeout(limits.connect_timeout.min(CONNECT_TIMEOUT))
-                // Per attempt, so redis-rs sees a node that stopped
-                // answering and refreshes its slot map.
-                .response_timeout(limits.timeout)
-                // No overall bound of redis-rs's: every call is already
-                // bounded, retries and redirections included, by
+                // No time limit of redis-rs's, per attempt or overall: every
+                // call is bounded, retries and redirections included, by
                 // `Limits::bounded` (the provider's `timeout` plus what its
                 // size adds), so a call that cannot be served soon fails
                 // rather than being retried for as long as a failover
-                // takes. redis-rs's would be a second timer per call (one
-                // more entry in tokio's timer wheel for every GET).
+                // takes. redis-rs's would be more timers per call (entries
+                // in tokio's timer wheel for every GET), and they would
+                // not help it away from a silent node: a timed-out attempt
+                // is retried on the same node, the slot map is re-read
+                // only on a redirection or a broken connection. The
+                // handle's watchdog replaces a connection whose calls go
+                // unanswered ([`handle`]).
                 .overall_response_timeout(None)
                 .retries(12)
                 .min_retry_wait(20)
@@ -115,6 +118,8 @@ impl RedisBackend {
         // connection of their own, made on first use.
         let (pushes_in, pushes) = tokio::sync::mpsc::unbounded_channel();
         let push_client = builder(settings.seeds.clone())
+            // (Subscribing is not bounded by `Limits`: per attempt here.)
+            .response_timeout(limits.timeout)
             .use_protocol(redis::ProtocolVersion::RESP3)
             .push_sender(pushes_in)
             .build()
