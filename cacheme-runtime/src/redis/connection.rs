@@ -4,10 +4,12 @@
 //! one key) is written once.
 //!
 //! In a cluster, redis-rs routes each command by its key's slot, follows
-//! `MOVED`/`ASK` redirections, refreshes its slot map when a node fails
-//! over, and splits multi-key commands (MGET, UNLINK) by slot and puts the
-//! answers back in the order of the keys. The cluster connection is
-//! replaced when it stops answering (see [`handle`](super::cluster::handle)).
+//! `MOVED`/`ASK` redirections, refreshes its slot map when a node's
+//! connection breaks, and splits multi-key commands (MGET, UNLINK) by slot
+//! and puts the answers back in the order of the keys. The cluster
+//! connection is replaced, and the slot map read afresh, when its calls go
+//! unanswered (a frozen master failed over, a wedged connection: see
+//! [`handle`](super::cluster::handle)).
 //! One command skips redis-rs's generic `query_async` and this type's
 //! `ConnectionLike`, on both deployments: `GET`, the typed hit path's read
 //! ([`Link::direct`]). On one server it goes straight to the
