@@ -471,6 +471,7 @@ async fn unclonable(ctx: &App, id: u32) -> Result<Unclonable, String> {
 #[tokio::test]
 async fn a_default_tier_leaves_out_stores_whose_values_cannot_be_held() {
     let server = RedisServer::start();
+    log_every_command(&server).await;
     let cache = Cache::open(&server.url()).await.unwrap();
     let app = App::new(
         Client::builder()
@@ -494,9 +495,55 @@ async fn a_default_tier_leaves_out_stores_whose_values_cannot_be_held() {
     assert_eq!(publishes(&server).await, before + 1, "a store with a tier announces");
 }
 
-/// `PUBLISH` calls: announcements.
+/// Announcements sent so far: `PUBLISH` calls that are not heartbeats
+/// (whose payload starts with `~`; each listening client sends one a
+/// second), read from the slow log, which [`log_every_command`] made
+/// record every command with its arguments.
 async fn publishes(server: &RedisServer) -> u64 {
-    calls(server, "publish").await
+    let mut connection = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let text = |value: &redis::Value| redis::from_redis_value::<String>(value.clone()).unwrap_or_default();
+    entries
+        .iter()
+        .filter_map(|entry| match entry {
+            redis::Value::Array(fields) => match fields.get(3) {
+                Some(redis::Value::Array(args)) => Some(args.iter().map(text).collect::<Vec<_>>()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .filter(|args| {
+            args.first().is_some_and(|name| name.eq_ignore_ascii_case("publish"))
+                && args.get(2).is_some_and(|payload| !payload.starts_with('~'))
+        })
+        .count() as u64
+}
+
+/// Makes `server`'s slow log record every command (see [`publishes`]).
+async fn log_every_command(server: &RedisServer) {
+    let mut connection = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for (name, value) in [("slowlog-max-len", "1000000"), ("slowlog-log-slower-than", "0")] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
 }
 
 /// A process with no tier announces its writes only when told to
@@ -505,6 +552,7 @@ async fn publishes(server: &RedisServer) -> u64 {
 #[tokio::test]
 async fn a_writer_without_a_tier_announces_its_writes_when_told_to() {
     let server = RedisServer::start();
+    log_every_command(&server).await;
     let client = |builder: cacheme::ClientBuilder| async {
         builder
             .cache(Cache::open(&server.url()).await.unwrap())
@@ -800,4 +848,73 @@ async fn local_tiers_stay_coherent_across_processes_on_a_cluster() {
         },
     )
     .await;
+}
+
+/// How long a silent announcement channel may leave a local tier serving:
+/// the heartbeat's 2 s plus a beat's 1 s and its 0.5 s publish, doubled
+/// for a loaded machine. Far below the tier's 30 s TTL, which is what a
+/// silent channel cost before heartbeats.
+const SILENCE_NOTICED: Duration = Duration::from_secs(8);
+
+/// The master of a store's announcement channel is frozen (no replica
+/// takes over) while the key lives on a healthy master: the writer's
+/// `update` stores the new value but its announcement is lost, and no
+/// connection breaks. The reader's heartbeat on the channel goes unheard,
+/// so its local tier stops serving within [`SILENCE_NOTICED`] (the next
+/// get reads past it: the key's master, or the source where the frozen
+/// node would be needed) and serves again once the node is thawed and the
+/// channel is heard again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_announcement_shard_stops_the_local_tier_until_it_is_heard_again() {
+    let mut cluster = RedisCluster::builder().masters(3).replicas(0).start();
+    let config = cluster.config("frozen");
+    let channel_master = cluster.master_of("frozen:cacheme:local:NearStore");
+    let writer = App::new(cache_client(&config).await);
+    let reader = App::new(cache_client(&config).await);
+    // A key whose value lives on another master than the channel.
+    let mut chosen = None;
+    for id in 0..64 {
+        writer.set_version(id, 1);
+        reader.set_version(id, 1);
+        assert_eq!(NearStore::get(&writer, id).await.unwrap().0, 1);
+        let keys = cluster.keys(&format!("frozen:near:{id}*"));
+        assert_eq!(keys.len(), 1, "one value key for id {id}: {keys:?}");
+        if cluster.master_of(&keys[0]) != channel_master {
+            chosen = Some(id);
+            break;
+        }
+    }
+    let id = chosen.expect("a key on another master than the channel's");
+    // The first get starts the reader listening; once its tier serves,
+    // the next one holds the value in it.
+    assert_eq!(NearStore::get(&reader, id).await.unwrap().0, 1);
+    until(|| async { reader.cache.local_tiers_serving() }).await;
+    assert_eq!(NearStore::get(&reader, id).await.unwrap().0, 1);
+    assert!(reader.cache.local_entries() > 0, "the value is in the reader's tier");
+
+    cluster.freeze(&channel_master);
+    // The source changes (both apps' copies of it).
+    writer.set_version(id, 2);
+    reader.set_version(id, 2);
+    NearStore::update(&writer, id).await.unwrap();
+    let updated = Instant::now();
+    loop {
+        let seen = NearStore::get(&reader, id).await.unwrap().0;
+        if seen == 2 {
+            break;
+        }
+        assert_eq!(seen, 1);
+        assert!(
+            updated.elapsed() < SILENCE_NOTICED,
+            "the reader served the old value for {:?} with its announcement channel frozen",
+            updated.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("new value seen {:.1?} after the update", updated.elapsed());
+    assert!(!reader.cache.local_tiers_serving(), "the tier stopped serving");
+
+    cluster.thaw(&channel_master);
+    until(|| async { reader.cache.local_tiers_serving() }).await;
+    assert_eq!(NearStore::get(&reader, id).await.unwrap().0, 2);
 }

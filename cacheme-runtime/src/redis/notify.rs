@@ -30,12 +30,24 @@
 //! - A message published while the connection is being replaced is lost:
 //!   it costs a waiter at most one wait round (`lock_ttl` plus a margin),
 //!   never an error.
+//! - A listened channel (a local tier's announcements) is checked end to
+//!   end: every [`BEAT_EVERY`] the subscriber task publishes a heartbeat
+//!   (`~` and this notifier's id) on it through the push connection, and
+//!   the dispatcher notes when it comes back. A heartbeat not back within
+//!   [`SILENT_AFTER`] means messages may be going missing without the
+//!   connection breaking: a frozen node (or a shard master frozen and
+//!   failed over, whose subscribers stay attached to it), a connection a
+//!   middlebox dropped silently. The listeners then hear [`Heard::Lost`],
+//!   as on a disconnection, and the connection is dropped and made anew
+//!   (in a cluster with a fresh slot map), which subscribes every channel
+//!   again. Heartbeats are not announcements: listeners never see them,
+//!   and other processes (of this version or an earlier one) ignore them.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 #[cfg(feature = "redis-cluster")]
@@ -51,6 +63,16 @@ use crate::stampede::{Heard, Hearing, Notice, Watch};
 /// past it the round fails and its channels are subscribed again by the
 /// next one.
 const ROUND_LIMIT: Duration = Duration::from_secs(5);
+
+/// How often a heartbeat is published on each listened channel.
+pub(crate) const BEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// A heartbeat not heard back within this long makes the subscription
+/// silent (see the module docs).
+pub(crate) const SILENT_AFTER: Duration = Duration::from_secs(2);
+
+/// How long publishing one heartbeat may take.
+const BEAT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The connection notifications arrive on.
 pub(super) enum PushConnection {
@@ -72,6 +94,22 @@ impl PushConnection {
                     async move { cluster.ssubscribe(group).await }
                 })
                 .await
+            }
+        }
+    }
+
+    /// Publishes `payload` on `channel` (`SPUBLISH` in a cluster, through
+    /// the node the connection subscribed the channel on).
+    async fn publish(&mut self, channel: &str, payload: &str) -> RedisResult<()> {
+        match self {
+            PushConnection::Node(node) => redis::cmd("PUBLISH").arg(channel).arg(payload).query_async(node).await,
+            #[cfg(feature = "redis-cluster")]
+            PushConnection::Cluster(cluster) => {
+                redis::cmd("SPUBLISH")
+                    .arg(channel)
+                    .arg(payload)
+                    .query_async(cluster)
+                    .await
             }
         }
     }
@@ -131,6 +169,8 @@ struct Channel {
     /// A listener for every message (a local tier's announcements), with
     /// the store it hears for.
     listener: Option<(&'static str, Hearing)>,
+    /// When the oldest heartbeat not heard back yet was published.
+    unheard_since: Option<Instant>,
 }
 
 impl Channel {
@@ -139,6 +179,7 @@ impl Channel {
             waiters: Vec::new(),
             state: State::Pending,
             listener: None,
+            unheard_since: None,
         }
     }
 
@@ -169,6 +210,8 @@ struct Inner {
     next_id: AtomicU64,
     /// Registrations alive.
     live: AtomicUsize,
+    /// This notifier's heartbeat payload: `~` and a random id.
+    beat: String,
 }
 
 impl Notifier {
@@ -184,6 +227,7 @@ impl Notifier {
                 table: Mutex::default(),
                 next_id: AtomicU64::new(0),
                 live: AtomicUsize::new(0),
+                beat: format!("~{:x}", random_id()),
             }),
         }
     }
@@ -351,10 +395,26 @@ impl Drop for Registration {
 }
 
 /// Keeps the server's subscriptions in line with the table, one round at a
-/// time (see the module docs). Ends when the notifier is dropped.
+/// time, and checks the listened channels with heartbeats between rounds
+/// (see the module docs). Ends when the notifier is dropped.
 async fn subscriber(inner: Weak<Inner>, mut requests: UnboundedReceiver<Request>) {
     let mut connection: Option<PushConnection> = None;
-    while let Some(first) = requests.recv().await {
+    let mut beats = tokio::time::interval(BEAT_EVERY);
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            request = requests.recv() => match request {
+                Some(request) => request,
+                None => return,
+            },
+            _ = beats.tick() => {
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                heartbeat(&inner, &mut connection).await;
+                continue;
+            }
+        };
         let mut waiting = vec![first];
         while let Ok(more) = requests.try_recv() {
             waiting.push(more);
@@ -382,6 +442,77 @@ async fn subscriber(inner: Weak<Inner>, mut requests: UnboundedReceiver<Request>
                 let _ = done.send(outcome.clone());
             }
         }
+    }
+}
+
+/// One heartbeat: the listened channels whose last heartbeat has been
+/// unheard for [`SILENT_AFTER`] make the subscription silent (listeners
+/// hear [`Heard::Lost`], the connection is dropped, a round subscribes
+/// everything again on a new one); otherwise a heartbeat goes out on each.
+/// A listened channel not subscribed (its round failed) asks for a round:
+/// once per beat, a failing server is asked again.
+async fn heartbeat(inner: &Inner, connection: &mut Option<PushConnection>) {
+    let now = Instant::now();
+    let (silent, channels, unsubscribed) = {
+        let mut table = lock(&inner.table);
+        let mut silent = false;
+        let mut unsubscribed = false;
+        let mut channels = Vec::new();
+        for (channel, entry) in table.iter_mut() {
+            if entry.listener.is_none() {
+                continue;
+            }
+            if entry.state != State::Subscribed {
+                unsubscribed |= entry.state == State::Pending;
+                continue;
+            }
+            match entry.unheard_since {
+                Some(since) => silent |= now.duration_since(since) >= SILENT_AFTER,
+                None => entry.unheard_since = Some(now),
+            }
+            channels.push(channel.clone());
+        }
+        (silent, channels, unsubscribed)
+    };
+    if unsubscribed {
+        // A listened channel whose round failed: nobody else asks again.
+        let _ = inner.requests.send(Request { done: None });
+    }
+    if silent {
+        tracing::warn!(
+            "redis: a heartbeat on the local tiers' announcement channels was not heard back within {SILENT_AFTER:?}; \
+             the local tiers stop serving, and the push connection is made anew"
+        );
+        *connection = None;
+        {
+            let mut table = lock(&inner.table);
+            let unsubscribing: Vec<String> = table
+                .iter_mut()
+                .filter_map(|(channel, entry)| {
+                    entry.unheard_since = None;
+                    match entry.state {
+                        State::Subscribed => {
+                            entry.state = State::Pending;
+                            None
+                        }
+                        State::Unsubscribing => Some(channel.clone()),
+                        State::Pending => None,
+                    }
+                })
+                .collect();
+            settle_unsubscribed(&mut table, &unsubscribing);
+        }
+        lost(inner);
+        let _ = inner.requests.send(Request { done: None });
+        return;
+    }
+    let Some(connection) = connection.as_mut() else {
+        return;
+    };
+    for channel in channels {
+        // A heartbeat that fails or times out is not heard back: the next
+        // check counts it.
+        let _ = tokio::time::timeout(BEAT_TIMEOUT, connection.publish(&channel, &inner.beat)).await;
     }
 }
 
@@ -494,6 +625,16 @@ async fn dispatch(inner: Weak<Inner>, mut pushes: UnboundedReceiver<PushInfo>) {
         let Ok(channel) = std::str::from_utf8(channel) else {
             continue;
         };
+        if payload.first() == Some(&b'~') {
+            // A heartbeat: this notifier's own comes back; others' are
+            // another process's business.
+            if payload == inner.beat.as_bytes()
+                && let Some(entry) = lock(&inner.table).get_mut(channel)
+            {
+                entry.unheard_since = None;
+            }
+            continue;
+        }
         let notice = if payload == b"failed" {
             Notice::Failed
         } else {
@@ -540,6 +681,16 @@ fn lost(inner: &Inner) {
     for hear in listeners {
         hear(Heard::Lost);
     }
+}
+
+/// A random id, different per notifier and per process.
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
 }
 
 fn bytes(value: &Value) -> Option<&[u8]> {
@@ -753,5 +904,77 @@ mod tests {
         // `publish` retries until the resubscribed connection hears it.
         publish(&mut raw, "app:{k}:done").await;
         woken(&mut watch).await;
+    }
+
+    /// Polls `condition` every 20 ms until it holds; panics after 15 s.
+    async fn eventually<F, Fut>(what: &str, mut condition: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !condition().await {
+            assert!(Instant::now() < deadline, "waited 15 s for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_subscription_is_lost_then_heard_again() {
+        let mut server = RedisServer::start();
+        let notifier = notifier(&server);
+        let mut raw = raw(&server).await;
+        let events = Arc::new(Mutex::new(Vec::<String>::new()));
+        let hear: Hearing = {
+            let events = Arc::clone(&events);
+            Arc::new(move |heard| {
+                let event = match heard {
+                    Heard::Announcement { payload, .. } => {
+                        format!("announcement {}", String::from_utf8_lossy(payload))
+                    }
+                    Heard::Listening { .. } => "listening".to_owned(),
+                    Heard::Lost => "lost".to_owned(),
+                };
+                lock(&events).push(event);
+            })
+        };
+        let seen = |event: &'static str| {
+            let events = Arc::clone(&events);
+            move || {
+                let found = lock(&events).iter().any(|e| e == event);
+                async move { found }
+            }
+        };
+        notifier.listen(&[("app:cacheme:local:S".to_owned(), "S")], hear);
+        eventually("the subscription", seen("listening")).await;
+        // Heartbeats go out, come back, and are nobody's announcement.
+        let before = calls(&mut raw, "publish").await;
+        eventually("two heartbeats", || {
+            let mut raw = raw.clone();
+            async move { calls(&mut raw, "publish").await >= before + 2 }
+        })
+        .await;
+        assert_eq!(*lock(&events), ["listening"], "heartbeats are not announcements");
+
+        // Frozen: nothing breaks, the heartbeat goes unheard.
+        server.freeze();
+        let frozen = Instant::now();
+        eventually("the silence to be noticed", seen("lost")).await;
+        let noticed = frozen.elapsed();
+        assert!(
+            noticed >= SILENT_AFTER - BEAT_EVERY,
+            "lost after {noticed:?}: only a heartbeat unheard for {SILENT_AFTER:?} counts"
+        );
+        server.thaw();
+        eventually("the subscription again", || {
+            let events = Arc::clone(&events);
+            async move { lock(&events).last().map(String::as_str) == Some("listening") }
+        })
+        .await;
+        let events = lock(&events).clone();
+        assert!(
+            events.iter().all(|e| e == "listening" || e == "lost"),
+            "no announcement was heard: {events:?}"
+        );
     }
 }
