@@ -471,7 +471,6 @@ async fn unclonable(ctx: &App, id: u32) -> Result<Unclonable, String> {
 #[tokio::test]
 async fn a_default_tier_leaves_out_stores_whose_values_cannot_be_held() {
     let server = RedisServer::start();
-    log_every_command(&server).await;
     let cache = Cache::open(&server.url()).await.unwrap();
     let app = App::new(
         Client::builder()
@@ -495,55 +494,9 @@ async fn a_default_tier_leaves_out_stores_whose_values_cannot_be_held() {
     assert_eq!(publishes(&server).await, before + 1, "a store with a tier announces");
 }
 
-/// Announcements sent so far: `PUBLISH` calls that are not heartbeats
-/// (whose payload starts with `~`; each listening client sends one a
-/// second), read from the slow log, which [`log_every_command`] made
-/// record every command with its arguments.
+/// `PUBLISH` calls: announcements (on one server a heartbeat is a `PING`).
 async fn publishes(server: &RedisServer) -> u64 {
-    let mut connection = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG")
-        .arg("GET")
-        .arg(-1)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    let text = |value: &redis::Value| redis::from_redis_value::<String>(value.clone()).unwrap_or_default();
-    entries
-        .iter()
-        .filter_map(|entry| match entry {
-            redis::Value::Array(fields) => match fields.get(3) {
-                Some(redis::Value::Array(args)) => Some(args.iter().map(text).collect::<Vec<_>>()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .filter(|args| {
-            args.first().is_some_and(|name| name.eq_ignore_ascii_case("publish"))
-                && args.get(2).is_some_and(|payload| !payload.starts_with('~'))
-        })
-        .count() as u64
-}
-
-/// Makes `server`'s slow log record every command (see [`publishes`]).
-async fn log_every_command(server: &RedisServer) {
-    let mut connection = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    for (name, value) in [("slowlog-max-len", "1000000"), ("slowlog-log-slower-than", "0")] {
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg(name)
-            .arg(value)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-    }
+    calls(server, "publish").await
 }
 
 /// A process with no tier announces its writes only when told to
@@ -552,7 +505,6 @@ async fn log_every_command(server: &RedisServer) {
 #[tokio::test]
 async fn a_writer_without_a_tier_announces_its_writes_when_told_to() {
     let server = RedisServer::start();
-    log_every_command(&server).await;
     let client = |builder: cacheme::ClientBuilder| async {
         builder
             .cache(Cache::open(&server.url()).await.unwrap())

@@ -30,18 +30,21 @@
 //! - A message published while the connection is being replaced is lost:
 //!   it costs a waiter at most one wait round (`lock_ttl` plus a margin),
 //!   never an error.
-//! - A listened channel (a local tier's announcements) is checked end to
-//!   end: every [`BEAT_EVERY`] the subscriber task publishes a heartbeat
-//!   (`~` and this notifier's id) on it through the push connection, and
-//!   the dispatcher notes when it comes back. A heartbeat not back within
+//! - The listened channels (a local tier's announcements) are checked end
+//!   to end: every [`BEAT_EVERY`] the subscriber task sends a heartbeat
+//!   through the push connection. On one server that is a `PING` on the
+//!   connection that holds the subscriptions; in a cluster, a message
+//!   (`~` and this notifier's id) `SPUBLISH`ed on each channel, which the
+//!   dispatcher notes when it comes back. A heartbeat not answered within
 //!   [`SILENT_AFTER`] means messages may be going missing without the
 //!   connection breaking: a frozen node (or a shard master frozen and
 //!   failed over, whose subscribers stay attached to it), a connection a
 //!   middlebox dropped silently. The listeners then hear [`Heard::Lost`],
 //!   as on a disconnection, and the connection is dropped and made anew
 //!   (in a cluster with a fresh slot map), which subscribes every channel
-//!   again. Heartbeats are not announcements: listeners never see them,
-//!   and other processes (of this version or an earlier one) ignore them.
+//!   again. Heartbeat messages are not announcements: listeners never see
+//!   them, and other processes (of this version or an earlier one) ignore
+//!   them.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -98,18 +101,32 @@ impl PushConnection {
         }
     }
 
-    /// Publishes `payload` on `channel` (`SPUBLISH` in a cluster, through
-    /// the node the connection subscribed the channel on).
-    async fn publish(&mut self, channel: &str, payload: &str) -> RedisResult<()> {
+    /// Sends one heartbeat for the listened `channels` (see the module
+    /// docs) and returns those heard back already. On one server every
+    /// subscription lives on this connection, so a `PING` answered on it
+    /// is every channel's heartbeat heard (and the server's `PUBLISH`
+    /// count stays a count of announcements). In a cluster, `payload` is
+    /// `SPUBLISH`ed on each channel: it reaches whichever node serves the
+    /// channel's slot now, and comes back (to the dispatcher) only if this
+    /// connection's subscription is on that node. Each send may take
+    /// [`BEAT_TIMEOUT`]; one that fails or times out is not heard.
+    async fn beat<'c>(&mut self, channels: &'c [String], payload: &str) -> &'c [String] {
         match self {
-            PushConnection::Node(node) => redis::cmd("PUBLISH").arg(channel).arg(payload).query_async(node).await,
+            PushConnection::Node(node) => {
+                let ping = redis::cmd("PING");
+                match tokio::time::timeout(BEAT_TIMEOUT, ping.query_async::<Value>(node)).await {
+                    Ok(Ok(_)) => channels,
+                    _ => &[],
+                }
+            }
             #[cfg(feature = "redis-cluster")]
             PushConnection::Cluster(cluster) => {
-                redis::cmd("SPUBLISH")
-                    .arg(channel)
-                    .arg(payload)
-                    .query_async(cluster)
-                    .await
+                for channel in channels {
+                    let mut publish = redis::cmd("SPUBLISH");
+                    publish.arg(channel).arg(payload);
+                    let _ = tokio::time::timeout(BEAT_TIMEOUT, publish.query_async::<Value>(cluster)).await;
+                }
+                &[]
             }
         }
     }
@@ -210,7 +227,8 @@ struct Inner {
     next_id: AtomicU64,
     /// Registrations alive.
     live: AtomicUsize,
-    /// This notifier's heartbeat payload: `~` and a random id.
+    /// This notifier's heartbeat message (in a cluster): `~` and a random
+    /// id.
     beat: String,
 }
 
@@ -509,10 +527,14 @@ async fn heartbeat(inner: &Inner, connection: &mut Option<PushConnection>) {
     let Some(connection) = connection.as_mut() else {
         return;
     };
-    for channel in channels {
-        // A heartbeat that fails or times out is not heard back: the next
-        // check counts it.
-        let _ = tokio::time::timeout(BEAT_TIMEOUT, connection.publish(&channel, &inner.beat)).await;
+    let heard = connection.beat(&channels, &inner.beat).await;
+    if !heard.is_empty() {
+        let mut table = lock(&inner.table);
+        for channel in heard {
+            if let Some(entry) = table.get_mut(channel) {
+                entry.unheard_since = None;
+            }
+        }
     }
 }
 
@@ -947,13 +969,19 @@ mod tests {
         };
         notifier.listen(&[("app:cacheme:local:S".to_owned(), "S")], hear);
         eventually("the subscription", seen("listening")).await;
-        // Heartbeats go out, come back, and are nobody's announcement.
-        let before = calls(&mut raw, "publish").await;
+        // Heartbeats (a PING on one server) go out, are answered, and
+        // publish nothing.
+        let (pings, publishes) = (calls(&mut raw, "ping").await, calls(&mut raw, "publish").await);
         eventually("two heartbeats", || {
             let mut raw = raw.clone();
-            async move { calls(&mut raw, "publish").await >= before + 2 }
+            async move { calls(&mut raw, "ping").await >= pings + 2 }
         })
         .await;
+        assert_eq!(
+            calls(&mut raw, "publish").await,
+            publishes,
+            "a heartbeat publishes nothing"
+        );
         assert_eq!(*lock(&events), ["listening"], "heartbeats are not announcements");
 
         // Frozen: nothing breaks, the heartbeat goes unheard.
