@@ -543,7 +543,8 @@ impl Client {
     /// Redis Cluster they start once this client hears the other
     /// processes' announcements (shortly after its first get of a store
     /// with a tier), and stop, emptied, while it cannot (its push
-    /// connection was lost) until it hears them again. Other remote
+    /// connection was lost, or its heartbeat on it went unanswered for
+    /// 2 s: a frozen node) until it hears them again. Other remote
     /// backends serve from the tiers from the first get on. Always false
     /// without local tiers, and on the memory backend.
     pub fn local_tiers_serving(&self) -> bool {
