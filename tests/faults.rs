@@ -37,8 +37,12 @@ const SOURCE_LATENCY: Duration = Duration::from_millis(5);
 const CACHE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Slack over source + `cache_timeout` for a loaded machine.
 const MARGIN: Duration = Duration::from_millis(300);
-/// Slack over the source's latency for calls that skip the cache.
-const DEGRADED_MARGIN: Duration = Duration::from_millis(100);
+/// Slack over the source's latency for calls that skip the cache. Kept
+/// well under [`CACHE_TIMEOUT`]: with a frozen server, a call that tried
+/// the cache anyway waits `cache_timeout` for it, and the callers that
+/// joined its flight (a few ms later) nearly as long, so if an open
+/// breaker skipped nothing most calls would exceed this bound.
+const DEGRADED_MARGIN: Duration = Duration::from_millis(150);
 /// The breaker: consecutive failures that open it, and its cooldown.
 const BREAKER: (u32, Duration) = (3, Duration::from_secs(1));
 /// The keys the load spreads over.

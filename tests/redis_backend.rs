@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use cacheme::{Cache, Error, Op};
+use cacheme_test_support::child::unix_ms;
 use cacheme_test_support::{CapturedLogs, RedisServer, StallingProxy, free_port};
 use redis::AsyncCommands;
 
@@ -48,12 +49,21 @@ async fn beego_json_with_a_hostless_conn_stores_under_the_key_prefix() {
 async fn default_prefix_is_cacheme_and_ttls_keep_their_milliseconds() {
     let server = RedisServer::start();
     let cache = Cache::open(&server.url()).await.unwrap();
+    let before = unix_ms();
     cache.put("k", b"v", Duration::from_millis(1500)).await.unwrap();
+    let after = unix_ms();
+    // The expiry as an instant (same machine, same clock): set during the
+    // put, 1.5 s on, however long the checks take. A TTL rounded to whole
+    // seconds would land 500 ms off (a put slower than that aside).
     let mut conn = raw(&server.url()).await;
-    let pttl: i64 = conn.pttl("cacheme:k").await.unwrap();
+    let expires: u64 = redis::cmd("PEXPIRETIME")
+        .arg("cacheme:k")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(
-        (1000..=1500).contains(&pttl),
-        "a 1.5 s TTL must reach Redis as 1500 ms, got {pttl}"
+        (before + 1500..=after + 1500).contains(&expires),
+        "a 1.5 s TTL must reach Redis as 1500 ms: expires at {expires}, put within [{before}, {after}]"
     );
 }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cacheme::{Cache, Error};
+use cacheme_test_support::child::unix_ms;
 use cacheme_test_support::{CapturedLogs, RedisCluster, free_port};
 
 /// Every key the node at `addr` holds (it answers for its own slots only).
@@ -54,7 +55,9 @@ fn field_of(err: Error) -> String {
 async fn url_and_beego_json_forms_reach_the_same_cluster_under_the_prefix() {
     let cluster = RedisCluster::start();
     let by_url = Cache::open(&format!("{}?prefix=app", cluster.url())).await.unwrap();
+    let before = unix_ms();
     by_url.put("user:1", b"ann", Duration::from_millis(1500)).await.unwrap();
+    let after = unix_ms();
 
     let addrs = cluster.addrs();
     for config in [
@@ -79,11 +82,15 @@ async fn url_and_beego_json_forms_reach_the_same_cluster_under_the_prefix() {
         .filter(|master| keys_on(&cluster, master).contains(&"app:user:1".to_owned()))
         .collect();
     assert_eq!(holders.len(), 1, "one master holds app:user:1");
+    // The expiry as an instant (same machine, same clock): set during the
+    // put, 1.5 s on, however long the opens and scans above took. A TTL
+    // rounded to whole seconds would land 500 ms off (a put slower than
+    // that aside).
     let mut node = cluster.node_connection(&holders[0]);
-    let pttl: i64 = redis::cmd("PTTL").arg("app:user:1").query(&mut node).unwrap();
+    let expires: u64 = redis::cmd("PEXPIRETIME").arg("app:user:1").query(&mut node).unwrap();
     assert!(
-        (1000..=1500).contains(&pttl),
-        "a 1.5 s TTL must reach Redis as 1500 ms, got {pttl}"
+        (before + 1500..=after + 1500).contains(&expires),
+        "a 1.5 s TTL must reach Redis as 1500 ms: expires at {expires}, put within [{before}, {after}]"
     );
     assert_eq!(by_url.backend().provider(), "redis-cluster");
 }

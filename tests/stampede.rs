@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use cacheme::{Client, Context, cache_store};
 use cacheme_test_support::child::{self, expect_success, sleep_until_unix_ms, unix_ms};
 use cacheme_test_support::{MemcachedServer, RedisCluster, RedisServer};
+use tokio::sync::Semaphore;
 
 /// The child's settings.
 const URL: &str = "CACHEME_STAMPEDE_URL";
@@ -33,6 +34,9 @@ struct Worker {
     fail: AtomicUsize,
     /// The value the source returns.
     version: AtomicUsize,
+    /// While `Some`, each fetch of the stores that look at it waits for a
+    /// permit (after its `fetch_time`): the test decides when it ends.
+    gate: Option<Semaphore>,
 }
 
 impl Context for Worker {
@@ -50,7 +54,20 @@ impl Worker {
             hang_first: false,
             fail: AtomicUsize::new(0),
             version: AtomicUsize::new(1),
+            gate: None,
         })
+    }
+
+    /// Lets `fetches` held fetches end.
+    fn open_gate(&self, fetches: usize) {
+        self.gate.as_ref().expect("a gated worker").add_permits(fetches);
+    }
+}
+
+/// Holds the fetch at `ctx`'s gate, if it has one.
+async fn pass_gate(ctx: &Worker) {
+    if let Some(gate) = &ctx.gate {
+        gate.acquire().await.expect("the gate stays open").forget();
     }
 }
 
@@ -101,6 +118,14 @@ async fn slow_worker(server: &RedisServer, log: &Path, fetch_time: Duration) -> 
     })
 }
 
+/// A worker on `server` whose fetches end when the test opens its gate.
+async fn gated_worker(server: &RedisServer, log: &Path) -> Arc<Worker> {
+    Arc::new(Worker {
+        gate: Some(Semaphore::new(0)),
+        ..Arc::into_inner(redis_worker(server, log).await).unwrap()
+    })
+}
+
 #[cache_store(key = "cold:<id>", ttl = "1m", lock_ttl = "2s", singleflight)]
 async fn cold(ctx: &Worker, id: u32) -> Result<String, String> {
     let earlier = record_fetch(&ctx.log).await;
@@ -115,6 +140,7 @@ async fn cold(ctx: &Worker, id: u32) -> Result<String, String> {
     {
         return Err("the source failed".to_owned());
     }
+    pass_gate(ctx).await;
     Ok(format!("value {id} v{}", ctx.version.load(Ordering::SeqCst)))
 }
 
@@ -124,15 +150,18 @@ async fn cold(ctx: &Worker, id: u32) -> Result<String, String> {
 async fn shared(ctx: &Worker, id: u32) -> Result<String, String> {
     record_fetch(&ctx.log).await;
     tokio::time::sleep(ctx.fetch_time).await;
+    pass_gate(ctx).await;
     Ok(format!("shared {id}"))
 }
 
-/// A slow source with a short lock: the fetch outlives `lock_ttl` and the
-/// lock must be renewed.
-#[cache_store(key = "long:<id>", ttl = "1m", lock_ttl = "300ms", singleflight)]
+/// A source held at the gate past its store's `lock_ttl`: the lock must be
+/// renewed. Not a whole number of seconds, so a renewal rounded up to
+/// seconds shows in its PTTL.
+#[cache_store(key = "long:<id>", ttl = "1m", lock_ttl = "1500ms", singleflight)]
 async fn long(ctx: &Worker, id: u32) -> Result<String, String> {
     record_fetch(&ctx.log).await;
     tokio::time::sleep(ctx.fetch_time).await;
+    pass_gate(ctx).await;
     Ok(format!("long {id}"))
 }
 
@@ -251,8 +280,12 @@ async fn killing_the_lock_holder_costs_one_more_fetch_within_lock_ttl() {
         expect_success(child).await;
     }
     let took = killed_at.elapsed();
+    // The dead holder's lock expires within lock_ttl of the kill, a waiter
+    // finds it gone within a wait round (lock_ttl / 4), then one fetch
+    // (50 ms) and the children's exit: about 1.3 lock_ttl. Without the
+    // takeover the waiters would wait max_wait (30 s).
     assert!(
-        took < lock_ttl + Duration::from_secs(1),
+        took < lock_ttl * 3,
         "the others took over {took:?} after the holder died (lock_ttl {lock_ttl:?})"
     );
     let log = fetch_log(&log);
@@ -291,8 +324,10 @@ async fn a_failed_fetch_releases_the_waiters_at_once() {
     }
     let took = started.elapsed();
     let lock_ttl = ColdStore::SPEC.lock_ttl.unwrap();
+    // The failed fetch's lock was taken after `started`: had it been left
+    // to expire, the waiters could only have taken it lock_ttl later.
     assert!(
-        took < lock_ttl / 2,
+        took < lock_ttl,
         "waiters were released by the failure, not by the lock expiring: {took:?}"
     );
     assert_eq!(fetches(&log), 2, "the failed fetch and one replacement");
@@ -327,33 +362,36 @@ async fn an_invalidation_during_a_fetch_wins_over_its_fill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fetch_longer_than_lock_ttl_is_still_one_fetch() {
     let (server, _dir, log) = redis_scene();
-    let make = |client| {
-        Arc::new(Worker {
-            fetch_time: Duration::from_millis(1200),
-            ..Arc::into_inner(Worker::new(client, &log)).unwrap()
-        })
-    };
-    let workers = [
-        make(Client::open(&server.url()).await.unwrap()),
-        make(Client::open(&server.url()).await.unwrap()),
-    ];
+    let workers = [gated_worker(&server, &log).await, gated_worker(&server, &log).await];
+    let mut redis = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let gets: Vec<_> = (0..20)
         .map(|i| {
             let worker = workers[i % 2].clone();
             tokio::spawn(async move { LongStore::get(&worker, 1).await })
         })
         .collect();
-    // Mid-fetch the lock lives on, renewed in milliseconds (PEXPIRE), never
-    // longer than lock_ttl.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let mut redis = ::redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    until_fetching(&log).await;
+    // The fetch is held until its lock, taken before the fetch began, has
+    // outlived lock_ttl by half: unrenewed it would be gone by then (and a
+    // waiter would fetch again). Until then it lives on, renewed in
+    // milliseconds (PEXPIRE), never longer than lock_ttl.
+    let lock_ttl = LongStore::SPEC.lock_ttl.unwrap();
+    let held_until = Instant::now() + lock_ttl * 3 / 2;
     let lock = "cacheme:{cacheme:long:1:v1}:lock";
-    let pttl: i64 = ::redis::cmd("PTTL").arg(lock).query_async(&mut redis).await.unwrap();
-    assert!((1..=300).contains(&pttl), "lock PTTL mid-fetch: {pttl}");
+    while Instant::now() < held_until {
+        let pttl: i64 = ::redis::cmd("PTTL").arg(lock).query_async(&mut redis).await.unwrap();
+        assert!(
+            (1..=lock_ttl.as_millis() as i64).contains(&pttl),
+            "lock PTTL mid-fetch: {pttl}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One permit per get: a second fetch would not hang but be counted.
+    workers.iter().for_each(|worker| worker.open_gate(gets.len()));
     for get in gets {
         assert_eq!(get.await.unwrap().unwrap(), "long 1");
     }
@@ -363,24 +401,26 @@ async fn a_fetch_longer_than_lock_ttl_is_still_one_fetch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn waiters_cancelled_by_a_timeout_leave_nothing_behind() {
     let (server, _dir, log) = redis_scene();
-    let holder = slow_worker(&server, &log, Duration::from_millis(1500)).await;
+    let holder = gated_worker(&server, &log).await;
     let other = redis_worker(&server, &log).await;
     let held = tokio::spawn({
         let holder = holder.clone();
         async move { SharedStore::get(&holder, 9).await }
     });
     until_fetching(&log).await;
-    // Well before the holder's fetch ends (1.5 s): every waiter is
-    // cancelled by its timeout, none served.
+    // The holder's fetch is held until the waiters are gone: every waiter
+    // is cancelled by its timeout, none served (max_wait is 30 s).
+    let timeout = Duration::from_secs(5);
     let waits: Vec<_> = (0..50)
         .map(|_| {
             let other = other.clone();
             // Misses coalesce in the process: one waiter registers.
-            tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(1), SharedStore::get(&other, 9)).await })
+            tokio::spawn(async move { tokio::time::timeout(timeout, SharedStore::get(&other, 9)).await })
         })
         .collect();
     // Once all 50 are in (49 following the one that waits on Redis)...
-    let joined = Instant::now() + Duration::from_secs(1);
+    // (past their timeout, this could no longer hold).
+    let joined = Instant::now() + timeout;
     while other.client.stats().total().coalesced < 49 || other.client.waiting() == 0 {
         assert!(Instant::now() < joined, "the 50 gets never all waited");
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -391,7 +431,7 @@ async fn waiters_cancelled_by_a_timeout_leave_nothing_behind() {
         "the process's waiters share one registration"
     );
     for wait in waits {
-        let _ = wait.await.unwrap();
+        assert!(wait.await.unwrap().is_err(), "a waiter was served before its timeout");
     }
     assert_eq!(other.client.waiting(), 0, "the waiter table is empty again");
     let backend = other.client.cache().backend().clone();
@@ -416,20 +456,21 @@ async fn waiters_cancelled_by_a_timeout_leave_nothing_behind() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    holder.open_gate(1);
     held.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_notification_costs_a_bounded_delay_not_an_error() {
     let (server, _dir, log) = redis_scene();
-    let holder = slow_worker(&server, &log, Duration::from_millis(600)).await;
+    // Its fetch is held until the waiter's pub/sub connection is cut.
+    let holder = gated_worker(&server, &log).await;
     let other = redis_worker(&server, &log).await;
     let held = tokio::spawn({
         let holder = holder.clone();
         async move { ColdStore::get(&holder, 5).await }
     });
     until_fetching(&log).await;
-    let started = Instant::now();
     let waiter = tokio::spawn({
         let other = other.clone();
         async move { ColdStore::get(&other, 5).await }
@@ -463,9 +504,18 @@ async fn a_lost_notification_costs_a_bounded_delay_not_an_error() {
         .await
         .unwrap();
     assert_eq!(killed, 1, "one pub/sub connection for the whole client");
+    let released = Instant::now();
+    holder.open_gate(1);
     assert_eq!(waiter.await.unwrap().unwrap(), "value 5 v1");
+    let took = released.elapsed();
     held.await.unwrap().unwrap();
+    // A wait round is lock_ttl / 4: the waiter reads the value at the end
+    // of its round at the latest. Waiting for the lost notice would last
+    // max_wait (30 s).
     let lock_ttl = ColdStore::SPEC.lock_ttl.unwrap();
-    assert!(started.elapsed() < lock_ttl, "the waiter recovered within a wait round");
+    assert!(
+        took < lock_ttl,
+        "the waiter took {took:?} after the fill (lock_ttl {lock_ttl:?}): not within a wait round"
+    );
     assert_eq!(fetches(&log), 1, "still one fetch");
 }
